@@ -1,0 +1,157 @@
+"""The category catalogue: load the component and event classes from a JSON file."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cases.models import Category, CategoryKind, MajorClass
+from dispatch.models import UnitType
+from gridmgmt.errors import InvalidInput
+from gridmgmt.workcalendar import LimitUnit
+
+DEFAULT_CATALOGUE = Path(__file__).parent / "data" / "categories.json"
+_TWO_DIGITS = re.compile(r"[0-9]{2}")
+KIND_PREFIX = {CategoryKind.COMPONENT: "C", CategoryKind.EVENT: "E"}
+_TEXT_FIELDS = (
+    "name_zh",
+    "name_en",
+    "description_zh",
+    "description_en",
+    "filing_condition_zh",
+    "filing_condition_en",
+    "closing_condition_zh",
+    "closing_condition_en",
+)
+
+
+@dataclass
+class LoadResult:
+    """How many classes a load created, changed or left as they were."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+def category_code(kind: CategoryKind, major: str, minor: str) -> str:
+    """The catalogue code of a minor class, also its Open311 service_code: C0101, E0102..."""
+    return f"{KIND_PREFIX[kind]}{major}{minor}"
+
+
+def _limit(raw: Any, where: str) -> tuple[Decimal, str] | tuple[None, None]:
+    if raw is None:
+        return None, None
+    try:
+        value = Decimal(str(raw["value"]))
+        unit = LimitUnit(raw["unit"]).value
+    except (KeyError, TypeError, ValueError, InvalidOperation):
+        raise InvalidInput(
+            f"{where}: a limit is {{'value': number > 0, 'unit': 'hours' | 'days'}}"
+        ) from None
+    if value <= 0:
+        raise InvalidInput(f"{where}: a limit must be positive")
+    return value, unit
+
+
+def _minor_values(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    missing = [f for f in ("code", "name_zh", "name_en", "limit", "unit_type") if f not in raw]
+    if missing:
+        raise InvalidInput(f"{where}: missing {', '.join(missing)}")
+    if not _TWO_DIGITS.fullmatch(str(raw["code"])):
+        raise InvalidInput(f"{where}: a minor code is 2 digits")
+    try:
+        unit_type = UnitType(raw["unit_type"]).value
+    except ValueError:
+        raise InvalidInput(f"{where}: unknown unit_type {raw['unit_type']!r}") from None
+    limit_value, limit_unit = _limit(raw["limit"], where)
+    if limit_value is None:
+        raise InvalidInput(f"{where}: limit is required")
+    urgent_value, urgent_unit = _limit(raw.get("urgent_limit"), where)
+    values: dict[str, Any] = {f: str(raw.get(f) or "") for f in _TEXT_FIELDS}
+    values.update(
+        limit_value=limit_value,
+        limit_unit=limit_unit,
+        urgent_limit_value=urgent_value,
+        urgent_limit_unit=urgent_unit,
+        unit_type=unit_type,
+        keywords=list(raw.get("keywords") or []),
+        duplicate_radius_m=int(raw.get("duplicate_radius_m", 50)),
+        duplicate_window_hours=int(raw.get("duplicate_window_hours", 72)),
+        attributes=list(raw.get("attributes") or []),
+    )
+    return values
+
+
+def read_catalogue(path: str | Path = DEFAULT_CATALOGUE) -> dict[str, Any]:
+    """Read a catalogue file.
+
+    Raises:
+        InvalidInput: unreadable or not a catalogue.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("majors"), list):
+        raise InvalidInput(f"{path} is not a category catalogue (no 'majors' list)")
+    return data
+
+
+def load_catalogue(session: Session, path: str | Path = DEFAULT_CATALOGUE) -> LoadResult:
+    """Create or update every major and minor class of the file, by code.
+
+    Loading the same file twice changes nothing. Classes missing from the file are left
+    alone (cases refer to them).
+    """
+    data = read_catalogue(path)
+    result = LoadResult()
+    majors = {(m.kind, m.code): m for m in session.scalars(select(MajorClass))}
+    categories = {c.code: c for c in session.scalars(select(Category))}
+    for i, raw_major in enumerate(data["majors"], start=1):
+        try:
+            kind = CategoryKind(raw_major["kind"])
+            major_code = str(raw_major["code"])
+            if not _TWO_DIGITS.fullmatch(major_code):
+                raise ValueError(major_code)
+        except (KeyError, ValueError):
+            raise InvalidInput(
+                f"major class {i}: needs kind (component|event) and a 2-digit code"
+            ) from None
+        where = f"{kind.value} major {major_code}"
+        major = majors.get((kind.value, major_code))
+        if major is None:
+            major = MajorClass(kind=kind.value, code=major_code)
+            session.add(major)
+            majors[(kind.value, major_code)] = major
+        major.name_zh = str(raw_major.get("name_zh") or "")
+        major.name_en = str(raw_major.get("name_en") or "")
+        for raw_minor in raw_major.get("minors") or []:
+            minor_where = f"{where} minor {raw_minor.get('code')}"
+            values = _minor_values(raw_minor, minor_where)
+            code = category_code(kind, major_code, str(raw_minor["code"]))
+            category = categories.get(code)
+            if category is None:
+                session.add(
+                    Category(code=code, major=major, minor_code=str(raw_minor["code"]), **values)
+                )
+                result.created += 1
+                continue
+            changed = {k: v for k, v in values.items() if getattr(category, k) != v}
+            for key, value in changed.items():
+                setattr(category, key, value)
+            if changed:
+                result.updated += 1
+            else:
+                result.unchanged += 1
+    session.flush()
+    return result

@@ -1,0 +1,228 @@
+"""What is reported: the category catalogue, cases and their append-only event log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+from geoalchemy2 import Geometry, WKBElement
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    Sequence,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    func,
+    text,
+    true,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from gridmgmt.db import Base, Timestamped, enum_check
+from gridmgmt.workcalendar import LimitUnit
+
+
+class CategoryKind(str, Enum):
+    """Components (部件) are city objects; events (事件) are conditions or acts."""
+
+    COMPONENT = "component"
+    EVENT = "event"
+
+
+class CaseStatus(str, Enum):
+    """Where a case stands in the seven-step loop (what people see)."""
+
+    REPORTED = "reported"
+    VERIFIED = "verified"
+    INVALID = "invalid"
+    FILED = "filed"
+    REJECTED = "rejected"
+    MERGED = "merged"
+    DISPATCHED = "dispatched"
+    IN_PROGRESS = "in_progress"
+    RETURNED = "returned"
+    SUSPENDED = "suspended"
+    HANDLED = "handled"
+    CLOSED = "closed"
+
+
+class DispatchState(str, Enum):
+    """Delivery state of the dispatch job, kept apart from the case status."""
+
+    NONE = "none"
+    QUEUED = "queued"
+    DONE = "done"
+    MANUAL = "manual"
+    FAILED = "failed"
+
+
+class CaseSource(str, Enum):
+    """The channel a report came in through."""
+
+    INSPECTOR = "inspector"
+    CITIZEN = "citizen"
+    OPEN311 = "open311"
+    HOTLINE = "hotline"
+    OPERATOR = "operator"
+
+
+class MajorClass(Base):
+    """A major class (大类) of components or events."""
+
+    __tablename__ = "major_classes"
+    __table_args__ = (
+        UniqueConstraint("kind", "code", name="uq_major_classes_kind_code"),
+        CheckConstraint(enum_check("kind", CategoryKind), name="kind"),
+        CheckConstraint("code ~ '^[0-9]{2}$'", name="code_digits"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[CategoryKind] = mapped_column(String(16), nullable=False)
+    code: Mapped[str] = mapped_column(String(2), nullable=False)
+    name_zh: Mapped[str] = mapped_column(Text, nullable=False)
+    name_en: Mapped[str] = mapped_column(Text, nullable=False)
+
+    categories: Mapped[list[Category]] = relationship(
+        back_populates="major", order_by="Category.minor_code"
+    )
+
+
+class Category(Base):
+    """A minor class (小类): what can be reported, with its own time limits and conditions."""
+
+    __tablename__ = "categories"
+    __table_args__ = (
+        UniqueConstraint("major_id", "minor_code", name="uq_categories_major_minor"),
+        CheckConstraint("minor_code ~ '^[0-9]{2}$'", name="minor_digits"),
+        CheckConstraint(enum_check("limit_unit", LimitUnit), name="limit_unit"),
+        CheckConstraint(
+            f"urgent_limit_unit IS NULL OR {enum_check('urgent_limit_unit', LimitUnit)}",
+            name="urgent_limit_unit",
+        ),
+        CheckConstraint("limit_value > 0", name="limit_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(8), unique=True, nullable=False)
+    major_id: Mapped[int] = mapped_column(ForeignKey("major_classes.id"), nullable=False)
+    minor_code: Mapped[str] = mapped_column(String(2), nullable=False)
+    name_zh: Mapped[str] = mapped_column(Text, nullable=False)
+    name_en: Mapped[str] = mapped_column(Text, nullable=False)
+    description_zh: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    description_en: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    keywords: Mapped[list[str]] = mapped_column(JSONB, nullable=False, server_default="[]")
+    limit_value: Mapped[Decimal] = mapped_column(Numeric(8, 2), nullable=False)
+    limit_unit: Mapped[LimitUnit] = mapped_column(String(8), nullable=False)
+    urgent_limit_value: Mapped[Decimal | None] = mapped_column(Numeric(8, 2))
+    urgent_limit_unit: Mapped[LimitUnit | None] = mapped_column(String(8))
+    filing_condition_zh: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    filing_condition_en: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    closing_condition_zh: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    closing_condition_en: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    unit_type: Mapped[str] = mapped_column(String(16), nullable=False)
+    duplicate_radius_m: Mapped[int] = mapped_column(Integer, nullable=False, server_default="50")
+    duplicate_window_hours: Mapped[int] = mapped_column(
+        Integer, nullable=False, server_default="72"
+    )
+    attributes: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, nullable=False, server_default="[]"
+    )
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=true())
+
+    major: Mapped[MajorClass] = relationship(back_populates="categories")
+
+
+CASE_NUMBER_SEQ = Sequence("case_number_seq", metadata=Base.metadata)
+
+
+class Case(Base):
+    """A geolocated case. Status is the lifecycle; dispatch_state is the delivery of its job."""
+
+    __tablename__ = "cases"
+    __table_args__ = (
+        CheckConstraint(enum_check("status", CaseStatus), name="status"),
+        CheckConstraint(enum_check("dispatch_state", DispatchState), name="dispatch_state"),
+        CheckConstraint(enum_check("source", CaseSource), name="source"),
+        Index("ix_cases_location", "location", postgresql_using="gist"),
+        Index("ix_cases_status", "status"),
+        Index("ix_cases_unit_status_deadline", "unit_id", "status", "deadline"),
+        Index("ix_cases_reported_at", "reported_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    number: Mapped[str] = mapped_column(
+        String(24),
+        unique=True,
+        nullable=False,
+        server_default=text(
+            "to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')"
+            " || lpad(nextval('case_number_seq')::text, 6, '0')"
+        ),
+    )
+    source: Mapped[CaseSource] = mapped_column(String(16), nullable=False)
+    status: Mapped[CaseStatus] = mapped_column(String(16), nullable=False)
+    category_id: Mapped[int] = mapped_column(ForeignKey("categories.id"), nullable=False)
+    urgent: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    description: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    address: Mapped[str | None] = mapped_column(Text)
+    location: Mapped[WKBElement] = mapped_column(
+        Geometry("POINT", srid=4326, spatial_index=False), nullable=False
+    )
+    cell_id: Mapped[int | None] = mapped_column(ForeignKey("grid_cells.id"))
+    community_id: Mapped[int | None] = mapped_column(ForeignKey("areas.id"))
+    unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"))
+    routing_rule_id: Mapped[int | None] = mapped_column(ForeignKey("routing_rules.id"))
+    reporter_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    contact: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
+    deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rework_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    dispatch_state: Mapped[DispatchState] = mapped_column(
+        String(16), nullable=False, server_default=DispatchState.NONE.value
+    )
+    dispatch_error: Mapped[str | None] = mapped_column(Text)
+    reported_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    filed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
+
+    category: Mapped[Category] = relationship()
+    events: Mapped[list[CaseEvent]] = relationship(order_by="CaseEvent.id", viewonly=True)
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class CaseEvent(Timestamped, Base):
+    """One status change of a case. Append-only: a trigger refuses UPDATE and DELETE."""
+
+    __tablename__ = "case_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), nullable=False, index=True)
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16), nullable=False)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    actor_role: Mapped[str] = mapped_column(String(16), nullable=False)
+    note: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")

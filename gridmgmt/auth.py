@@ -1,0 +1,123 @@
+"""People and keys: create users with one role each, issue and verify Open311 API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from dispatch.models import Unit
+from gridmgmt.errors import Conflict, InvalidInput, NotFound
+from gridmgmt.models import ApiKey, Role, User
+
+MIN_PASSWORD_LENGTH = 8
+_USERNAME = re.compile(r"[A-Za-z0-9_.@-]{2,64}")
+
+
+def create_user(
+    session: Session,
+    username: str,
+    password: str,
+    role: Role | str,
+    unit_code: str | None = None,
+    display_name: str | None = None,
+) -> User:
+    """Create a user with exactly one role; unit staff must name their unit, no one else may.
+
+    Raises:
+        InvalidInput: bad username, short password, unknown role, or a unit given wrongly.
+        NotFound: the unit does not exist.
+        Conflict: the username is taken.
+    """
+    if not _USERNAME.fullmatch(username):
+        raise InvalidInput("a username is 2-64 letters, digits or . _ @ -")
+    try:
+        role = Role(role)
+    except ValueError:
+        roles = ", ".join(r.value for r in Role)
+        raise InvalidInput(f"unknown role {role!r}; roles are {roles}") from None
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"a password has at least {MIN_PASSWORD_LENGTH} characters")
+    unit = None
+    if role == Role.UNIT_STAFF:
+        if not unit_code:
+            raise InvalidInput("unit staff must be bound to a unit: give --unit CODE")
+        unit = session.scalar(select(Unit).where(Unit.code == unit_code))
+        if unit is None:
+            raise NotFound(f"unit {unit_code} does not exist")
+    elif unit_code:
+        raise InvalidInput(
+            f"only unit staff belong to a unit; a {role.value} supervises or leads, "
+            "and nobody is on both sides"
+        )
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise Conflict(f"user {username} already exists")
+    user = User(
+        username=username,
+        display_name=display_name,
+        password_hash=generate_password_hash(password),
+        role=role.value,
+        unit=unit,
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def authenticate(session: Session, username: str, password: str) -> User | None:
+    """Return the active user with these credentials, or None."""
+    user = session.scalar(select(User).where(User.username == username, User.active))
+    if user is None or not check_password_hash(user.password_hash, password):
+        return None
+    return user
+
+
+def hash_api_key(key: str) -> str:
+    """SHA-256 of a key: keys are random and long, so a fast hash is enough."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A new key: `secret` is shown once and never stored."""
+
+    api_key: ApiKey
+    secret: str
+
+
+def create_api_key(session: Session, name: str, trusted: bool = False) -> IssuedKey:
+    """Issue an Open311 API key; only its hash is stored.
+
+    Raises:
+        InvalidInput: empty name.
+        Conflict: a key with this name exists.
+    """
+    name = name.strip()
+    if not name:
+        raise InvalidInput("an API key needs a name (the client or channel using it)")
+    if session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
+        raise Conflict(f"an API key named {name!r} already exists")
+    secret = secrets.token_urlsafe(32)
+    key = ApiKey(name=name, key_hash=hash_api_key(secret), prefix=secret[:8], trusted=trusted)
+    session.add(key)
+    session.flush()
+    return IssuedKey(key, secret)
+
+
+def find_api_key(session: Session, secret: str) -> ApiKey:
+    """Return the active key matching `secret`.
+
+    Raises:
+        NotFound: no such active key.
+    """
+    key = session.scalar(
+        select(ApiKey).where(ApiKey.key_hash == hash_api_key(secret), ApiKey.active)
+    )
+    if key is None:
+        raise NotFound("unknown or revoked API key")
+    return key

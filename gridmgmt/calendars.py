@@ -1,0 +1,74 @@
+"""Business calendars in the database: load them from JSON files, read them back for deadlines."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gridmgmt.errors import InvalidInput, NotFound
+from gridmgmt.models import CalendarDay, CalendarRecord
+from gridmgmt.workcalendar import BusinessCalendar, CalendarError
+
+CALENDAR_DIR = Path(__file__).parent / "data"
+
+
+def shipped_calendar(code: str) -> Path:
+    """Path of a calendar file shipped with gridmgmt (`cn`, `us_la`)."""
+    return CALENDAR_DIR / f"calendar_{code}.json"
+
+
+def load_calendar(session: Session, path: str | Path) -> CalendarRecord:
+    """Create or replace the calendar described by a JSON file (keyed by its `code`).
+
+    Raises:
+        InvalidInput: unreadable file or invalid calendar.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        calendar = BusinessCalendar.from_dict(data)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+    except (json.JSONDecodeError, CalendarError) as exc:
+        raise InvalidInput(f"{path}: {exc}") from None
+    code = str(data.get("code") or "").strip()
+    if not code:
+        raise InvalidInput(f"{path}: a calendar needs a 'code'")
+    record = session.scalar(select(CalendarRecord).where(CalendarRecord.code == code))
+    if record is None:
+        record = CalendarRecord(code=code)
+        session.add(record)
+    serial = calendar.to_dict()
+    record.name = str(data.get("name") or code)
+    record.timezone = serial["timezone"]
+    record.work_periods = serial["work_periods"]
+    record.weekend = serial["weekend"]
+    names = {**data.get("holidays", {}), **data.get("workdays", {})}
+    record.days = [
+        CalendarDay(
+            day=day, is_workday=day in calendar.workdays, name=names.get(day.isoformat(), "")
+        )
+        for day in sorted(calendar.holidays | calendar.workdays)
+    ]
+    session.flush()
+    return record
+
+
+def get_calendar(session: Session, code: str) -> BusinessCalendar:
+    """Return the business calendar stored under `code`.
+
+    Raises:
+        NotFound: no such calendar.
+    """
+    record = session.scalar(select(CalendarRecord).where(CalendarRecord.code == code))
+    if record is None:
+        raise NotFound(f"business calendar {code!r} is not loaded: flask calendar load FILE")
+    return BusinessCalendar.from_dict(record.to_dict())
+
+
+def holidays_between(calendar: BusinessCalendar, first: date, last: date) -> list[date]:
+    """Public holidays of `calendar` between two dates, inclusive (for pages and reports)."""
+    return sorted(d for d in calendar.holidays if first <= d <= last)

@@ -1,0 +1,82 @@
+"""Core `flask` commands: users, API keys, business calendars and the demo city."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask.cli import AppGroup
+
+from gridmgmt import auth, demo
+from gridmgmt.calendars import load_calendar, shipped_calendar
+from gridmgmt.clitools import cli_transaction
+from gridmgmt.models import Role
+
+users_cli = AppGroup("users", help="People who sign in (one role each).")
+apikey_cli = AppGroup("apikey", help="Open311 API keys.")
+calendar_cli = AppGroup("calendar", help="Business calendars (working hours, holidays, 调休).")
+demo_cli = AppGroup("demo", help="The seeded demo city.")
+
+
+@users_cli.command("create")
+@click.argument("username")
+@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@click.option("--unit", "unit_code", help="Unit code (unit_staff only).")
+@click.option("--name", "display_name", help="Display name.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def create_user_command(
+    username: str, role: str, unit_code: str | None, display_name: str | None, password_stdin: bool
+) -> None:
+    """Create USERNAME with one role; the password comes from a prompt or stdin."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    with cli_transaction() as session:
+        user = auth.create_user(session, username, password, role, unit_code, display_name)
+        where = f" of unit {unit_code}" if user.unit_id else ""
+    click.echo(f"created {role} {username}{where}")
+
+
+@apikey_cli.command("create")
+@click.argument("name")
+@click.option(
+    "--trusted", is_flag=True, help="A verified channel (e.g. 12345 hotline): files at once."
+)
+def create_apikey_command(name: str, trusted: bool) -> None:
+    """Create an Open311 API key called NAME and print it (only its hash is kept)."""
+    with cli_transaction() as session:
+        issued = auth.create_api_key(session, name, trusted)
+    click.echo(issued.secret)
+    click.echo(
+        f"API key {name!r}{' (trusted)' if trusted else ''} created; store it now, "
+        "it cannot be shown again",
+        err=True,
+    )
+
+
+@calendar_cli.command("load")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--shipped", type=click.Choice(["cn", "us_la"]), help="A calendar shipped with gridmgmt."
+)
+def load_calendar_command(file: str | None, shipped: str | None) -> None:
+    """Load (or replace) a business calendar from FILE, or a shipped one."""
+    if bool(file) == bool(shipped):
+        raise click.UsageError("give either FILE or --shipped")
+    with cli_transaction() as session:
+        record = load_calendar(session, file or shipped_calendar(shipped or ""))
+        days = len(record.days)
+    click.echo(f"calendar {record.code}: {record.timezone}, {days} holidays and make-up days")
+
+
+@demo_cli.command("seed")
+def seed_command() -> None:
+    """Seed the demo city (once) and print the demo logins."""
+    with cli_transaction() as session:
+        logins = demo.seed_demo(session, say=lambda line: click.echo(line, err=True))
+    click.echo(f"demo logins (password {demo.DEMO_PASSWORD!r}):")
+    for login in logins:
+        unit = f" @ {login.unit_code}" if login.unit_code else ""
+        click.echo(f"  {login.role.value:<11} {login.username}{unit}")
+    click.echo(f"demo Open311 api_key: {demo.DEMO_API_KEY}")

@@ -1,0 +1,88 @@
+"""Database wiring: the declarative base, the engine and a request-scoped session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import DateTime, MetaData, create_engine, func
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    scoped_session,
+    sessionmaker,
+)
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every model; constraint names follow `NAMING`."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Timestamped:
+    """Mixin for rows that keep their creation time (UTC, set by the database)."""
+
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+def enum_check(column: str, enum: type) -> str:
+    """Return a CHECK expression that limits a text column to the values of a str Enum."""
+    values = ", ".join(f"'{member.value}'" for member in enum)
+    return f"{column} IN ({values})"
+
+
+class Database:
+    """Flask extension owning the engine and a scoped session removed after each request."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self.session: scoped_session[Session] = scoped_session(sessionmaker(expire_on_commit=False))
+
+    def init_app(self, app: Flask) -> None:
+        """Create the engine from `DATABASE_URL` and bind the session to it."""
+        self.engine = create_engine(
+            app.config["DATABASE_URL"],
+            echo=app.config.get("SQL_ECHO", False),
+            pool_size=app.config.get("DB_POOL_SIZE", 10),
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": 5, "application_name": "gridmgmt"},
+        )
+        self.session.configure(bind=self.engine)
+        app.extensions["gridmgmt.db"] = self
+        app.teardown_appcontext(self._remove_session)
+
+    def _remove_session(self, _exc: BaseException | None) -> None:
+        self.session.remove()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Yield the session inside one transaction: commit on success, roll back on error."""
+        session = self.session()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+db = Database()

@@ -1,0 +1,83 @@
+"""Domain errors with a machine code, mapped to HTTP once, at the edge."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.exceptions import HTTPException
+
+if TYPE_CHECKING:
+    from flask import Flask, Response
+
+
+class DomainError(Exception):
+    """Base of the errors the domain raises on purpose: a stable `code`, a `message` for people."""
+
+    code = "domain_error"
+    status = 400
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the error as a JSON-ready mapping."""
+        return {"code": self.code, "message": self.message, **self.details}
+
+
+class InvalidInput(DomainError):
+    """A value that can never be right (bad code, malformed file, out-of-range coordinate)."""
+
+    code = "invalid_input"
+    status = 400
+
+
+class NotFound(DomainError):
+    """A referenced object does not exist."""
+
+    code = "not_found"
+    status = 404
+
+
+class Conflict(DomainError):
+    """The request clashes with the current state (duplicate code, stale transition)."""
+
+    code = "conflict"
+    status = 409
+
+
+class Forbidden(DomainError):
+    """The actor may not do this."""
+
+    code = "forbidden"
+    status = 403
+
+
+class OutsideTerritory(DomainError):
+    """A point lies in no unit grid cell of the city."""
+
+    code = "outside_territory"
+    status = 422
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Turn domain and HTTP errors into JSON for API paths and plain pages elsewhere."""
+
+    @app.errorhandler(DomainError)
+    def _domain(err: DomainError) -> tuple[Response, int]:
+        from flask import jsonify
+
+        return jsonify(error=err.to_dict()), err.status
+
+    @app.errorhandler(HTTPException)
+    def _http(err: HTTPException) -> tuple[Response, int] | HTTPException:
+        from flask import jsonify, request
+
+        if request.path.startswith(("/api/", "/healthz", "/readyz")):
+            body = {
+                "code": (err.name or "error").lower().replace(" ", "_"),
+                "message": err.description,
+            }
+            return jsonify(error=body), err.code or 500
+        return err

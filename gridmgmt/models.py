@@ -1,0 +1,111 @@
+"""Core models: people, API keys and the city's business calendar."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    String,
+    Text,
+    true,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from dispatch.models import Unit
+from gridmgmt.db import Base, Timestamped, enum_check
+
+
+class Role(str, Enum):
+    """Each person has exactly one role; supervision and handling are different roles."""
+
+    CITIZEN = "citizen"
+    INSPECTOR = "inspector"
+    OPERATOR = "operator"
+    DISPATCHER = "dispatcher"
+    UNIT_STAFF = "unit_staff"
+    LEADER = "leader"
+    ADMIN = "admin"
+
+
+class User(Timestamped, Base):
+    """A person who signs in. Unit staff are bound to exactly one unit; nobody else is."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint(enum_check("role", Role), name="role"),
+        CheckConstraint("(role = 'unit_staff') = (unit_id IS NOT NULL)", name="unit_staff_unit"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    display_name: Mapped[str | None] = mapped_column(Text)
+    password_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    role: Mapped[Role] = mapped_column(String(16), nullable=False)
+    unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"), index=True)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=true())
+
+    unit: Mapped[Unit | None] = relationship()
+
+
+class ApiKey(Timestamped, Base):
+    """An Open311 client key; only its SHA-256 hash is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True, nullable=False)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    prefix: Mapped[str] = mapped_column(String(8), nullable=False)
+    trusted: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=true())
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CalendarRecord(Timestamped, Base):
+    """A city's business calendar: time zone, working periods and weekend days."""
+
+    __tablename__ = "business_calendars"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    timezone: Mapped[str] = mapped_column(String(64), nullable=False)
+    work_periods: Mapped[list[list[str]]] = mapped_column(JSONB, nullable=False)
+    weekend: Mapped[list[int]] = mapped_column(JSONB, nullable=False)
+
+    days: Mapped[list[CalendarDay]] = relationship(
+        cascade="all, delete-orphan", order_by="CalendarDay.day"
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the calendar in the JSON format `BusinessCalendar.from_dict` reads."""
+        return {
+            "code": self.code,
+            "name": self.name,
+            "timezone": self.timezone,
+            "work_periods": self.work_periods,
+            "weekend": self.weekend,
+            "holidays": {d.day.isoformat(): d.name for d in self.days if not d.is_workday},
+            "workdays": {d.day.isoformat(): d.name for d in self.days if d.is_workday},
+        }
+
+
+class CalendarDay(Base):
+    """An exception to the weekly pattern: a public holiday or a make-up working day (调休)."""
+
+    __tablename__ = "calendar_days"
+
+    calendar_id: Mapped[int] = mapped_column(
+        ForeignKey("business_calendars.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    is_workday: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    name: Mapped[str] = mapped_column(Text, nullable=False, server_default="")

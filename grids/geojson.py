@@ -1,0 +1,125 @@
+"""Reading polygon layers from GeoJSON files, with clear errors that name the bad feature."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import shapely
+from shapely.geometry import MultiPolygon, Polygon, shape
+from shapely.geometry.base import BaseGeometry
+from shapely.validation import explain_validity
+
+from gridmgmt.errors import InvalidInput
+
+WGS84_NAMES = {
+    "urn:ogc:def:crs:OGC:1.3:CRS84",
+    "urn:ogc:def:crs:OGC::CRS84",
+    "urn:ogc:def:crs:EPSG::4326",
+    "EPSG:4326",
+    "CRS84",
+}
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One polygonal feature of a layer: its position, properties and geometry."""
+
+    index: int
+    properties: dict[str, Any]
+    geometry: MultiPolygon
+
+    def label(self, field: str | None = None) -> str:
+        """A human name for error messages: 'feature 3 (code 47)'."""
+        value = self.properties.get(field) if field else None
+        return f"feature {self.index}" + (f" ({field} {value!r})" if value is not None else "")
+
+    def get(self, field: str) -> str:
+        """Return a property as text.
+
+        Raises:
+            InvalidInput: the property is missing or empty.
+        """
+        value = self.properties.get(field)
+        if value is None or str(value).strip() == "":
+            available = ", ".join(sorted(self.properties)) or "none"
+            raise InvalidInput(
+                f"{self.label()} has no field {field!r} (fields: {available})", field=field
+            )
+        return str(value).strip()
+
+
+def load_layer(path: str | Path) -> dict[str, Any]:
+    """Read a GeoJSON FeatureCollection in EPSG:4326.
+
+    Raises:
+        InvalidInput: unreadable file, not a FeatureCollection, no features, or another CRS.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{path} is not valid GeoJSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
+        raise InvalidInput(f"{path} is not a GeoJSON FeatureCollection")
+    crs = (data.get("crs") or {}).get("properties", {}).get("name")
+    if crs is not None and crs not in WGS84_NAMES:
+        raise InvalidInput(
+            f"{path} is in CRS {crs}; gridmgmt imports WGS 84 (EPSG:4326) only: "
+            "reproject first, e.g. ogr2ogr -t_srs EPSG:4326 out.geojson in.geojson"
+        )
+    if not data.get("features"):
+        raise InvalidInput(f"{path} has no features")
+    return data
+
+
+def polygon_features(data: dict[str, Any], make_valid: bool = False) -> Iterator[Feature]:
+    """Yield the layer's features as valid MultiPolygons.
+
+    Raises:
+        InvalidInput: a feature that is not a polygon, has coordinates outside WGS 84,
+            or is invalid (unless `make_valid`, which repairs it and keeps its polygonal part).
+    """
+    for index, raw in enumerate(data["features"], start=1):
+        props = dict(raw.get("properties") or {})
+        where = f"feature {index}"
+        try:
+            geom: BaseGeometry = shape(raw["geometry"])
+        except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.ShapelyError):
+            raise InvalidInput(f"{where}: missing or malformed geometry") from None
+        if not isinstance(geom, Polygon | MultiPolygon) or geom.is_empty:
+            raise InvalidInput(f"{where}: geometry is {geom.geom_type}, expected a polygon")
+        minx, miny, maxx, maxy = geom.bounds
+        if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
+            raise InvalidInput(
+                f"{where}: coordinates out of WGS 84 range (bounds {geom.bounds}); "
+                "the file is probably in a projected CRS: reproject it to EPSG:4326"
+            )
+        if not geom.is_valid:
+            if not make_valid:
+                raise InvalidInput(
+                    f"{where}: invalid geometry ({explain_validity(geom)}); "
+                    "fix it or import with --make-valid"
+                )
+            geom = polygonal_part(shapely.make_valid(geom))
+            if geom.is_empty:
+                raise InvalidInput(f"{where}: nothing polygonal is left after repair")
+        if isinstance(geom, Polygon):
+            geom = MultiPolygon([geom])
+        yield Feature(index, props, geom)
+
+
+def polygonal_part(geom: BaseGeometry) -> MultiPolygon:
+    """Keep only the polygons of a geometry (a repair may leave lines or points beside them)."""
+    polygons: list[Polygon] = []
+    for part in getattr(geom, "geoms", [geom]):
+        if isinstance(part, Polygon):
+            polygons.append(part)
+        elif isinstance(part, MultiPolygon):
+            polygons.extend(part.geoms)
+    return MultiPolygon(polygons)

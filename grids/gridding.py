@@ -1,0 +1,126 @@
+"""Pure rules of the territory: grid codes, area codes, UTM zones and cell numbering.
+
+No Flask, no database: these functions are unit-tested on their own.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from gridmgmt.errors import InvalidInput
+
+# Width of each area level's full code (DB11 / CJ/T 213): county 6 + street 3 + community 3.
+LEVEL_CODE_WIDTH = {"district": 6, "street": 9, "community": 12}
+# Cell sequence width by code form: CJ/T 213 (14 digits) and DB11 (15 digits).
+SEQUENCE_WIDTH = {14: 2, 15: 3}
+DEFAULT_CELL_CODE_LENGTH = 15
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True)
+class CellCode:
+    """A parsed unit grid cell code."""
+
+    code: str
+    county: str
+    street: str
+    community: str
+    sequence: int
+
+    @property
+    def community_code(self) -> str:
+        """The 12-digit code of the community that owns the cell."""
+        return self.county + self.street + self.community
+
+
+def parse_cell_code(code: str) -> CellCode:
+    """Validate a 14-digit (CJ/T 213) or 15-digit (DB11) cell code and split it.
+
+    Raises:
+        InvalidInput: not all digits, wrong length, or a zero sequence.
+    """
+    code = code.strip()
+    if not _DIGITS.fullmatch(code) or len(code) not in SEQUENCE_WIDTH:
+        raise InvalidInput(
+            f"grid cell code {code!r} must be 14 digits (CJ/T 213) or 15 digits (DB11)",
+            field="code",
+        )
+    sequence = int(code[12:])
+    if sequence == 0:
+        raise InvalidInput(f"grid cell code {code!r} has sequence 0; sequences start at 1")
+    return CellCode(code, code[:6], code[6:9], code[9:12], sequence)
+
+
+def cell_code(community_code: str, sequence: int, length: int = DEFAULT_CELL_CODE_LENGTH) -> str:
+    """Compose a cell code from a 12-digit community code and a 1-based sequence.
+
+    Raises:
+        InvalidInput: the community code is not 12 digits or the sequence does not fit.
+    """
+    if length not in SEQUENCE_WIDTH:
+        raise InvalidInput(f"cell codes are 14 or 15 digits, not {length}")
+    if not _DIGITS.fullmatch(community_code) or len(community_code) != 12:
+        raise InvalidInput(
+            f"community code {community_code!r} must be 12 digits to number its cells"
+        )
+    width = SEQUENCE_WIDTH[length]
+    if not 1 <= sequence < 10**width:
+        raise InvalidInput(
+            f"community {community_code} needs cell number {sequence}, but a {length}-digit "
+            f"code holds at most {10**width - 1} cells per community: use larger cells"
+        )
+    return f"{community_code}{sequence:0{width}d}"
+
+
+def area_code(level: str, raw: str, parent_code: str | None = None) -> str:
+    """Return the full numeric code of an area, composing short local codes with the parent's.
+
+    A district code is 6 digits (GB/T 2260 county). A street adds 3 digits, a community 3 more.
+    A short local code ("47") under a parent ("440106001") becomes "440106001047".
+
+    Raises:
+        InvalidInput: unknown level, non-numeric code, wrong length, or not under the parent.
+    """
+    if level not in LEVEL_CODE_WIDTH:
+        raise InvalidInput(f"unknown level {level!r}; use district, street or community")
+    raw = str(raw).strip()
+    width = LEVEL_CODE_WIDTH[level]
+    if not _DIGITS.fullmatch(raw):
+        raise InvalidInput(f"{level} code {raw!r} is not numeric", field="code")
+    if parent_code is not None and len(raw) <= 3:
+        raw = parent_code + raw.zfill(3)
+    if len(raw) != width:
+        hint = "" if parent_code else " (or give a short local code with --parent-code)"
+        raise InvalidInput(f"{level} code {raw!r} must be {width} digits{hint}", field="code")
+    if parent_code is not None and not raw.startswith(parent_code):
+        raise InvalidInput(
+            f"{level} code {raw} does not start with its parent's code {parent_code}"
+        )
+    return raw
+
+
+def utm_epsg(lon: float, lat: float) -> int:
+    """EPSG code of the WGS 84 / UTM zone containing (lon, lat): 326xx north, 327xx south."""
+    if not (-180.0 <= lon <= 180.0 and -80.0 <= lat <= 84.0):
+        raise InvalidInput(f"({lon}, {lat}) is outside the UTM range")
+    zone = min(int((lon + 180.0) // 6.0) + 1, 60)
+    return (32600 if lat >= 0 else 32700) + zone
+
+
+def check_lon_lat(lon: float, lat: float) -> tuple[float, float]:
+    """Validate a WGS 84 coordinate pair and return it as floats.
+
+    Raises:
+        InvalidInput: not numbers, NaN, or out of range.
+    """
+    try:
+        x, y = float(lon), float(lat)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"coordinates must be numbers, got ({lon!r}, {lat!r})") from None
+    if not (-180.0 <= x <= 180.0) or not (-90.0 <= y <= 90.0):
+        raise InvalidInput(
+            f"coordinates ({lon}, {lat}) are out of range: longitude -180..180, latitude -90..90"
+        )
+    return x, y

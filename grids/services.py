@@ -1,0 +1,405 @@
+"""Territory use cases: import areas and cells, generate cells, check coverage, locate points."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from geoalchemy2.shape import from_shape
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from dispatch.models import Unit, UnitKind, UnitType
+from gridmgmt.errors import Conflict, InvalidInput, NotFound, OutsideTerritory
+from grids import gridding
+from grids.geojson import Feature, polygon_features
+from grids.models import Area, AreaLevel, GridCell
+
+Progress = Callable[[int, int], None]
+PARENT_LEVEL = {AreaLevel.STREET: AreaLevel.DISTRICT, AreaLevel.COMMUNITY: AreaLevel.STREET}
+
+
+@dataclass(frozen=True)
+class Location:
+    """The unit grid cell (and its community) that contains a point."""
+
+    cell_id: int
+    cell_code: str
+    community_id: int
+    community_code: str
+
+
+@dataclass
+class ImportResult:
+    """What an import did."""
+
+    created: int = 0
+    updated: int = 0
+    codes: list[str] = field(default_factory=list)
+
+
+def _no_progress(_done: int, _total: int) -> None:
+    """Default progress callback: silent."""
+
+
+def _find_parent(session: Session, level: AreaLevel, parent_code: str | None) -> Area | None:
+    if parent_code is None:
+        return None
+    parent = session.scalar(select(Area).where(Area.code == parent_code))
+    if parent is None:
+        raise NotFound(f"parent area {parent_code} does not exist: import it first")
+    expected = PARENT_LEVEL.get(level)
+    if expected is None or parent.level != expected:
+        raise InvalidInput(
+            f"a {level.value} cannot have parent {parent_code} ({parent.level}); "
+            f"its parent must be a {expected.value if expected else 'nothing'}"
+        )
+    return parent
+
+
+def import_units(
+    session: Session,
+    layer: dict[str, Any],
+    level: AreaLevel | str,
+    code_field: str,
+    name_field: str,
+    parent_code: str | None = None,
+    make_valid: bool = False,
+    progress: Progress = _no_progress,
+) -> ImportResult:
+    """Import (or refresh, by code) the polygons of a GeoJSON layer as areas of one level.
+
+    Communities also get their community unit (the default handler of their cells).
+    Everything happens in the caller's transaction: one bad feature and nothing is kept.
+    """
+    level = AreaLevel(level)
+    parent = _find_parent(session, level, parent_code)
+    total = len(layer["features"])
+    rows: dict[str, tuple[Feature, str]] = {}
+    for feature in polygon_features(layer, make_valid=make_valid):
+        code = gridding.area_code(level.value, feature.get(code_field), parent_code)
+        if code in rows:
+            raise InvalidInput(
+                f"{feature.label(code_field)}: code {code} appears twice in the file "
+                f"(also feature {rows[code][0].index})"
+            )
+        rows[code] = (feature, feature.get(name_field))
+    result = ImportResult()
+    existing = {a.code: a for a in session.scalars(select(Area).where(Area.code.in_(list(rows))))}
+    for done, (code, (feature, name)) in enumerate(rows.items(), start=1):
+        area = existing.get(code)
+        if area is not None and area.level != level:
+            raise Conflict(f"code {code} already belongs to a {area.level}, not a {level.value}")
+        geom = from_shape(feature.geometry, srid=4326)
+        if area is None:
+            area = Area(
+                code=code, level=level.value, name=name, parent=parent, geom=geom, area_m2=0
+            )
+            session.add(area)
+            result.created += 1
+        else:
+            area.name, area.parent, area.geom = name, parent, geom
+            result.updated += 1
+        result.codes.append(code)
+        if done % 500 == 0 or done == total:
+            session.flush()
+            progress(done, total)
+    session.execute(
+        text("UPDATE areas SET area_m2 = ST_Area(geom::geography) WHERE code = ANY(:codes)"),
+        {"codes": result.codes},
+    )
+    if level == AreaLevel.COMMUNITY:
+        ensure_community_units(session, result.codes)
+    return result
+
+
+def ensure_community_units(session: Session, community_codes: list[str]) -> int:
+    """Create the community unit of each community that has none; return how many were made."""
+    areas = session.scalars(
+        select(Area)
+        .where(Area.code.in_(community_codes))
+        .where(~select(Unit.id).where(Unit.community_id == Area.id).exists())
+    ).all()
+    for area in areas:
+        session.add(
+            Unit(
+                code=area.code,
+                name=area.name,
+                kind=UnitKind.COMMUNITY.value,
+                unit_type=UnitType.COMMUNITY.value,
+                community=area,
+            )
+        )
+    session.flush()
+    return len(areas)
+
+
+def import_cells(
+    session: Session,
+    layer: dict[str, Any],
+    code_field: str = "code",
+    make_valid: bool = False,
+    progress: Progress = _no_progress,
+) -> ImportResult:
+    """Import (or refresh, by code) real unit grid cells; each code names its community.
+
+    Raises:
+        InvalidInput: bad code, a multi-part cell, or a community that does not exist.
+    """
+    total = len(layer["features"])
+    communities = dict(
+        session.execute(select(Area.code, Area.id).where(Area.level == AreaLevel.COMMUNITY)).all()
+    )
+    rows: dict[str, tuple[int, Feature]] = {}
+    for feature in polygon_features(layer, make_valid=make_valid):
+        parsed = gridding.parse_cell_code(feature.get(code_field))
+        if len(feature.geometry.geoms) != 1:
+            raise InvalidInput(f"{feature.label(code_field)}: a cell must be one polygon")
+        community_id = communities.get(parsed.community_code)
+        if community_id is None:
+            raise InvalidInput(
+                f"{feature.label(code_field)}: community {parsed.community_code} "
+                "(the code's first 12 digits) does not exist: import the communities first"
+            )
+        if parsed.code in rows:
+            raise InvalidInput(f"{feature.label(code_field)}: code appears twice in the file")
+        rows[parsed.code] = (community_id, feature)
+    result = ImportResult()
+    existing = {
+        c.code: c for c in session.scalars(select(GridCell).where(GridCell.code.in_(list(rows))))
+    }
+    for done, (code, (community_id, feature)) in enumerate(rows.items(), start=1):
+        geom = from_shape(feature.geometry.geoms[0], srid=4326)
+        cell = existing.get(code)
+        if cell is None:
+            session.add(GridCell(code=code, community_id=community_id, geom=geom, area_m2=0))
+            result.created += 1
+        else:
+            cell.community_id, cell.geom = community_id, geom
+            result.updated += 1
+        result.codes.append(code)
+        if done % 1000 == 0 or done == total:
+            session.flush()
+            progress(done, total)
+    session.execute(
+        text("UPDATE grid_cells SET area_m2 = ST_Area(geom::geography) WHERE code = ANY(:codes)"),
+        {"codes": result.codes},
+    )
+    return result
+
+
+def territory_epsg(session: Session) -> int:
+    """The UTM zone of the centre of all communities: one metric grid for the whole city."""
+    centre = session.execute(
+        select(
+            func.ST_X(func.ST_Centroid(func.ST_Extent(Area.geom))),
+            func.ST_Y(func.ST_Centroid(func.ST_Extent(Area.geom))),
+        ).where(Area.level == AreaLevel.COMMUNITY)
+    ).one()
+    if centre[0] is None:
+        raise NotFound("there are no communities: import them first")
+    return gridding.utm_epsg(centre[0], centre[1])
+
+
+_GENERATE_SQL = text("""
+CREATE TEMP TABLE generated_cells ON COMMIT DROP AS
+WITH community AS (
+    SELECT ST_Transform(geom, :epsg) AS g FROM areas WHERE id = :community_id
+), squares AS (
+    SELECT s.i, s.j, s.geom AS sq, community.g
+    FROM community, LATERAL ST_SquareGrid(:size, community.g) AS s
+    WHERE ST_Intersects(s.geom, community.g)
+), parts AS (
+    SELECT i, j, (ST_Dump(
+               CASE WHEN ST_CoveredBy(sq, g) THEN sq
+                    ELSE ST_CollectionExtract(ST_Intersection(sq, g), 3) END
+           )).geom AS part
+    FROM squares
+)
+SELECT row_number() OVER (
+           ORDER BY j DESC, i, ST_X(ST_PointOnSurface(part)), ST_Y(ST_PointOnSurface(part)) DESC
+       ) AS seq,
+       ST_Transform(part, 4326) AS geom
+FROM parts
+WHERE ST_Area(part) > 0
+""")
+
+
+def generate_cells(
+    session: Session,
+    size: float = 100.0,
+    community_code: str | None = None,
+    code_length: int = gridding.DEFAULT_CELL_CODE_LENGTH,
+    progress: Callable[[Area, int], None] | None = None,
+) -> int:
+    """Generate square cells of `size` metres (UTM), clipped to each community, and code them.
+
+    Cells are numbered west→east within rows, rows north→south, per community. A community's
+    old cells are replaced. Returns the number of cells made.
+
+    Raises:
+        InvalidInput: bad size, or a community that needs more cells than its codes can hold.
+        Conflict: old cells that cases refer to.
+    """
+    if not 1 <= size <= 10_000:
+        raise InvalidInput(f"cell size must be between 1 and 10000 metres, not {size}")
+    query = select(Area).where(Area.level == AreaLevel.COMMUNITY).order_by(Area.code)
+    if community_code is not None:
+        query = query.where(Area.code == community_code)
+    communities = session.scalars(query).all()
+    if not communities:
+        raise NotFound(
+            f"community {community_code} does not exist" if community_code else "no communities"
+        )
+    epsg = territory_epsg(session)
+    width = gridding.SEQUENCE_WIDTH[code_length]
+    total = 0
+    for area in communities:
+        gridding.cell_code(area.code, 1, code_length)  # validates the community code early
+        _delete_cells(session, area)
+        session.execute(_GENERATE_SQL, {"epsg": epsg, "community_id": area.id, "size": size})
+        count = session.scalar(text("SELECT count(*) FROM generated_cells")) or 0
+        if count >= 10**width:
+            raise InvalidInput(
+                f"community {area.code} ({area.name}) needs {count} cells of {size:g} m, but a "
+                f"{code_length}-digit code holds at most {10**width - 1}: use a larger --size"
+            )
+        session.execute(
+            text("""
+                INSERT INTO grid_cells (code, community_id, geom, area_m2)
+                SELECT :prefix || lpad(seq::text, :width, '0'), :community_id, geom,
+                       ST_Area(geom::geography)
+                FROM generated_cells
+            """),
+            {"prefix": area.code, "width": width, "community_id": area.id},
+        )
+        session.execute(text("DROP TABLE generated_cells"))
+        total += count
+        if progress:
+            progress(area, count)
+    return total
+
+
+def _delete_cells(session: Session, area: Area) -> None:
+    in_use = session.scalar(
+        text("""SELECT count(*) FROM cases c JOIN grid_cells g ON g.id = c.cell_id
+                WHERE g.community_id = :id"""),
+        {"id": area.id},
+    )
+    if in_use:
+        raise Conflict(
+            f"community {area.code} has cells that {in_use} cases refer to; "
+            "its cells cannot be regenerated"
+        )
+    session.execute(text("DELETE FROM grid_cells WHERE community_id = :id"), {"id": area.id})
+
+
+_LOCATE_SQL = text("""
+SELECT g.id, g.code, a.id, a.code
+FROM grid_cells g JOIN areas a ON a.id = g.community_id
+WHERE ST_Intersects(g.geom, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326))
+ORDER BY g.code
+LIMIT 1
+""")
+
+
+def locate(session: Session, lon: float, lat: float) -> Location:
+    """Return the one cell containing (lon, lat).
+
+    Rule: a point belongs to every cell whose closed polygon contains it (interior or
+    boundary); when it lies on a shared edge or corner, the cell with the lowest code wins.
+    With generated cells that is the northern cell across a horizontal edge and the western
+    one across a vertical edge; across communities, the lower community code.
+
+    Raises:
+        InvalidInput: coordinates that are not WGS 84 numbers.
+        OutsideTerritory: the point is in no cell.
+    """
+    x, y = gridding.check_lon_lat(lon, lat)
+    row = session.execute(_LOCATE_SQL, {"lon": x, "lat": y}).first()
+    if row is None:
+        raise OutsideTerritory(f"({x}, {y}) is outside the territory: no unit grid cell there")
+    return Location(*row)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One coverage defect found by `check_territory`."""
+
+    kind: str  # cell_overlap | cell_outside | community_gap | community_overlap
+    first: str
+    second: str | None
+    area_m2: float
+    lon: float
+    lat: float
+
+    def describe(self) -> str:
+        """One line for people."""
+        what = {
+            "cell_overlap": f"cells {self.first} and {self.second} overlap",
+            "cell_outside": f"cell {self.first} reaches outside its community",
+            "community_gap": f"community {self.first} is not covered by its cells",
+            "community_overlap": f"communities {self.first} and {self.second} overlap",
+        }[self.kind]
+        return f"{what}: {self.area_m2:,.1f} m² near ({self.lon:.6f}, {self.lat:.6f})"
+
+
+@dataclass
+class TerritoryReport:
+    """Coverage of the territory: counts and the defects above the tolerance."""
+
+    communities: int
+    cells: int
+    problems: list[Problem]
+
+    @property
+    def ok(self) -> bool:
+        """True when no gaps or overlaps were found."""
+        return not self.problems
+
+
+_CHECK_QUERIES = {
+    "cell_overlap": """
+        SELECT a.code, b.code, ST_Intersection(a.geom, b.geom) AS g
+        FROM grid_cells a JOIN grid_cells b
+          ON a.id < b.id AND a.geom && b.geom AND ST_Relate(a.geom, b.geom, '2********')""",
+    "community_overlap": """
+        SELECT a.code, b.code, ST_Intersection(a.geom, b.geom) AS g
+        FROM areas a JOIN areas b
+          ON a.id < b.id AND a.geom && b.geom AND ST_Relate(a.geom, b.geom, '2********')
+        WHERE a.level = 'community' AND b.level = 'community'""",
+    "cell_outside": """
+        SELECT g.code, NULL, ST_Difference(g.geom, a.geom) AS g
+        FROM grid_cells g JOIN areas a ON a.id = g.community_id
+        WHERE NOT ST_CoveredBy(g.geom, a.geom)""",
+    "community_gap": """
+        SELECT a.code, NULL, ST_Difference(a.geom, COALESCE(
+                 (SELECT ST_Union(c.geom) FROM grid_cells c WHERE c.community_id = a.id),
+                 'SRID=4326;POLYGON EMPTY'::geometry)) AS g
+        FROM areas a WHERE a.level = 'community'""",
+}
+
+
+def check_territory(session: Session, tolerance_m2: float = 1.0) -> TerritoryReport:
+    """Find overlaps between cells and between communities, cells outside their community,
+    and parts of communities that no cell covers, each larger than `tolerance_m2`."""
+    problems: list[Problem] = []
+    for kind, sql in _CHECK_QUERIES.items():
+        rows = session.execute(
+            text(f"""
+                SELECT first, second, m2, ST_X(p), ST_Y(p) FROM (
+                    SELECT first, second, ST_Area(g::geography) AS m2, ST_PointOnSurface(g) AS p
+                    FROM ({sql}) AS found(first, second, g)
+                    WHERE NOT ST_IsEmpty(g)
+                ) AS measured
+                WHERE m2 > :tolerance ORDER BY m2 DESC
+            """),
+            {"tolerance": tolerance_m2},
+        )
+        problems.extend(Problem(kind, *row) for row in rows)
+    communities = session.scalar(
+        select(func.count()).select_from(Area).where(Area.level == AreaLevel.COMMUNITY)
+    )
+    cells = session.scalar(select(func.count()).select_from(GridCell))
+    return TerritoryReport(communities or 0, cells or 0, problems)

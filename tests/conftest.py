@@ -1,0 +1,190 @@
+"""Test fixtures on the real private PostGIS and Redis started by `make up`.
+
+Databases: a migrated template `gridmgmt_test_tpl` (rebuilt when the migrations change) is
+cloned into one database per test run (per xdist worker); each test runs in a transaction
+that is rolled back. Redis: database 1 of the private server, flushed by `redis_conn`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.script import ScriptDirectory
+from flask import Flask
+from redis import Redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.orm import Session
+
+from gridmgmt import create_app
+from gridmgmt.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
+from gridmgmt.db import db
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("GRIDMGMT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+POSTGIS_TEMPLATE = "gridmgmt_postgis"
+TEST_TEMPLATE = "gridmgmt_test_tpl"
+
+
+def server_url() -> URL:
+    """URL of the PostgreSQL server the tests use (DATABASE_URL or the private one)."""
+    return make_url(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+
+
+def admin_engine() -> Engine:
+    """An autocommit engine on the `postgres` database, for CREATE/DROP DATABASE."""
+    return create_engine(
+        server_url().set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=None
+    )
+
+
+def alembic_config(url: URL) -> AlembicConfig:
+    """Alembic config pointing at `url`."""
+    cfg = AlembicConfig(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url.render_as_string(hide_password=False))
+    cfg.attributes["skip_logging"] = True
+    return cfg
+
+
+def clone_database(name: str, template: str) -> URL:
+    """(Re)create database `name` as a copy of `template` and return its URL."""
+    engine = admin_engine()
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    engine.dispose()
+    return server_url().set(database=name)
+
+
+def drop_database(name: str) -> None:
+    """Drop a test database."""
+    engine = admin_engine()
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def _template_head(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        exists = conn.execute(
+            text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": TEST_TEMPLATE}
+        ).scalar()
+    if not exists:
+        return None
+    tpl = create_engine(server_url().set(database=TEST_TEMPLATE))
+    try:
+        with tpl.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except Exception:
+        return None
+    finally:
+        tpl.dispose()
+
+
+def ensure_test_template() -> None:
+    """Build the migrated template unless it is already at the migrations' head."""
+    head = ScriptDirectory.from_config(alembic_config(server_url())).get_current_head()
+    engine = admin_engine()
+    try:
+        if _template_head(engine) == head:
+            return
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{TEST_TEMPLATE}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{TEST_TEMPLATE}" TEMPLATE "{POSTGIS_TEMPLATE}"'))
+        command.upgrade(alembic_config(server_url().set(database=TEST_TEMPLATE)), "head")
+    finally:
+        engine.dispose()
+
+
+def _worker_id(config: pytest.Config) -> str:
+    return getattr(config, "workerinput", {}).get("workerid", "main")
+
+
+@pytest.fixture(scope="session")
+def database_url(request: pytest.FixtureRequest) -> Iterator[URL]:
+    """A fresh migrated database for this test run (one per xdist worker)."""
+    lock = ROOT / "var" / "test-template.lock"
+    lock.parent.mkdir(exist_ok=True)
+    import fcntl
+
+    with open(lock, "w") as fh:  # xdist workers build the template one at a time
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        ensure_test_template()
+        name = f"gridmgmt_test_{_worker_id(request.config)}"
+        url = clone_database(name, TEST_TEMPLATE)
+    yield url
+    drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Database 1 of the test Redis (the app's own data lives in database 0)."""
+    base = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+    return base.rsplit("/", 1)[0] + "/1"
+
+
+@pytest.fixture(scope="session")
+def app(database_url: URL, redis_url: str) -> Iterator[Flask]:
+    """The app, configured for the test database and Redis."""
+    application = create_app(
+        {
+            "DATABASE_URL": database_url.render_as_string(hide_password=False),
+            "REDIS_URL": redis_url,
+            "TESTING": True,
+            "SECRET_KEY": "test-secret",
+        }
+    )
+    with application.app_context():
+        yield application
+    assert db.engine is not None
+    db.engine.dispose()
+
+
+@pytest.fixture
+def session(app: Flask) -> Iterator[Session]:
+    """The app's session inside a transaction that is rolled back after the test.
+
+    Services may commit: their commits become savepoints of the outer transaction.
+    """
+    assert db.engine is not None
+    connection = db.engine.connect()
+    outer = connection.begin()
+    db.session.remove()
+    db.session.configure(bind=connection, join_transaction_mode="create_savepoint")
+    try:
+        yield db.session()
+    finally:
+        db.session.remove()
+        db.session.configure(bind=db.engine, join_transaction_mode="conservative_savepoint")
+        outer.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def redis_conn(redis_url: str) -> Iterator[Redis]:
+    """A clean Redis database."""
+    conn = Redis.from_url(redis_url)
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()
+
+
+@pytest.fixture
+def cli(app: Flask, session: Session):  # noqa: ANN201 - FlaskCliRunner
+    """A CLI runner whose commands run inside the test's transaction."""
+    return app.test_cli_runner()
+
+
+def shared_file(name: str) -> Path:
+    """A file of ../shared/data, skipping the test when the folder is absent."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"real data {path} is not available")
+    return path
