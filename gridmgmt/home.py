@@ -7,8 +7,8 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
 from cases.models import Category
-from grids.models import Area, GridCell
 from gridmgmt.db import db
+from grids.models import Area, GridCell
 
 bp = Blueprint("home", __name__)
 

@@ -17,6 +17,12 @@ from grids.geojson import Feature, polygon_features
 from grids.models import Area, AreaLevel, GridCell
 
 Progress = Callable[[int, int], None]
+# Clipping leaves numerical slivers where a boundary runs along a grid line; parts smaller
+# than this are noise, not cells.
+MIN_PART_M2 = 0.01
+# Overlays run in fixed precision (1e-9° ≈ 0.1 mm): a floating overlay of a cell edge that
+# nearly follows a boundary edge falls back to snapping and can invent centimetre-wide slivers.
+PRECISION_DEG = 1e-9
 PARENT_LEVEL = {AreaLevel.STREET: AreaLevel.DISTRICT, AreaLevel.COMMUNITY: AreaLevel.STREET}
 
 
@@ -202,27 +208,33 @@ def territory_epsg(session: Session) -> int:
     return gridding.utm_epsg(centre[0], centre[1])
 
 
+# Squares are laid out in the metric (UTM) grid, then clipped in EPSG:4326 against the stored
+# boundary: clipping in UTM would bend the community's long edges (a straight lon/lat edge is
+# not straight in UTM) and leave cells a few m² outside their community. For the same reason the
+# grid covers the boundary's metric extent plus 1 m: in EPSG:4326 an edge may bulge past it.
 _GENERATE_SQL = text("""
 CREATE TEMP TABLE generated_cells ON COMMIT DROP AS
 WITH community AS (
-    SELECT ST_Transform(geom, :epsg) AS g FROM areas WHERE id = :community_id
+    SELECT geom AS g, ST_Transform(geom, :epsg) AS metric FROM areas WHERE id = :community_id
 ), squares AS (
-    SELECT s.i, s.j, s.geom AS sq, community.g
-    FROM community, LATERAL ST_SquareGrid(:size, community.g) AS s
-    WHERE ST_Intersects(s.geom, community.g)
+    SELECT s.i, s.j, ST_ReducePrecision(ST_Transform(s.geom, 4326), :grid) AS sq, community.g
+    FROM community, LATERAL ST_SquareGrid(:size, ST_Expand(community.metric, 1.0)) AS s
+    WHERE ST_DWithin(s.geom, community.metric, 1.0)
 ), parts AS (
     SELECT i, j, (ST_Dump(
                CASE WHEN ST_CoveredBy(sq, g) THEN sq
-                    ELSE ST_CollectionExtract(ST_Intersection(sq, g), 3) END
+                    ELSE ST_CollectionExtract(ST_Intersection(sq, g, :grid), 3) END
            )).geom AS part
     FROM squares
+), measured AS (
+    SELECT i, j, part, ST_Area(part::geography) AS m2 FROM parts
 )
 SELECT row_number() OVER (
            ORDER BY j DESC, i, ST_X(ST_PointOnSurface(part)), ST_Y(ST_PointOnSurface(part)) DESC
        ) AS seq,
-       ST_Transform(part, 4326) AS geom
-FROM parts
-WHERE ST_Area(part) > 0
+       part AS geom, m2
+FROM measured
+WHERE m2 > :min_area
 """)
 
 
@@ -258,7 +270,16 @@ def generate_cells(
     for area in communities:
         gridding.cell_code(area.code, 1, code_length)  # validates the community code early
         _delete_cells(session, area)
-        session.execute(_GENERATE_SQL, {"epsg": epsg, "community_id": area.id, "size": size})
+        session.execute(
+            _GENERATE_SQL,
+            {
+                "epsg": epsg,
+                "community_id": area.id,
+                "size": size,
+                "min_area": MIN_PART_M2,
+                "grid": PRECISION_DEG,
+            },
+        )
         count = session.scalar(text("SELECT count(*) FROM generated_cells")) or 0
         if count >= 10**width:
             raise InvalidInput(
@@ -268,8 +289,7 @@ def generate_cells(
         session.execute(
             text("""
                 INSERT INTO grid_cells (code, community_id, geom, area_m2)
-                SELECT :prefix || lpad(seq::text, :width, '0'), :community_id, geom,
-                       ST_Area(geom::geography)
+                SELECT :prefix || lpad(seq::text, :width, '0'), :community_id, geom, m2
                 FROM generated_cells
             """),
             {"prefix": area.code, "width": width, "community_id": area.id},
@@ -361,22 +381,22 @@ class TerritoryReport:
 
 _CHECK_QUERIES = {
     "cell_overlap": """
-        SELECT a.code, b.code, ST_Intersection(a.geom, b.geom) AS g
+        SELECT a.code, b.code, ST_Intersection(a.geom, b.geom, :grid) AS g
         FROM grid_cells a JOIN grid_cells b
           ON a.id < b.id AND a.geom && b.geom AND ST_Relate(a.geom, b.geom, '2********')""",
     "community_overlap": """
-        SELECT a.code, b.code, ST_Intersection(a.geom, b.geom) AS g
+        SELECT a.code, b.code, ST_Intersection(a.geom, b.geom, :grid) AS g
         FROM areas a JOIN areas b
           ON a.id < b.id AND a.geom && b.geom AND ST_Relate(a.geom, b.geom, '2********')
         WHERE a.level = 'community' AND b.level = 'community'""",
     "cell_outside": """
-        SELECT g.code, NULL, ST_Difference(g.geom, a.geom) AS g
+        SELECT g.code, NULL, ST_Difference(g.geom, a.geom, :grid) AS g
         FROM grid_cells g JOIN areas a ON a.id = g.community_id
         WHERE NOT ST_CoveredBy(g.geom, a.geom)""",
     "community_gap": """
         SELECT a.code, NULL, ST_Difference(a.geom, COALESCE(
-                 (SELECT ST_Union(c.geom) FROM grid_cells c WHERE c.community_id = a.id),
-                 'SRID=4326;POLYGON EMPTY'::geometry)) AS g
+                 (SELECT ST_Union(c.geom, :grid) FROM grid_cells c WHERE c.community_id = a.id),
+                 'SRID=4326;POLYGON EMPTY'::geometry), :grid) AS g
         FROM areas a WHERE a.level = 'community'""",
 }
 
@@ -395,7 +415,7 @@ def check_territory(session: Session, tolerance_m2: float = 1.0) -> TerritoryRep
                 ) AS measured
                 WHERE m2 > :tolerance ORDER BY m2 DESC
             """),
-            {"tolerance": tolerance_m2},
+            {"tolerance": tolerance_m2, "grid": PRECISION_DEG},
         )
         problems.extend(Problem(kind, *row) for row in rows)
     communities = session.scalar(

@@ -16,6 +16,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
 from flask import Flask
+from flask.testing import FlaskCliRunner
 from redis import Redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine, make_url
@@ -177,7 +178,7 @@ def redis_conn(redis_url: str) -> Iterator[Redis]:
 
 
 @pytest.fixture
-def cli(app: Flask, session: Session):  # noqa: ANN201 - FlaskCliRunner
+def cli(app: Flask, session: Session) -> FlaskCliRunner:
     """A CLI runner whose commands run inside the test's transaction."""
     return app.test_cli_runner()
 
