@@ -20,9 +20,12 @@ Progress = Callable[[int, int], None]
 # Clipping leaves numerical slivers where a boundary runs along a grid line; parts smaller
 # than this are noise, not cells.
 MIN_PART_M2 = 0.01
-# Overlays run in fixed precision (1e-9° ≈ 0.1 mm): a floating overlay of a cell edge that
+FRAGMENT_SHARE = 0.1
+# Overlays run in fixed precision (2^-30° ≈ 0.1 mm): a floating overlay of a cell edge that
 # nearly follows a boundary edge falls back to snapping and can invent centimetre-wide slivers.
-PRECISION_DEG = 1e-9
+# A power of two, so that every function rounds a coordinate to the very same double and
+# neighbouring cells share their vertices exactly (with 1e-9 they differ in the last bit).
+PRECISION_DEG = 2.0**-30
 PARENT_LEVEL = {AreaLevel.STREET: AreaLevel.DISTRICT, AreaLevel.COMMUNITY: AreaLevel.STREET}
 
 
@@ -212,8 +215,8 @@ def territory_epsg(session: Session) -> int:
 # boundary: clipping in UTM would bend the community's long edges (a straight lon/lat edge is
 # not straight in UTM) and leave cells a few m² outside their community. For the same reason the
 # grid covers the boundary's metric extent plus 1 m: in EPSG:4326 an edge may bulge past it.
-_GENERATE_SQL = text("""
-CREATE TEMP TABLE generated_cells ON COMMIT DROP AS
+_CLIP_SQL = text("""
+CREATE TEMP TABLE cell_parts ON COMMIT DROP AS
 WITH community AS (
     SELECT geom AS g, ST_Transform(geom, :epsg) AS metric FROM areas WHERE id = :community_id
 ), squares AS (
@@ -224,17 +227,55 @@ WITH community AS (
     SELECT i, j, (ST_Dump(
                CASE WHEN ST_CoveredBy(sq, g) THEN sq
                     ELSE ST_CollectionExtract(ST_Intersection(sq, g, :grid), 3) END
-           )).geom AS part
+           )).geom AS geom
     FROM squares
-), measured AS (
-    SELECT i, j, part, ST_Area(part::geography) AS m2 FROM parts
 )
-SELECT row_number() OVER (
-           ORDER BY j DESC, i, ST_X(ST_PointOnSurface(part)), ST_Y(ST_PointOnSurface(part)) DESC
-       ) AS seq,
-       part AS geom, m2
-FROM measured
-WHERE m2 > :min_area
+SELECT row_number() OVER () AS id, i, j, geom, ST_Area(geom::geography) AS m2
+FROM parts
+""")
+
+# A fragment smaller than a tenth of a square (a clipped corner, or the sliver left where a
+# straight lon/lat boundary bulges past a grid line) joins the neighbour it shares the longest
+# border with, as city cell layers do.
+_MERGE_SQL = [
+    text("""
+        CREATE TEMP TABLE cell_merges ON COMMIT DROP AS
+        SELECT DISTINCT ON (small.id) small.id AS small_id, big.id AS into_id
+        FROM cell_parts small
+        JOIN cell_parts big ON big.m2 >= :fragment AND big.geom && small.geom
+        CROSS JOIN LATERAL ST_Length(ST_Intersection(small.geom, big.geom)) AS border
+        WHERE small.m2 < :fragment AND border > 0
+        ORDER BY small.id, border DESC, big.id
+    """),
+    text("""
+        CREATE TEMP TABLE cell_merged ON COMMIT DROP AS
+        SELECT m.into_id, ST_UnaryUnion(ST_Collect(p.geom), :grid) AS geom
+        FROM (SELECT into_id, small_id AS part_id FROM cell_merges
+              UNION SELECT into_id, into_id FROM cell_merges) AS m
+        JOIN cell_parts p ON p.id = m.part_id
+        GROUP BY m.into_id
+    """),
+    text("DELETE FROM cell_merged WHERE GeometryType(geom) <> 'POLYGON'"),
+    text("""
+        UPDATE cell_parts big SET geom = merged.geom, m2 = ST_Area(merged.geom::geography)
+        FROM cell_merged merged WHERE big.id = merged.into_id
+    """),
+    text("""
+        DELETE FROM cell_parts WHERE id IN (
+            SELECT small_id FROM cell_merges JOIN cell_merged USING (into_id))
+    """),
+]
+
+_NUMBER_SQL = text("""
+    INSERT INTO grid_cells (code, community_id, geom, area_m2)
+    SELECT :prefix || lpad(
+               row_number() OVER (
+                   ORDER BY j DESC, i, ST_X(ST_PointOnSurface(geom)),
+                            ST_Y(ST_PointOnSurface(geom)) DESC
+               )::text, :width, '0'),
+           :community_id, geom, m2
+    FROM cell_parts
+    WHERE m2 > :min_area
 """)
 
 
@@ -270,31 +311,33 @@ def generate_cells(
     for area in communities:
         gridding.cell_code(area.code, 1, code_length)  # validates the community code early
         _delete_cells(session, area)
-        session.execute(
-            _GENERATE_SQL,
-            {
-                "epsg": epsg,
-                "community_id": area.id,
-                "size": size,
-                "min_area": MIN_PART_M2,
-                "grid": PRECISION_DEG,
-            },
+        params = {
+            "epsg": epsg,
+            "community_id": area.id,
+            "size": size,
+            "grid": PRECISION_DEG,
+            "fragment": FRAGMENT_SHARE * size * size,
+        }
+        session.execute(_CLIP_SQL, params)
+        for statement in _MERGE_SQL:
+            session.execute(statement, params)
+        count = (
+            session.scalar(
+                text("SELECT count(*) FROM cell_parts WHERE m2 > :min_area"),
+                {"min_area": MIN_PART_M2},
+            )
+            or 0
         )
-        count = session.scalar(text("SELECT count(*) FROM generated_cells")) or 0
         if count >= 10**width:
             raise InvalidInput(
                 f"community {area.code} ({area.name}) needs {count} cells of {size:g} m, but a "
                 f"{code_length}-digit code holds at most {10**width - 1}: use a larger --size"
             )
         session.execute(
-            text("""
-                INSERT INTO grid_cells (code, community_id, geom, area_m2)
-                SELECT :prefix || lpad(seq::text, :width, '0'), :community_id, geom, m2
-                FROM generated_cells
-            """),
-            {"prefix": area.code, "width": width, "community_id": area.id},
+            _NUMBER_SQL,
+            {"prefix": area.code, "width": width, "community_id": area.id, "min_area": MIN_PART_M2},
         )
-        session.execute(text("DROP TABLE generated_cells"))
+        session.execute(text("DROP TABLE cell_parts, cell_merges, cell_merged"))
         total += count
         if progress:
             progress(area, count)

@@ -1,0 +1,185 @@
+"""The demo city: gridmgmt.demo.seed_demo."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from cases.models import Category, MajorClass
+from dispatch.models import RoutingRule, Unit, UnitKind, UnitType
+from gridmgmt import demo
+from gridmgmt.auth import authenticate, find_api_key
+from gridmgmt.calendars import get_calendar
+from gridmgmt.db import db
+from gridmgmt.models import ApiKey, CalendarRecord, Role, User
+from grids.models import Area, GridCell
+
+COUNTED = (Area, GridCell, MajorClass, Category, Unit, RoutingRule, User, ApiKey, CalendarRecord)
+
+
+@dataclass
+class Seeded:
+    said: list[str]
+    logins: list[demo.DemoLogin]
+
+
+def table_counts(session: Session) -> dict[str, int]:
+    return {
+        model.__tablename__: session.scalar(select(func.count()).select_from(model)) or 0
+        for model in COUNTED
+    }
+
+
+@pytest.fixture(scope="module")
+def demo_session(app: Flask) -> Iterator[Session]:
+    """One seeding for the whole module (about 2 s), in a transaction rolled back at its end.
+
+    A session of its own on its own connection: the function-scoped `session` fixture would
+    seed again for every test.
+    """
+    assert db.engine is not None
+    connection = db.engine.connect()
+    outer = connection.begin()
+    own = Session(bind=connection, join_transaction_mode="create_savepoint")
+    try:
+        yield own
+    finally:
+        own.close()
+        outer.rollback()
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def seeded(demo_session: Session) -> Seeded:
+    assert not demo.is_seeded(demo_session)
+    said: list[str] = []
+    logins = demo.seed_demo(demo_session, say=said.append)
+    demo_session.commit()  # releases the savepoint; the outer transaction is rolled back later
+    return Seeded(said, logins)
+
+
+@pytest.fixture
+def session(demo_session: Session, seeded: Seeded) -> Iterator[Session]:
+    """The seeded session; what a test changes is rolled back after it."""
+    nested = demo_session.begin_nested()
+    try:
+        yield demo_session
+    finally:
+        if nested.is_active:
+            nested.rollback()
+        demo_session.expire_all()
+
+
+def test_territory(session: Session, seeded: Seeded) -> None:
+    levels = dict(
+        session.execute(select(Area.level, func.count()).group_by(Area.level)).tuples().all()
+    )
+    assert levels == {"district": 1, "street": 1, "community": 8}
+    district = session.scalar(select(Area).where(Area.level == "district"))
+    street = session.scalar(select(Area).where(Area.level == "street"))
+    assert district is not None and street is not None
+    assert district.code == demo.DISTRICT_CODE
+    assert street.code == demo.STREET_CODE
+    assert street.parent_id == district.id
+    communities = session.scalars(select(Area).where(Area.level == "community")).all()
+    assert all(c.parent_id == street.id for c in communities)
+    assert all(c.area_m2 > 0 for c in communities)
+    assert demo.is_seeded(session)
+
+
+def test_every_community_has_its_unit(session: Session, seeded: Seeded) -> None:
+    rows = session.execute(
+        select(Area.code, Unit.code, Unit.kind, Unit.unit_type)
+        .join(Unit, Unit.community_id == Area.id)
+        .where(Area.level == "community")
+    ).all()
+    assert len(rows) == 8
+    for area_code, unit_code, kind, unit_type in rows:
+        assert unit_code == area_code
+        assert (kind, unit_type) == (UnitKind.COMMUNITY.value, UnitType.COMMUNITY.value)
+
+
+def test_cells(session: Session, seeded: Seeded) -> None:
+    cells = session.scalar(select(func.count()).select_from(GridCell))
+    assert cells is not None and cells > 2000
+    without_cells = session.scalar(
+        select(func.count())
+        .select_from(Area)
+        .where(Area.level == "community")
+        .where(~select(GridCell.id).where(GridCell.community_id == Area.id).exists())
+    )
+    assert without_cells == 0
+    assert any(line.startswith("unit grid cells: ") for line in seeded.said)
+
+
+def test_catalogue_departments_and_routing(session: Session, seeded: Seeded) -> None:
+    categories = session.scalars(select(Category)).all()
+    assert len(categories) == 95
+    departments = session.scalars(select(Unit).where(Unit.kind == "department")).all()
+    assert len(departments) == 13
+    assert {d.unit_type for d in departments} == {t.value for t in UnitType} - {"community"}
+
+    rules = session.scalars(select(RoutingRule)).all()
+    by_category: dict[int, list[RoutingRule]] = {}
+    for rule in rules:
+        by_category.setdefault(rule.category_id, []).append(rule)
+    for category in categories:
+        routed = by_category.get(category.id, [])
+        if category.unit_type == UnitType.COMMUNITY.value:
+            assert routed == [], category.code  # community classes go to the cell's community
+            continue
+        assert len(routed) == 1, category.code
+        [rule] = routed
+        assert rule.active and rule.area_id is None
+        assert rule.unit.kind == "department"
+        assert rule.unit.unit_type == category.unit_type, category.code
+    assert len(rules) == sum(c.unit_type != "community" for c in categories)
+    assert "catalogue: 95 categories" in seeded.said
+    assert f"departments: 13, routing rules: {len(rules)}" in seeded.said
+
+
+def test_calendars_loaded(session: Session, seeded: Seeded) -> None:
+    assert get_calendar(session, "us_la").timezone == "America/Los_Angeles"
+    assert get_calendar(session, "cn").timezone == "Asia/Shanghai"
+
+
+def test_one_login_per_role(session: Session, seeded: Seeded) -> None:
+    assert {login.role for login in seeded.logins} == set(Role)
+    users = session.scalars(select(User)).all()
+    assert {u.role for u in users} == {r.value for r in Role}
+    for login in seeded.logins:
+        user = authenticate(session, login.username, demo.DEMO_PASSWORD)
+        assert user is not None, login.username
+        assert user.role == login.role.value
+        if login.role is Role.UNIT_STAFF:
+            assert user.unit is not None
+            assert user.unit.code == login.unit_code
+        else:
+            assert user.unit_id is None
+    assert authenticate(session, "admin", "wrong-password") is None
+    staff_units = {login.unit_code for login in seeded.logins if login.role is Role.UNIT_STAFF}
+    assert "DEPT-WATER" in staff_units
+    assert demo._first_community(session) in staff_units
+
+
+def test_demo_api_key(session: Session, seeded: Seeded) -> None:
+    key = find_api_key(session, demo.DEMO_API_KEY)
+    assert key.name == "demo-app"
+    assert key.prefix == demo.DEMO_API_KEY[:8]
+    assert key.key_hash != demo.DEMO_API_KEY
+
+
+def test_second_seed_changes_nothing(session: Session, seeded: Seeded) -> None:
+    before = table_counts(session)
+    said: list[str] = []
+
+    logins = demo.seed_demo(session, say=said.append)
+
+    assert said == ["demo city already seeded"]
+    assert logins == seeded.logins
+    assert table_counts(session) == before
