@@ -18,6 +18,7 @@ from gridmgmt.errors import InvalidInput
 from gridmgmt.workcalendar import LimitUnit
 
 DEFAULT_CATALOGUE = Path(__file__).parent / "data" / "categories.json"
+MAX_LIMIT = 1_000_000  # categories.limit_value is NUMERIC(8, 2)
 _TWO_DIGITS = re.compile(r"[0-9]{2}")
 KIND_PREFIX = {CategoryKind.COMPONENT: "C", CategoryKind.EVENT: "E"}
 _TEXT_FIELDS = (
@@ -56,8 +57,8 @@ def _limit(raw: Any, where: str) -> tuple[Decimal, str] | tuple[None, None]:
         raise InvalidInput(
             f"{where}: a limit is {{'value': number > 0, 'unit': 'hours' | 'days'}}"
         ) from None
-    if value <= 0:
-        raise InvalidInput(f"{where}: a limit must be positive")
+    if not value.is_finite() or not 0 < value < MAX_LIMIT:
+        raise InvalidInput(f"{where}: a limit is a number above 0 and below {MAX_LIMIT}")
     return value, unit
 
 
@@ -117,6 +118,7 @@ def load_catalogue(session: Session, path: str | Path = DEFAULT_CATALOGUE) -> Lo
     result = LoadResult()
     majors = {(m.kind, m.code): m for m in session.scalars(select(MajorClass))}
     categories = {c.code: c for c in session.scalars(select(Category))}
+    seen: set[str] = set()
     for i, raw_major in enumerate(data["majors"], start=1):
         try:
             kind = CategoryKind(raw_major["kind"])
@@ -139,6 +141,9 @@ def load_catalogue(session: Session, path: str | Path = DEFAULT_CATALOGUE) -> Lo
             minor_where = f"{where} minor {raw_minor.get('code')}"
             values = _minor_values(raw_minor, minor_where)
             code = category_code(kind, major_code, str(raw_minor["code"]))
+            if code in seen:
+                raise InvalidInput(f"{minor_where}: listed twice in the file")
+            seen.add(code)
             category = categories.get(code)
             if category is None:
                 session.add(

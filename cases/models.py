@@ -165,10 +165,7 @@ class Case(Base):
         String(24),
         unique=True,
         nullable=False,
-        server_default=text(
-            "to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')"
-            " || lpad(nextval('case_number_seq')::text, 6, '0')"
-        ),
+        server_default=text("next_case_number()"),
     )
     source: Mapped[CaseSource] = mapped_column(String(16), nullable=False)
     status: Mapped[CaseStatus] = mapped_column(String(16), nullable=False)

@@ -52,8 +52,8 @@ def create_user(
             raise NotFound(f"unit {unit_code} does not exist")
     elif unit_code:
         raise InvalidInput(
-            f"only unit staff belong to a unit; a {role.value} supervises or leads, "
-            "and nobody is on both sides"
+            f"only unit staff belong to a unit; the role {role.value} is on the supervision "
+            "side, and nobody is on both sides"
         )
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise Conflict(f"user {username} already exists")

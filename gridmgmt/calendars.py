@@ -32,7 +32,7 @@ def load_calendar(session: Session, path: str | Path) -> CalendarRecord:
         calendar = BusinessCalendar.from_dict(data)
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
-    except (json.JSONDecodeError, CalendarError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, CalendarError) as exc:
         raise InvalidInput(f"{path}: {exc}") from None
     code = str(data.get("code") or "").strip()
     if not code:
@@ -46,7 +46,7 @@ def load_calendar(session: Session, path: str | Path) -> CalendarRecord:
     record.timezone = serial["timezone"]
     record.work_periods = serial["work_periods"]
     record.weekend = serial["weekend"]
-    names = {**data.get("holidays", {}), **data.get("workdays", {})}
+    names = {**_day_names(data.get("holidays")), **_day_names(data.get("workdays"))}
     record.days = [
         CalendarDay(
             day=day, is_workday=day in calendar.workdays, name=names.get(day.isoformat(), "")
@@ -55,6 +55,11 @@ def load_calendar(session: Session, path: str | Path) -> CalendarRecord:
     ]
     session.flush()
     return record
+
+
+def _day_names(days: object) -> dict[str, str]:
+    """Names of listed days: a mapping {date: name} has them, a plain list does not."""
+    return {str(k): str(v) for k, v in days.items()} if isinstance(days, dict) else {}
 
 
 def get_calendar(session: Session, code: str) -> BusinessCalendar:

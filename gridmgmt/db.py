@@ -1,14 +1,15 @@
-"""Database wiring: the declarative base, the engine and a request-scoped session."""
+"""Database wiring: the declarative base, one engine per app and a request-scoped session."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Any
 
+from flask import Flask, current_app
 from sqlalchemy import DateTime, MetaData, create_engine, func
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -18,9 +19,6 @@ from sqlalchemy.orm import (
     sessionmaker,
 )
 
-if TYPE_CHECKING:
-    from flask import Flask
-
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -28,6 +26,7 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+EXTENSION = "gridmgmt.db"
 
 
 class Base(DeclarativeBase):
@@ -50,25 +49,39 @@ def enum_check(column: str, enum: type) -> str:
     return f"{column} IN ({values})"
 
 
+class AppSession(Session):
+    """A session that talks to the current app's engine unless bound explicitly (tests)."""
+
+    def get_bind(self, *args: Any, **kwargs: Any) -> Engine | Connection:
+        """The explicit bind, else the engine of the app in context."""
+        if self.bind is not None:
+            return self.bind
+        return current_app.extensions[EXTENSION]
+
+
 class Database:
-    """Flask extension owning the engine and a scoped session removed after each request."""
+    """Flask extension: each app keeps its own engine; the scoped session follows the app."""
 
     def __init__(self) -> None:
-        self.engine: Engine | None = None
-        self.session: scoped_session[Session] = scoped_session(sessionmaker(expire_on_commit=False))
+        self.session: scoped_session[Session] = scoped_session(
+            sessionmaker(class_=AppSession, expire_on_commit=False)
+        )
 
     def init_app(self, app: Flask) -> None:
-        """Create the engine from `DATABASE_URL` and bind the session to it."""
-        self.engine = create_engine(
+        """Create the app's engine from `DATABASE_URL`; remove the session after each request."""
+        app.extensions[EXTENSION] = create_engine(
             app.config["DATABASE_URL"],
             echo=app.config.get("SQL_ECHO", False),
             pool_size=app.config.get("DB_POOL_SIZE", 10),
             pool_pre_ping=True,
             connect_args={"connect_timeout": 5, "application_name": "gridmgmt"},
         )
-        self.session.configure(bind=self.engine)
-        app.extensions["gridmgmt.db"] = self
         app.teardown_appcontext(self._remove_session)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine of the app in context."""
+        return current_app.extensions[EXTENSION]
 
     def _remove_session(self, _exc: BaseException | None) -> None:
         self.session.remove()

@@ -23,13 +23,13 @@ def readyz() -> ResponseReturnValue:
     """Answer 200 when PostgreSQL and Redis both answer, else 503 naming what failed."""
     checks: dict[str, str] = {}
     try:
-        with db.engine.connect() as conn:  # type: ignore[union-attr]
+        with db.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:  # any failure means "not ready"; the reason is reported
         checks["database"] = f"unreachable: {type(exc).__name__}: {str(exc).strip()[:200]}"
     try:
-        queues.redis.ping()  # type: ignore[union-attr]
+        queues.redis.ping()
         checks["redis"] = "ok"
     except Exception as exc:
         checks["redis"] = f"unreachable: {type(exc).__name__}: {str(exc).strip()[:200]}"

@@ -1,35 +1,32 @@
-"""Redis connection and the RQ queues, bound to the app's config."""
+"""Redis connection and the RQ queues, one Redis client per app."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from flask import Flask, current_app
 from redis import Redis
 from rq import Queue
 
-if TYPE_CHECKING:
-    from flask import Flask
-
 DISPATCH_QUEUE = "dispatch"
 PERIODIC_QUEUE = "periodic"
+EXTENSION = "gridmgmt.redis"
 
 
 class Queues:
-    """Flask extension holding one Redis connection and the named queues."""
-
-    def __init__(self) -> None:
-        self.redis: Redis | None = None
+    """Flask extension giving the current app's Redis client and its named queues."""
 
     def init_app(self, app: Flask) -> None:
-        """Connect lazily to `REDIS_URL` (redis-py connects on first command)."""
-        self.redis = Redis.from_url(
+        """Create the app's client for `REDIS_URL` (redis-py connects on first command)."""
+        app.extensions[EXTENSION] = Redis.from_url(
             app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5
         )
-        app.extensions["gridmgmt.queues"] = self
+
+    @property
+    def redis(self) -> Redis:
+        """The Redis client of the app in context."""
+        return current_app.extensions[EXTENSION]
 
     def get(self, name: str = DISPATCH_QUEUE) -> Queue:
         """Return the RQ queue called `name`."""
-        assert self.redis is not None, "Queues.init_app was not called"
         return Queue(name, connection=self.redis)
 
 

@@ -7,14 +7,16 @@ that is rolled back. Redis: database 1 of the private server, flushed by `redis_
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from alembic.script import ScriptDirectory
 from flask import Flask
 from flask.testing import FlaskCliRunner
 from redis import Redis
@@ -71,53 +73,90 @@ def drop_database(name: str) -> None:
     engine.dispose()
 
 
-def _template_head(engine: Engine) -> str | None:
-    with engine.connect() as conn:
-        exists = conn.execute(
-            text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": TEST_TEMPLATE}
-        ).scalar()
-    if not exists:
-        return None
-    tpl = create_engine(server_url().set(database=TEST_TEMPLATE))
+def database_comment(name: str) -> str | None:
+    """The comment of a database (where cached databases keep their key), or None."""
+    engine = admin_engine()
     try:
-        with tpl.connect() as conn:
-            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    except Exception:
-        return None
+        with engine.connect() as conn:
+            return conn.execute(
+                text(
+                    "SELECT shobj_description(oid, 'pg_database') FROM pg_database"
+                    " WHERE datname = :n"
+                ),
+                {"n": name},
+            ).scalar()
     finally:
-        tpl.dispose()
+        engine.dispose()
+
+
+def set_database_comment(name: str, comment: str) -> None:
+    """Mark a database as built for `comment` (a fingerprint)."""
+    engine = admin_engine()
+    with engine.connect() as conn:
+        conn.execute(text(f"COMMENT ON DATABASE \"{name}\" IS '{comment}'"))
+    engine.dispose()
+
+
+def migrations_fingerprint() -> str:
+    """Changes whenever a migration file changes (edited in place or added)."""
+    return fingerprint(*sorted((ROOT / "migrations").rglob("*.py")))
 
 
 def ensure_test_template() -> None:
-    """Build the migrated template unless it is already at the migrations' head."""
-    head = ScriptDirectory.from_config(alembic_config(server_url())).get_current_head()
+    """Build the migrated template unless it was built from these very migration files."""
+    key = migrations_fingerprint()
+    if database_comment(TEST_TEMPLATE) == key:
+        return
     engine = admin_engine()
-    try:
-        if _template_head(engine) == head:
-            return
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{TEST_TEMPLATE}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{TEST_TEMPLATE}" TEMPLATE "{POSTGIS_TEMPLATE}"'))
-        command.upgrade(alembic_config(server_url().set(database=TEST_TEMPLATE)), "head")
-    finally:
-        engine.dispose()
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{TEST_TEMPLATE}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{TEST_TEMPLATE}" TEMPLATE "{POSTGIS_TEMPLATE}"'))
+    engine.dispose()
+    command.upgrade(alembic_config(server_url().set(database=TEST_TEMPLATE)), "head")
+    set_database_comment(TEST_TEMPLATE, key)
+
+
+def fingerprint(*parts: str | Path) -> str:
+    """A hash of files' contents and plain strings: a cached database is rebuilt when it changes."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.read_bytes() if isinstance(part, Path) else part.encode())
+    return digest.hexdigest()[:16]
+
+
+def cached_database(name: str, key: str, build: Callable[[URL], None]) -> URL:
+    """Return a database built once by `build` and kept while `key` stays the same.
+
+    The key lives in the database's comment; a stale or half-built database is rebuilt.
+    """
+    key = fingerprint(key, migrations_fingerprint())
+    with template_lock():
+        if database_comment(name) != key:
+            build(clone_database(name, TEST_TEMPLATE))
+            set_database_comment(name, key)
+    return server_url().set(database=name)
 
 
 def _worker_id(config: pytest.Config) -> str:
     return getattr(config, "workerinput", {}).get("workerid", "main")
 
 
+@contextmanager
+def template_lock() -> Iterator[None]:
+    """Serialise template building between xdist workers (and concurrent runs)."""
+    lock = ROOT / "var" / "test-template.lock"
+    lock.parent.mkdir(exist_ok=True)
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def database_url(request: pytest.FixtureRequest) -> Iterator[URL]:
     """A fresh migrated database for this test run (one per xdist worker)."""
-    lock = ROOT / "var" / "test-template.lock"
-    lock.parent.mkdir(exist_ok=True)
-    import fcntl
-
-    with open(lock, "w") as fh:  # xdist workers build the template one at a time
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with template_lock():
         ensure_test_template()
-        name = f"gridmgmt_test_{_worker_id(request.config)}"
+        name = f"gridmgmt_test_{os.getpid()}_{_worker_id(request.config)}"
         url = clone_database(name, TEST_TEMPLATE)
     yield url
     drop_database(name)
@@ -143,8 +182,7 @@ def app(database_url: URL, redis_url: str) -> Iterator[Flask]:
     )
     with application.app_context():
         yield application
-    assert db.engine is not None
-    db.engine.dispose()
+        db.engine.dispose()
 
 
 @pytest.fixture
@@ -153,7 +191,6 @@ def session(app: Flask) -> Iterator[Session]:
 
     Services may commit: their commits become savepoints of the outer transaction.
     """
-    assert db.engine is not None
     connection = db.engine.connect()
     outer = connection.begin()
     db.session.remove()
@@ -162,7 +199,7 @@ def session(app: Flask) -> Iterator[Session]:
         yield db.session()
     finally:
         db.session.remove()
-        db.session.configure(bind=db.engine, join_transaction_mode="conservative_savepoint")
+        db.session.configure(bind=None, join_transaction_mode="conservative_savepoint")
         outer.rollback()
         connection.close()
 

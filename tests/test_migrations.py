@@ -97,7 +97,10 @@ def project_routines(engine: Engine) -> set[str]:
             text("SELECT sequence_name FROM information_schema.sequences")
         ).all()
         functions = conn.scalars(
-            text("SELECT proname FROM pg_proc WHERE proname = 'case_events_append_only'")
+            text(
+                "SELECT proname FROM pg_proc"
+                " WHERE proname IN ('case_events_append_only', 'next_case_number')"
+            )
         ).all()
     return {*sequences, *functions}
 
@@ -126,10 +129,10 @@ def test_upgrade_head_matches_models(engine: Engine, config: AlembicConfig) -> N
     assert current(engine) == head(config)
     assert project_tables(engine) == set(Base.metadata.tables)
     assert differences(engine) == []
-    assert {"case_number_seq", "case_events_append_only"} <= project_routines(engine)
-    default = case_number_default(engine)
-    assert "nextval('case_number_seq'" in default
-    assert "'YYYYMMDD'" in default
+    assert {"case_number_seq", "case_events_append_only", "next_case_number"} <= project_routines(
+        engine
+    )
+    assert case_number_default(engine) == "next_case_number()"
 
 
 def test_downgrade_base_then_upgrade_again(engine: Engine, config: AlembicConfig) -> None:

@@ -20,6 +20,15 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.execute(sa.schema.CreateSequence(sa.Sequence("case_number_seq")))
+    # Case numbers read as the UTC day + a sequence of at least 6 digits (never truncated).
+    op.execute("""
+        CREATE FUNCTION next_case_number() RETURNS text LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE n bigint := nextval('case_number_seq');
+        BEGIN
+            RETURN to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')
+                || lpad(n::text, greatest(6, length(n::text)), '0');
+        END $$
+    """)
     op.create_table(
         "api_keys",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -296,9 +305,7 @@ def upgrade() -> None:
         sa.Column(
             "number",
             sa.String(length=24),
-            server_default=sa.text(
-                "to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD') || lpad(nextval('case_number_seq')::text, 6, '0')"
-            ),
+            server_default=sa.text("next_case_number()"),
             nullable=False,
         ),
         sa.Column("source", sa.String(length=16), nullable=False),
@@ -440,9 +447,14 @@ def upgrade() -> None:
         CREATE TRIGGER case_events_append_only BEFORE UPDATE OR DELETE ON case_events
         FOR EACH ROW EXECUTE FUNCTION case_events_append_only()
     """)
+    op.execute("""
+        CREATE TRIGGER case_events_no_truncate BEFORE TRUNCATE ON case_events
+        FOR EACH STATEMENT EXECUTE FUNCTION case_events_append_only()
+    """)
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER IF EXISTS case_events_no_truncate ON case_events")
     op.execute("DROP TRIGGER IF EXISTS case_events_append_only ON case_events")
     op.execute("DROP FUNCTION IF EXISTS case_events_append_only()")
     op.drop_index(op.f("ix_case_events_case_id"), table_name="case_events")
@@ -469,3 +481,4 @@ def downgrade() -> None:
     op.drop_table("areas")
     op.drop_table("api_keys")
     op.execute(sa.schema.DropSequence(sa.Sequence("case_number_seq")))
+    op.execute("DROP FUNCTION IF EXISTS next_case_number()")

@@ -202,12 +202,6 @@ def test_bad_file_leaves_loaded_calendar_alone(
     assert stored_days(session, "cn") == days
 
 
-@pytest.mark.xfail(
-    reason="BUG: gridmgmt/calendars.py load_calendar builds day names with "
-    "{**data['holidays'], **data['workdays']}, a TypeError when holidays/workdays are lists, "
-    "the form BusinessCalendar.from_dict accepts and BusinessCalendar.to_dict writes",
-    strict=True,
-)
 def test_load_calendar_with_list_form_days(session: Session, tmp_path: Path) -> None:
     data = {"code": "listed", **BusinessCalendar.from_dict(shipped_data("cn")).to_dict()}
     path = tmp_path / "listed.json"
@@ -218,11 +212,6 @@ def test_load_calendar_with_list_form_days(session: Session, tmp_path: Path) -> 
     assert get_calendar(session, "listed") == BusinessCalendar.from_dict(shipped_data("cn"))
 
 
-@pytest.mark.xfail(
-    reason="BUG: gridmgmt/calendars.py load_calendar does not catch UnicodeDecodeError, so a "
-    "file that is not UTF-8 crashes instead of raising InvalidInput",
-    strict=True,
-)
 def test_non_utf8_file_is_invalid_input(session: Session, tmp_path: Path) -> None:
     path = tmp_path / "latin1.json"
     path.write_bytes('{"code": "x", "name": "Fête"}'.encode("latin-1"))

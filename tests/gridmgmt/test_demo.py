@@ -42,7 +42,6 @@ def demo_session(app: Flask) -> Iterator[Session]:
     A session of its own on its own connection: the function-scoped `session` fixture would
     seed again for every test.
     """
-    assert db.engine is not None
     connection = db.engine.connect()
     outer = connection.begin()
     own = Session(bind=connection, join_transaction_mode="create_savepoint")
