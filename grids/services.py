@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -444,11 +444,14 @@ _CHECK_QUERIES = {
 }
 
 
-def check_territory(session: Session, tolerance_m2: float = 1.0) -> TerritoryReport:
+def check_territory(
+    session: Session, tolerance_m2: float = 1.0, kinds: Iterable[str] = tuple(_CHECK_QUERIES)
+) -> TerritoryReport:
     """Find overlaps between cells and between communities, cells outside their community,
     and parts of communities that no cell covers, each larger than `tolerance_m2`."""
     problems: list[Problem] = []
-    for kind, sql in _CHECK_QUERIES.items():
+    for kind in kinds:
+        sql = _CHECK_QUERIES[kind]
         rows = session.execute(
             text(f"""
                 SELECT first, second, m2, ST_X(p), ST_Y(p) FROM (
