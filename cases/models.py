@@ -54,6 +54,8 @@ class CaseStatus(str, Enum):
     RETURNED = "returned"
     SUSPENDED = "suspended"
     HANDLED = "handled"
+    CHECKING = "checking"
+    CHECKED = "checked"
     CLOSED = "closed"
 
 
@@ -158,6 +160,10 @@ class Case(Base):
         Index("ix_cases_status", "status"),
         Index("ix_cases_unit_status_deadline", "unit_id", "status", "deadline"),
         Index("ix_cases_reported_at", "reported_at"),
+        CheckConstraint(
+            "pending_request IS NULL OR pending_request IN ('extension', 'suspension')",
+            name="pending_request",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -187,6 +193,11 @@ class Case(Base):
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
     deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     rework_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    check_inspector_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    pending_request: Mapped[str | None] = mapped_column(String(16))
+    pending_value: Mapped[Decimal | None] = mapped_column(Numeric(8, 2))
+    pending_unit: Mapped[str | None] = mapped_column(String(8))
+    suspended_remaining_hours: Mapped[Decimal | None] = mapped_column(Numeric(10, 4))
     dispatch_state: Mapped[DispatchState] = mapped_column(
         String(16), nullable=False, server_default=DispatchState.NONE.value
     )
@@ -205,8 +216,36 @@ class Case(Base):
 
     category: Mapped[Category] = relationship()
     events: Mapped[list[CaseEvent]] = relationship(order_by="CaseEvent.id", viewonly=True)
+    photos: Mapped[list[Photo]] = relationship(order_by="Photo.id", viewonly=True)
 
     __mapper_args__ = {"version_id_col": version}
+
+
+class PhotoKind(str, Enum):
+    """When a photo was taken: with the report, after handling, or at the on-site check."""
+
+    BEFORE = "before"
+    AFTER = "after"
+    CHECK = "check"
+
+
+class Photo(Timestamped, Base):
+    """A photo of a case, stored on disk by content hash (EXIF stripped) with a thumbnail."""
+
+    __tablename__ = "photos"
+    __table_args__ = (CheckConstraint(enum_check("kind", PhotoKind), name="kind"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), nullable=False, index=True)
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("case_events.id"))
+    kind: Mapped[PhotoKind] = mapped_column(String(8), nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    path: Mapped[str] = mapped_column(Text, nullable=False)
+    thumb_path: Mapped[str] = mapped_column(Text, nullable=False)
+    mime: Mapped[str] = mapped_column(String(32), nullable=False)
+    width: Mapped[int] = mapped_column(Integer, nullable=False)
+    height: Mapped[int] = mapped_column(Integer, nullable=False)
+    size_bytes: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
 class CaseEvent(Timestamped, Base):

@@ -11,25 +11,28 @@ from gridmgmt.config import Config
 
 def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     """Build the Flask app from `config` (a Config, overrides as a dict, or the environment)."""
-    from gridmgmt import health, home, registry
+    from cases import api as cases_api
+    from cases import views as cases_views
+    from gridmgmt import health, home, i18n, registry, web
     from gridmgmt.db import db
     from gridmgmt.errors import register_error_handlers
     from gridmgmt.queue import queues
 
     app = Flask(__name__)
-    settings = Config.from_env()
-    if isinstance(config, Config):
-        settings = config
-    elif config:
-        for key, value in config.items():
-            setattr(settings, key, value)
+    settings = config if isinstance(config, Config) else Config.from_env()
     app.config.update(settings.as_flask())
+    if isinstance(config, dict):
+        app.config.update(config)  # overrides, including Flask's and extensions' own keys
 
     registry.load_models()
     db.init_app(app)
     queues.init_app(app)
     register_error_handlers(app)
     health.init_app(app)
+    i18n.init_app(app)
+    web.init_app(app)
     home.init_app(app)
+    cases_views.init_app(app)
+    cases_api.init_app(app)
     registry.init_cli(app)
     return app

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:55432/gridmgmt"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:56379/0"
 
@@ -20,6 +22,11 @@ class Config:
     SECRET_KEY: str = field(default_factory=lambda: secrets.token_hex(32))
     CITY_NAME: str = "Los Angeles (demo)"
     CALENDAR_CODE: str = "us_la"
+    DISPLAY_TZ: str = "America/Los_Angeles"
+    PHOTO_DIR: str = str(ROOT / "var" / "photos")
+    MAX_CONTENT_LENGTH: int = 40 * 1024 * 1024  # a whole upload: several photos and the form
+    REOPEN_DAYS: int = 7
+    TILE_URL: str = ""  # e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png; empty: no tiles
     SQL_ECHO: bool = False
     DB_POOL_SIZE: int = 10
     TESTING: bool = False

@@ -61,23 +61,34 @@ class OutsideTerritory(DomainError):
     status = 422
 
 
+API_PREFIXES = ("/api/", "/healthz", "/readyz")
+
+
+def wants_json() -> bool:
+    """True for the JSON API and health paths: errors there are JSON, elsewhere a page."""
+    from flask import request
+
+    return request.path.startswith(API_PREFIXES) or request.accept_mimetypes.best == (
+        "application/json"
+    )
+
+
+def _respond(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Any:
+    from flask import jsonify, render_template
+
+    if wants_json():
+        return jsonify(error={"code": code, "message": message, **(details or {})}), status
+    return render_template("error.html", status=status, code=code, message=message), status
+
+
 def register_error_handlers(app: Flask) -> None:
-    """Turn domain and HTTP errors into JSON for API paths and plain pages elsewhere."""
+    """Turn domain and HTTP errors into JSON for API paths and a page elsewhere."""
 
     @app.errorhandler(DomainError)
-    def _domain(err: DomainError) -> tuple[Response, int]:
-        from flask import jsonify
-
-        return jsonify(error=err.to_dict()), err.status
+    def _domain(err: DomainError) -> Response:
+        return _respond(err.status, err.code, err.message, err.details)
 
     @app.errorhandler(HTTPException)
-    def _http(err: HTTPException) -> tuple[Response, int] | HTTPException:
-        from flask import jsonify, request
-
-        if request.path.startswith(("/api/", "/healthz", "/readyz")):
-            body = {
-                "code": (err.name or "error").lower().replace(" ", "_"),
-                "message": err.description,
-            }
-            return jsonify(error=body), err.code or 500
-        return err
+    def _http(err: HTTPException) -> Response:
+        code = (err.name or "error").lower().replace(" ", "_")
+        return _respond(err.code or 500, code, err.description or err.name)

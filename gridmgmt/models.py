@@ -54,6 +54,26 @@ class User(Timestamped, Base):
 
     unit: Mapped[Unit | None] = relationship()
 
+    # Flask-Login's user protocol.
+    @property
+    def is_active(self) -> bool:
+        """Inactive users cannot sign in."""
+        return self.active
+
+    @property
+    def is_authenticated(self) -> bool:
+        """A loaded user is a signed-in user."""
+        return True
+
+    @property
+    def is_anonymous(self) -> bool:
+        """Never anonymous."""
+        return False
+
+    def get_id(self) -> str:
+        """The session key."""
+        return str(self.id)
+
 
 class ApiKey(Timestamped, Base):
     """An Open311 client key; only its SHA-256 hash is stored."""

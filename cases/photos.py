@@ -1,0 +1,279 @@
+"""Photos of reports and of their handling: checked, stripped of metadata, stored by content hash.
+
+An upload is decoded with Pillow, turned upright from its EXIF orientation and re-encoded from
+bare pixels, so nothing the camera wrote (EXIF with GPS, XMP, comments, ICC, PNG text) survives.
+Files live outside the database under a root folder, named by the SHA-256 of the stored bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from gridmgmt.errors import InvalidInput, NotFound
+
+ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+MAX_BYTES = 10 * 1024 * 1024  # default size limit of an upload
+MAX_PIXELS = 40_000_000  # decompression-bomb guard
+THUMB_SIZE = 320  # longest side of the thumbnail, px
+JPEG_QUALITY = 88
+THUMB_QUALITY = 85
+
+_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+_THUMB_SUFFIX = ".thumb.jpg"
+_WHITE = (255, 255, 255)
+# Only names store_photo makes: "ab/cd/abcd<60 hex>[.thumb].<ext>".
+_STORED_NAME = re.compile(
+    r"(?P<a>[0-9a-f]{2})/(?P<b>[0-9a-f]{2})/(?P=a)(?P=b)[0-9a-f]{60}(?:\.thumb)?\.(?:jpg|png|webp)"
+)
+# Signatures of the accepted formats, to tell a damaged photo from something that is no photo.
+_SIGNATURES = {
+    "JPEG": (b"\xff\xd8\xff",),
+    "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "WEBP": (b"RIFF",),
+}
+
+
+class PhotoError(InvalidInput):
+    """An upload that is not an acceptable photo; `details` carry `filename` and a `reason`."""
+
+    code = "invalid_photo"
+    status = 400
+
+
+class PhotoTooLarge(PhotoError):
+    """An upload over the byte limit, refused before it is decoded."""
+
+    status = 413
+
+
+@dataclass(frozen=True)
+class StoredPhoto:
+    """A photo stored under the photo root, with its thumbnail."""
+
+    sha256: str  # of the stored (stripped) image bytes
+    path: str  # relative to root, e.g. "ab/cd/<sha256>.jpg"
+    thumb_path: str  # relative, e.g. "ab/cd/<sha256>.thumb.jpg"
+    mime: str
+    width: int
+    height: int
+    size_bytes: int  # stored file size
+    original_sha256: str  # of the uploaded bytes (to recognise re-uploads)
+
+
+def store_photo(
+    data: bytes, root: Path, filename: str = "", max_bytes: int = MAX_BYTES
+) -> StoredPhoto:
+    """Check an uploaded photo, strip its metadata and store it with a JPEG thumbnail.
+
+    Args:
+        data: the uploaded bytes.
+        root: folder under which photos are stored (created as needed).
+        filename: the name the client gave, only used in error messages.
+        max_bytes: size limit of the upload.
+
+    Returns:
+        The stored photo; storing the same image again returns the same value and writes nothing.
+
+    Raises:
+        PhotoTooLarge: `data` is over `max_bytes` (status 413).
+        PhotoError: empty, not an image, a format outside ALLOWED_FORMATS, corrupt or truncated,
+            more than MAX_PIXELS, or animated.
+    """
+    if not data:
+        raise _error(filename, "empty", "the file is empty")
+    if len(data) > max_bytes:
+        raise _error(
+            filename,
+            "too_large",
+            f"it is {len(data)} bytes, more than the {max_bytes} allowed",
+            PhotoTooLarge,
+        )
+    image, fmt = _decode(data, filename)
+    clean = _convert(image, _output_mode(image, fmt))
+    body = _encode(clean, fmt)
+    thumb = _encode_thumbnail(clean)
+
+    sha = hashlib.sha256(body).hexdigest()
+    folder = f"{sha[:2]}/{sha[2:4]}"
+    path = f"{folder}/{sha}.{_EXTENSIONS[fmt]}"
+    thumb_path = f"{folder}/{sha}{_THUMB_SUFFIX}"
+    _write_once(root / path, body)
+    _write_once(root / thumb_path, thumb)
+    return StoredPhoto(
+        sha256=sha,
+        path=path,
+        thumb_path=thumb_path,
+        mime=ALLOWED_FORMATS[fmt],
+        width=clean.width,
+        height=clean.height,
+        size_bytes=len(body),
+        original_sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def open_stored(root: Path, relative: str) -> Path:
+    """Return the absolute path of a stored photo or thumbnail under `root`.
+
+    Raises:
+        PhotoError: `relative` is not a name store_photo makes ('..', absolute paths, ...).
+        NotFound: the name is well-formed but no such file is stored.
+    """
+    refused = PhotoError(
+        f"{relative!r} is not a stored photo path.", path=relative, reason="bad_path"
+    )
+    if not _STORED_NAME.fullmatch(relative):
+        raise refused
+    base = root.resolve()
+    path = (base / relative).resolve()
+    if not path.is_relative_to(base):  # a symlink inside the root pointing out of it
+        raise refused
+    if not path.is_file():
+        raise NotFound(f"No stored photo {relative!r}.", path=relative)
+    return path
+
+
+def _error(filename: str, reason: str, why: str, cls: type[PhotoError] = PhotoError) -> PhotoError:
+    """A PhotoError whose message names the file and says why it was refused."""
+    name = "".join(ch for ch in filename if ch.isprintable())[:200] or "(unnamed upload)"
+    return cls(f"Photo {name!r} was refused: {why}.", filename=filename, reason=reason)
+
+
+def _decode(data: bytes, filename: str) -> tuple[Image.Image, str]:
+    """Decode `data` as an accepted, still, reasonably sized image; return it upright."""
+    try:
+        probe = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
+    except UnidentifiedImageError:
+        raise _error(filename, *_why_unidentified(data)) from None
+    except Image.DecompressionBombError as exc:
+        raise _error(filename, "too_many_pixels", str(exc)) from None
+    except Exception as exc:  # Pillow's plugins raise many types on malformed headers
+        raise _error(filename, "corrupt", f"the image cannot be read ({exc})") from None
+
+    # A JPEG with extra images (previews, depth maps: MPO) is a JPEG; only its first is kept.
+    fmt = "JPEG" if probe.format == "MPO" else str(probe.format)
+    width, height = probe.size
+    if not width or not height:
+        raise _error(filename, "corrupt", "the image has no pixels")
+    if width * height > MAX_PIXELS:
+        raise _error(
+            filename,
+            "too_many_pixels",
+            f"it is {width}x{height} pixels, more than the {MAX_PIXELS} allowed",
+        )
+    if fmt != "JPEG" and getattr(probe, "n_frames", 1) > 1:
+        raise _error(filename, "animated", "animated images are not accepted")
+
+    try:
+        probe.verify()
+        # verify() leaves the file unusable: decode again from the start.
+        image = Image.open(io.BytesIO(data), formats=[fmt])
+        image.load()
+        upright = ImageOps.exif_transpose(image)
+    except MemoryError:
+        raise
+    except Exception as exc:  # truncated data, bad checksums, broken EXIF...
+        raise _error(filename, "corrupt", f"the image is damaged or truncated ({exc})") from None
+    return upright, fmt
+
+
+def _why_unidentified(data: bytes) -> tuple[str, str]:
+    """Reason and explanation for data that no accepted format's decoder recognises."""
+    accepted = ", ".join(ALLOWED_FORMATS)
+    if data.startswith(b"%PDF"):
+        return "not_an_image", f"it is a PDF document, not an image; only {accepted} are accepted"
+    try:
+        with Image.open(io.BytesIO(data)) as other:
+            other_format = other.format
+    except Exception:  # unknown to every plugin, which is the common case
+        other_format = None
+    if other_format:
+        return "format_not_allowed", f"it is a {other_format} image; only {accepted} are accepted"
+    for fmt, signatures in _SIGNATURES.items():
+        if data.startswith(signatures) and (fmt != "WEBP" or data[8:12] == b"WEBP"):
+            return "corrupt", f"it looks like a {fmt} image but is damaged or truncated"
+    return "not_an_image", f"it is not an image; only {accepted} are accepted"
+
+
+def _output_mode(image: Image.Image, fmt: str) -> str:
+    """Pixel mode the stored image is encoded in."""
+    alpha = image.has_transparency_data
+    if fmt == "JPEG":
+        return "RGB"
+    grey = image.mode in ("1", "L", "LA", "F") or image.mode.startswith("I")
+    if fmt == "PNG" and grey:
+        return "LA" if alpha else "L"
+    return "RGBA" if alpha else "RGB"
+
+
+def _convert(image: Image.Image, mode: str) -> Image.Image:
+    """A new image in `mode` holding only the pixels of `image` (no info, EXIF, ICC or text).
+
+    Transparency is flattened on white when `mode` has no alpha band.
+    """
+    if image.mode.startswith("I"):  # 16-bit grey: scale down, Pillow's convert would clip
+        image = image.convert("I").point(lambda v: v / 257).convert("L")
+    if mode in ("RGB", "L") and image.has_transparency_data:
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", image.size, _WHITE)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        image = flat
+    if image.mode != mode:
+        image = image.convert(mode)
+    clean = Image.new(mode, image.size)
+    clean.paste(image)
+    return clean
+
+
+def _encode(image: Image.Image, fmt: str) -> bytes:
+    """Encode `image` in `fmt` with no metadata."""
+    buffer = io.BytesIO()
+    if fmt == "JPEG":
+        image.save(buffer, "JPEG", quality=JPEG_QUALITY, optimize=True)
+    elif fmt == "WEBP":
+        image.save(buffer, "WEBP", quality=JPEG_QUALITY)
+    else:
+        image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _encode_thumbnail(image: Image.Image) -> bytes:
+    """A JPEG of `image` whose longest side is at most THUMB_SIZE, never enlarged."""
+    scale = THUMB_SIZE / max(image.size)
+    if scale < 1:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    buffer = io.BytesIO()
+    _convert(image, "RGB").save(buffer, "JPEG", quality=THUMB_QUALITY, optimize=True)
+    return buffer.getvalue()
+
+
+def _write_once(path: Path, body: bytes) -> None:
+    """Write `body` to `path` atomically, unless the file is already there.
+
+    Names are content hashes, so an existing file of the right size already holds `body`.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_size == len(body):
+            return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(body)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, 0o644)  # mkstemp makes 0600; the web server must be able to read it
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise

@@ -1,0 +1,577 @@
+"""Case use cases: report, look up, and move a case through its lifecycle.
+
+Every change goes through `act`, which asks `cases.workflow.decide`, applies the decision and
+appends one case event in the same transaction. Callers own the commit (one per use case).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from geoalchemy2.shape import from_shape
+from shapely.geometry import Point
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cases import photos as photo_store
+from cases.models import (
+    Case,
+    CaseEvent,
+    CaseSource,
+    CaseStatus,
+    Category,
+    DispatchState,
+    Photo,
+    PhotoKind,
+)
+from cases.workflow import (
+    OPEN_STATUSES,
+    SYSTEM,
+    Action,
+    Actor,
+    CaseState,
+    Decision,
+    PendingRequest,
+    Refusal,
+    Request,
+    decide,
+)
+from dispatch.models import Unit
+from dispatch.routing import Unroutable
+from dispatch.services import route_case
+from gridmgmt.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from gridmgmt.models import Role, User
+from gridmgmt.workcalendar import BusinessCalendar, LimitUnit
+from grids import gridding
+from grids.services import locate
+
+MAX_DESCRIPTION = 4000
+MAX_PHOTOS = 6
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{8,128}")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An uploaded file: its name (for messages) and bytes."""
+
+    filename: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ReportInput:
+    """What a reporter sends: where, what, and optionally photos and contact details."""
+
+    category_code: str
+    lon: float
+    lat: float
+    description: str = ""
+    address: str | None = None
+    urgent: bool = False
+    idempotency_key: str | None = None
+    contact: dict[str, str] = field(default_factory=dict)
+    photos: Sequence[Upload] = ()
+
+
+@dataclass(frozen=True)
+class ActionInput:
+    """What an actor supplies with an action; only the fields the action needs are read."""
+
+    reason: str = ""
+    note: str = ""
+    version: int | None = None  # the version the actor saw: a stale form is a 409
+    photos: Sequence[Upload] = ()
+    unit_id: int | None = None  # dispatch to this unit instead of the routed one
+    merge_into: str | None = None  # case number
+    inspector_id: int | None = None  # who checks on site
+    extra_value: str | None = None  # extension asked: amount...
+    extra_unit: str | None = None  # ...in hours or days
+
+
+@dataclass(frozen=True)
+class CaseContext:
+    """Settings the lifecycle needs: the city's calendar, where photos go, the reopen period."""
+
+    calendar: BusinessCalendar
+    photo_root: Path
+    reopen_within: timedelta = timedelta(days=7)
+
+
+def now_utc() -> datetime:
+    """The current time (UTC, aware)."""
+    return datetime.now(UTC)
+
+
+def actor_of(user: User | None) -> Actor:
+    """The workflow actor for a user (None: the system, e.g. the dispatcher job)."""
+    if user is None:
+        return Actor(SYSTEM)
+    return Actor(user.role, user.id, user.unit_id)
+
+
+def _refused(decision: Decision) -> DomainError:
+    if decision.refusal == Refusal.ROLE:
+        return Forbidden(decision.reason)
+    if decision.refusal == Refusal.UNIT:
+        return NotFound("no such case")  # other units' cases do not exist for you
+    if decision.refusal == Refusal.INPUT:
+        return InvalidInput(decision.reason)
+    return Conflict(decision.reason)
+
+
+def _event(
+    session: Session,
+    case: Case,
+    action: Action,
+    from_status: CaseStatus | None,
+    actor: Actor,
+    note: str = "",
+    **data: Any,
+) -> CaseEvent:
+    event = CaseEvent(
+        case_id=case.id,
+        action=action.value,
+        from_status=from_status.value if from_status else None,
+        to_status=case.status,
+        actor_id=actor.user_id,
+        actor_role=actor.role,
+        note=note,
+        data={k: v for k, v in data.items() if v is not None},
+    )
+    session.add(event)
+    session.flush()
+    return event
+
+
+def _store_photos(
+    session: Session, case: Case, uploads: Sequence[Upload], kind: PhotoKind, root: Path
+) -> list[Photo]:
+    if len(uploads) > MAX_PHOTOS:
+        raise InvalidInput(f"at most {MAX_PHOTOS} photos at a time, not {len(uploads)}")
+    stored = [photo_store.store_photo(u.data, root, u.filename) for u in uploads]
+    rows = [
+        Photo(
+            case_id=case.id,
+            kind=kind.value,
+            sha256=s.sha256,
+            path=s.path,
+            thumb_path=s.thumb_path,
+            mime=s.mime,
+            width=s.width,
+            height=s.height,
+            size_bytes=s.size_bytes,
+        )
+        for s in stored
+    ]
+    session.add_all(rows)
+    session.flush()
+    return rows
+
+
+def find_category(session: Session, code: str) -> Category:
+    """The active category with this code.
+
+    Raises:
+        InvalidInput: unknown or inactive category.
+    """
+    category = session.scalar(select(Category).where(Category.code == code, Category.active))
+    if category is None:
+        raise InvalidInput(f"unknown category {code!r}", field="category")
+    return category
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """The case a report made, and whether this call made it (False: an idempotent retry)."""
+
+    case: Case
+    created: bool
+
+
+def report_case(
+    session: Session,
+    data: ReportInput,
+    reporter: User | None,
+    source: CaseSource,
+    photo_root: Path,
+    api_key_id: int | None = None,
+    trusted: bool = False,
+) -> ReportResult:
+    """Create a case from a report, located in its unit grid cell.
+
+    An inspector's report is verified at once (they are the inspector); a trusted channel's
+    report is filed at once. A retry with the same idempotency key returns the first case.
+
+    Raises:
+        InvalidInput: bad coordinates, unknown category, too long a text, a bad photo or key.
+        OutsideTerritory: the point is in no unit grid cell.
+    """
+    key = (data.idempotency_key or "").strip() or None
+    if key is not None:
+        if not _IDEMPOTENCY_KEY.fullmatch(key):
+            raise InvalidInput("an idempotency key is 8-128 letters, digits or . _ : -")
+        existing = session.scalar(select(Case).where(Case.idempotency_key == key))
+        if existing is not None:
+            return ReportResult(existing, False)
+    lon, lat = gridding.check_lon_lat(data.lon, data.lat)
+    category = find_category(session, data.category_code)
+    if len(data.description) > MAX_DESCRIPTION:
+        raise InvalidInput(f"a description has at most {MAX_DESCRIPTION} characters")
+    where = locate(session, lon, lat)
+    actor = actor_of(reporter)
+    decision = decide(CaseState(None), Action.REPORT, actor)
+    if not decision.allowed:
+        raise _refused(decision)
+    case = Case(
+        source=source.value,
+        status=CaseStatus.REPORTED.value,
+        category_id=category.id,
+        urgent=data.urgent,
+        description=data.description.strip(),
+        address=(data.address or "").strip() or None,
+        location=from_shape(Point(lon, lat), srid=4326),
+        cell_id=where.cell_id,
+        community_id=where.community_id,
+        reporter_id=reporter.id if reporter else None,
+        api_key_id=api_key_id,
+        contact={k: v.strip() for k, v in data.contact.items() if v and v.strip()},
+        idempotency_key=key,
+    )
+    try:
+        with session.begin_nested():
+            session.add(case)
+            session.flush()
+    except IntegrityError:
+        # Another request with the same key won the race: theirs is the case.
+        existing = session.scalar(select(Case).where(Case.idempotency_key == key))
+        if existing is None:
+            raise
+        return ReportResult(existing, False)
+    photos = _store_photos(session, case, data.photos, PhotoKind.BEFORE, photo_root)
+    event = _event(session, case, Action.REPORT, None, actor, photos=len(photos) or None)
+    for photo in photos:
+        photo.event_id = event.id
+    if reporter is not None and reporter.role == Role.INSPECTOR:
+        _apply(session, case, Action.VERIFY, actor, ActionInput(), None)
+    if trusted:
+        _apply(session, case, Action.FILE, Actor(SYSTEM), ActionInput(), None)
+    return ReportResult(case, True)
+
+
+def visible_cases(user: User | None) -> Any:
+    """A filter for the cases this user may see: unit staff their unit's, citizens their own."""
+    if user is None:
+        return Case.id.is_(None)
+    if user.role == Role.UNIT_STAFF:
+        return Case.unit_id == user.unit_id
+    if user.role == Role.CITIZEN:
+        return Case.reporter_id == user.id
+    return Case.id.isnot(None)
+
+
+def get_case(session: Session, case_id: int, user: User | None, lock: bool = False) -> Case:
+    """The case with this id, if the user may see it (and locked for update when asked).
+
+    Raises:
+        NotFound: no such case, or one this user may not see (no IDOR: same answer).
+    """
+    query = select(Case).where(Case.id == case_id)
+    if user is not None:
+        query = query.where(visible_cases(user))
+    if lock:
+        query = query.with_for_update()
+    case = session.scalar(query)
+    if case is None:
+        raise NotFound("no such case")
+    return case
+
+
+def find_by_number(session: Session, number: str) -> Case:
+    """The case with this public number (for the tracking page).
+
+    Raises:
+        NotFound: no such case.
+    """
+    case = session.scalar(select(Case).where(Case.number == number.strip()))
+    if case is None:
+        raise NotFound(f"no case numbered {number!r}")
+    return case
+
+
+def case_state(case: Case) -> CaseState:
+    """The workflow's view of a case."""
+    return CaseState(
+        status=CaseStatus(case.status),
+        unit_id=case.unit_id,
+        check_inspector_id=case.check_inspector_id,
+        pending_request=PendingRequest(case.pending_request) if case.pending_request else None,
+        closed_at=case.closed_at,
+    )
+
+
+def act(
+    session: Session,
+    case_id: int,
+    action: Action | str,
+    user: User | None,
+    data: ActionInput,
+    context: CaseContext,
+) -> Case:
+    """Apply `action` to a case for `user` (None: the system) and record the event.
+
+    Raises:
+        NotFound: no such case, or not one of the user's unit.
+        Forbidden: the role may not do this.
+        Conflict: not allowed in the case's status, or the case changed since `data.version`.
+        InvalidInput: a reason, note, photo or value is missing or wrong.
+    """
+    try:
+        action = Action(action)
+    except ValueError:
+        raise InvalidInput(f"unknown action {action!r}") from None
+    case = get_case(session, case_id, user, lock=True)
+    if data.version is not None and data.version != case.version:
+        raise Conflict(
+            f"case {case.number} changed since you opened it (now {case.status}): reload it"
+        )
+    return _apply(session, case, action, actor_of(user), data, context)
+
+
+def _apply(
+    session: Session,
+    case: Case,
+    action: Action,
+    actor: Actor,
+    data: ActionInput,
+    context: CaseContext | None,
+) -> Case:
+    now = now_utc()
+    request = Request(reason=data.reason, note=data.note, after_photos=len(data.photos))
+    reopen_within = context.reopen_within if context else timedelta(days=7)
+    decision = decide(case_state(case), action, actor, request, now, reopen_within)
+    if not decision.allowed:
+        raise _refused(decision)
+    before = CaseStatus(case.status)
+    details = _effects(session, case, action, actor, data, context, now)
+    if "pending" in decision.effects:
+        pending = decision.effects["pending"]
+        case.pending_request = pending.value if isinstance(pending, PendingRequest) else None
+        if pending is None:
+            case.pending_value = case.pending_unit = None
+    if decision.effects.get("rework"):
+        case.rework_count += 1
+    case.status = decision.to.value if decision.to else case.status
+    case.updated_at = now
+    note = data.note.strip() or data.reason.strip()
+    uploads = details.pop("uploads", None)
+    event = _event(session, case, action, before, actor, note, **details)
+    if uploads:
+        kind = PhotoKind.AFTER if action == Action.REPORT_DONE else PhotoKind.CHECK
+        assert context is not None
+        for photo in _store_photos(session, case, uploads, kind, context.photo_root):
+            photo.event_id = event.id
+    return case
+
+
+def _deadline(case: Case, context: CaseContext | None, start: datetime) -> datetime:
+    if context is None:
+        raise InvalidInput("this action needs the city's business calendar")
+    category = case.category
+    value, unit = category.limit_value, category.limit_unit
+    if case.urgent and category.urgent_limit_value is not None:
+        value, unit = category.urgent_limit_value, category.urgent_limit_unit or unit
+    return context.calendar.add_working_time(start, float(value), unit)
+
+
+def _effects(
+    session: Session,
+    case: Case,
+    action: Action,
+    actor: Actor,
+    data: ActionInput,
+    context: CaseContext | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """Apply what an action does besides the status; return the event's details."""
+    if action == Action.FILE:
+        case.filed_at = now
+        case.dispatch_state = DispatchState.QUEUED.value
+        return {}
+    if action == Action.REJECT:
+        return {"reason": data.reason}
+    if action == Action.MERGE:
+        return _merge(session, case, data)
+    if action == Action.DISPATCH:
+        return _dispatch(session, case, data, context, now)
+    if action in (Action.REQUEST_EXTENSION, Action.REQUEST_SUSPENSION):
+        if action == Action.REQUEST_EXTENSION or data.extra_value:
+            value, unit = _extra_time(data)
+            case.pending_value, case.pending_unit = value, unit
+            return {"asked": f"{value} {unit}"}
+        return {}
+    if action == Action.APPROVE_EXTENSION:
+        assert case.pending_value is not None and case.deadline is not None
+        if context is None:
+            raise InvalidInput("this action needs the city's business calendar")
+        old = case.deadline
+        case.deadline = context.calendar.add_working_time(
+            old, float(case.pending_value), case.pending_unit or LimitUnit.HOURS.value
+        )
+        return {
+            "granted": f"{case.pending_value} {case.pending_unit}",
+            "deadline_before": old.isoformat(),
+            "deadline": case.deadline.isoformat(),
+        }
+    if action == Action.APPROVE_SUSPENSION:
+        if context is None or case.deadline is None:
+            raise InvalidInput("this action needs the city's business calendar")
+        left = max(context.calendar.working_hours_between(now, case.deadline), 0.0)
+        case.suspended_remaining_hours = Decimal(str(round(left, 4)))
+        case.deadline = None
+        return {"remaining_hours": round(left, 2)}
+    if action == Action.RESUME:
+        if context is None:
+            raise InvalidInput("this action needs the city's business calendar")
+        left = float(case.suspended_remaining_hours or 0)
+        case.deadline = context.calendar.add_working_hours(now, left)
+        case.suspended_remaining_hours = None
+        return {"deadline": case.deadline.isoformat()}
+    if action == Action.REPORT_DONE:
+        case.handled_at = now
+        return {"uploads": list(data.photos)}
+    if action == Action.ASSIGN_CHECK:
+        return _assign_check(session, case, data)
+    if action in (Action.CHECK_PASS, Action.CHECK_FAIL):
+        details: dict[str, Any] = {"uploads": list(data.photos)}
+        if action == Action.CHECK_FAIL:
+            case.deadline = _deadline(case, context, now)
+            case.handled_at = None
+            case.check_inspector_id = None
+            details["rework"] = case.rework_count + 1
+            details["deadline"] = case.deadline.isoformat()
+        return details
+    if action == Action.CLOSE:
+        case.closed_at = now
+        return {}
+    if action == Action.REOPEN:
+        case.closed_at = None
+        case.handled_at = None
+        case.deadline = _deadline(case, context, now)
+        return {"deadline": case.deadline.isoformat()}
+    return {}
+
+
+def _extra_time(data: ActionInput) -> tuple[Decimal, str]:
+    try:
+        value = Decimal(str(data.extra_value or "").strip())
+        unit = LimitUnit(data.extra_unit or LimitUnit.HOURS.value).value
+    except (InvalidOperation, ValueError):
+        raise InvalidInput("more time is a number of working hours or days") from None
+    if not value.is_finite() or not 0 < value <= 1000:
+        raise InvalidInput("more time is between 0 and 1000 working hours or days")
+    return value, unit
+
+
+def _merge(session: Session, case: Case, data: ActionInput) -> dict[str, Any]:
+    number = (data.merge_into or "").strip()
+    target = session.scalar(select(Case).where(Case.number == number)) if number else None
+    if target is None:
+        raise InvalidInput(f"merge into which case? no case numbered {number!r}")
+    if target.id == case.id or target.status not in {s.value for s in OPEN_STATUSES}:
+        raise Conflict(f"case {target.number} is not an open case to merge into")
+    if target.merged_into_id is not None:
+        raise Conflict(f"case {target.number} was itself merged")
+    case.merged_into_id = target.id
+    return {"into": target.number}
+
+
+def _dispatch(
+    session: Session,
+    case: Case,
+    data: ActionInput,
+    context: CaseContext | None,
+    now: datetime,
+) -> dict[str, Any]:
+    if data.unit_id is not None:
+        unit = session.get(Unit, data.unit_id)
+        if unit is None or not unit.active:
+            raise InvalidInput(f"unit {data.unit_id} does not exist or is inactive")
+        case.unit_id, case.routing_rule_id, why = unit.id, None, "chosen by the dispatcher"
+    else:
+        route = route_case(session, case)
+        if isinstance(route, Unroutable):
+            raise Conflict(f"case {case.number} cannot be routed: {route.reason}")
+        unit = session.get(Unit, route.unit_id)
+        assert unit is not None
+        case.unit_id, case.routing_rule_id, why = unit.id, route.rule_id, route.reason
+    case.dispatched_at = now
+    case.deadline = _deadline(case, context, now)
+    case.dispatch_state = DispatchState.DONE.value
+    case.dispatch_error = None
+    return {
+        "unit": unit.code,
+        "unit_name": unit.name,
+        "rule": case.routing_rule_id,
+        "why": why,
+        "deadline": case.deadline.isoformat(),
+    }
+
+
+def _assign_check(session: Session, case: Case, data: ActionInput) -> dict[str, Any]:
+    if data.inspector_id is None:
+        case.check_inspector_id = None
+        return {"inspector": None}
+    inspector = session.get(User, data.inspector_id)
+    if inspector is None or inspector.role != Role.INSPECTOR or not inspector.active:
+        raise InvalidInput("the on-site check goes to an active inspector")
+    case.check_inspector_id = inspector.id
+    return {"inspector": inspector.username}
+
+
+def find_duplicates(session: Session, case: Case, limit: int = 5) -> list[tuple[Case, float]]:
+    """Open cases of the same class near this one, within its class's radius and time window.
+
+    Returns (case, distance in metres) pairs, nearest first.
+    """
+    category = case.category
+    distance = func.ST_Distance(
+        func.Geography(Case.location), func.Geography(func.ST_GeomFromEWKB(case.location))
+    )
+    since = case.reported_at - timedelta(hours=category.duplicate_window_hours)
+    rows = session.execute(
+        select(Case, distance)
+        .where(
+            Case.id != case.id,
+            Case.category_id == case.category_id,
+            Case.status.in_([s.value for s in OPEN_STATUSES]),
+            Case.merged_into_id.is_(None),
+            Case.reported_at >= since,
+            func.ST_DWithin(
+                func.Geography(Case.location),
+                func.Geography(func.ST_GeomFromEWKB(case.location)),
+                category.duplicate_radius_m,
+            ),
+        )
+        .order_by(distance, Case.id)
+        .limit(limit)
+    ).all()
+    return [(c, float(d)) for c, d in rows]
+
+
+def public_case(session: Session, case: Case) -> Case:
+    """The case a reporter should be told about: the open case it was merged into, if any."""
+    seen = {case.id}
+    while case.merged_into_id is not None and case.merged_into_id not in seen:
+        target = session.get(Case, case.merged_into_id)
+        if target is None:
+            break
+        seen.add(target.id)
+        case = target
+    return case

@@ -1,0 +1,369 @@
+"""Server-rendered pages of the loop: report, lists per role, the case page, tracking."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from flask_login import current_user
+from geoalchemy2.shape import to_shape
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+from werkzeug.datastructures import MultiDict
+
+from cases import photos as photo_store
+from cases import services
+from cases.models import Case, CaseSource, CaseStatus, MajorClass, Photo
+from cases.services import ActionInput, CaseContext, ReportInput, Upload
+from cases.workflow import Action, RejectReason, allowed_actions
+from dispatch.models import Unit
+from dispatch.routing import Unroutable
+from dispatch.services import route_case
+from gridmgmt.calendars import get_calendar
+from gridmgmt.db import db
+from gridmgmt.errors import DomainError
+from gridmgmt.i18n import gettext as _
+from gridmgmt.i18n import is_local_path, status_label
+from gridmgmt.models import Role, User
+from gridmgmt.web import role_required
+
+bp = Blueprint("cases", __name__, template_folder="templates")
+
+UNIT_QUEUE = (CaseStatus.DISPATCHED, CaseStatus.IN_PROGRESS, CaseStatus.SUSPENDED)
+SOURCE_OF_ROLE = {
+    Role.INSPECTOR: CaseSource.INSPECTOR,
+    Role.OPERATOR: CaseSource.OPERATOR,
+}
+
+
+def case_context(session: Session) -> CaseContext:
+    """The city's calendar, the photo folder and the reopen period, from the app's config."""
+    cache = current_app.extensions.setdefault("gridmgmt.calendar", {})
+    code = current_app.config["CALENDAR_CODE"]
+    if code not in cache:
+        cache[code] = get_calendar(session, code)
+    return CaseContext(
+        calendar=cache[code],
+        photo_root=Path(current_app.config["PHOTO_DIR"]),
+        reopen_within=timedelta(days=int(current_app.config["REOPEN_DAYS"])),
+    )
+
+
+def signed_in() -> User | None:
+    """The signed-in user, or None for an anonymous visitor."""
+    return current_user if current_user.is_authenticated else None  # type: ignore[return-value]
+
+
+def uploads(files: MultiDict[str, Any], name: str = "photos") -> list[Upload]:
+    """The non-empty files of a multipart field."""
+    return [Upload(f.filename or "photo", f.read()) for f in files.getlist(name) if f.filename]
+
+
+def report_input(form: MultiDict[str, str], files: MultiDict[str, Any]) -> ReportInput:
+    """A report from form fields (the web form and the JSON API's multipart variant)."""
+    return ReportInput(
+        category_code=form.get("category", ""),
+        lon=form.get("lon", ""),  # type: ignore[arg-type]  # validated by the service
+        lat=form.get("lat", ""),  # type: ignore[arg-type]
+        description=form.get("description", ""),
+        address=form.get("address"),
+        urgent=form.get("urgent") in ("1", "on", "true"),
+        idempotency_key=form.get("idempotency_key") or request.headers.get("Idempotency-Key"),
+        contact={k: form.get(k, "") for k in ("name", "phone", "email")},
+        photos=uploads(files),
+    )
+
+
+def _number(form: MultiDict[str, str], name: str) -> int | None:
+    value = form.get(name, "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def action_input(form: MultiDict[str, str], files: MultiDict[str, Any]) -> ActionInput:
+    """What an action's form (or JSON body) supplies."""
+    return ActionInput(
+        reason=form.get("reason", ""),
+        note=form.get("note", ""),
+        version=_number(form, "version"),
+        photos=uploads(files),
+        unit_id=_number(form, "unit_id"),
+        merge_into=form.get("merge_into"),
+        inspector_id=_number(form, "inspector_id"),
+        extra_value=form.get("extra_value"),
+        extra_unit=form.get("extra_unit"),
+    )
+
+
+def source_for(user: User | None) -> CaseSource:
+    """The channel of a web report."""
+    if user is None:
+        return CaseSource.CITIZEN
+    return SOURCE_OF_ROLE.get(Role(user.role), CaseSource.CITIZEN)
+
+
+def catalogue(session: Session) -> list[MajorClass]:
+    """Major classes with their active minor classes, for the category picker."""
+    return list(
+        session.scalars(
+            select(MajorClass)
+            .options(selectinload(MajorClass.categories))
+            .order_by(MajorClass.kind, MajorClass.code)
+        )
+    )
+
+
+@bp.get("/report")
+def report_form() -> ResponseReturnValue:
+    """The report page: position, category, description, photos."""
+    return render_template(
+        "cases/report.html",
+        majors=catalogue(db.session()),
+        idempotency_key=uuid.uuid4().hex,
+        tiles=current_app.config["TILE_URL"],
+    )
+
+
+@bp.post("/report")
+def report_submit() -> ResponseReturnValue:
+    """The report form without JavaScript: same service, then the case or tracking page."""
+    user = signed_in()
+    try:
+        with db.transaction() as session:
+            result = services.report_case(
+                session,
+                report_input(request.form, request.files),
+                user,
+                source_for(user),
+                case_context(session).photo_root,
+            )
+            case_id, number = result.case.id, result.case.number
+    except DomainError as err:
+        flash(err.message, "error")
+        return render_template(
+            "cases/report.html",
+            majors=catalogue(db.session()),
+            idempotency_key=request.form.get("idempotency_key") or uuid.uuid4().hex,
+            tiles=current_app.config["TILE_URL"],
+            form=request.form,
+        ), err.status
+    flash(_("Case {number} reported.", number=number), "ok")
+    if user is None:
+        return redirect(url_for("cases.track_case", number=number))
+    return redirect(url_for("cases.case_page", case_id=case_id))
+
+
+def _list(query: Any) -> list[Case]:
+    return list(db.session.scalars(query.options(selectinload(Case.category)).limit(200)))
+
+
+@bp.get("/cases/mine")
+@role_required(Role.INSPECTOR, Role.CITIZEN)
+def my_cases() -> ResponseReturnValue:
+    """The cases I reported, newest first."""
+    cases = _list(select(Case).where(Case.reporter_id == current_user.id).order_by(Case.id.desc()))
+    return render_template("cases/list.html", title=_("My cases"), sections=[("", cases)])
+
+
+@bp.get("/tasks")
+@role_required(Role.INSPECTOR)
+def verification_tasks() -> ResponseReturnValue:
+    """Citizen reports to verify and handled cases to check on site (mine or anyone's)."""
+    to_verify = _list(
+        select(Case).where(Case.status == CaseStatus.REPORTED).order_by(Case.reported_at)
+    )
+    to_check = _list(
+        select(Case)
+        .where(
+            Case.status == CaseStatus.CHECKING,
+            (Case.check_inspector_id == current_user.id) | Case.check_inspector_id.is_(None),
+        )
+        .order_by(Case.handled_at)
+    )
+    return render_template(
+        "cases/list.html",
+        title=_("Verification tasks"),
+        sections=[(_("Reports to verify"), to_verify), (_("Results to check on site"), to_check)],
+    )
+
+
+@bp.get("/inbox")
+@role_required(Role.OPERATOR, Role.ADMIN)
+def inbox() -> ResponseReturnValue:
+    """New reports with duplicate suggestions; handled cases to check; checked cases to close."""
+    session = db.session()
+    new = _list(
+        select(Case)
+        .where(Case.status.in_([CaseStatus.REPORTED, CaseStatus.VERIFIED]))
+        .order_by(Case.reported_at)
+    )
+    duplicates = {c.id: services.find_duplicates(session, c) for c in new}
+    handled = _list(select(Case).where(Case.status == CaseStatus.HANDLED).order_by(Case.handled_at))
+    checking = _list(select(Case).where(Case.status == CaseStatus.CHECKING).order_by(Case.id))
+    checked = _list(select(Case).where(Case.status == CaseStatus.CHECKED).order_by(Case.id))
+    return render_template(
+        "cases/inbox.html",
+        new=new,
+        duplicates=duplicates,
+        sections=[
+            (_("Handled: send an inspector to check"), handled),
+            (_("Being checked on site"), checking),
+            (_("Checked: ready to close"), checked),
+        ],
+        reject_reasons=list(RejectReason),
+    )
+
+
+@bp.get("/board")
+@role_required(Role.DISPATCHER, Role.ADMIN)
+def dispatch_board() -> ResponseReturnValue:
+    """Filed cases to dispatch (with the routed unit or why none), returns, requests."""
+    session = db.session()
+    filed = _list(select(Case).where(Case.status == CaseStatus.FILED).order_by(Case.filed_at))
+    routes = {c.id: route_case(session, c) for c in filed}
+    returned = _list(select(Case).where(Case.status == CaseStatus.RETURNED).order_by(Case.id))
+    requests = _list(select(Case).where(Case.pending_request.isnot(None)).order_by(Case.updated_at))
+    suspended = _list(select(Case).where(Case.status == CaseStatus.SUSPENDED).order_by(Case.id))
+    units = list(session.scalars(select(Unit).where(Unit.active).order_by(Unit.kind, Unit.code)))
+    return render_template(
+        "cases/board.html",
+        filed=filed,
+        routes=routes,
+        unroutable={cid for cid, r in routes.items() if isinstance(r, Unroutable)},
+        returned=returned,
+        requests=requests,
+        suspended=suspended,
+        units=units,
+    )
+
+
+@bp.get("/queue")
+@role_required(Role.UNIT_STAFF)
+def work_queue() -> ResponseReturnValue:
+    """My unit's open cases, earliest deadline first; overdue ones marked."""
+    cases = _list(
+        select(Case)
+        .where(Case.unit_id == current_user.unit_id, Case.status.in_(UNIT_QUEUE))
+        .order_by(Case.deadline.asc().nulls_last(), Case.id)
+    )
+    return render_template("cases/list.html", title=_("Work queue"), sections=[("", cases)])
+
+
+@bp.get("/cases/<int:case_id>")
+@role_required(*Role)
+def case_page(case_id: int) -> ResponseReturnValue:
+    """One case: details, timeline, photos, map, deadline and the actions I may take."""
+    session = db.session()
+    case = services.get_case(session, case_id, current_user)
+    now = services.now_utc()
+    actions = allowed_actions(services.case_state(case), services.actor_of(current_user), now)
+    point = to_shape(case.location)
+    people = {
+        u.id: u
+        for u in session.scalars(
+            select(User).where(User.id.in_({e.actor_id for e in case.events if e.actor_id}))
+        )
+    }
+    return render_template(
+        "cases/case.html",
+        case=case,
+        shown=services.public_case(session, case),
+        unit=session.get(Unit, case.unit_id) if case.unit_id else None,
+        actions=actions,
+        people=people,
+        lon=point.x,
+        lat=point.y,
+        now=now,
+        inspectors=list(
+            session.scalars(select(User).where(User.role == Role.INSPECTOR, User.active))
+        )
+        if Action.ASSIGN_CHECK in actions
+        else [],
+        units=list(session.scalars(select(Unit).where(Unit.active).order_by(Unit.code)))
+        if Action.DISPATCH in actions
+        else [],
+        duplicates=services.find_duplicates(session, case) if Action.MERGE in actions else [],
+        reject_reasons=list(RejectReason),
+        tiles=current_app.config["TILE_URL"],
+    )
+
+
+@bp.post("/cases/<int:case_id>/<action>")
+@role_required(*Role)
+def case_action(case_id: int, action: str) -> ResponseReturnValue:
+    """Apply an action from a case page or a list; back to where it came from."""
+    form = request.form
+    data = action_input(form, request.files)
+    try:
+        with db.transaction() as session:
+            case = services.act(session, case_id, action, current_user, data, case_context(session))
+            flash(
+                _("Case {number}: {status}.", number=case.number, status=status_label(case.status)),
+                "ok",
+            )
+    except DomainError as err:
+        if err.status == 404:
+            abort(404)
+        flash(err.message, "error")
+    target = form.get("next", "")
+    return redirect(
+        target if is_local_path(target) else url_for("cases.case_page", case_id=case_id)
+    )
+
+
+@bp.get("/track")
+def track() -> ResponseReturnValue:
+    """Find a case by its number."""
+    number = request.args.get("number", "").strip()
+    if number:
+        return redirect(url_for("cases.track_case", number=number))
+    return render_template("cases/track.html", case=None)
+
+
+@bp.get("/track/<number>")
+def track_case(number: str) -> ResponseReturnValue:
+    """Public tracking: status and timeline, never the reporter's details."""
+    session = db.session()
+    try:
+        case = services.find_by_number(session, number)
+    except DomainError:
+        return render_template("cases/track.html", case=None, missing=number), 404
+    return render_template("cases/track.html", case=case, shown=services.public_case(session, case))
+
+
+@bp.get("/photos/<int:photo_id>")
+@bp.get("/photos/<int:photo_id>/<any(thumb):size>")
+@role_required(*Role)
+def photo(photo_id: int, size: str = "") -> ResponseReturnValue:
+    """A photo (or its thumbnail) of a case the user may see."""
+    session = db.session()
+    row = session.get(Photo, photo_id)
+    if row is None:
+        abort(404)
+    services.get_case(session, row.case_id, current_user)
+    root = Path(current_app.config["PHOTO_DIR"])
+    path = photo_store.open_stored(root, row.thumb_path if size else row.path)
+    if not path.exists():
+        abort(404)
+    return send_file(path, mimetype="image/jpeg" if size else row.mime, max_age=86400)
+
+
+def init_app(app: Flask) -> None:
+    """Register the case pages and what their templates use."""
+    app.register_blueprint(bp)
+    app.add_template_global(services.now_utc, "now_utc")
+    app.add_template_global(Action, "ACTION")
