@@ -153,8 +153,11 @@ def _decode(data: bytes, filename: str) -> tuple[Image.Image, str]:
         probe = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
     except UnidentifiedImageError:
         raise _error(filename, *_why_unidentified(data)) from None
-    except Image.DecompressionBombError as exc:
-        raise _error(filename, "too_many_pixels", str(exc)) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow's own, higher limit; the warning is raised when warnings are errors.
+        raise _error(
+            filename, "too_many_pixels", f"it has more than the {MAX_PIXELS} pixels allowed"
+        ) from None
     except Exception as exc:  # Pillow's plugins raise many types on malformed headers
         raise _error(filename, "corrupt", f"the image cannot be read ({exc})") from None
 

@@ -41,6 +41,7 @@ from gridmgmt.i18n import gettext as _
 from gridmgmt.i18n import is_local_path, status_label
 from gridmgmt.models import Role, User
 from gridmgmt.web import role_required
+from grids.services import territory_centre
 
 bp = Blueprint("cases", __name__, template_folder="templates")
 
@@ -135,6 +136,7 @@ def report_form() -> ResponseReturnValue:
         majors=catalogue(db.session()),
         idempotency_key=uuid.uuid4().hex,
         tiles=current_app.config["TILE_URL"],
+        centre=territory_centre(db.session()),
     )
 
 
@@ -159,6 +161,7 @@ def report_submit() -> ResponseReturnValue:
             majors=catalogue(db.session()),
             idempotency_key=request.form.get("idempotency_key") or uuid.uuid4().hex,
             tiles=current_app.config["TILE_URL"],
+            centre=territory_centre(db.session()),
             form=request.form,
         ), err.status
     flash(_("Case {number} reported.", number=number), "ok")

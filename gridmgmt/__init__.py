@@ -17,6 +17,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     from gridmgmt.db import db
     from gridmgmt.errors import register_error_handlers
     from gridmgmt.queue import queues
+    from grids import views as grids_views
 
     app = Flask(__name__)
     settings = config if isinstance(config, Config) else Config.from_env()
@@ -32,6 +33,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     i18n.init_app(app)
     web.init_app(app)
     home.init_app(app)
+    grids_views.init_app(app)
     cases_views.init_app(app)
     cases_api.init_app(app)
     registry.init_cli(app)

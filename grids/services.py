@@ -200,15 +200,10 @@ def import_cells(
 
 def territory_epsg(session: Session) -> int:
     """The UTM zone of the centre of all communities: one metric grid for the whole city."""
-    centre = session.execute(
-        select(
-            func.ST_X(func.ST_Centroid(func.ST_Extent(Area.geom))),
-            func.ST_Y(func.ST_Centroid(func.ST_Extent(Area.geom))),
-        ).where(Area.level == AreaLevel.COMMUNITY)
-    ).one()
-    if centre[0] is None:
+    centre = territory_centre(session)
+    if centre is None:
         raise NotFound("there are no communities: import them first")
-    return gridding.utm_epsg(centre[0], centre[1])
+    return gridding.utm_epsg(*centre)
 
 
 # Squares are laid out in the metric (UTM) grid, then clipped in EPSG:4326 against the stored
@@ -469,3 +464,32 @@ def check_territory(
     )
     cells = session.scalar(select(func.count()).select_from(GridCell))
     return TerritoryReport(communities or 0, cells or 0, problems)
+
+
+def territory_centre(session: Session) -> tuple[float, float] | None:
+    """(lon, lat) of the centre of all communities, for the first view of a map."""
+    row = session.execute(
+        select(
+            func.ST_X(func.ST_Centroid(func.ST_Extent(Area.geom))),
+            func.ST_Y(func.ST_Centroid(func.ST_Extent(Area.geom))),
+        ).where(Area.level == AreaLevel.COMMUNITY)
+    ).one()
+    return None if row[0] is None else (row[0], row[1])
+
+
+def community_outlines(session: Session, tolerance_deg: float = 0.00005) -> dict[str, Any]:
+    """The communities as a GeoJSON FeatureCollection, simplified (~5 m) for maps."""
+    features = session.scalar(
+        text("""
+            SELECT json_build_object('type', 'FeatureCollection', 'features',
+                   COALESCE(json_agg(json_build_object(
+                       'type', 'Feature',
+                       'properties', json_build_object('code', code, 'name', name),
+                       'geometry', ST_AsGeoJSON(
+                           ST_SimplifyPreserveTopology(geom, :tolerance), 7)::json)
+                   ORDER BY code), '[]'::json))
+            FROM areas WHERE level = 'community'
+        """),
+        {"tolerance": tolerance_deg},
+    )
+    return dict(features)
