@@ -164,6 +164,13 @@ class Case(Base):
             "pending_request IS NULL OR pending_request IN ('extension', 'suspension')",
             name="pending_request",
         ),
+        # The dispatcher's queries: filed cases waiting for a unit, open cases by deadline.
+        Index("ix_cases_filed_waiting", "filed_at", postgresql_where=text("status = 'filed'")),
+        Index(
+            "ix_cases_open_deadline",
+            "deadline",
+            postgresql_where=text("status IN ('dispatched', 'in_progress')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -198,6 +205,8 @@ class Case(Base):
     pending_value: Mapped[Decimal | None] = mapped_column(Numeric(8, 2))
     pending_unit: Mapped[str | None] = mapped_column(String(8))
     suspended_remaining_hours: Mapped[Decimal | None] = mapped_column(Numeric(10, 4))
+    warned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    overdue_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     dispatch_state: Mapped[DispatchState] = mapped_column(
         String(16), nullable=False, server_default=DispatchState.NONE.value
     )

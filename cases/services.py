@@ -43,6 +43,7 @@ from cases.workflow import (
     Request,
     decide,
 )
+from dispatch.doorbell import ring_after_commit
 from dispatch.models import Unit
 from dispatch.routing import Unroutable
 from dispatch.services import route_case
@@ -403,6 +404,7 @@ def _effects(
     if action == Action.FILE:
         case.filed_at = now
         case.dispatch_state = DispatchState.QUEUED.value
+        ring_after_commit(session, case.id)
         return {}
     if action == Action.REJECT:
         return {"reason": data.reason}

@@ -34,7 +34,7 @@ from cases.workflow import Action, RejectReason, allowed_actions
 from dispatch.models import Unit
 from dispatch.routing import Unroutable
 from dispatch.services import route_case
-from gridmgmt.calendars import get_calendar
+from gridmgmt.calendars import city_calendar
 from gridmgmt.db import db
 from gridmgmt.errors import DomainError
 from gridmgmt.i18n import gettext as _
@@ -54,12 +54,8 @@ SOURCE_OF_ROLE = {
 
 def case_context(session: Session) -> CaseContext:
     """The city's calendar, the photo folder and the reopen period, from the app's config."""
-    cache = current_app.extensions.setdefault("gridmgmt.calendar", {})
-    code = current_app.config["CALENDAR_CODE"]
-    if code not in cache:
-        cache[code] = get_calendar(session, code)
     return CaseContext(
-        calendar=cache[code],
+        calendar=city_calendar(session),
         photo_root=Path(current_app.config["PHOTO_DIR"]),
         reopen_within=timedelta(days=int(current_app.config["REOPEN_DAYS"])),
     )

@@ -1,22 +1,82 @@
-"""RQ job functions. Jobs take ids only, re-check state first, and let exceptions propagate."""
+"""RQ job functions. Jobs take ids only, re-check state first, and let exceptions propagate
+(RQ's FailedJobRegistry and Retry do the rest). They run inside the app context the worker
+command opens."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 
+from flask import current_app
 from rq import get_current_job
+from sqlalchemy import text
+
+from dispatch import doorbell
+from dispatch.batch import dispatch_batch
+from gridmgmt.calendars import city_calendar
+from gridmgmt.db import db
+from gridmgmt.queue import queues
 
 HEARTBEAT_KEY = "gridmgmt:heartbeat"
+BATCH_SIZE = 1000
+DRAIN_SECONDS = 20.0  # then the job hands over to a fresh one, so retries stay short
+
+
+def now_utc() -> datetime:
+    """The current time (UTC, aware)."""
+    return datetime.now(UTC)
 
 
 def heartbeat() -> str:
-    """Record that the scheduler enqueued and a worker ran a job (shown by `/readyz`)."""
+    """Record that the scheduler enqueued and a worker ran a job."""
     job = get_current_job()
-    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    stamp = now_utc().isoformat(timespec="seconds")
     if job is not None:
         job.connection.set(HEARTBEAT_KEY, stamp)
     return stamp
 
 
+def dispatch_cases(case_ids: list[int]) -> dict[str, int]:
+    """Dispatch the filed cases waiting for it, oldest first, in batches, until none is left.
+
+    `case_ids` names the cases that rang; they are among the waiting ones. Running it twice
+    changes nothing: only cases still `filed` and queued are taken (SKIP LOCKED).
+    """
+    queues.redis.delete(doorbell.PENDING_FLAG)  # cases filed from now on ring again
+    started = time.monotonic()
+    dispatched = unroutable = 0
+    while True:
+        with db.transaction() as session:
+            result = dispatch_batch(session, city_calendar(session), now_utc(), BATCH_SIZE)
+        dispatched += len(result.dispatched)
+        unroutable += len(result.unroutable)
+        if result.taken < BATCH_SIZE:
+            break
+        if time.monotonic() - started > DRAIN_SECONDS:
+            doorbell.ring(force=True)
+            break
+    db.session.remove()
+    return {"dispatched": dispatched, "unroutable": unroutable, "rang": len(case_ids)}
+
+
+def sweep_filed() -> int:
+    """Find filed cases still waiting after the grace period and ring for them.
+
+    This is what makes a lost job, a Redis outage or a killed worker delay a case, never
+    lose it. Returns how many were waiting.
+    """
+    grace = timedelta(seconds=int(current_app.config.get("DISPATCH_GRACE_SECONDS", 30)))
+    with db.transaction() as session:
+        waiting = session.scalar(
+            text("""SELECT count(*) FROM cases WHERE status = 'filed'
+                    AND dispatch_state = 'queued' AND filed_at < :before"""),
+            {"before": now_utc() - grace},
+        )
+    db.session.remove()
+    if waiting:
+        doorbell.ring(force=True)
+    return int(waiting or 0)
+
+
 # (function, interval in seconds) registered by `flask dispatch scheduler`.
-PERIODIC_JOBS = [(heartbeat, 60)]
+PERIODIC_JOBS = [(heartbeat, 60), (sweep_filed, 15)]

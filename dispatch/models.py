@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import Enum
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, Text, true
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from gridmgmt.db import Base, Timestamped, enum_check
@@ -76,3 +88,23 @@ class RoutingRule(Timestamped, Base):
     note: Mapped[str | None] = mapped_column(Text)
 
     unit: Mapped[Unit] = relationship()
+
+
+class Hotspot(Base):
+    """A cell or community whose new cases in a window far exceed its own baseline."""
+
+    __tablename__ = "hotspots"
+    __table_args__ = (
+        CheckConstraint("(cell_id IS NULL) <> (area_id IS NULL)", name="cell_or_area"),
+        UniqueConstraint("cell_id", "area_id", "window_end", name="uq_hotspots_place_window"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cell_id: Mapped[int | None] = mapped_column(ForeignKey("grid_cells.id"))
+    area_id: Mapped[int | None] = mapped_column(ForeignKey("areas.id"))
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    window_end: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, index=True
+    )
+    count: Mapped[int] = mapped_column(Integer, nullable=False)
+    baseline: Mapped[float] = mapped_column(Float, nullable=False)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import date
 from pathlib import Path
 
+from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -74,6 +74,11 @@ def get_calendar(session: Session, code: str) -> BusinessCalendar:
     return BusinessCalendar.from_dict(record.to_dict())
 
 
-def holidays_between(calendar: BusinessCalendar, first: date, last: date) -> list[date]:
-    """Public holidays of `calendar` between two dates, inclusive (for pages and reports)."""
-    return sorted(d for d in calendar.holidays if first <= d <= last)
+def city_calendar(session: Session) -> BusinessCalendar:
+    """The calendar named by the app's `CALENDAR_CODE`, read once per process."""
+    cache = current_app.extensions.setdefault("gridmgmt.calendars", {})
+    code = current_app.config["CALENDAR_CODE"]
+    if code not in cache:
+        cache[code] = get_calendar(session, code)
+    return cache[code]
+

@@ -89,12 +89,13 @@ def test_worker_command_processes_scheduled_job(
 ) -> None:
     assert cli.invoke(args=["dispatch", "scheduler"]).exit_code == 0
     periodic = Queue(PERIODIC_QUEUE, connection=redis_conn)
-    [job] = periodic.get_jobs()
+    jobs = periodic.get_jobs()
+    assert len(jobs) == len(PERIODIC_JOBS)
 
     result = cli.invoke(args=["dispatch", "worker", "--burst", "--name", "test-burst"])
 
     assert result.exit_code == 0, result.output
     assert f"SimpleWorker on queues {DISPATCH_QUEUE}, {PERIODIC_QUEUE}" in result.output
-    assert job.get_status(refresh=True) == JobStatus.FINISHED
+    assert [job.get_status(refresh=True) for job in jobs] == [JobStatus.FINISHED] * len(jobs)
     assert len(periodic) == 0
     assert_recent(stamp(redis_conn))

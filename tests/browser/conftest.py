@@ -1,0 +1,196 @@
+"""Headless Chromium against the real app: a seeded database, a live server, logged-in contexts.
+
+Everything here is module or session scoped: one demo city (about 2 s to seed), one server
+thread and one browser for the whole run. Each role gets a fresh browser context that signs in
+through the real /login form.
+
+Set GRIDMGMT_SCREENSHOTS to a folder to keep screenshots of the pages the tests look at.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.orm import Session
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from gridmgmt import create_app
+from gridmgmt.db import EXTENSION
+from gridmgmt.demo import DEMO_PASSWORD, seed_demo
+from tests.conftest import TEST_TEMPLATE, clone_database, drop_database, template_lock
+
+HERE = Path(__file__).resolve().parent
+CHROMIUM = os.environ.get("GRIDMGMT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PHONE: dict[str, Any] = {
+    "viewport": {"width": 390, "height": 844},
+    "is_mobile": True,
+    "has_touch": True,
+    "locale": "en-US",
+}
+TIMEOUT_MS = 10_000
+
+ContextFor = Callable[..., BrowserContext]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test of this folder is a browser test (`-m "not browser"` leaves them out)."""
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.fixture(scope="session")
+def browser_db(database_url: URL) -> Iterator[URL]:
+    """A database of its own for the browser tests, holding the committed demo city.
+
+    Depends on `database_url` so that the migrated template exists.
+    """
+    name = f"gridmgmt_test_browser_{os.getpid()}"
+    with template_lock():
+        url = clone_database(name, TEST_TEMPLATE)
+    engine = create_engine(url)
+    try:
+        with Session(engine) as session:
+            seed_demo(session, say=lambda _message: None)
+            session.commit()
+    finally:
+        engine.dispose()
+    yield url
+    drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def browser_engine(browser_db: URL) -> Iterator[Engine]:
+    """An engine on the browser tests' database, for the tests' own queries."""
+    engine = create_engine(browser_db)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def live_app(
+    browser_db: URL, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Flask]:
+    """The real app on the browser database, storing photos in a temporary folder."""
+    app = create_app(
+        {
+            "DATABASE_URL": browser_db.render_as_string(hide_password=False),
+            "REDIS_URL": redis_url,
+            "SECRET_KEY": "x",
+            "PHOTO_DIR": str(tmp_path_factory.mktemp("photos")),
+        }
+    )
+    yield app
+    app.extensions[EXTENSION].dispose()
+
+
+class QuietHandler(WSGIRequestHandler):
+    """Werkzeug's request handler without the access log (pytest shows it on failures)."""
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def live_server(live_app: Flask) -> Iterator[str]:
+    """The app served by werkzeug (a thread per request) on a free port; yields its base URL."""
+    server: BaseWSGIServer = make_server(
+        "127.0.0.1", 0, live_app, threaded=True, request_handler=QuietHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    """The Playwright driver (sync API)."""
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    """Debian's Chromium, headless (Playwright's own browsers cannot be downloaded here)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield chromium
+    chromium.close()
+
+
+def sign_in(page: Page, base_url: str, username: str) -> None:
+    """Sign in through the real login form."""
+    page.goto(f"{base_url}/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", DEMO_PASSWORD)
+    with page.expect_navigation():
+        page.click("main form button[type=submit]")
+    assert "/login" not in page.url, f"{username} could not sign in"
+
+
+@pytest.fixture(scope="module")
+def context_for(browser: Browser, live_server: str) -> Iterator[ContextFor]:
+    """`context_for(role, **options)`: a new phone-sized context signed in as the demo login
+    `role` (None: anonymous); `options` override or extend Playwright's context options."""
+    opened: list[BrowserContext] = []
+
+    def make(role: str | None, **options: Any) -> BrowserContext:
+        context = browser.new_context(base_url=live_server, **{**PHONE, **options})
+        context.set_default_timeout(TIMEOUT_MS)
+        opened.append(context)
+        if role is not None:
+            page = context.new_page()
+            sign_in(page, live_server, role)
+            page.close()
+        return context
+
+    yield make
+    for context in opened:
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def screenshot() -> Callable[[Page, str], None]:
+    """`screenshot(page, name)`: keep a full-page PNG in $GRIDMGMT_SCREENSHOTS (when set)."""
+    folder = os.environ.get("GRIDMGMT_SCREENSHOTS")
+
+    def take(page: Page, name: str) -> None:
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+    return take
+
+
+@pytest.fixture(scope="session")
+def community_point(browser_engine: Engine) -> tuple[float, float]:
+    """(lon, lat) of a point inside community 990100006046 (the `staff` login's unit)."""
+    with browser_engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT ST_X(p), ST_Y(p) FROM areas, ST_PointOnSurface(geom) p"
+                " WHERE code = '990100006046'"
+            )
+        ).one()
+    return float(row[0]), float(row[1])

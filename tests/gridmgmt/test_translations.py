@@ -1,0 +1,223 @@
+"""Every English text a page can show has a Chinese translation, with the same placeholders.
+
+Two sources of text: the literals passed to `_(...)` / `gettext(...)` in templates and code
+(found by scanning), and the labels that templates build from values, such as
+`_(action.value|replace('_', ' ')|capitalize)` (enumerated from the enums they come from).
+A missing entry would silently show English on a Chinese page; these tests name it instead.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import pkgutil
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from string import Formatter
+
+import pytest
+from jinja2 import Environment
+from werkzeug.exceptions import default_exceptions
+
+from cases.models import CaseSource, CaseStatus, CategoryKind
+from cases.workflow import SYSTEM, Action, PendingRequest, RejectReason
+from gridmgmt import i18n
+from gridmgmt.errors import DomainError
+from gridmgmt.models import Role
+from gridmgmt.web import ANONYMOUS_MENU, MENU
+from gridmgmt.workcalendar import LimitUnit
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("gridmgmt", "cases", "dispatch", "grids", "maps")
+SKIPPED_DIRS = {"node_modules", "__pycache__", "var", "venv"}
+ZH = i18n.TRANSLATIONS["zh"]
+
+# `_("text")` or `gettext('text', name=...)`: a string literal as the whole first argument.
+# `_("Asks for " ~ x)` or `_(label)` are built at run time: they are covered by the families.
+STRING = r""""(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'"""
+CALL = re.compile(r"(?<![\w.])(?:_|gettext)\(\s*(" + STRING + r")\s*[,)]")
+
+
+def template_files() -> Iterator[Path]:
+    """Every `**/templates/**/*.html` of the project (not of the virtualenv or hidden dirs)."""
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIPPED_DIRS)
+        folder = Path(dirpath)
+        if "templates" not in folder.relative_to(ROOT).parts:
+            continue
+        yield from (folder / name for name in sorted(filenames) if name.endswith(".html"))
+
+
+def python_files() -> Iterator[Path]:
+    """Every Python module of the application packages."""
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if not SKIPPED_DIRS.intersection(path.relative_to(ROOT).parts):
+                yield path
+
+
+def source_strings() -> dict[str, list[str]]:
+    """Each translatable literal → where it occurs ("path:line")."""
+    found: dict[str, list[str]] = {}
+    for path in [*template_files(), *python_files()]:
+        text = path.read_text(encoding="utf-8")
+        for match in CALL.finditer(text):
+            line = text.count("\n", 0, match.start()) + 1
+            where = f"{path.relative_to(ROOT)}:{line}"
+            found.setdefault(ast.literal_eval(match.group(1)), []).append(where)
+    return found
+
+
+def test_scan_finds_strings_of_templates_and_code() -> None:
+    found = source_strings()
+    # One from a template, one with single quotes, one from Python, one with a placeholder.
+    for english in ("Report a problem", "Case number", "Wrong username or password."):
+        assert english in found, english
+    assert "Position: {lon}, {lat}" in found
+    assert "Asks for " not in found  # `_("Asks for " ~ x)` is dynamic, not a literal
+
+
+def test_every_source_string_has_a_chinese_translation() -> None:
+    missing = {english: where for english, where in source_strings().items() if english not in ZH}
+    listing = "\n".join(
+        f"  {english!r}  ({', '.join(where)})" for english, where in missing.items()
+    )
+    assert not missing, f"{len(missing)} English strings without a zh translation:\n{listing}"
+
+
+def placeholders(text: str) -> list[str]:
+    """The `{fields}` of a format string, sorted (`{{` and `}}` are literal braces)."""
+    return sorted(field for _, field, _, _ in Formatter().parse(text) if field is not None)
+
+
+@pytest.mark.parametrize("english", sorted(ZH))
+def test_translation_keeps_placeholders(english: str) -> None:
+    chinese = ZH[english]
+    assert chinese.strip(), f"empty translation of {english!r}"
+    assert placeholders(chinese) == placeholders(english), f"{english!r} → {chinese!r}"
+
+
+def _render(expression: str) -> Callable[[str], str]:
+    """A function rendering a template `expression` of `v`, with Jinja's own filters."""
+    template = Environment(autoescape=False).from_string("{{ " + expression + " }}")
+    return lambda value: template.render(v=value)
+
+
+def _domain_error_codes() -> set[str]:
+    """The codes of every DomainError subclass of the application (modules imported first)."""
+    for package in PACKAGES:
+        module = importlib.import_module(package)
+        for info in pkgutil.walk_packages(module.__path__, f"{package}."):
+            importlib.import_module(info.name)
+    codes = {DomainError.code}
+    pending = [DomainError]
+    while pending:
+        for sub in pending.pop().__subclasses__():
+            codes.add(sub.code)
+            pending.append(sub)
+    return codes
+
+
+def _http_error_codes() -> set[str]:
+    """The codes `errors._http` makes of werkzeug's HTTP errors, and its "error" fallback."""
+    names = [exc().name for exc in default_exceptions.values()]
+    return {"error"} | {(name or "error").lower().replace(" ", "_") for name in names}
+
+
+def _values(enum: type) -> list[str]:
+    return [member.value for member in enum]
+
+
+WORDS = _render("v|replace('_', ' ')|capitalize")
+CAPITALIZED = _render("v|capitalize")
+AS_IS = _render("v")
+
+# Family → the English labels pages render, built with the templates' own expressions.
+DYNAMIC: dict[str, Callable[[], list[str]]] = {
+    "CaseStatus (status_label)": lambda: [i18n.status_label(s) for s in CaseStatus],
+    "Action (buttons, timeline)": lambda: [WORDS(v) for v in _values(Action)],
+    "RejectReason": lambda: [WORDS(v) for v in _values(RejectReason)],
+    "CaseSource": lambda: [CAPITALIZED(v) for v in _values(CaseSource)],
+    "CategoryKind": lambda: [CAPITALIZED(v) for v in _values(CategoryKind)],
+    "Role and system (timeline)": lambda: [AS_IS(v) for v in [*_values(Role), SYSTEM]],
+    "PendingRequest": lambda: [_render("'Asks for ' ~ v")(v) for v in _values(PendingRequest)],
+    "LimitUnit (pending_unit)": lambda: [AS_IS(v) for v in _values(LimitUnit)],
+    "Error codes (error.html)": lambda: [
+        WORDS(code) for code in sorted(_domain_error_codes() | _http_error_codes())
+    ],
+    "Menu labels (base.html)": lambda: [
+        label for entries in [*MENU.values(), ANONYMOUS_MENU] for label, _ in entries
+    ],
+}
+
+
+@pytest.mark.parametrize("family", sorted(DYNAMIC))
+def test_dynamic_labels_have_translations(family: str) -> None:
+    labels = DYNAMIC[family]()
+    assert labels, family
+    missing = sorted({label for label in labels if label not in ZH})
+    assert not missing, f"{family}: no zh translation of {missing}"
+
+
+def test_rendered_labels_look_as_on_the_pages() -> None:
+    assert i18n.status_label("in_progress") == "In progress"
+    assert WORDS(Action.REPORT_DONE.value) == "Report done"
+    assert WORDS(RejectReason.NOT_CITY_PROBLEM.value) == "Not city problem"
+    assert CAPITALIZED(CaseSource.OPEN311.value) == "Open311"
+    assert WORDS("request_entity_too_large") == "Request entity too large"
+
+
+# The run-time built `_(...)` arguments of the templates, each covered by a family above.
+KNOWN_DYNAMIC = {
+    "case.source|capitalize": "CaseSource",
+    "major.kind|capitalize": "CategoryKind",
+    "e.action|replace('_', ' ')|capitalize": "Action",
+    "action.value|replace('_', ' ')|capitalize": "Action",
+    "r.value|replace('_', ' ')|capitalize": "RejectReason",
+    "e.actor_role": "Role and system",
+    '"Asks for " ~ case.pending_request': "PendingRequest",
+    "case.pending_unit": "LimitUnit",
+    "code|replace('_', ' ')|capitalize": "Error codes",
+    "label": "Menu labels",
+}
+
+
+def _argument(text: str, start: int) -> str:
+    """The text of a call's arguments from `start` (just after "(") to its closing ")"."""
+    depth, quote, i = 1, "", start
+    while i < len(text):
+        char = text[i]
+        if quote:
+            if char == "\\":
+                i += 1
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return text[start:i]
+        i += 1
+    raise AssertionError(f"unbalanced call at {start}")
+
+
+def test_template_dynamic_labels_are_all_known() -> None:
+    unknown = []
+    for path in template_files():
+        text = path.read_text(encoding="utf-8")
+        for match in re.finditer(r"(?<![\w.])_\(", text):
+            if CALL.match(text, match.start()):
+                continue  # a literal: checked by the scan
+            argument = " ".join(_argument(text, match.end()).split())
+            if argument not in KNOWN_DYNAMIC:
+                line = text.count("\n", 0, match.start()) + 1
+                unknown.append(f"{path.relative_to(ROOT)}:{line}: _({argument})")
+    assert not unknown, (
+        "Labels built at run time: add their values to a family of DYNAMIC and to"
+        " KNOWN_DYNAMIC, with translations:\n" + "\n".join(unknown)
+    )
