@@ -45,14 +45,18 @@ def ring(case_ids: list[int] | None = None, force: bool = False) -> bool:
         redis.set(PENDING_FLAG, "1", ex=FLAG_TTL_SECONDS)
     from dispatch.jobs import dispatch_cases
 
-    queues.get(DISPATCH_QUEUE).enqueue(
-        dispatch_cases,
-        case_ids or [],
-        job_id=f"dispatch:{uuid.uuid4().hex[:12]}",
-        retry=RETRY,
-        result_ttl=300,
-        failure_ttl=7 * 24 * 3600,
-    )
+    try:
+        queues.get(DISPATCH_QUEUE).enqueue(
+            dispatch_cases,
+            case_ids or [],
+            job_id=f"dispatch-{uuid.uuid4().hex[:16]}",
+            retry=RETRY,
+            result_ttl=300,
+            failure_ttl=7 * 24 * 3600,
+        )
+    except BaseException:
+        redis.delete(PENDING_FLAG)  # no job is waiting after all: let the next ring try
+        raise
     return True
 
 
@@ -65,6 +69,8 @@ def _ring_on_commit(session: Session) -> None:
         ring(case_ids)
     except RedisError as exc:  # the case is safe in the database; the sweep will find it
         log.warning("dispatch doorbell failed (%s); the sweep will dispatch %s", exc, case_ids)
+    except Exception:  # after the commit nothing may fail the request: the data is stored
+        log.exception("dispatch doorbell failed; the sweep will dispatch %s", case_ids)
 
 
 @event.listens_for(AppSession, "after_rollback")
