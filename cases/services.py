@@ -381,6 +381,12 @@ def _apply(
     return case
 
 
+def _set_deadline(case: Case, deadline: datetime | None) -> None:
+    """A new deadline: the watch (warning, overdue) starts again."""
+    case.deadline = deadline
+    case.warned_at = case.overdue_at = None
+
+
 def _deadline(case: Case, context: CaseContext | None, start: datetime) -> datetime:
     if context is None:
         raise InvalidInput("this action needs the city's business calendar")
@@ -423,8 +429,11 @@ def _effects(
         if context is None:
             raise InvalidInput("this action needs the city's business calendar")
         old = case.deadline
-        case.deadline = context.calendar.add_working_time(
-            old, float(case.pending_value), case.pending_unit or LimitUnit.HOURS.value
+        _set_deadline(
+            case,
+            context.calendar.add_working_time(
+                old, float(case.pending_value), case.pending_unit or LimitUnit.HOURS.value
+            ),
         )
         return {
             "granted": f"{case.pending_value} {case.pending_unit}",
@@ -436,13 +445,13 @@ def _effects(
             raise InvalidInput("this action needs the city's business calendar")
         left = max(context.calendar.working_hours_between(now, case.deadline), 0.0)
         case.suspended_remaining_hours = Decimal(str(round(left, 4)))
-        case.deadline = None
+        _set_deadline(case, None)
         return {"remaining_hours": round(left, 2)}
     if action == Action.RESUME:
         if context is None:
             raise InvalidInput("this action needs the city's business calendar")
         left = float(case.suspended_remaining_hours or 0)
-        case.deadline = context.calendar.add_working_hours(now, left)
+        _set_deadline(case, context.calendar.add_working_hours(now, left))
         case.suspended_remaining_hours = None
         return {"deadline": case.deadline.isoformat()}
     if action == Action.REPORT_DONE:
@@ -453,7 +462,7 @@ def _effects(
     if action in (Action.CHECK_PASS, Action.CHECK_FAIL):
         details: dict[str, Any] = {"uploads": list(data.photos)}
         if action == Action.CHECK_FAIL:
-            case.deadline = _deadline(case, context, now)
+            _set_deadline(case, _deadline(case, context, now))
             case.handled_at = None
             case.check_inspector_id = None
             details["rework"] = case.rework_count + 1
@@ -465,7 +474,7 @@ def _effects(
     if action == Action.REOPEN:
         case.closed_at = None
         case.handled_at = None
-        case.deadline = _deadline(case, context, now)
+        _set_deadline(case, _deadline(case, context, now))
         return {"deadline": case.deadline.isoformat()}
     return {}
 
@@ -514,7 +523,7 @@ def _dispatch(
         assert unit is not None
         case.unit_id, case.routing_rule_id, why = unit.id, route.rule_id, route.reason
     case.dispatched_at = now
-    case.deadline = _deadline(case, context, now)
+    _set_deadline(case, _deadline(case, context, now))
     case.dispatch_state = DispatchState.DONE.value
     case.dispatch_error = None
     return {

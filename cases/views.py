@@ -237,6 +237,11 @@ def dispatch_board() -> ResponseReturnValue:
     returned = _list(select(Case).where(Case.status == CaseStatus.RETURNED).order_by(Case.id))
     requests = _list(select(Case).where(Case.pending_request.isnot(None)).order_by(Case.updated_at))
     suspended = _list(select(Case).where(Case.status == CaseStatus.SUSPENDED).order_by(Case.id))
+    overdue = _list(
+        select(Case)
+        .where(Case.overdue_at.isnot(None), Case.status.in_(UNIT_QUEUE[:2]))
+        .order_by(Case.deadline)
+    )
     units = list(session.scalars(select(Unit).where(Unit.active).order_by(Unit.kind, Unit.code)))
     return render_template(
         "cases/board.html",
@@ -246,6 +251,7 @@ def dispatch_board() -> ResponseReturnValue:
         returned=returned,
         requests=requests,
         suspended=suspended,
+        overdue=overdue,
         units=units,
     )
 

@@ -47,6 +47,8 @@ class Action(str, Enum):
     CHECK_FAIL = "check_fail"
     CLOSE = "close"
     REOPEN = "reopen"
+    WARN_DEADLINE = "warn_deadline"
+    MARK_OVERDUE = "mark_overdue"
 
 
 class RejectReason(str, Enum):
@@ -94,6 +96,7 @@ DISPATCHERS = _roles(Role.DISPATCHER, SYSTEM)
 DISPATCHER = _roles(Role.DISPATCHER)
 UNIT = _roles(Role.UNIT_STAFF)
 FILERS = _roles(Role.OPERATOR, SYSTEM)
+SYSTEM_ONLY = _roles(SYSTEM)
 
 # (status, action) → rule. `None` as status: the case does not exist yet.
 TRANSITIONS: dict[tuple[S | None, Action], Rule] = {
@@ -124,6 +127,11 @@ TRANSITIONS: dict[tuple[S | None, Action], Rule] = {
     (S.CHECKING, Action.CHECK_FAIL): Rule(S.DISPATCHED, INSPECTOR, needs_note=True),
     (S.CHECKED, Action.CLOSE): Rule(S.CLOSED, OPERATOR),
     (S.CLOSED, Action.REOPEN): Rule(S.DISPATCHED, OPERATOR, needs_reason=True),
+    # The deadline watch of the dispatcher: the status stays, the event is the record.
+    (S.DISPATCHED, Action.WARN_DEADLINE): Rule(None, SYSTEM_ONLY),
+    (S.IN_PROGRESS, Action.WARN_DEADLINE): Rule(None, SYSTEM_ONLY),
+    (S.DISPATCHED, Action.MARK_OVERDUE): Rule(None, SYSTEM_ONLY),
+    (S.IN_PROGRESS, Action.MARK_OVERDUE): Rule(None, SYSTEM_ONLY),
 }
 
 # Actions whose actor must belong to the unit that has the case.

@@ -49,7 +49,8 @@ _LOCATE = text("""
 _DISPATCH = text("""
     UPDATE cases SET status = 'dispatched', unit_id = :unit_id, routing_rule_id = :rule_id,
            deadline = :deadline, dispatched_at = :now, updated_at = :now,
-           dispatch_state = 'done', dispatch_error = NULL, version = version + 1
+           dispatch_state = 'done', dispatch_error = NULL, warned_at = NULL, overdue_at = NULL,
+           version = version + 1
     WHERE id = :id AND status = 'filed'
 """)
 

@@ -11,7 +11,7 @@ from flask import current_app
 from rq import get_current_job
 from sqlalchemy import text
 
-from dispatch import doorbell
+from dispatch import doorbell, watch
 from dispatch.batch import dispatch_batch
 from gridmgmt.calendars import city_calendar
 from gridmgmt.db import db
@@ -78,5 +78,29 @@ def sweep_filed() -> int:
     return int(waiting or 0)
 
 
+def watch_deadlines() -> dict[str, int]:
+    """Warn before deadlines (`DEADLINE_WARNING_HOURS`) and mark overdue cases."""
+    before = timedelta(hours=float(current_app.config.get("DEADLINE_WARNING_HOURS", 2)))
+    now = now_utc()
+    with db.transaction() as session:
+        warned = watch.warn_deadlines(session, now, before)
+        overdue = watch.mark_overdue(session, now)
+    db.session.remove()
+    return {"warned": len(warned), "overdue": len(overdue)}
+
+
+def find_hotspots() -> dict[str, int]:
+    """Record cells and communities whose new cases are far above their own baseline."""
+    with db.transaction() as session:
+        found = watch.detect_hotspots(session, now_utc())
+    db.session.remove()
+    return {kind: len(ids) for kind, ids in found.items()}
+
+
 # (function, interval in seconds) registered by `flask dispatch scheduler`.
-PERIODIC_JOBS = [(heartbeat, 60), (sweep_filed, 15)]
+PERIODIC_JOBS = [
+    (heartbeat, 60),
+    (sweep_filed, 15),
+    (watch_deadlines, 60),
+    (find_hotspots, 300),
+]

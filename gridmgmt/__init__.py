@@ -13,6 +13,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     """Build the Flask app from `config` (a Config, overrides as a dict, or the environment)."""
     from cases import api as cases_api
     from cases import views as cases_views
+    from dispatch import views as dispatch_views
     from gridmgmt import health, home, i18n, registry, web
     from gridmgmt.db import db
     from gridmgmt.errors import register_error_handlers
@@ -36,5 +37,6 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     grids_views.init_app(app)
     cases_views.init_app(app)
     cases_api.init_app(app)
+    dispatch_views.init_app(app)
     registry.init_cli(app)
     return app

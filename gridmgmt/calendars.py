@@ -81,4 +81,3 @@ def city_calendar(session: Session) -> BusinessCalendar:
     if code not in cache:
         cache[code] = get_calendar(session, code)
     return cache[code]
-

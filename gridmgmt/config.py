@@ -26,6 +26,8 @@ class Config:
     PHOTO_DIR: str = str(ROOT / "var" / "photos")
     MAX_CONTENT_LENGTH: int = 40 * 1024 * 1024  # a whole upload: several photos and the form
     REOPEN_DAYS: int = 7
+    DISPATCH_GRACE_SECONDS: int = 30  # a filed case still waiting after this is swept again
+    DEADLINE_WARNING_HOURS: float = 2.0
     TILE_URL: str = ""  # e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png; empty: no tiles
     SQL_ECHO: bool = False
     DB_POOL_SIZE: int = 10
@@ -46,6 +48,8 @@ class Config:
                 values[f.name] = raw.lower() in {"1", "true", "yes", "on"}
             elif f.type in ("int", int):
                 values[f.name] = int(raw)
+            elif f.type in ("float", float):
+                values[f.name] = float(raw)
             else:
                 values[f.name] = raw
         return cls(**values)

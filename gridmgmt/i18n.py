@@ -187,6 +187,8 @@ TRANSLATIONS: dict[str, dict[str, str]] = {
         "Check fail": "核查不通过",
         "Close": "结案",
         "Reopen": "重新开启",
+        "Warn deadline": "临期预警",  # the system's timeline entries
+        "Mark overdue": "标记超期",
         # Reasons to reject a report (`_(reason|replace('_', ' ')|capitalize)`)
         "Not city problem": "非城管问题",
         "Duplicate": "重复上报",

@@ -57,9 +57,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def page_of(
-    context_for: ContextFor, community_point: tuple[float, float]
-) -> Iterator[PageOf]:
+def page_of(context_for: ContextFor, community_point: tuple[float, float]) -> Iterator[PageOf]:
     """One signed-in phone page per role, kept for the module; the inspector's phone is
     standing inside community 990100006046 with location permission granted."""
     lon, lat = community_point
@@ -198,10 +196,7 @@ def close(page_of: PageOf, case_id: int) -> None:
 
 
 def timeline(page: Page) -> list[str]:
-    return [
-        li.get_attribute("data-action") or ""
-        for li in page.locator("ol.timeline > li").all()
-    ]
+    return [li.get_attribute("data-action") or "" for li in page.locator("ol.timeline > li").all()]
 
 
 def image_loaded(page: Page, selector: str) -> None:

@@ -1,0 +1,106 @@
+"""The dispatcher's view of the queue: failed jobs (with retry) and hotspots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask import Blueprint, Flask, abort, flash, redirect, render_template, url_for
+from flask.typing import ResponseReturnValue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.registry import FailedJobRegistry
+from sqlalchemy import text
+
+from gridmgmt.db import db
+from gridmgmt.i18n import gettext as _
+from gridmgmt.models import Role
+from gridmgmt.queue import DISPATCH_QUEUE, PERIODIC_QUEUE, queues
+from gridmgmt.web import role_required
+
+bp = Blueprint("dispatch", __name__, template_folder="templates")
+QUEUES = (DISPATCH_QUEUE, PERIODIC_QUEUE)
+
+
+@dataclass(frozen=True)
+class FailedJob:
+    """A failed job as the page shows it."""
+
+    id: str
+    queue: str
+    function: str
+    args: str
+    ended_at: datetime | None
+    reason: str
+
+
+def failed_jobs(limit: int = 100) -> list[FailedJob]:
+    """Failed jobs of the dispatcher's queues, newest first, with the last line of the error."""
+    jobs: list[FailedJob] = []
+    for name in QUEUES:
+        registry = FailedJobRegistry(queue=queues.get(name))
+        for job in Job.fetch_many(registry.get_job_ids(0, limit - 1), connection=queues.redis):
+            if job is None:
+                continue
+            error = (job.latest_result().exc_string if job.latest_result() else "") or ""
+            lines = [line for line in error.strip().splitlines() if line.strip()]
+            jobs.append(
+                FailedJob(
+                    job.id,
+                    name,
+                    job.func_name,
+                    ", ".join(repr(a) for a in job.args)[:200],
+                    job.ended_at,
+                    lines[-1] if lines else "",
+                )
+            )
+    return sorted(jobs, key=lambda j: j.ended_at or datetime.min, reverse=True)[:limit]
+
+
+@bp.get("/board/failed")
+@role_required(Role.DISPATCHER, Role.ADMIN)
+def failed() -> ResponseReturnValue:
+    """Failed jobs, with their reason and a retry button."""
+    return render_template("dispatch/failed.html", jobs=failed_jobs())
+
+
+@bp.post("/board/failed/<job_id>/retry")
+@role_required(Role.DISPATCHER, Role.ADMIN)
+def retry(job_id: str) -> ResponseReturnValue:
+    """Put a failed job back on its queue."""
+    for name in QUEUES:
+        registry = FailedJobRegistry(queue=queues.get(name))
+        if job_id in registry.get_job_ids():
+            try:
+                registry.requeue(job_id)
+            except NoSuchJobError:
+                abort(404)
+            flash(_("Job {job} is queued again.", job=job_id), "ok")
+            return redirect(url_for("dispatch.failed"))
+    abort(404)
+
+
+def recent_hotspots(hours: int = 24) -> list[dict[str, object]]:
+    """Hotspots found in the last `hours`, with their place's code and name."""
+    rows = db.session.execute(
+        text("""
+            SELECT h.window_end, h.count, h.baseline,
+                   COALESCE(a.code, g.code) AS code, COALESCE(a.name, ga.name) AS name,
+                   CASE WHEN h.cell_id IS NULL THEN 'community' ELSE 'cell' END AS kind
+            FROM hotspots h
+            LEFT JOIN areas a ON a.id = h.area_id
+            LEFT JOIN grid_cells g ON g.id = h.cell_id
+            LEFT JOIN areas ga ON ga.id = g.community_id
+            WHERE h.window_end >= now() - make_interval(hours => :hours)
+            ORDER BY h.window_end DESC, h.count DESC
+            LIMIT 50
+        """),
+        {"hours": hours},
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def init_app(app: Flask) -> None:
+    """Register the dispatcher's queue pages."""
+    app.register_blueprint(bp)
+    app.add_template_global(recent_hotspots, "recent_hotspots")
