@@ -12,47 +12,21 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from shapely.geometry import mapping
-from shapely.ops import unary_union
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, STREET, fresh_database, load_la_territory
 
-from gridmgmt.config import DEFAULT_DATABASE_URL  # noqa: E402
-from gridmgmt.errors import OutsideTerritory  # noqa: E402
-from grids import services  # noqa: E402
-from grids.geojson import load_layer, polygon_features  # noqa: E402
+from gridmgmt.errors import OutsideTerritory
+from grids import services
 
 BENCH_DB = "gridmgmt_bench_la"
-STREET = "990100006"
-
-
-def fresh_database() -> str:
-    """Drop and recreate the bench database from the PostGIS template, migrated."""
-    server = make_url(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
-    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
-        conn.execute(text(f"CREATE DATABASE {BENCH_DB} TEMPLATE gridmgmt_postgis"))
-    admin.dispose()
-    url = server.set(database=BENCH_DB).render_as_string(hide_password=False)
-    cfg = AlembicConfig(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", url)
-    cfg.attributes["skip_logging"] = True
-    command.upgrade(cfg, "head")
-    return url
 
 
 def main() -> None:
@@ -61,23 +35,9 @@ def main() -> None:
     parser.add_argument("--size", type=float, default=250.0, help="cell side in metres")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     args = parser.parse_args()
-    url = fresh_database()
-    engine = create_engine(url)
-    layer = load_layer(args.shared / "la_neighborhood_councils.geojson")
-    started = time.perf_counter()
+    engine = create_engine(fresh_database(BENCH_DB))
     with Session(engine) as session, session.begin():
-        whole = mapping(unary_union([f.geometry for f in polygon_features(layer)]))
-        for level, code, parent in (("district", "990100", None), ("street", STREET, "990100")):
-            feature = {"type": "Feature", "properties": {"code": code, "name": level}}
-            one = {"type": "FeatureCollection", "features": [{**feature, "geometry": whole}]}
-            services.import_units(session, one, level, "code", "name", parent_code=parent)
-        services.import_units(session, layer, "community", "nc_id", "name", parent_code=STREET)
-        cells = services.generate_cells(session, args.size)
-    print(
-        f"territory: 99 communities, {cells:,} cells of {args.size:g} m "
-        f"in {time.perf_counter() - started:.1f} s",
-        file=sys.stderr,
-    )
+        load_la_territory(session, args.size, args.shared)
 
     with open(args.shared / "la311_requests_2020-01.csv", newline="") as fh:
         points = [

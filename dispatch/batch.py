@@ -22,15 +22,17 @@ from gridmgmt.workcalendar import BusinessCalendar
 
 SYSTEM_ACTOR = Actor(SYSTEM)
 
-_TAKE = text("""
+_TAKE = """
     SELECT c.id, c.category_id, c.community_id, c.urgent,
            k.limit_value, k.limit_unit, k.urgent_limit_value, k.urgent_limit_unit
     FROM cases c JOIN categories k ON k.id = c.category_id
-    WHERE c.status = 'filed' AND c.dispatch_state = 'queued'
+    WHERE c.status = 'filed' AND c.dispatch_state = 'queued' {only}
     ORDER BY c.filed_at, c.id
     LIMIT :limit
     FOR UPDATE OF c SKIP LOCKED
-""")
+"""
+_TAKE_WAITING = text(_TAKE.format(only=""))
+_TAKE_THESE = text(_TAKE.format(only="AND c.id = ANY(:ids)"))
 
 # Cases filed without a cell (imported, or located before the cells existed) are located in
 # one query, with the documented tie-break: lowest cell code.
@@ -134,11 +136,19 @@ class BatchResult:
 
 
 def dispatch_batch(
-    session: Session, calendar: BusinessCalendar, now: datetime, limit: int = 1000
+    session: Session,
+    calendar: BusinessCalendar,
+    now: datetime,
+    limit: int = 1000,
+    only: list[int] | None = None,
 ) -> BatchResult:
-    """Route up to `limit` filed cases waiting for dispatch, oldest first, in the caller's
-    transaction. Unroutable cases go to the dispatcher's board with the reason."""
-    rows = session.execute(_TAKE, {"limit": limit}).all()
+    """Route up to `limit` filed cases waiting for dispatch (only the ids `only`, if given),
+    oldest first, in the caller's transaction. Unroutable cases go to the dispatcher's board
+    with the reason."""
+    if only is None:
+        rows = session.execute(_TAKE_WAITING, {"limit": limit}).all()
+    else:
+        rows = session.execute(_TAKE_THESE, {"limit": limit, "ids": only}).all()
     result = BatchResult()
     if not rows:
         return result

@@ -36,21 +36,26 @@ def heartbeat() -> str:
     return stamp
 
 
-def dispatch_cases(case_ids: list[int]) -> dict[str, int]:
-    """Dispatch the filed cases waiting for it, oldest first, in batches, until none is left.
+def dispatch_cases(case_ids: list[int], drain: bool = True) -> dict[str, int]:
+    """Dispatch the filed cases waiting for it, oldest first, in batches, until none is left
+    (or, with `drain=False`, only `case_ids`: one job per case, the slow way).
 
     `case_ids` names the cases that rang; they are among the waiting ones. Running it twice
     changes nothing: only cases still `filed` and queued are taken (SKIP LOCKED).
     """
-    queues.redis.delete(doorbell.PENDING_FLAG)  # cases filed from now on ring again
+    if drain:
+        queues.redis.delete(doorbell.PENDING_FLAG)  # cases filed from now on ring again
     started = time.monotonic()
     dispatched = unroutable = 0
+    only = None if drain else list(case_ids)
     while True:
         with db.transaction() as session:
-            result = dispatch_batch(session, city_calendar(session), now_utc(), BATCH_SIZE)
+            result = dispatch_batch(
+                session, city_calendar(session), now_utc(), BATCH_SIZE, only=only
+            )
         dispatched += len(result.dispatched)
         unroutable += len(result.unroutable)
-        if result.taken < BATCH_SIZE:
+        if result.taken < BATCH_SIZE or not drain:
             break
         if time.monotonic() - started > DRAIN_SECONDS:
             doorbell.ring(force=True)

@@ -82,8 +82,8 @@ def seed_demo(session: Session, say: Callable[[str], None] = print) -> list[Demo
     say(f"communities: {imported.created}")
     cells = grids.generate_cells(session, CELL_SIZE_M)
     say(f"unit grid cells: {cells:,} of {CELL_SIZE_M:g} m")
-    departments = _seed_departments(session)
-    rules = _seed_routing_rules(session, departments)
+    departments = seed_departments(session)
+    rules = seed_routing_rules(session, departments)
     say(f"departments: {len(departments)}, routing rules: {rules}")
     first = _first_community(session)
     logins = demo_logins(first)
@@ -103,7 +103,8 @@ def _first_community(session: Session) -> str:
     return code or ""
 
 
-def _seed_departments(session: Session) -> dict[str, Unit]:
+def seed_departments(session: Session) -> dict[str, Unit]:
+    """One department per specialist unit type."""
     departments: dict[str, Unit] = {}
     for unit_type in UnitType:
         if unit_type == UnitType.COMMUNITY:
@@ -120,7 +121,7 @@ def _seed_departments(session: Session) -> dict[str, Unit]:
     return departments
 
 
-def _seed_routing_rules(session: Session, departments: dict[str, Unit]) -> int:
+def seed_routing_rules(session: Session, departments: dict[str, Unit]) -> int:
     """Send each class a department owns to that department, city-wide."""
     count = 0
     for category in session.scalars(select(Category).order_by(Category.code)):

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
-from playwright.sync_api import BrowserContext, Page, Request, Response, Route, expect
+from playwright.sync_api import Locator, Page, Request, Response, Route, expect
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -57,11 +57,10 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def page_of(context_for: ContextFor, community_point: tuple[float, float]) -> Iterator[PageOf]:
+def page_of(context_for: ContextFor, community_point: tuple[float, float]) -> PageOf:
     """One signed-in phone page per role, kept for the module; the inspector's phone is
     standing inside community 990100006046 with location permission granted."""
     lon, lat = community_point
-    contexts: dict[str, BrowserContext] = {}
     pages: dict[str, Page] = {}
 
     def get(role: str) -> Page:
@@ -71,11 +70,10 @@ def page_of(context_for: ContextFor, community_point: tuple[float, float]) -> It
                 if role == "inspector"
                 else {}
             )
-            contexts[role] = context_for(role, **options)
-            pages[role] = contexts[role].new_page()
+            pages[role] = context_for(role, **options).new_page()
         return pages[role]
 
-    yield get
+    return get
 
 
 # --- steps -------------------------------------------------------------------------------------
@@ -86,7 +84,9 @@ def no_error(page: Page) -> None:
     assert not errors, f"{page.url}: {errors}"
 
 
-def fill_report(page: Page, description: str, photo: Path, where: tuple[float, float] | None):
+def fill_report(
+    page: Page, description: str, photo: Path, where: tuple[float, float] | None
+) -> None:
     """Fill the report form; `where` types the coordinates, None taps "Use my location"."""
     page.goto("/report")
     if where is None:
@@ -111,17 +111,25 @@ def submit_report(page: Page) -> tuple[int, str]:
     return int(match.group(1)), page.locator(".case-number").inner_text()
 
 
+def press(page: Page, button: Locator) -> None:
+    """Click a form's submit button and wait for the page it leads to (after the redirect)."""
+    with page.expect_navigation() as navigation:
+        button.click()
+    response = navigation.value
+    assert response is not None and response.ok, f"{page.url}: {response and response.status}"
+    no_error(page)
+
+
 def act(page: Page, action: str, note: str | None = None, photo: Path | None = None) -> None:
-    """Use an action's form on the current page (case page, inbox card, board card)."""
+    """Use an action's form on the current case page: its button reads e.g. "Report done"."""
     form = page.locator(f"form.action-{action}")
     expect(form).to_have_count(1)
     if note is not None:
         form.locator("input[name=note]").fill(note)
     if photo is not None:
         form.locator("input[name=photos]").set_input_files(photo)
-    with page.expect_navigation():
-        form.locator("button[type=submit]").click()
-    no_error(page)
+    label = action.replace("_", " ").capitalize()
+    press(page, form.get_by_role("button", name=label, exact=True))
 
 
 def open_case(page: Page, case_id: int) -> None:
@@ -136,6 +144,7 @@ def open_from_list(page: Page, path: str, number: str) -> None:
     expect(row).to_have_count(1)
     with page.expect_navigation():
         row.get_by_role("link", name=number).click()
+    no_error(page)
 
 
 def expect_status(page: Page, label: str) -> None:
@@ -148,9 +157,7 @@ def file_and_dispatch(page_of: PageOf, number: str) -> None:
     operator.goto("/inbox")
     card = operator.locator(f'li.card[data-case="{number}"]')
     expect(card).to_have_count(1)
-    with operator.expect_navigation():
-        card.locator("form.action-file button[type=submit]").click()
-    no_error(operator)
+    press(operator, card.get_by_role("button", name="File", exact=True))
     expect(operator.locator(f'li.card[data-case="{number}"]')).to_have_count(0)
 
     dispatcher = page_of("dispatcher")
@@ -159,9 +166,7 @@ def file_and_dispatch(page_of: PageOf, number: str) -> None:
     expect(card).to_have_count(1)
     expect(card).not_to_have_class(re.compile("unroutable"))
     expect(card.locator("select[name=unit_id]")).to_have_value("")  # by the routing rules
-    with dispatcher.expect_navigation():
-        card.get_by_role("button", name="Dispatch").click()
-    no_error(dispatcher)
+    press(dispatcher, card.get_by_role("button", name="Dispatch", exact=True))
     expect(dispatcher.locator(f'[data-case="{number}"]')).to_have_count(0)
 
 
@@ -176,7 +181,7 @@ def handle(page_of: PageOf, number: str, note: str, photo: Path) -> None:
     expect_status(staff, "Handled")
 
 
-def check(page_of: PageOf, case_id: int, number: str, action: str, note: str | None = None):
+def check(page_of: PageOf, case_id: int, number: str, action: str, note: str | None = None) -> None:
     """The operator sends an inspector; the inspector finds it in /tasks and checks it."""
     operator = page_of("operator")
     open_case(operator, case_id)

@@ -1,0 +1,63 @@
+"""Shared set-up of the benchmarks: a fresh migrated database and the real LA territory."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from shapely.geometry import mapping
+from shapely.ops import unary_union
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gridmgmt.config import DEFAULT_DATABASE_URL  # noqa: E402
+from grids import services  # noqa: E402
+from grids.geojson import load_layer, polygon_features  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+STREET = "990100006"
+
+
+def fresh_database(name: str) -> str:
+    """Drop and recreate database `name` from the PostGIS template, migrated; its URL."""
+    server = make_url(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        conn.execute(text(f"CREATE DATABASE {name} TEMPLATE gridmgmt_postgis"))
+    admin.dispose()
+    url = server.set(database=name).render_as_string(hide_password=False)
+    cfg = AlembicConfig(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url)
+    cfg.attributes["skip_logging"] = True
+    command.upgrade(cfg, "head")
+    return url
+
+
+def load_la_territory(session: Session, size: float = 250.0, shared: Path = SHARED) -> int:
+    """The 99 LA neighborhood councils as communities under one street and district, cut into
+    `size` m cells; returns the number of cells."""
+    layer = load_layer(shared / "la_neighborhood_councils.geojson")
+    started = time.perf_counter()
+    whole = mapping(unary_union([f.geometry for f in polygon_features(layer)]))
+    for level, code, parent in (("district", "990100", None), ("street", STREET, "990100")):
+        feature = {"type": "Feature", "properties": {"code": code, "name": level}}
+        one = {"type": "FeatureCollection", "features": [{**feature, "geometry": whole}]}
+        services.import_units(session, one, level, "code", "name", parent_code=parent)
+    services.import_units(session, layer, "community", "nc_id", "name", parent_code=STREET)
+    cells = services.generate_cells(session, size)
+    print(
+        f"territory: 99 communities, {cells:,} cells of {size:g} m "
+        f"in {time.perf_counter() - started:.1f} s",
+        file=sys.stderr,
+    )
+    return cells
