@@ -226,3 +226,40 @@ def shared_file(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data {path} is not available")
     return path
+
+
+LA_CELL_SIZE_M = 250  # the largest council (50 km²) then needs 944 cells: a DB11 code holds 999
+LA_STREET = "990100006"
+
+
+def build_la_territory(url: URL, councils: Path) -> None:
+    """District and street (the councils' union), 99 communities, 250 m cells."""
+    from shapely.geometry import mapping
+    from shapely.ops import unary_union
+    from sqlalchemy.orm import Session as OrmSession
+
+    from grids import services
+    from grids.geojson import load_layer, polygon_features
+
+    layer = load_layer(councils)
+    whole = mapping(unary_union([f.geometry for f in polygon_features(layer)]))
+    engine = create_engine(url)
+    with OrmSession(engine) as session, session.begin():
+        for level, code, parent in (("district", "990100", None), ("street", LA_STREET, "990100")):
+            feature = {"type": "Feature", "properties": {"code": code, "name": level}}
+            one = {"type": "FeatureCollection", "features": [{**feature, "geometry": whole}]}
+            services.import_units(session, one, level, "code", "name", parent_code=parent)
+        services.import_units(session, layer, "community", "nc_id", "name", parent_code=LA_STREET)
+        services.generate_cells(session, LA_CELL_SIZE_M)
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def la_database_url(database_url: URL) -> URL:
+    """A database holding the real LA territory (99 councils as communities, 250 m cells),
+    built once and reused while the data and the gridding code are unchanged. Tests that
+    change it must work on a clone (`clone_database(name, "gridmgmt_test_la")`)."""
+    councils = shared_file("la_neighborhood_councils.geojson")
+    code = [ROOT / "grids" / name for name in ("services.py", "gridding.py", "geojson.py")]
+    key = fingerprint(councils, *code, str(LA_CELL_SIZE_M))
+    return cached_database("gridmgmt_test_la", key, lambda u: build_la_territory(u, councils))

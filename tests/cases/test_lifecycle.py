@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from cases import services
-from cases.models import Case, CaseEvent, CaseSource, CaseStatus, Category, Photo
+from cases.models import Case, CaseEvent, CaseSource, Category, Photo
 from cases.photos import PhotoError
 from cases.services import ActionInput, CaseContext, ReportInput, Upload
 from dispatch.models import RoutingRule, Unit
@@ -258,7 +258,15 @@ def snapshot(session: Session, case_id: int) -> tuple[Any, ...]:
     assert case is not None
     events = count(session, CaseEvent, CaseEvent.case_id == case_id)
     photos = count(session, Photo, Photo.case_id == case_id)
-    return (case.status, case.version, case.unit_id, case.deadline, case.pending_request, events, photos)
+    return (
+        case.status,
+        case.version,
+        case.unit_id,
+        case.deadline,
+        case.pending_request,
+        events,
+        photos,
+    )
 
 
 # ---------------------------------------------------------------- the closed loop
@@ -269,7 +277,12 @@ def test_full_loop(
 ) -> None:
     cal = ctx.calendar
     case = report(
-        session, ctx, city, people.citizen, description="garbage bags", photos=[Upload("a.jpg", jpeg())]
+        session,
+        ctx,
+        city,
+        people.citizen,
+        description="garbage bags",
+        photos=[Upload("a.jpg", jpeg())],
     )
     assert (case.status, case.community_id, case.reporter_id) == (
         "reported",
@@ -330,7 +343,13 @@ def test_full_loop(
     assert case.unit_id == city.community_unit_id
     assert case.deadline == cal.add_working_time(reopened_at, 1, "days")
 
-    c, i, o, d, s = people.citizen, people.inspector, people.operator, people.dispatcher, people.staff
+    c, i, o, d, s = (
+        people.citizen,
+        people.inspector,
+        people.operator,
+        people.dispatcher,
+        people.staff,
+    )
     assert event_rows(session, case) == [
         ("report", None, "reported", c.id, "citizen"),
         ("verify", "reported", "verified", i.id, "inspector"),
@@ -953,7 +972,9 @@ def test_unit_staff_cannot_supervise_over_http(
     hidden = make_case(session, ctx, city, people, "verified")
     # Unit staff only see their unit's cases; make this report one of them to reach the role
     # check (a report has no unit yet).
-    session.execute(update(Case).where(Case.id == reported.id).values(unit_id=city.community_unit_id))
+    session.execute(
+        update(Case).where(Case.id == reported.id).values(unit_id=city.community_unit_id)
+    )
     session.commit()
     staff = browser(app, "staff")
 

@@ -9,50 +9,26 @@ from __future__ import annotations
 import csv
 import random
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import shapely
-from shapely.geometry import mapping
-from shapely.ops import unary_union
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from gridmgmt.errors import OutsideTerritory
 from grids import services
-from grids.geojson import load_layer, polygon_features
-from tests.conftest import ROOT, cached_database, fingerprint, shared_file
+from tests.conftest import shared_file
 
 pytestmark = pytest.mark.slow
 
-CELL_SIZE_M = 250  # the largest council (50 km²) then needs 944 cells: a DB11 code holds 999
 STREET = "990100006"
 
 
-def build_la_territory(url: URL, councils: Path) -> None:
-    """District and street (the councils' union), 99 communities, 250 m cells."""
-    layer = load_layer(councils)
-    whole = mapping(unary_union([f.geometry for f in polygon_features(layer)]))
-    engine = create_engine(url)
-    with Session(engine) as session, session.begin():
-        for level, code, parent in (("district", "990100", None), ("street", STREET, "990100")):
-            feature = {"type": "Feature", "properties": {"code": code, "name": level}}
-            one = {"type": "FeatureCollection", "features": [{**feature, "geometry": whole}]}
-            services.import_units(session, one, level, "code", "name", parent_code=parent)
-        services.import_units(session, layer, "community", "nc_id", "name", parent_code=STREET)
-        services.generate_cells(session, CELL_SIZE_M)
-    engine.dispose()
-
-
 @pytest.fixture(scope="module")
-def la(database_url: URL) -> Iterator[Session]:
-    """A session on a database holding the LA territory (built once, reused while unchanged)."""
-    councils = shared_file("la_neighborhood_councils.geojson")
-    code = [ROOT / "grids" / name for name in ("services.py", "gridding.py", "geojson.py")]
-    key = fingerprint(councils, *code, str(CELL_SIZE_M))
-    url = cached_database("gridmgmt_test_la", key, lambda u: build_la_territory(u, councils))
-    engine = create_engine(url)
+def la(la_database_url: URL) -> Iterator[Session]:
+    """A session on the database holding the LA territory."""
+    engine = create_engine(la_database_url)
     with Session(engine) as session:
         yield session
     engine.dispose()
