@@ -154,6 +154,21 @@ TRANSLATIONS: dict[str, dict[str, str]] = {
         "Routes to unit {unit}": "将派遣至处置单位 {unit}",
         "Returned by units": "处置单位回退的案件",
         "Extension and suspension requests": "延期和缓办申请",
+        "Hotspots (last 24 hours)": "热点区域（最近 24 小时）",
+        "Community": "社区",  # hotspot places (`_(h.kind|capitalize)`)
+        "Cell": "单元网格",
+        "{count} new cases, usually {baseline}": "新增 {count} 件，通常为 {baseline} 件",
+        # Failed background jobs
+        "Failed jobs": "失败的任务",
+        "Jobs that failed after their retries. A case never waits on them alone: the sweep"
+        " dispatches filed cases again.": (
+            "这些后台任务在重试后仍然失败。案件不会只等待它们：定时巡检会重新派遣已立案的案件。"
+        ),
+        "Time": "时间",
+        "Job": "任务",
+        "Cases": "案件",
+        "Retry": "重试",
+        "Job {job} is queued again.": "任务 {job} 已重新排队。",
         # Action forms
         "Reason": "原因",
         "Merge into case": "合并到案件",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import os
 import pkgutil
 import re
@@ -23,6 +24,7 @@ from werkzeug.exceptions import default_exceptions
 
 from cases.models import CaseSource, CaseStatus, CategoryKind
 from cases.workflow import SYSTEM, Action, PendingRequest, RejectReason
+from dispatch.views import recent_hotspots
 from gridmgmt import i18n
 from gridmgmt.errors import DomainError
 from gridmgmt.models import Role
@@ -126,6 +128,13 @@ def _http_error_codes() -> set[str]:
     return {"error"} | {(name or "error").lower().replace(" ", "_") for name in names}
 
 
+def _hotspot_kinds() -> list[str]:
+    """The place kinds `recent_hotspots` writes in SQL: `CASE ... 'community' ... END AS kind`."""
+    case = re.search(r"CASE\b(.*?)\bEND AS kind", inspect.getsource(recent_hotspots), re.S)
+    assert case, "recent_hotspots no longer computes `kind` with CASE ... END AS kind"
+    return re.findall(r"'(\w+)'", case.group(1))
+
+
 def _values(enum: type) -> list[str]:
     return [member.value for member in enum]
 
@@ -147,6 +156,7 @@ DYNAMIC: dict[str, Callable[[], list[str]]] = {
     "Error codes (error.html)": lambda: [
         WORDS(code) for code in sorted(_domain_error_codes() | _http_error_codes())
     ],
+    "Hotspot kinds (board.html)": lambda: [CAPITALIZED(v) for v in _hotspot_kinds()],
     "Menu labels (base.html)": lambda: [
         label for entries in [*MENU.values(), ANONYMOUS_MENU] for label, _ in entries
     ],
@@ -181,6 +191,7 @@ KNOWN_DYNAMIC = {
     "case.pending_unit": "LimitUnit",
     "code|replace('_', ' ')|capitalize": "Error codes",
     "label": "Menu labels",
+    "h.kind|capitalize": "Hotspot kinds",
 }
 
 
