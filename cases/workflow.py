@@ -254,7 +254,7 @@ def _guard(
         None,
         actor.user_id,
     ):
-        return Decision.refuse(Refusal.UNIT, "this check is assigned to another inspector")
+        return Decision.refuse(Refusal.ROLE, "this check is assigned to another inspector")
     if action in REQUEST_OF and state.pending_request is not None:
         return Decision.refuse(
             Refusal.STATE, f"a {state.pending_request.value} request is already waiting"
@@ -287,6 +287,8 @@ def _effects(action: Action) -> dict[str, object]:
     """Side facts the service applies with the status (counters, pending requests)."""
     if action == Action.CHECK_FAIL:
         return {"rework": True}
+    if action == Action.RETURN:
+        return {"pending": None}  # the unit's request leaves with the case
     if action in REQUEST_OF:
         return {"pending": REQUEST_OF[action]}
     if action in ANSWER_TO:

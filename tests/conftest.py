@@ -180,9 +180,21 @@ def app(database_url: URL, redis_url: str) -> Iterator[Flask]:
             "SECRET_KEY": "test-secret",
         }
     )
-    with application.app_context():
+    with application.app_context():  # for module-scoped fixtures; tests get a fresh one
         yield application
         db.engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def app_context(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A fresh app context per test that uses the app, on top of the session-wide one (so
+    `g`, the signed-in user and the CSRF token never leak from one test to the next)."""
+    if "app" not in request.fixturenames:
+        yield
+        return
+    application: Flask = request.getfixturevalue("app")
+    with application.app_context():
+        yield
 
 
 @pytest.fixture

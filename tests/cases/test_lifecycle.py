@@ -96,6 +96,7 @@ def city(app: Flask) -> Iterator[City]:
             units["DEPT-ROADS"],
         )
     finally:
+        fresh_request_globals()  # no signed-in user of this module for the next ones
         db.session.remove()
         db.session.configure(bind=None, join_transaction_mode="conservative_savepoint")
         outer.rollback()
@@ -109,6 +110,7 @@ def session(city: City) -> Iterator[Session]:
     try:
         yield db.session()
     finally:
+        fresh_request_globals()
         db.session.remove()
         if nested.is_active:
             nested.rollback()
@@ -550,11 +552,6 @@ def test_refused_request_is_cleared(
     assert case.status == "handled"
 
 
-@pytest.mark.xfail(
-    reason="BUG: returning a case keeps the unit's pending extension/suspension request "
-    "(cases/workflow.py _effects has no case for Action.RETURN); the next unit inherits it",
-    strict=True,
-)
 def test_return_clears_the_pending_request(
     session: Session, ctx: CaseContext, city: City, people: People
 ) -> None:
@@ -657,12 +654,6 @@ def test_other_units_staff_do_not_find_the_case(
     assert snapshot(session, case.id) == before
 
 
-@pytest.mark.xfail(
-    reason="BUG: a check assigned to another inspector answers 404 'no such case' "
-    "(cases/services.py _refused maps Refusal.UNIT to NotFound) although that inspector can "
-    "read the case; workflow.Refusal documents 403 for it",
-    strict=True,
-)
 def test_check_assigned_to_another_inspector_is_forbidden(
     session: Session, ctx: CaseContext, city: City, people: People
 ) -> None:

@@ -1,0 +1,267 @@
+"""Pure rules of what supervisors see: filters, indicator formulas, colour classes, trends.
+
+No Flask, no session: the SQL lives in `maps.services`, these functions only compute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+
+# Yellow → red, five classes (ColorBrewer YlOrRd): readable on a grey map without tiles.
+PALETTE = ("#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026")
+NO_DATA = "#dddddd"
+STATUS_GROUPS = {
+    "open": (
+        "reported",
+        "verified",
+        "filed",
+        "dispatched",
+        "in_progress",
+        "returned",
+        "suspended",
+        "handled",
+        "checking",
+        "checked",
+    ),
+    "closed": ("closed",),
+    "overdue": ("dispatched", "in_progress"),
+}
+MEASURES = ("count", "open", "overdue", "on_time_rate")
+DEFAULT_PERIOD_DAYS = 30
+
+
+class FilterError(ValueError):
+    """A filter value that cannot be right."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the map and the indicators are about. Dates are inclusive days (UTC)."""
+
+    start: date
+    end: date
+    kind: str | None = None
+    major_id: int | None = None
+    category_id: int | None = None
+    status: str | None = None  # a case status, or a group: open, closed, overdue
+    source: str | None = None
+    area_id: int | None = None  # a district, street or community
+    measure: str = "count"
+
+    def key(self) -> str:
+        """A stable hash of the filters, for caches."""
+        raw = json.dumps(asdict(self), default=str, sort_keys=True)
+        return hashlib.sha256(raw.encode()).hexdigest()[:20]
+
+
+def parse_filters(
+    args: Mapping[str, str],
+    today: date,
+    statuses: Iterable[str],
+    sources: Iterable[str],
+) -> Filters:
+    """Filters from query parameters; defaults: the last 30 days, everything, case counts.
+
+    Raises:
+        FilterError: a malformed date or number, an unknown status/source/measure, start > end.
+    """
+
+    def day(name: str, default: date) -> date:
+        raw = (args.get(name) or "").strip()
+        if not raw:
+            return default
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            raise FilterError(f"{name} must be a date YYYY-MM-DD, not {raw!r}") from None
+
+    def number(name: str) -> int | None:
+        raw = (args.get(name) or "").strip()
+        if not raw:
+            return None
+        if not raw.isdigit():
+            raise FilterError(f"{name} must be a number, not {raw!r}")
+        return int(raw)
+
+    def choice(name: str, allowed: Iterable[str]) -> str | None:
+        raw = (args.get(name) or "").strip() or None
+        if raw is not None and raw not in set(allowed):
+            raise FilterError(f"unknown {name} {raw!r}")
+        return raw
+
+    end = day("end", today)
+    start = day("start", end - timedelta(days=DEFAULT_PERIOD_DAYS - 1))
+    if start > end:
+        raise FilterError("the period starts after it ends")
+    if (end - start).days > 3660:
+        raise FilterError("a period is at most ten years")
+    return Filters(
+        start=start,
+        end=end,
+        kind=choice("kind", ("component", "event")),
+        major_id=number("major"),
+        category_id=number("category"),
+        status=choice("status", [*statuses, *STATUS_GROUPS]),
+        source=choice("source", sources),
+        area_id=number("area"),
+        measure=choice("measure", MEASURES) or "count",
+    )
+
+
+def rate(part: int, whole: int) -> float | None:
+    """part / whole, or None when there is nothing to divide."""
+    return part / whole if whole else None
+
+
+@dataclass(frozen=True)
+class Tally:
+    """The counts the evaluation formulas need, for one unit, area or period."""
+
+    due: int = 0  # 应结案数: cases whose deadline fell in the period (+ suspended)
+    suspended: int = 0  # 缓办数
+    closed: int = 0  # 结案数 (among the due)
+    closed_on_time: int = 0  # 按期结案数: closed, and handled by the deadline
+    handled: int = 0  # cases reported done in the period
+    reworked: int = 0  # of those, sent back at least once
+    rework_count: int = 0  # rework rounds in all
+    overdue_open: int = 0  # open past their deadline now
+    returns: int = 0  # 回退 in the period
+    handling_hours: float = 0.0  # sum over the handled, dispatch → done
+
+    @property
+    def closure_rate(self) -> float | None:
+        """结案率 = 结案数 / (应结案数 − 缓办数)."""
+        return rate(self.closed, self.due - self.suspended)
+
+    @property
+    def on_time_rate(self) -> float | None:
+        """按期结案率 = 按期结案数 / (应结案数 − 缓办数)."""
+        return rate(self.closed_on_time, self.due - self.suspended)
+
+    @property
+    def rework_rate(self) -> float | None:
+        """返工率 = cases sent back after a failed check / cases handled."""
+        return rate(self.reworked, self.handled)
+
+    @property
+    def average_handling_hours(self) -> float | None:
+        """Mean time from dispatch to reported done, in hours."""
+        return self.handling_hours / self.handled if self.handled else None
+
+    def score(self, rework_penalty: float = 1.0) -> float | None:
+        """A city-style score: the on-time closure rate in points, less a point per rework."""
+        on_time = self.on_time_rate
+        if on_time is None:
+            return None
+        return round(100 * on_time - rework_penalty * self.rework_count, 1)
+
+
+def ranked(rows: Sequence[tuple[str, Tally]]) -> list[tuple[int, str, Tally]]:
+    """Rank by score (best first); rows without cases due come last, unranked (0)."""
+    scored = sorted(
+        (r for r in rows if r[1].score() is not None),
+        key=lambda r: (-(r[1].score() or 0), r[0]),
+    )
+    unscored = sorted((r for r in rows if r[1].score() is None), key=lambda r: r[0])
+    return [(i, name, t) for i, (name, t) in enumerate(scored, start=1)] + [
+        (0, name, t) for name, t in unscored
+    ]
+
+
+def on_time(deadline: datetime | None, closed_at: datetime | None, as_of: datetime) -> bool:
+    """Whether one case is on time as of a moment: closed by its deadline, or still open and
+    not yet past it. A case without a deadline is never late."""
+    if deadline is None:
+        return True
+    if closed_at is not None:
+        return closed_at <= deadline
+    return as_of <= deadline
+
+
+@dataclass(frozen=True)
+class Classes:
+    """Colour classes of a measure: upper bounds and their colours (quantiles of the data)."""
+
+    bounds: tuple[float, ...]
+    colours: tuple[str, ...] = field(default=PALETTE)
+
+    def colour(self, value: float | None) -> str:
+        """The fill colour of a value."""
+        if value is None:
+            return NO_DATA
+        for bound, colour in zip(self.bounds, self.colours, strict=False):
+            if value <= bound:
+                return colour
+        return self.colours[len(self.bounds) - 1] if self.bounds else NO_DATA
+
+
+def classes(values: Iterable[float | None], count: int = len(PALETTE)) -> Classes:
+    """Quantile classes (at most `count`, fewer when the values are few or equal)."""
+    data = sorted(v for v in values if v is not None)
+    if not data:
+        return Classes(())
+    bounds: list[float] = []
+    for i in range(1, count + 1):
+        bound = data[min(len(data) - 1, max(0, round(i * len(data) / count) - 1))]
+        if not bounds or bound > bounds[-1]:
+            bounds.append(bound)
+    return Classes(tuple(bounds), PALETTE[-len(bounds) :] if len(bounds) < count else PALETTE)
+
+
+def lat_lon(lon: float, lat: float) -> list[float]:
+    """The one place where (lon, lat) flips to Leaflet's [lat, lon]."""
+    return [lat, lon]
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a trend chart."""
+
+    label: str
+    points: tuple[tuple[date, float], ...]
+
+
+def svg_chart(
+    series: Sequence[Series], width: int = 640, height: int = 220, percent: bool = False
+) -> str:
+    """A small line chart as inline SVG (no JavaScript, no CDN)."""
+    days = sorted({d for s in series for d, _ in s.points})
+    values = [v for s in series for _, v in s.points]
+    if not days or not values:
+        return '<svg class="chart" width="0" height="0"></svg>'
+    top = 1.0 if percent else max(max(values), 1.0)
+    pad, bottom = 36, height - 24
+    span = max((days[-1] - days[0]).days, 1)
+
+    def x(d: date) -> float:
+        return pad + (width - pad - 8) * (d - days[0]).days / span
+
+    def y(v: float) -> float:
+        return bottom - (bottom - 8) * v / top
+
+    colours = ("#bd0026", "#2c7fb8", "#31a354", "#756bb1", "#636363", "#e6550d")
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img">',
+        f'<line x1="{pad}" y1="{bottom}" x2="{width - 8}" y2="{bottom}" stroke="#999"/>',
+        f'<text x="2" y="14" font-size="11">{"100 %" if percent else f"{top:g}"}</text>',
+        f'<text x="{pad}" y="{height - 6}" font-size="11">{days[0].isoformat()}</text>',
+        f'<text x="{width - 80}" y="{height - 6}" font-size="11">{days[-1].isoformat()}</text>',
+    ]
+    for i, s in enumerate(series):
+        colour = colours[i % len(colours)]
+        path = " ".join(f"{x(d):.1f},{y(v):.1f}" for d, v in s.points)
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>')
+        parts.append(
+            f'<text x="{pad + 4 + 110 * i}" y="{height - 6 - 14}" font-size="11" '
+            f'fill="{colour}">{_escape(s.label)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,203 @@
+"""Aggregation in PostGIS for maps and evaluation: the page gets counts per cell and per
+community, never the cases themselves (except a few raw points when the filter leaves few)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from maps.aggregate import STATUS_GROUPS, Filters
+
+RAW_POINTS_MAX = 5000
+CELL_POLYGONS_MAX = 3000
+OVERDUE_MARKERS_MAX = 2000
+CLOSED = ("closed",)
+NOT_OPEN = ("closed", "invalid", "rejected", "merged")
+
+
+def case_filter(f: Filters, alias: str = "c") -> tuple[str, dict[str, Any]]:
+    """SQL conditions and parameters selecting the cases the filters describe."""
+    c = alias
+    start = datetime.combine(f.start, time(), UTC)
+    end = datetime.combine(f.end + timedelta(days=1), time(), UTC)
+    clauses = [f"{c}.reported_at >= :start", f"{c}.reported_at < :end"]
+    params: dict[str, Any] = {"start": start, "end": end}
+    if f.category_id is not None:
+        clauses.append(f"{c}.category_id = :category_id")
+        params["category_id"] = f.category_id
+    if f.major_id is not None:
+        clauses.append(f"{c}.category_id IN (SELECT id FROM categories WHERE major_id = :major)")
+        params["major"] = f.major_id
+    if f.kind is not None:
+        clauses.append(
+            f"{c}.category_id IN (SELECT k.id FROM categories k "
+            "JOIN major_classes m ON m.id = k.major_id WHERE m.kind = :kind)"
+        )
+        params["kind"] = f.kind
+    if f.status in STATUS_GROUPS:
+        clauses.append(f"{c}.status = ANY(:statuses)")
+        params["statuses"] = list(STATUS_GROUPS[f.status])
+        if f.status == "overdue":
+            clauses.append(f"{c}.deadline < now()")
+    elif f.status is not None:
+        clauses.append(f"{c}.status = :status")
+        params["status"] = f.status
+    if f.source is not None:
+        clauses.append(f"{c}.source = :source")
+        params["source"] = f.source
+    if f.area_id is not None:
+        clauses.append(f"{c}.community_id = ANY(:communities)")
+        params["area"] = f.area_id
+    return " AND ".join(clauses), params
+
+
+_COMMUNITIES_UNDER = text("""
+    WITH RECURSIVE tree AS (
+        SELECT id, level FROM areas WHERE id = :area
+        UNION ALL SELECT a.id, a.level FROM areas a JOIN tree t ON a.parent_id = t.id
+    )
+    SELECT id FROM tree WHERE level = 'community'
+""")
+
+# Per place: counts, open, overdue now, and on-time among those that are due (closed, or open
+# past their deadline): what the choropleth colours and the heat map weighs.
+_MEASURES = """
+    count(*) AS n,
+    count(*) FILTER (WHERE c.status <> ALL(:not_open)) AS open,
+    count(*) FILTER (WHERE c.status IN ('dispatched', 'in_progress') AND c.deadline < now())
+        AS overdue,
+    count(*) FILTER (WHERE c.deadline IS NOT NULL AND (c.closed_at IS NOT NULL
+                     OR (c.deadline < now() AND c.status <> ALL(:not_open)))) AS due,
+    count(*) FILTER (WHERE c.closed_at IS NOT NULL
+                     AND COALESCE(c.handled_at, c.closed_at) <= c.deadline) AS on_time
+"""
+
+
+@dataclass(frozen=True)
+class PlaceStats:
+    """The measures of one cell or community."""
+
+    id: int
+    code: str
+    name: str
+    lon: float
+    lat: float
+    n: int
+    open: int
+    overdue: int
+    due: int
+    on_time: int
+
+    @property
+    def on_time_rate(self) -> float | None:
+        """Closed on time / due."""
+        return self.on_time / self.due if self.due else None
+
+    def measure(self, name: str) -> float | None:
+        """The value a choropleth colours by."""
+        return self.on_time_rate if name == "on_time_rate" else float(getattr(self, name))
+
+
+def _params(session: Session, f: Filters) -> tuple[str, dict[str, Any]]:
+    where, params = case_filter(f)
+    if f.area_id is not None:
+        params["communities"] = list(session.scalars(_COMMUNITIES_UNDER, {"area": f.area_id}))
+    params["not_open"] = list(NOT_OPEN)
+    return where, params
+
+
+def cell_stats(session: Session, f: Filters) -> list[PlaceStats]:
+    """Measures per unit grid cell with cases, and each cell's centre."""
+    where, params = _params(session, f)
+    rows = session.execute(
+        text(f"""
+            SELECT g.id, g.code, a.name, ST_X(p), ST_Y(p), s.n, s.open, s.overdue, s.due,
+                   s.on_time
+            FROM (SELECT c.cell_id, {_MEASURES} FROM cases c
+                  WHERE {where} AND c.cell_id IS NOT NULL GROUP BY c.cell_id) AS s
+            JOIN grid_cells g ON g.id = s.cell_id
+            JOIN areas a ON a.id = g.community_id,
+            ST_PointOnSurface(g.geom) AS p
+        """),
+        params,
+    )
+    return [PlaceStats(*row) for row in rows]
+
+
+def community_stats(session: Session, f: Filters) -> list[PlaceStats]:
+    """Measures per community (every community, with zeros where nothing happened)."""
+    where, params = _params(session, f)
+    rows = session.execute(
+        text(f"""
+            SELECT a.id, a.code, a.name, ST_X(p), ST_Y(p), COALESCE(s.n, 0), COALESCE(s.open, 0),
+                   COALESCE(s.overdue, 0), COALESCE(s.due, 0), COALESCE(s.on_time, 0)
+            FROM areas a
+            LEFT JOIN (SELECT c.community_id, {_MEASURES} FROM cases c WHERE {where}
+                       GROUP BY c.community_id) AS s ON s.community_id = a.id,
+            ST_PointOnSurface(a.geom) AS p
+            WHERE a.level = 'community'
+            ORDER BY a.code
+        """),
+        params,
+    )
+    return [PlaceStats(*row) for row in rows]
+
+
+def cell_polygons(session: Session, cell_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """GeoJSON geometries of some cells (about 1 m precision)."""
+    rows = session.execute(
+        text("SELECT id, ST_AsGeoJSON(geom, 5)::json FROM grid_cells WHERE id = ANY(:ids)"),
+        {"ids": cell_ids},
+    )
+    return dict(rows.tuples().all())
+
+
+def raw_points(
+    session: Session, f: Filters, limit: int = RAW_POINTS_MAX
+) -> list[tuple[float, float]] | None:
+    """The cases' own positions when the filter leaves at most `limit`, else None."""
+    where, params = _params(session, f)
+    rows = session.execute(
+        text(f"""SELECT ST_X(c.location), ST_Y(c.location) FROM cases c WHERE {where}
+                 LIMIT :limit"""),
+        {**params, "limit": limit + 1},
+    ).all()
+    return None if len(rows) > limit else [(x, y) for x, y in rows]
+
+
+@dataclass(frozen=True)
+class OverdueCase:
+    """An overdue case marker."""
+
+    id: int
+    number: str
+    lon: float
+    lat: float
+    category: str
+    deadline: datetime
+
+
+def overdue_cases(
+    session: Session, f: Filters, limit: int = OVERDUE_MARKERS_MAX
+) -> tuple[list[OverdueCase], int]:
+    """The most overdue open cases (at most `limit`) and how many there are in all."""
+    where, params = _params(session, f)
+    base = f"""FROM cases c JOIN categories k ON k.id = c.category_id
+               WHERE {where} AND c.status IN ('dispatched', 'in_progress')
+               AND c.deadline < now()"""
+    total = session.scalar(text(f"SELECT count(*) {base}"), params) or 0
+    rows = session.execute(
+        text(f"""SELECT c.id, c.number, ST_X(c.location), ST_Y(c.location), k.name_en,
+                        c.deadline {base} ORDER BY c.deadline LIMIT :limit"""),
+        {**params, "limit": limit},
+    )
+    return [OverdueCase(*row) for row in rows], total
+
+
+def cases_generation(session: Session) -> int:
+    """Changes whenever any case changes: every change appends a case event."""
+    return int(session.scalar(text("SELECT COALESCE(max(id), 0) FROM case_events")) or 0)
