@@ -19,6 +19,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     from gridmgmt.errors import register_error_handlers
     from gridmgmt.queue import queues
     from grids import views as grids_views
+    from maps import views as maps_views
 
     app = Flask(__name__)
     settings = config if isinstance(config, Config) else Config.from_env()
@@ -38,5 +39,6 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     cases_views.init_app(app)
     cases_api.init_app(app)
     dispatch_views.init_app(app)
+    maps_views.init_app(app)
     registry.init_cli(app)
     return app

@@ -38,12 +38,25 @@ MENU: dict[str, list[tuple[str, str]]] = {
         ("My cases", "cases.my_cases"),
         ("Verification tasks", "cases.verification_tasks"),
     ],
-    Role.OPERATOR: [("Inbox", "cases.inbox"), ("Report a problem", "cases.report_form")],
-    Role.DISPATCHER: [("Dispatch board", "cases.dispatch_board")],
+    Role.OPERATOR: [
+        ("Inbox", "cases.inbox"),
+        ("Report a problem", "cases.report_form"),
+        ("Map", "maps.map_page"),
+    ],
+    Role.DISPATCHER: [("Dispatch board", "cases.dispatch_board"), ("Map", "maps.map_page")],
     Role.UNIT_STAFF: [("Work queue", "cases.work_queue")],
     Role.CITIZEN: [("Report a problem", "cases.report_form"), ("My cases", "cases.my_cases")],
-    Role.LEADER: [("Track a case", "cases.track")],
-    Role.ADMIN: [("Inbox", "cases.inbox"), ("Dispatch board", "cases.dispatch_board")],
+    Role.LEADER: [
+        ("Map", "maps.map_page"),
+        ("Evaluation", "maps.evaluation_page"),
+        ("Dashboard", "maps.dashboard"),
+    ],
+    Role.ADMIN: [
+        ("Inbox", "cases.inbox"),
+        ("Dispatch board", "cases.dispatch_board"),
+        ("Map", "maps.map_page"),
+        ("Evaluation", "maps.evaluation_page"),
+    ],
 }
 ANONYMOUS_MENU = [("Report a problem", "cases.report_form"), ("Track a case", "cases.track")]
 

@@ -35,15 +35,22 @@ def offline(m: folium.Map, asset: Callable[[str], str]) -> None:
     m.default_css = [("leaflet_css", asset("vendor/leaflet/leaflet.css"))]
 
 
+def _number(value: float) -> str:
+    """A legend bound: whole numbers plain, rates as percentages."""
+    if value.is_integer():
+        return f"{value:,.0f}"
+    return f"{100 * value:.0f} %" if value <= 1 else f"{value:,.1f}"
+
+
 def _legend(title: str, scale: Classes, labels: dict[str, str]) -> Element:
     rows = "".join(
-        f'<div><i style="background:{colour}"></i> ≤ {bound:,.{2 if bound < 1 else 0}f}</div>'
+        f'<div><i style="background:{colour}"></i> ≤ {_number(bound)}</div>'
         for bound, colour in zip(scale.bounds, scale.colours, strict=False)
     )
     return Element(
         f"""<div class="gm-legend"><strong>{title}</strong>{rows}
         <div><i style="background:#dddddd"></i> {labels["no_data"]}</div></div>
-        <style>.gm-legend{{position:absolute;bottom:16px;left:10px;z-index:1000;background:#fff;
+        <style>.gm-legend{{position:absolute;bottom:28px;right:10px;z-index:1000;background:#fff;
         padding:6px 8px;font:12px/1.4 sans-serif;border-radius:4px;box-shadow:0 1px 4px #0004}}
         .gm-legend i{{display:inline-block;width:14px;height:14px;vertical-align:middle;
         border:1px solid #999}}</style>"""

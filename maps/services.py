@@ -99,7 +99,9 @@ class PlaceStats:
 
     def measure(self, name: str) -> float | None:
         """The value a choropleth colours by."""
-        return self.on_time_rate if name == "on_time_rate" else float(getattr(self, name))
+        if name == "on_time_rate":
+            return self.on_time_rate
+        return float(self.n if name == "count" else getattr(self, name))
 
 
 def _params(session: Session, f: Filters) -> tuple[str, dict[str, Any]]:

@@ -1,0 +1,222 @@
+"""Evaluation (综合评价): the indicators cities score units, areas and inspectors by.
+
+The SQL here only counts (one scan of the cases concerned, grouped); the formulas are
+`maps.aggregate.Tally`'s, so every table uses the same definitions:
+
+- due (应结案数): dispatched cases whose deadline fell in the period, plus suspended ones;
+- closed on time (按期结案数): of those, closed, and reported done by the deadline;
+- closure rate = closed / (due − suspended); on-time closure rate = closed on time / (due −
+  suspended); rework rate = handled cases sent back at least once / cases handled in the period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from maps.aggregate import Tally
+
+_TALLY = """
+    count(*) FILTER (WHERE in_due) AS due,
+    count(*) FILTER (WHERE c.status = 'suspended' AND c.dispatched_at < :end) AS suspended,
+    count(*) FILTER (WHERE in_due AND c.closed_at IS NOT NULL) AS closed,
+    count(*) FILTER (WHERE in_due AND c.closed_at IS NOT NULL
+                     AND COALESCE(c.handled_at, c.closed_at) <= c.deadline) AS closed_on_time,
+    count(*) FILTER (WHERE in_handled) AS handled,
+    count(*) FILTER (WHERE in_handled AND c.rework_count > 0) AS reworked,
+    COALESCE(sum(c.rework_count) FILTER (WHERE in_handled), 0) AS rework_count,
+    count(*) FILTER (WHERE c.status IN ('dispatched', 'in_progress') AND c.deadline < :now)
+        AS overdue_open,
+    COALESCE(sum(extract(epoch FROM c.handled_at - c.dispatched_at) / 3600.0)
+             FILTER (WHERE in_handled), 0) AS handling_hours
+"""
+
+_CASES = """
+    SELECT c.*, (c.deadline >= :start AND c.deadline < :end
+                 OR c.status = 'suspended' AND c.dispatched_at < :end) AS in_due,
+           (c.handled_at >= :start AND c.handled_at < :end) AS in_handled
+    FROM cases c
+    WHERE c.unit_id IS NOT NULL AND (:urgent IS NULL OR c.urgent = :urgent)
+      AND (c.deadline >= :start AND c.deadline < :end
+           OR c.handled_at >= :start AND c.handled_at < :end
+           OR c.status IN ('dispatched', 'in_progress', 'suspended'))
+"""
+
+_RETURNS = """
+    SELECT {key} AS key, count(*) FROM case_events e JOIN cases c ON c.id = e.case_id
+    WHERE e.action = 'return' AND e.created_at >= :start AND e.created_at < :end
+      AND (:urgent IS NULL OR c.urgent = :urgent)
+    GROUP BY 1
+"""
+
+
+@dataclass(frozen=True)
+class Period:
+    """A period of whole days [start, end], in UTC."""
+
+    start: date
+    end: date
+
+    def params(self) -> dict[str, Any]:
+        """Bounds as timestamps: start inclusive, the day after `end` exclusive."""
+        return {
+            "start": datetime.combine(self.start, time(), UTC),
+            "end": datetime.combine(self.end + timedelta(days=1), time(), UTC),
+        }
+
+
+def _tallies(
+    session: Session, key: str, period: Period, urgent: bool | None, now: datetime
+) -> dict[Any, Tally]:
+    params = {**period.params(), "urgent": urgent, "now": now}
+    rows = session.execute(
+        text(f"SELECT {key} AS key, {_TALLY} FROM ({_CASES}) AS c GROUP BY 1"), params
+    ).mappings()
+    tallies = {
+        r["key"]: Tally(
+            **{k: float(v) if k == "handling_hours" else int(v) for k, v in r.items() if k != "key"}
+        )
+        for r in rows
+    }
+    for place, returns in session.execute(text(_RETURNS.format(key=key)), params):
+        base = tallies.get(place, Tally())
+        tallies[place] = Tally(**{**base.__dict__, "returns": int(returns)})
+    return tallies
+
+
+def by_unit(
+    session: Session, period: Period, now: datetime, urgent: bool | None = None
+) -> list[tuple[str, Tally]]:
+    """(unit name, tally) for every active unit."""
+    tallies = _tallies(session, "c.unit_id", period, urgent, now)
+    units = session.execute(text("SELECT id, code, name FROM units WHERE active ORDER BY code"))
+    return [(f"{code} {name}", tallies.get(uid, Tally())) for uid, code, name in units]
+
+
+def by_area(
+    session: Session, period: Period, now: datetime, level: str, urgent: bool | None = None
+) -> list[tuple[str, Tally]]:
+    """(area name, tally) for every area of a level; streets and districts add up their
+    communities."""
+    tallies = _tallies(session, "c.community_id", period, urgent, now)
+    areas = session.execute(text("SELECT id, parent_id, level, code, name FROM areas")).all()
+    parents = {a.id: a.parent_id for a in areas}
+    totals: dict[int, Tally] = {}
+    for community_id, tally in tallies.items():
+        area = community_id
+        while area is not None:
+            totals[area] = add(totals.get(area, Tally()), tally)
+            area = parents.get(area)
+    return [
+        (f"{a.code} {a.name}", totals.get(a.id, Tally()))
+        for a in sorted(areas, key=lambda a: a.code)
+        if a.level == level
+    ]
+
+
+def add(a: Tally, b: Tally) -> Tally:
+    """The sum of two tallies (every field is a count or a sum)."""
+    return Tally(**{k: getattr(a, k) + getattr(b, k) for k in a.__dict__})
+
+
+@dataclass(frozen=True)
+class InspectorRow:
+    """What an inspector did in a period."""
+
+    name: str
+    reports: int
+    valid: int
+    checks: int
+    checks_on_time: int
+
+    @property
+    def valid_rate(self) -> float | None:
+        """Valid reports (filed) / reports."""
+        return self.valid / self.reports if self.reports else None
+
+    @property
+    def checks_on_time_rate(self) -> float | None:
+        """Checks done within the check limit / checks."""
+        return self.checks_on_time / self.checks if self.checks else None
+
+
+def by_inspector(session: Session, period: Period, check_hours: float = 24.0) -> list[InspectorRow]:
+    """Reports, valid reports (filed) and on-site checks done on time, per inspector."""
+    rows = session.execute(
+        text("""
+            SELECT u.username, u.display_name,
+                   (SELECT count(*) FROM cases c WHERE c.reporter_id = u.id
+                      AND c.reported_at >= :start AND c.reported_at < :end) AS reports,
+                   (SELECT count(*) FROM cases c WHERE c.reporter_id = u.id
+                      AND c.reported_at >= :start AND c.reported_at < :end
+                      AND c.filed_at IS NOT NULL) AS valid,
+                   checks.n, checks.on_time
+            FROM users u
+            CROSS JOIN LATERAL (
+                SELECT count(*) AS n,
+                       count(*) FILTER (WHERE e.created_at - assigned.at
+                                        <= make_interval(secs => :check_seconds)) AS on_time
+                FROM case_events e
+                CROSS JOIN LATERAL (
+                    SELECT max(a.created_at) AS at FROM case_events a
+                    WHERE a.case_id = e.case_id AND a.action = 'assign_check'
+                      AND a.created_at <= e.created_at
+                ) AS assigned
+                WHERE e.actor_id = u.id AND e.action IN ('check_pass', 'check_fail')
+                  AND e.created_at >= :start AND e.created_at < :end
+            ) AS checks
+            WHERE u.role = 'inspector'
+            ORDER BY u.username
+        """),
+        {**period.params(), "check_seconds": check_hours * 3600},
+    )
+    return [
+        InspectorRow(display or username, reports, valid, n, on_time)
+        for username, display, reports, valid, n, on_time in rows
+    ]
+
+
+@dataclass(frozen=True)
+class DayCount:
+    """Cases reported on one day in one major class."""
+
+    day: date
+    major: str
+    count: int
+
+
+def cases_per_day(session: Session, period: Period, lang: str = "en") -> list[DayCount]:
+    """New cases per day and major class (for the trend chart)."""
+    name = "m.name_zh" if lang == "zh" else "m.name_en"
+    rows = session.execute(
+        text(f"""
+            SELECT (c.reported_at AT TIME ZONE 'UTC')::date, m.kind || ' ' || {name}, count(*)
+            FROM cases c JOIN categories k ON k.id = c.category_id
+            JOIN major_classes m ON m.id = k.major_id
+            WHERE c.reported_at >= :start AND c.reported_at < :end
+            GROUP BY 1, 2 ORDER BY 1, 2
+        """),
+        period.params(),
+    )
+    return [DayCount(*row) for row in rows]
+
+
+def on_time_per_week(session: Session, period: Period) -> list[tuple[date, float | None]]:
+    """The on-time closure rate of the cases due each week (ISO weeks, Monday)."""
+    rows = session.execute(
+        text("""
+            SELECT date_trunc('week', c.deadline AT TIME ZONE 'UTC')::date AS week,
+                   count(*) AS due,
+                   count(*) FILTER (WHERE c.closed_at IS NOT NULL
+                                    AND COALESCE(c.handled_at, c.closed_at) <= c.deadline)
+            FROM cases c
+            WHERE c.deadline >= :start AND c.deadline < :end AND c.unit_id IS NOT NULL
+            GROUP BY 1 ORDER BY 1
+        """),
+        period.params(),
+    )
+    return [(week, on_time / due if due else None) for week, due, on_time in rows]

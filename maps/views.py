@@ -1,0 +1,382 @@
+"""Supervisors' pages: the map, the evaluation tables (and their CSV), the trend dashboard, and
+the open-data export of cases without personal data."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import itertools
+import json
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from redis.exceptions import RedisError
+from sqlalchemy import select, text
+
+from cases.models import CaseSource, CaseStatus, Category, MajorClass
+from gridmgmt.db import db
+from gridmgmt.errors import InvalidInput
+from gridmgmt.i18n import current_lang
+from gridmgmt.i18n import gettext as _
+from gridmgmt.models import Role
+from gridmgmt.queue import queues
+from gridmgmt.web import role_required
+from grids.models import Area
+from grids.services import community_outlines, territory_centre
+from maps import evaluation
+from maps import services as stats
+from maps.aggregate import FilterError, Filters, Series, parse_filters, ranked, svg_chart
+from maps.render import MapData, build_map
+
+bp = Blueprint("maps", __name__, template_folder="templates")
+SUPERVISORS = (Role.LEADER, Role.ADMIN, Role.OPERATOR, Role.DISPATCHER)
+CACHE_SECONDS = 3600
+OPEN_DATA_FIELDS = (
+    "number",
+    "category",
+    "category_name",
+    "status",
+    "source",
+    "reported_at",
+    "closed_at",
+    "deadline",
+    "community",
+    "lon",
+    "lat",
+)
+
+
+def filters_from_request() -> Filters:
+    """The page's filters, or a 400 with the reason."""
+    try:
+        return parse_filters(
+            request.args,
+            datetime.now(UTC).date(),
+            [s.value for s in CaseStatus],
+            [s.value for s in CaseSource],
+        )
+    except FilterError as err:
+        raise InvalidInput(str(err)) from None
+
+
+def map_labels() -> dict[str, str]:
+    """The words on the map, in the page's language."""
+    words = {
+        "communities": "Communities",
+        "cells": "Unit grid cells",
+        "cell": "Cell",
+        "heat": "Case density",
+        "overdue_cases": "Overdue cases",
+        "tiles": "Base map",
+        "name": "Name",
+        "n": "Cases",
+        "count": "Cases",
+        "open": "Open",
+        "overdue": "Overdue",
+        "on_time": "On time",
+        "on_time_rate": "On-time rate",
+        "deadline": "Deadline",
+        "no_data": "No data",
+    }
+    return {key: _(value) for key, value in words.items()}
+
+
+def build_page(f: Filters) -> str:
+    """Aggregate and render the map for these filters."""
+    session = db.session()
+    cells = stats.cell_stats(session, f)
+    shown = [c.id for c in cells]
+    outlines = community_outlines(session)
+    centre = territory_centre(session) or (0.0, 0.0)
+    overdue, overdue_total = stats.overdue_cases(session, f)
+    data = MapData(
+        communities=stats.community_stats(session, f),
+        community_shapes={
+            feature["properties"]["code"]: feature["geometry"] for feature in outlines["features"]
+        },
+        cells=cells,
+        cell_shapes=stats.cell_polygons(session, shown)
+        if len(shown) <= stats.CELL_POLYGONS_MAX
+        else {},
+        points=stats.raw_points(session, f),
+        overdue=overdue,
+        overdue_total=overdue_total,
+        measure=f.measure,
+        centre=centre,
+    )
+    return build_map(
+        data,
+        asset=lambda path: url_for("static", filename=path),
+        case_url=lambda case_id: url_for("cases.case_page", case_id=case_id),
+        labels=map_labels(),
+        tiles=current_app.config["TILE_URL"],
+        attribution=current_app.config.get("TILE_ATTRIBUTION", ""),
+    )
+
+
+def cached_page(f: Filters) -> str:
+    """The map page from Redis when no case changed since it was built, else built now."""
+    generation = stats.cases_generation(db.session())
+    key = f"gridmgmt:map:{current_lang()}:{generation}:{f.key()}"
+    try:
+        hit = queues.redis.get(key)
+        if hit is not None:
+            return hit.decode()
+    except RedisError:
+        return build_page(f)  # the cache is a convenience: the map works without it
+    page = build_page(f)
+    with contextlib.suppress(RedisError):
+        queues.redis.set(key, page.encode(), ex=CACHE_SECONDS)
+    return page
+
+
+@bp.get("/maps")
+@role_required(*SUPERVISORS)
+def map_page() -> ResponseReturnValue:
+    """Filters, legend and the map (in a frame built from the same query string)."""
+    f = filters_from_request()
+    session = db.session()
+    return render_template(
+        "maps/map.html",
+        f=f,
+        majors=list(session.scalars(select(MajorClass).order_by(MajorClass.kind, MajorClass.code))),
+        categories=list(session.scalars(select(Category).order_by(Category.code))),
+        areas=list(session.scalars(select(Area).order_by(Area.level, Area.code))),
+        statuses=[s.value for s in CaseStatus],
+        sources=[s.value for s in CaseSource],
+        frame=url_for("maps.map_frame", **request.args),
+    )
+
+
+@bp.get("/maps/frame")
+@role_required(*SUPERVISORS)
+def map_frame() -> ResponseReturnValue:
+    """The Folium map itself (cached until a case changes)."""
+    return Response(cached_page(filters_from_request()), mimetype="text/html")
+
+
+def period_from_request() -> evaluation.Period:
+    """The evaluation period: `start`/`end` (default: this month so far)."""
+    f = filters_from_request()
+    if not request.args.get("start"):
+        today = datetime.now(UTC).date()
+        return evaluation.Period(today.replace(day=1), today)
+    return evaluation.Period(f.start, f.end)
+
+
+TABLES = ("units", "communities", "streets", "districts", "units_urgent", "inspectors")
+
+
+def evaluation_tables(period: evaluation.Period) -> dict[str, Any]:
+    """Every evaluation table of a period."""
+    session = db.session()
+    now = datetime.now(UTC)
+    return {
+        "units": ranked(evaluation.by_unit(session, period, now)),
+        "units_urgent": ranked(evaluation.by_unit(session, period, now, urgent=True)),
+        "communities": ranked(evaluation.by_area(session, period, now, "community")),
+        "streets": ranked(evaluation.by_area(session, period, now, "street")),
+        "districts": ranked(evaluation.by_area(session, period, now, "district")),
+        "inspectors": evaluation.by_inspector(session, period),
+    }
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f}"
+
+
+def tally_csv(rows: list[tuple[int, str, Any]]) -> Iterator[list[object]]:
+    """The rows of a ranked tally table, as CSV records."""
+    yield [
+        "rank",
+        "name",
+        "due",
+        "suspended",
+        "closed",
+        "closed_on_time",
+        "closure_rate_pct",
+        "on_time_rate_pct",
+        "handled",
+        "rework_count",
+        "rework_rate_pct",
+        "overdue_open",
+        "returns",
+        "average_handling_hours",
+        "score",
+    ]
+    for rank, name, t in rows:
+        hours = t.average_handling_hours
+        yield [
+            rank or "",
+            name,
+            t.due,
+            t.suspended,
+            t.closed,
+            t.closed_on_time,
+            _percent(t.closure_rate),
+            _percent(t.on_time_rate),
+            t.handled,
+            t.rework_count,
+            _percent(t.rework_rate),
+            t.overdue_open,
+            t.returns,
+            "" if hours is None else f"{hours:.1f}",
+            t.score() or "",
+        ]
+
+
+def csv_response(records: Iterator[list[object]], filename: str) -> Response:
+    """A streamed CSV download."""
+
+    def generate() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        for record in records:
+            writer.writerow(record)
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+
+    response = Response(stream_with_context(generate()), mimetype="text/csv")
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@bp.get("/evaluation")
+@role_required(*SUPERVISORS)
+def evaluation_page() -> ResponseReturnValue:
+    """Indicators and rankings of units, areas and inspectors; `?table=X&format=csv` exports."""
+    period = period_from_request()
+    tables = evaluation_tables(period)
+    if request.args.get("format") == "csv":
+        name = request.args.get("table", "units")
+        if name not in TABLES:
+            raise InvalidInput(f"unknown table {name!r}; tables are {', '.join(TABLES)}")
+        filename = f"evaluation-{name}-{period.start}-{period.end}.csv"
+        if name == "inspectors":
+            records = iter(
+                [
+                    [
+                        "inspector",
+                        "reports",
+                        "valid",
+                        "valid_rate_pct",
+                        "checks",
+                        "checks_on_time",
+                        "checks_on_time_rate_pct",
+                    ]
+                ]
+                + [
+                    [
+                        r.name,
+                        r.reports,
+                        r.valid,
+                        _percent(r.valid_rate),
+                        r.checks,
+                        r.checks_on_time,
+                        _percent(r.checks_on_time_rate),
+                    ]
+                    for r in tables["inspectors"]
+                ]
+            )
+            return csv_response(records, filename)
+        return csv_response(tally_csv(tables[name]), filename)
+    return render_template("maps/evaluation.html", period=period, tables=tables, percent=_percent)
+
+
+@bp.get("/dashboard")
+@role_required(*SUPERVISORS)
+def dashboard() -> ResponseReturnValue:
+    """Trends: new cases per day by major class, on-time closure rate per week."""
+    today = datetime.now(UTC).date()
+    period = evaluation.Period(today - timedelta(days=89), today)
+    session = db.session()
+    per_day: dict[str, dict[date, float]] = {}
+    for row in evaluation.cases_per_day(session, period, current_lang()):
+        per_day.setdefault(row.major, {})[row.day] = row.count
+    top = sorted(per_day, key=lambda k: -sum(per_day[k].values()))[:6]
+    days = [period.start + timedelta(days=i) for i in range((period.end - period.start).days + 1)]
+    cases_chart = svg_chart(
+        [Series(major, tuple((d, per_day[major].get(d, 0)) for d in days)) for major in top]
+    )
+    weekly = [(w, r) for w, r in evaluation.on_time_per_week(session, period) if r is not None]
+    rate_chart = svg_chart([Series(_("On-time rate"), tuple(weekly))], percent=True)
+    return render_template(
+        "maps/dashboard.html", cases_chart=cases_chart, rate_chart=rate_chart, period=period
+    )
+
+
+OPEN_DATA_SQL = """
+    SELECT c.number, k.code AS category, k.name_en AS category_name, c.status, c.source,
+           c.reported_at, c.closed_at, c.deadline, a.code AS community,
+           round(ST_X(c.location)::numeric, 4) AS lon, round(ST_Y(c.location)::numeric, 4) AS lat
+    FROM cases c JOIN categories k ON k.id = c.category_id
+    LEFT JOIN areas a ON a.id = c.community_id
+    WHERE c.reported_at >= :start AND c.reported_at < :end
+      AND c.status NOT IN ('invalid', 'rejected', 'merged')
+    ORDER BY c.id
+"""
+
+
+@bp.get("/open-data/cases.<any(csv, geojson):fmt>")
+def open_data(fmt: str) -> ResponseReturnValue:
+    """Cases of a period as open data: no reporter, no contact, no description, no photo;
+    positions rounded to about 10 m."""
+    f = filters_from_request()
+    start = datetime.combine(f.start, datetime.min.time(), UTC)
+    end = datetime.combine(f.end + timedelta(days=1), datetime.min.time(), UTC)
+
+    def rows() -> Iterator[dict[str, Any]]:
+        with db.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, max_row_buffer=2000).execute(
+                text(OPEN_DATA_SQL), {"start": start, "end": end}
+            )
+            for row in result.mappings():
+                yield dict(row)
+
+    if fmt == "csv":
+        records = iter([list(OPEN_DATA_FIELDS)])
+        body = (
+            [
+                row[k].isoformat() if isinstance(row[k], datetime) else row[k]
+                for k in OPEN_DATA_FIELDS
+            ]
+            for row in rows()
+        )
+        return csv_response(itertools.chain(records, body), f"cases-{f.start}-{f.end}.csv")
+
+    def geojson() -> Iterator[str]:
+        yield '{"type":"FeatureCollection","features":['
+        for i, row in enumerate(rows()):
+            lon, lat = float(row.pop("lon")), float(row.pop("lat"))
+            props = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+            feature = {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [lon, lat]},
+                "properties": props,
+            }
+            yield ("," if i else "") + json.dumps(feature, ensure_ascii=False)
+        yield "]}"
+
+    response = Response(stream_with_context(geojson()), mimetype="application/geo+json")
+    filename = f"cases-{f.start}-{f.end}.geojson"
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Register the supervisors' pages."""
+    app.register_blueprint(bp)
