@@ -159,13 +159,30 @@ class Case(Base):
         Index("ix_cases_location", "location", postgresql_using="gist"),
         Index("ix_cases_status", "status"),
         Index("ix_cases_unit_status_deadline", "unit_id", "status", "deadline"),
-        Index("ix_cases_reported_at", "reported_at"),
         CheckConstraint(
             "pending_request IS NULL OR pending_request IN ('extension', 'suspension')",
             name="pending_request",
         ),
         # The dispatcher's queries: filed cases waiting for a unit, open cases by deadline.
         Index("ix_cases_filed_waiting", "filed_at", postgresql_where=text("status = 'filed'")),
+        # Maps aggregate the cases of a period from this index alone (index-only scans).
+        Index(
+            "ix_cases_map",
+            "reported_at",
+            postgresql_include=[
+                "cell_id",
+                "community_id",
+                "category_id",
+                "status",
+                "source",
+                "deadline",
+                "closed_at",
+                "handled_at",
+            ],
+        ),
+        # Evaluation finds the cases due or handled in a period.
+        Index("ix_cases_deadline", "deadline"),
+        Index("ix_cases_handled_at", "handled_at"),
         Index(
             "ix_cases_open_deadline",
             "deadline",
@@ -261,6 +278,7 @@ class CaseEvent(Timestamped, Base):
     """One status change of a case. Append-only: a trigger refuses UPDATE and DELETE."""
 
     __tablename__ = "case_events"
+    __table_args__ = (Index("ix_case_events_action_created_at", "action", "created_at"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), nullable=False, index=True)

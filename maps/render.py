@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import folium
 from branca.element import Element
-from folium.plugins import HeatMap, MarkerCluster
+from folium.plugins import FastMarkerCluster, HeatMap
 
 from maps.aggregate import Classes, classes, lat_lon
 from maps.services import OverdueCase, PlaceStats
@@ -147,13 +148,43 @@ def build_map(
     if data.points is not None:
         heat_data = [lat_lon(x, y) for x, y in data.points]
     else:
-        heat_data = [[round(c.lat, 5), round(c.lon, 5), c.n] for c in data.cells]
+        heat_data = [[round(c.lat, 4), round(c.lon, 4), c.n] for c in data.cells]
     heat = HeatMap(heat_data, name=labels["heat"], radius=18, blur=14, min_opacity=0.3)
     heat.default_js = [("leaflet-heat.js", asset("vendor/leaflet.heat/leaflet-heat.js"))]
     heat.add_to(m)
 
     if data.overdue:
-        cluster = MarkerCluster(name=f"{labels['overdue_cases']} ({data.overdue_total:,})")
+        # One compact row per case, drawn in the browser: a few dozen bytes each.
+        rows = [
+            [
+                round(case.lat, 5),
+                round(case.lon, 5),
+                case_url(case.id),
+                case.number,
+                case.category,
+                f"{case.deadline:%Y-%m-%d %H:%M}",
+            ]
+            for case in data.overdue
+        ]
+        deadline = json.dumps(labels["deadline"] + ": ")
+        callback = f"""
+            function callback(row) {{
+                var marker = L.circleMarker([row[0], row[1]],
+                    {{radius: 6, color: "#bd0026", fillOpacity: 0.8}});
+                var box = document.createElement("div");
+                var link = document.createElement("a");
+                link.href = row[2]; link.target = "_top"; link.textContent = row[3];
+                box.appendChild(link);
+                box.appendChild(document.createElement("br"));
+                box.appendChild(document.createTextNode(row[4]));
+                box.appendChild(document.createElement("br"));
+                box.appendChild(document.createTextNode({deadline} + row[5]));
+                marker.bindPopup(box);
+                return marker;
+            }}"""
+        cluster = FastMarkerCluster(
+            rows, callback=callback, name=f"{labels['overdue_cases']} ({data.overdue_total:,})"
+        )
         cluster.default_js = [
             ("markerclusterjs", asset("vendor/leaflet.markercluster/leaflet.markercluster.js"))
         ]
@@ -164,18 +195,6 @@ def build_map(
                 asset("vendor/leaflet.markercluster/MarkerCluster.Default.css"),
             ),
         ]
-        for case in data.overdue:
-            folium.CircleMarker(
-                lat_lon(case.lon, case.lat),
-                radius=6,
-                color="#bd0026",
-                fill=True,
-                popup=folium.Popup(
-                    f'<a href="{case_url(case.id)}" target="_top">{case.number}</a><br>'
-                    f"{case.category}<br>{labels['deadline']}: {case.deadline:%Y-%m-%d %H:%M}",
-                    max_width=240,
-                ),
-            ).add_to(cluster)
         cluster.add_to(m)
 
     folium.LayerControl(collapsed=False).add_to(m)
