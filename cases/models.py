@@ -213,6 +213,8 @@ class Case(Base):
     reporter_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
     contact: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
+    media_url: Mapped[str | None] = mapped_column(Text)  # a photo the reporter's app hosts
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default="{}")
     idempotency_key: Mapped[str | None] = mapped_column(String(128), unique=True)
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
     deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -79,6 +79,8 @@ class ReportInput:
     idempotency_key: str | None = None
     contact: dict[str, str] = field(default_factory=dict)
     photos: Sequence[Upload] = ()
+    media_url: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,10 @@ def report_case(
     category = find_category(session, data.category_code)
     if len(data.description) > MAX_DESCRIPTION:
         raise InvalidInput(f"a description has at most {MAX_DESCRIPTION} characters")
+    attributes = check_attributes(category, data.attributes)
+    media_url = (data.media_url or "").strip() or None
+    if media_url is not None and not re.fullmatch(r"https?://\S{1,2000}", media_url):
+        raise InvalidInput("media_url must be an http(s) URL", field="media_url")
     where = locate(session, lon, lat)
     actor = actor_of(reporter)
     decision = decide(CaseState(None), Action.REPORT, actor)
@@ -244,6 +250,8 @@ def report_case(
         api_key_id=api_key_id,
         contact={k: v.strip() for k, v in data.contact.items() if v and v.strip()},
         idempotency_key=key,
+        media_url=media_url,
+        attributes=attributes,
     )
     try:
         with session.begin_nested():
@@ -264,6 +272,46 @@ def report_case(
     if trusted:
         _apply(session, case, Action.FILE, Actor(SYSTEM), ActionInput(), None)
     return ReportResult(case, True)
+
+
+def check_attributes(category: Category, given: dict[str, str]) -> dict[str, Any]:
+    """The class's extra answers (Open311 attributes), checked against its definitions.
+
+    Raises:
+        InvalidInput: a required answer is missing, a value is not one of the list, not a
+            number or not a date-time, or the attribute is unknown.
+    """
+    definitions = {a["code"]: a for a in category.attributes}
+    unknown = sorted(set(given) - set(definitions))
+    if unknown:
+        raise InvalidInput(f"unknown attribute {unknown[0]!r} for {category.code}")
+    answers: dict[str, Any] = {}
+    for code, definition in definitions.items():
+        raw = (given.get(code) or "").strip()
+        if not raw:
+            if definition.get("required"):
+                raise InvalidInput(f"attribute[{code}] is required for {category.code}")
+            continue
+        kind = definition.get("datatype", "string")
+        if kind in ("singlevaluelist", "multivaluelist"):
+            keys = {str(v["key"]) for v in definition.get("values", [])}
+            chosen = raw.split(",") if kind == "multivaluelist" else [raw]
+            if not set(chosen) <= keys:
+                raise InvalidInput(f"attribute[{code}] is one of {', '.join(sorted(keys))}")
+            answers[code] = chosen if kind == "multivaluelist" else raw
+        elif kind == "number":
+            try:
+                answers[code] = float(raw)
+            except ValueError:
+                raise InvalidInput(f"attribute[{code}] must be a number") from None
+        elif kind == "datetime":
+            try:
+                answers[code] = datetime.fromisoformat(raw.replace("Z", "+00:00")).isoformat()
+            except ValueError:
+                raise InvalidInput(f"attribute[{code}] must be an ISO 8601 date-time") from None
+        else:
+            answers[code] = raw[:1000]
+    return answers
 
 
 def visible_cases(user: User | None) -> Any:

@@ -12,6 +12,7 @@ from gridmgmt.config import Config
 def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     """Build the Flask app from `config` (a Config, overrides as a dict, or the environment)."""
     from cases import api as cases_api
+    from cases import open311
     from cases import views as cases_views
     from dispatch import views as dispatch_views
     from gridmgmt import health, home, i18n, registry, web
@@ -38,6 +39,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     grids_views.init_app(app)
     cases_views.init_app(app)
     cases_api.init_app(app)
+    open311.init_app(app)
     dispatch_views.init_app(app)
     maps_views.init_app(app)
     registry.init_cli(app)

@@ -29,6 +29,9 @@ class Config:
     DISPATCH_GRACE_SECONDS: int = 30  # a filed case still waiting after this is swept again
     DEADLINE_WARNING_HOURS: float = 2.0
     TILE_URL: str = ""  # e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png; empty: no tiles
+    OPEN311_JURISDICTION: str = "la.gridmgmt.example"  # jurisdiction_id clients may send
+    OPEN311_RATE_PER_KEY: int = 200  # POST requests a second per api_key
+    OPEN311_RATE_PER_IP: int = 100  # ...and per client address
     SQL_ECHO: bool = False
     DB_POOL_SIZE: int = 10
     TESTING: bool = False

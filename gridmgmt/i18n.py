@@ -97,7 +97,7 @@ TRANSLATIONS: dict[str, dict[str, str]] = {
         "Choose…": "请选择…",
         "Urgent": "紧急",
         "Contact (optional, never shown publicly)": "联系方式（选填，不会公开）",
-        "Name": "姓名",
+        "Name": "名称",  # shared with the evaluation tables' place and unit names
         "Phone": "电话",
         "Email": "电子邮箱",
         "Case {number} reported.": "案件 {number} 已上报。",
@@ -158,6 +158,57 @@ TRANSLATIONS: dict[str, dict[str, str]] = {
         "Community": "社区",  # hotspot places (`_(h.kind|capitalize)`)
         "Cell": "单元网格",
         "{count} new cases, usually {baseline}": "新增 {count} 件，通常为 {baseline} 件",
+        # Map, dashboard and evaluation (综合评价)
+        "Map": "地图",
+        "Dashboard": "数据看板",
+        "Evaluation": "综合评价",
+        "Filters": "筛选条件",
+        "From": "开始日期",
+        "To": "结束日期",
+        "Show": "显示",
+        "Kind": "类型",
+        "Source": "来源",
+        "Area": "区域",
+        "District": "区",  # area levels (`_(a.level|capitalize)`)
+        "Street": "街道",
+        "Colour by": "着色依据",
+        "Open": "未结案",
+        "On time": "按期数",
+        "On-time rate": "按期率",
+        "Unit grid cells": "单元网格",
+        "Case density": "案件密度",
+        "Overdue cases": "超期案件",
+        "Base map": "底图",
+        "No data": "无数据",
+        "Counts are aggregated per unit grid cell and community in the database; single cases"
+        " are drawn only when a filter leaves 5,000 or fewer.": (
+            "数量按单元网格和社区在数据库中汇总；筛选结果不超过 5,000 件时才逐一绘制案件。"
+        ),
+        "New cases per day, by major class": "每日新增案件（按大类）",
+        "On-time closure rate per week": "每周按期结案率",
+        "Cases due": "应结案数",
+        "Closed on time": "按期结案数",
+        "Closure rate": "结案率",
+        "Rework rate": "返工率",
+        "Returns": "回退数",
+        "Avg. hours": "平均用时（小时）",
+        "Score": "得分",
+        "Closure rate = closed / (due − suspended); on-time rate = closed on time / (due −"
+        " suspended); score = on-time rate in points, one point off per rework.": (
+            "结案率 = 结案数 /（应结案数 − 缓办数）；按期率 = 按期结案数 /（应结案数 − 缓办数）；"
+            "得分 = 按期率折算的百分制分数，每返工一次扣 1 分。"
+        ),
+        "Units": "处置单位",
+        "Units, urgent cases": "处置单位（紧急案件）",
+        "Communities": "社区",
+        "Streets": "街道",
+        "Districts": "区",
+        "Inspectors": "监督员",
+        "Reports": "上报数",
+        "Valid": "有效数",
+        "Valid rate": "有效率",
+        "Checks": "核查数",
+        "Open data": "开放数据",
         # Failed background jobs
         "Failed jobs": "失败的任务",
         "Jobs that failed after their retries. A case never waits on them alone: the sweep"

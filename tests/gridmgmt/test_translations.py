@@ -1,9 +1,11 @@
 """Every English text a page can show has a Chinese translation, with the same placeholders.
 
 Two sources of text: the literals passed to `_(...)` / `gettext(...)` in templates and code
-(found by scanning), and the labels that templates build from values, such as
-`_(action.value|replace('_', ' ')|capitalize)` (enumerated from the enums they come from).
-A missing entry would silently show English on a Chinese page; these tests name it instead.
+(found by scanning), and the labels built at run time, such as
+`_(action.value|replace('_', ' ')|capitalize)`: enumerated per family from the enums (or
+lists) they come from, or read from the literal tuple a template loops over. A new run-time
+call that no family covers fails too. A missing entry would silently show English on a
+Chinese page; these tests name it instead.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from gridmgmt.errors import DomainError
 from gridmgmt.models import Role
 from gridmgmt.web import ANONYMOUS_MENU, MENU
 from gridmgmt.workcalendar import LimitUnit
+from grids.models import AreaLevel
+from maps.views import map_labels
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("gridmgmt", "cases", "dispatch", "grids", "maps")
@@ -157,6 +161,8 @@ DYNAMIC: dict[str, Callable[[], list[str]]] = {
         WORDS(code) for code in sorted(_domain_error_codes() | _http_error_codes())
     ],
     "Hotspot kinds (board.html)": lambda: [CAPITALIZED(v) for v in _hotspot_kinds()],
+    "AreaLevel": lambda: [CAPITALIZED(v) for v in _values(AreaLevel)],
+    "Map words (maps.views.map_labels)": lambda: list(map_labels().values()),
     "Menu labels (base.html)": lambda: [
         label for entries in [*MENU.values(), ANONYMOUS_MENU] for label, _ in entries
     ],
@@ -179,20 +185,49 @@ def test_rendered_labels_look_as_on_the_pages() -> None:
     assert WORDS("request_entity_too_large") == "Request entity too large"
 
 
-# The run-time built `_(...)` arguments of the templates, each covered by a family above.
-KNOWN_DYNAMIC = {
-    "case.source|capitalize": "CaseSource",
-    "major.kind|capitalize": "CategoryKind",
-    "e.action|replace('_', ' ')|capitalize": "Action",
-    "action.value|replace('_', ' ')|capitalize": "Action",
-    "r.value|replace('_', ' ')|capitalize": "RejectReason",
-    "e.actor_role": "Role and system",
-    '"Asks for " ~ case.pending_request': "PendingRequest",
-    "case.pending_unit": "LimitUnit",
-    "code|replace('_', ' ')|capitalize": "Error codes",
-    "label": "Menu labels",
-    "h.kind|capitalize": "Hotspot kinds",
+# Every `_(...)` / `gettext(...)` whose argument is built at run time, by file, and the family
+# of DYNAMIC that covers its values. One over a literal loop, such as
+# `{% for s in ("open", "closed") %}{{ _(s|capitalize) }}`, is checked directly instead.
+KNOWN_DYNAMIC: dict[tuple[str, str], str] = {
+    ("cases/templates/cases/_action.html", "r.value|replace('_', ' ')|capitalize"): (
+        "RejectReason"
+    ),
+    ("cases/templates/cases/_action.html", "action.value|replace('_', ' ')|capitalize"): (
+        "Action (buttons, timeline)"
+    ),
+    ("cases/templates/cases/_macros.html", '"Asks for " ~ case.pending_request'): (
+        "PendingRequest"
+    ),
+    ("cases/templates/cases/board.html", "h.kind|capitalize"): "Hotspot kinds (board.html)",
+    ("cases/templates/cases/case.html", "case.source|capitalize"): "CaseSource",
+    ("cases/templates/cases/case.html", '"Asks for " ~ case.pending_request'): "PendingRequest",
+    ("cases/templates/cases/case.html", "case.pending_unit"): "LimitUnit (pending_unit)",
+    ("cases/templates/cases/case.html", "e.action|replace('_', ' ')|capitalize"): (
+        "Action (buttons, timeline)"
+    ),
+    ("cases/templates/cases/case.html", "e.actor_role"): "Role and system (timeline)",
+    ("cases/templates/cases/inbox.html", "case.source|capitalize"): "CaseSource",
+    ("cases/templates/cases/report.html", "major.kind|capitalize"): "CategoryKind",
+    ("gridmgmt/templates/base.html", "label"): "Menu labels (base.html)",
+    ("gridmgmt/templates/error.html", "code|replace('_', ' ')|capitalize"): (
+        "Error codes (error.html)"
+    ),
+    ("maps/templates/maps/map.html", "m.kind|capitalize"): "CategoryKind",
+    ("maps/templates/maps/map.html", "s|capitalize"): "CaseSource",
+    ("maps/templates/maps/map.html", "a.level|capitalize"): "AreaLevel",
+    ("gridmgmt/i18n.py", 'str(value).replace("_", " ").capitalize()'): (
+        "CaseStatus (status_label)"
+    ),
+    ("maps/views.py", "value"): "Map words (maps.views.map_labels)",
 }
+
+CALL_START = re.compile(r"(?<![\w.])(?:_|gettext)\(")
+FOR_LOOP = re.compile(r"\{%-?\s*for\s+(.+?)\s+in\s+(.+?)\s*-?%\}", re.S)
+NAME_AND_FILTERS = re.compile(r"(\w+)\s*(?:\|.*)?", re.S)
+
+
+def test_known_dynamic_families_exist() -> None:
+    assert set(KNOWN_DYNAMIC.values()) <= set(DYNAMIC)
 
 
 def _argument(text: str, start: int) -> str:
@@ -217,18 +252,56 @@ def _argument(text: str, start: int) -> str:
     raise AssertionError(f"unbalanced call at {start}")
 
 
-def test_template_dynamic_labels_are_all_known() -> None:
-    unknown = []
-    for path in template_files():
+def dynamic_calls() -> Iterator[tuple[Path, int, str]]:
+    """(file, offset, argument) of every translation call whose argument is not a literal."""
+    for path in [*template_files(), *python_files()]:
         text = path.read_text(encoding="utf-8")
-        for match in re.finditer(r"(?<![\w.])_\(", text):
-            if CALL.match(text, match.start()):
-                continue  # a literal: checked by the scan
-            argument = " ".join(_argument(text, match.end()).split())
-            if argument not in KNOWN_DYNAMIC:
-                line = text.count("\n", 0, match.start()) + 1
-                unknown.append(f"{path.relative_to(ROOT)}:{line}: _({argument})")
+        for match in CALL_START.finditer(text):
+            before = text[text.rfind("\n", 0, match.start()) + 1 : match.start()]
+            if CALL.match(text, match.start()) or before.endswith("def "):
+                continue  # a literal (checked by the scan), or `def gettext(...)`
+            if path.suffix == ".py" and "#" in before:
+                continue  # in a comment
+            yield path, match.start(), " ".join(_argument(text, match.end()).split())
+
+
+def _literal_loop_labels(text: str, offset: int, argument: str) -> list[str] | None:
+    """The labels of `_(name|filters)` when the nearest `{% for %}` binding `name` before
+    `offset` loops over a literal tuple or list; else None."""
+    simple = NAME_AND_FILTERS.fullmatch(argument)
+    if not simple:
+        return None
+    name = simple.group(1)
+    loops = [
+        loop
+        for loop in FOR_LOOP.finditer(text, 0, offset)
+        if name in [target.strip() for target in loop.group(1).split(",")]
+    ]
+    if not loops:
+        return None
+    targets = [target.strip() for target in loops[-1].group(1).split(",")]
+    try:
+        items = list(ast.literal_eval(loops[-1].group(2)))
+    except (ValueError, SyntaxError):
+        return None  # a variable, not a literal
+    if len(targets) > 1:
+        items = [item[targets.index(name)] for item in items]
+    template = Environment(autoescape=False).from_string("{{ " + argument + " }}")
+    return [template.render({name: item}) for item in items]
+
+
+def test_dynamic_calls_are_all_covered() -> None:
+    unknown, missing = [], []
+    for path, offset, argument in dynamic_calls():
+        text = path.read_text(encoding="utf-8")
+        where = f"{path.relative_to(ROOT)}:{text.count(chr(10), 0, offset) + 1}"
+        labels = _literal_loop_labels(text, offset, argument) if path.suffix == ".html" else None
+        if labels is not None:
+            missing += [f"{where}: {label!r}" for label in labels if label not in ZH]
+        elif (str(path.relative_to(ROOT)), argument) not in KNOWN_DYNAMIC:
+            unknown.append(f"{where}: _({argument})")
+    assert not missing, "Labels of literal loops without a zh translation:\n" + "\n".join(missing)
     assert not unknown, (
-        "Labels built at run time: add their values to a family of DYNAMIC and to"
-        " KNOWN_DYNAMIC, with translations:\n" + "\n".join(unknown)
+        "Labels built at run time: list their values in a family of DYNAMIC, translate them,"
+        " and add (file, argument) to KNOWN_DYNAMIC:\n" + "\n".join(unknown)
     )

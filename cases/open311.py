@@ -1,0 +1,497 @@
+"""Open311 GeoReport v2 at /open311/v2/: the city's open door for apps and other systems.
+
+JSON or XML by the path's extension; errors are the spec's list of {code, description} with a
+4xx status, never an HTML page. Reports enter the same loop as every other report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
+from flask.typing import ResponseReturnValue
+from geoalchemy2.shape import to_shape
+from redis.exceptions import RedisError
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+from werkzeug.exceptions import HTTPException
+
+from cases import services
+from cases.models import Case, CaseEvent, CaseSource, Category
+from cases.services import ReportInput, Upload
+from cases.views import case_context
+from dispatch.models import Unit
+from gridmgmt.auth import find_api_key
+from gridmgmt.db import db
+from gridmgmt.errors import DomainError, NotFound
+from gridmgmt.queue import queues
+
+bp = Blueprint("open311", __name__, url_prefix="/open311/v2")
+FORMATS = ("json", "xml")
+CLOSED = {"closed", "invalid", "rejected", "merged"}
+MAX_PAGE_SIZE = 1000
+DEFAULT_DAYS = 90
+TOKEN_PREFIX = "gridmgmt:open311:token:"
+
+
+class Open311Error(Exception):
+    """An error in the spec's format: a code (the HTTP status) and a description."""
+
+    def __init__(self, status: int, description: str, headers: dict[str, str] | None = None):
+        super().__init__(description)
+        self.status = status
+        self.description = description
+        self.headers = headers or {}
+
+
+XML_HEADER = '<?xml version="1.0" encoding="utf-8"?>'
+PLURALS = {
+    "attributes": "attribute",
+    "values": "value",
+    "endpoints": "endpoint",
+    "formats": "format",
+}
+
+
+def _xml_value(parent: ET.Element, key: str, value: Any) -> None:
+    node = ET.SubElement(parent, key)
+    if isinstance(value, list):
+        for entry in value:
+            child = ET.SubElement(node, PLURALS.get(key, "item"))
+            if isinstance(entry, dict):
+                for k, v in entry.items():
+                    _xml_value(child, k, v)
+            else:
+                child.text = str(entry)
+    elif isinstance(value, bool):
+        node.text = "true" if value else "false"
+    elif value is not None:
+        node.text = str(value)
+
+
+def to_xml(root: str, item: str, rows: list[dict[str, Any]] | dict[str, Any]) -> str:
+    """A list of records (or one record) as the spec's XML."""
+    element = ET.Element(root)
+    records = rows if isinstance(rows, list) else [rows]
+    for row in records:
+        target = ET.SubElement(element, item) if isinstance(rows, list) else element
+        for key, value in row.items():
+            _xml_value(target, key, value)
+    return XML_HEADER + ET.tostring(element, encoding="unicode")
+
+
+def respond(
+    fmt: str, root: str, item: str, rows: list[dict[str, Any]] | dict[str, Any], status: int = 200
+) -> Response:
+    """A list (or one object: discovery, a service definition) as JSON or XML."""
+    if fmt == "xml":
+        return Response(to_xml(root, item, rows), status=status, mimetype="text/xml")
+    response = jsonify(rows)
+    response.status_code = status
+    return response
+
+
+def error_response(fmt: str, status: int, description: str) -> Response:
+    """The spec's error list."""
+    return respond(fmt, "errors", "error", [{"code": status, "description": description}], status)
+
+
+def _fmt(raw: str) -> str:
+    if raw not in FORMATS:
+        raise Open311Error(404, f"unknown format {raw!r}: use .json or .xml")
+    return raw
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat(timespec="seconds") if value else None
+
+
+def service_json(category: Category) -> dict[str, Any]:
+    """One service of `GET services`."""
+    return {
+        "service_code": category.code,
+        "service_name": category.name_en,
+        "description": category.description_en or category.name_en,
+        "metadata": bool(category.attributes),
+        "type": "realtime",
+        "keywords": ", ".join(category.keywords),
+        "group": f"{category.major.kind.capitalize()}: {category.major.name_en}",
+    }
+
+
+def definition_json(category: Category) -> dict[str, Any]:
+    """A service definition: the attributes a client must or may send."""
+    return {
+        "service_code": category.code,
+        "attributes": [
+            {
+                "variable": True,
+                "code": a["code"],
+                "datatype": a.get("datatype", "string"),
+                "required": bool(a.get("required")),
+                "datatype_description": a.get("description_en", ""),
+                "order": order,
+                "description": a.get("description_en", a["code"]),
+                "values": [
+                    {"key": v["key"], "name": v.get("name_en", v["key"])}
+                    for v in a.get("values", [])
+                ],
+            }
+            for order, a in enumerate(category.attributes, start=1)
+        ],
+    }
+
+
+def request_json(case: Case, units: dict[int, str], notes: dict[int, str]) -> dict[str, Any]:
+    """A service request as the public sees it: no reporter, no contact details."""
+    point = to_shape(case.location)
+    public = "closed" if case.status in CLOSED else "open"
+    return {
+        "service_request_id": case.number,
+        "status": public,
+        "status_notes": notes.get(case.id) or case.status.replace("_", " "),
+        "service_name": case.category.name_en,
+        "service_code": case.category.code,
+        "description": case.description,
+        "agency_responsible": units.get(case.unit_id or 0),
+        "service_notice": "",
+        "requested_datetime": _iso(case.reported_at),
+        "updated_datetime": _iso(case.updated_at),
+        "expected_datetime": _iso(case.deadline),
+        "address": case.address or "",
+        "address_id": "",
+        "zipcode": "",
+        "lat": point.y,
+        "long": point.x,
+        "media_url": case.media_url or "",
+    }
+
+
+def _api_key() -> Any:
+    secret = (request.form.get("api_key") or request.args.get("api_key") or "").strip()
+    if not secret:
+        raise Open311Error(403, "api_key is required to post a service request")
+    try:
+        return find_api_key(db.session(), secret)
+    except NotFound:
+        raise Open311Error(403, "api_key is not valid") from None
+
+
+def _jurisdiction() -> None:
+    given = (request.values.get("jurisdiction_id") or "").strip()
+    ours = current_app.config.get("OPEN311_JURISDICTION", "")
+    if given and ours and given != ours:
+        raise Open311Error(404, f"jurisdiction_id {given!r} is not this city ({ours})")
+
+
+def rate_limit(key_id: int) -> None:
+    """Fixed one-second windows per api_key and per client IP (POST only); fails open."""
+    limits = (
+        (f"key:{key_id}", int(current_app.config.get("OPEN311_RATE_PER_KEY", 200))),
+        (f"ip:{request.remote_addr}", int(current_app.config.get("OPEN311_RATE_PER_IP", 100))),
+    )
+    window = int(time.time())
+    try:
+        pipe = queues.redis.pipeline()
+        for name, _ in limits:
+            pipe.incr(f"gridmgmt:rate:{name}:{window}")
+            pipe.expire(f"gridmgmt:rate:{name}:{window}", 2)
+        counts = pipe.execute()[0::2]
+    except RedisError:
+        return  # no Redis, no limiter: reports still come in
+    for (name, limit), count in zip(limits, counts, strict=True):
+        if count > limit:
+            raise Open311Error(
+                429,
+                f"too many requests for this {name.split(':')[0]}: at most {limit} a second",
+                {"Retry-After": "1"},
+            )
+
+
+def _float(name: str) -> float | None:
+    raw = (request.form.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise Open311Error(400, f"{name} must be a number") from None
+
+
+ATTRIBUTE = re.compile(r"attribute\[(.+)\]")
+
+
+@bp.get("/discovery.<fmt>")
+def discovery(fmt: str) -> ResponseReturnValue:
+    """Where this endpoint is and what it speaks."""
+    fmt = _fmt(fmt)
+    base = url_for("open311.discovery", fmt="json", _external=True).rsplit("/", 1)[0] + "/"
+    return respond(
+        fmt,
+        "discovery",
+        "discovery",
+        {
+            "changeset": "2026-11-23T00:00:00Z",
+            "contact": current_app.config.get("OPEN311_CONTACT", ""),
+            "key_service": current_app.config.get("OPEN311_KEY_SERVICE", ""),
+            "endpoints": [
+                {
+                    "specification": "http://wiki.open311.org/GeoReport_v2",
+                    "url": base,
+                    "changeset": "2026-11-23T00:00:00Z",
+                    "type": "production",
+                    "formats": ["application/json", "text/xml"],
+                }
+            ],
+        },
+    )
+
+
+@bp.get("/services.<fmt>")
+def list_services(fmt: str) -> ResponseReturnValue:
+    """Every active class of the catalogue."""
+    fmt = _fmt(fmt)
+    _jurisdiction()
+    categories = db.session.scalars(
+        select(Category)
+        .where(Category.active)
+        .options(selectinload(Category.major))
+        .order_by(Category.code)
+    )
+    return respond(fmt, "services", "service", [service_json(c) for c in categories])
+
+
+@bp.get("/services/<code>.<fmt>")
+@bp.get("/service/<code>.<fmt>")
+def service_definition(code: str, fmt: str) -> ResponseReturnValue:
+    """A class's attributes (also at the singular path some clients use)."""
+    fmt = _fmt(fmt)
+    category = db.session.scalar(select(Category).where(Category.code == code, Category.active))
+    if category is None:
+        raise Open311Error(404, f"unknown service_code {code!r}")
+    return respond(fmt, "service_definition", "", definition_json(category))
+
+
+@bp.post("/requests.<fmt>")
+def create_request(fmt: str) -> ResponseReturnValue:
+    """A new service request: the case exists from the first moment."""
+    fmt = _fmt(fmt)
+    _jurisdiction()
+    key = _api_key()
+    rate_limit(key.id)
+    form = request.form
+    code = (form.get("service_code") or "").strip()
+    if not code:
+        raise Open311Error(400, "service_code is required")
+    lat, lon = _float("lat"), _float("long")
+    if lat is None or lon is None:
+        if (form.get("address_string") or form.get("address_id") or "").strip():
+            raise Open311Error(400, "this city does not geocode addresses: send lat and long")
+        raise Open311Error(400, "lat and long are required")
+    attributes = {m.group(1): v for k, v in form.items() if (m := ATTRIBUTE.fullmatch(k))}
+    device = (form.get("device_id") or "").strip()
+    client_key = (
+        request.headers.get("Idempotency-Key") or form.get("idempotency_key") or ""
+    ).strip()
+    # A client's retry (same key, same device) returns the first case.
+    idempotency = None
+    if client_key:
+        scope = f"{key.id}\x1f{device}\x1f{client_key}".encode()
+        idempotency = "o311-" + hashlib.sha256(scope).hexdigest()[:40]
+    name = " ".join(p for p in (form.get("first_name", ""), form.get("last_name", "")) if p).strip()
+    contact = {
+        "name": name,
+        "email": form.get("email", ""),
+        "phone": form.get("phone", ""),
+        "device_id": device,
+        "account_id": form.get("account_id", ""),
+    }
+    media = [Upload(f.filename or "media", f.read()) for f in request.files.getlist("media") if f]
+    data = ReportInput(
+        category_code=code,
+        lon=lon,
+        lat=lat,
+        description=form.get("description", ""),
+        address=form.get("address_string"),
+        idempotency_key=idempotency,
+        contact=contact,
+        photos=media,
+        media_url=form.get("media_url"),
+        attributes=attributes,
+    )
+    with db.transaction() as session:
+        result = services.report_case(
+            session,
+            data,
+            None,
+            CaseSource.HOTLINE if key.trusted else CaseSource.OPEN311,
+            case_context(session).photo_root,
+            api_key_id=key.id,
+            trusted=key.trusted,
+        )
+        key.last_used_at = datetime.now(UTC)
+        number = result.case.number
+    token = uuid.uuid4().hex
+    try:
+        queues.redis.set(TOKEN_PREFIX + token, number, ex=30 * 86400)
+    except RedisError:
+        token = number  # without Redis the token is the request id itself
+    body = [
+        {
+            "service_request_id": number,
+            "token": token,
+            "service_notice": "",
+            "account_id": form.get("account_id", ""),
+        }
+    ]
+    return respond(fmt, "service_requests", "request", body, 201 if result.created else 200)
+
+
+def _date(name: str) -> datetime | None:
+    raw = (request.args.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise Open311Error(
+            400, f"{name} must be a W3C date-time, e.g. 2026-11-23T08:00:00Z"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _find(query: Any) -> list[dict[str, Any]]:
+    session = db.session()
+    cases = list(session.scalars(query.options(selectinload(Case.category))))
+    unit_ids = {c.unit_id for c in cases if c.unit_id}
+    units = dict(session.execute(select(Unit.id, Unit.name).where(Unit.id.in_(unit_ids))).all())
+    last = (
+        select(CaseEvent.case_id, func.max(CaseEvent.id).label("id"))
+        .where(CaseEvent.case_id.in_([c.id for c in cases]), CaseEvent.note != "")
+        .group_by(CaseEvent.case_id)
+        .subquery()
+    )
+    notes = dict(
+        session.execute(
+            select(CaseEvent.case_id, CaseEvent.note).join(last, last.c.id == CaseEvent.id)
+        ).all()
+    )
+    return [request_json(c, units, notes) for c in cases]
+
+
+@bp.get("/requests.<fmt>")
+def list_requests(fmt: str) -> ResponseReturnValue:
+    """Service requests by id list, or by service, period and status (newest first, paged)."""
+    fmt = _fmt(fmt)
+    _jurisdiction()
+    query = select(Case).where(Case.status.notin_(("merged",)))
+    ids = [
+        i.strip() for i in (request.args.get("service_request_id") or "").split(",") if i.strip()
+    ]
+    if ids:
+        query = query.where(Case.number.in_(ids[:MAX_PAGE_SIZE]))
+    else:
+        end = _date("end_date") or datetime.now(UTC)
+        start = _date("start_date") or end - timedelta(days=DEFAULT_DAYS)
+        if start > end:
+            raise Open311Error(400, "start_date is after end_date")
+        query = query.where(Case.reported_at >= start, Case.reported_at <= end)
+        codes = [c for c in (request.args.get("service_code") or "").split(",") if c]
+        if codes:
+            query = query.join(Category).where(Category.code.in_(codes))
+        status = (request.args.get("status") or "").strip()
+        if status == "open":
+            query = query.where(Case.status.notin_(CLOSED))
+        elif status == "closed":
+            query = query.where(Case.status.in_(CLOSED))
+        elif status:
+            raise Open311Error(400, "status is open or closed")
+    try:
+        page = max(int(request.args.get("page", 1)), 1)
+        size = min(max(int(request.args.get("page_size", MAX_PAGE_SIZE)), 1), MAX_PAGE_SIZE)
+    except ValueError:
+        raise Open311Error(400, "page and page_size are whole numbers") from None
+    query = query.order_by(Case.reported_at.desc(), Case.id.desc()).offset((page - 1) * size)
+    return respond(fmt, "service_requests", "request", _find(query.limit(size)))
+
+
+@bp.get("/requests/<number>.<fmt>")
+def get_request(number: str, fmt: str) -> ResponseReturnValue:
+    """One service request, as a one-element list."""
+    fmt = _fmt(fmt)
+    found = _find(select(Case).where(Case.number == number))
+    if not found:
+        raise Open311Error(404, f"no service request {number!r}")
+    return respond(fmt, "service_requests", "request", found)
+
+
+@bp.get("/tokens/<token>.<fmt>")
+def get_token(token: str, fmt: str) -> ResponseReturnValue:
+    """The service request id a token stands for."""
+    fmt = _fmt(fmt)
+    try:
+        number = queues.redis.get(TOKEN_PREFIX + token)
+    except RedisError:
+        number = None
+    number = number.decode() if isinstance(number, bytes) else number
+    if number is None and db.session.scalar(select(Case.id).where(Case.number == token)):
+        number = token
+    if number is None:
+        raise Open311Error(404, f"unknown token {token!r}")
+    body = [{"service_request_id": number, "token": token}]
+    return respond(fmt, "service_requests", "request", body)
+
+
+def _request_format() -> str:
+    match = re.search(r"\.(json|xml)$", request.path)
+    return match.group(1) if match else "json"
+
+
+@bp.errorhandler(Open311Error)
+def _open311_error(err: Open311Error) -> Response:
+    response = error_response(_request_format(), err.status, err.description)
+    response.headers.update(err.headers)
+    return response
+
+
+@bp.errorhandler(DomainError)
+def _domain_error(err: DomainError) -> Response:
+    status = 400 if err.status in (409, 422) else err.status
+    return error_response(_request_format(), status, err.message)
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(err: HTTPException) -> Response:
+    return error_response(_request_format(), err.code or 400, err.description or err.name)
+
+
+class Open311Paths:
+    """WSGI middleware: /open311//v2///x.json and /open311/v2/x.json/ are /open311/v2/x.json,
+    answered in place (clients do not follow redirects on POST)."""
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        """Normalise the path, then pass on."""
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/open311") or path.startswith("//open311"):
+            path = re.sub(r"/{2,}", "/", path)
+            environ["PATH_INFO"] = path.rstrip("/") or "/"
+        return self.app(environ, start_response)
+
+
+def init_app(app: Flask) -> None:
+    """Register Open311 (CSRF does not apply: clients authenticate with an api_key)."""
+    from gridmgmt.web import csrf
+
+    csrf.exempt(bp)
+    app.register_blueprint(bp)
+    app.wsgi_app = Open311Paths(app.wsgi_app)  # type: ignore[method-assign]
