@@ -16,7 +16,7 @@ PGDATA=$VAR/pg/data
 PGRUN=$VAR/pg/run
 DB_NAME=gridmgmt
 TEMPLATE_DB=gridmgmt_postgis
-PACKAGES=(postgresql-15 postgresql-15-postgis-3 redis-server chromium chromium-driver fonts-wqy-zenhei python3-venv curl)
+PACKAGES=(postgresql-15 postgresql-15-postgis-3 redis-server chromium chromium-driver fonts-wqy-zenhei python3-venv curl wrk)
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 

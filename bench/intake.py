@@ -1,0 +1,197 @@
+"""Benchmark Open311 intake: POST requests.json against gunicorn, with wrk, on this machine.
+
+    .venv/bin/python bench/intake.py [--seconds 20] [--connections 32] [--workers 4]
+
+Builds `gridmgmt_bench_intake` (the demo city), creates a trusted api key (its reports are
+filed at once and dispatched), starts gunicorn (gthread) and one dispatch worker, then in one
+run drives, for the same time and concurrency:
+
+1. POST /open311/v2/requests.json with real positions inside the demo city (wrk + Lua);
+2. GET /healthz, a no-op endpoint of the same app (the ceiling of the stack itself).
+
+Then it checks that every accepted report (2xx) is stored and dispatched. The per-key and
+per-IP rate limits are raised for the run (everything comes from 127.0.0.1). Last line:
+    intake: X req/s, p99 Y ms, noop Z req/s, ratio R
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from redis import Redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, fresh_database
+
+from gridmgmt.auth import create_api_key
+from gridmgmt.config import DEFAULT_REDIS_URL
+from gridmgmt.demo import seed_demo
+
+BENCH_DB = "gridmgmt_bench_intake"
+PORT = 8711
+LUA = """
+local points = {POINTS}
+local key = "{KEY}"
+local n = 0
+request = function()
+  n = n + 1
+  local p = points[(n % #points) + 1]
+  local body = "api_key=" .. key .. "&service_code=E0102&lat=" .. p[2] .. "&long=" .. p[1]
+    .. "&description=bench%20" .. n .. "&device_id=wrk"
+  return wrk.format("POST", "/open311/v2/requests.json",
+    {["Content-Type"] = "application/x-www-form-urlencoded"}, body)
+end
+"""
+
+
+def redis_url() -> str:
+    """Database 3 of the app's Redis: the benchmark flushes it."""
+    return os.environ.get("REDIS_URL", DEFAULT_REDIS_URL).rsplit("/", 1)[0] + "/3"
+
+
+def demo_points(session: Session, count: int = 500) -> list[tuple[float, float]]:
+    """Points spread over the demo city's cells."""
+    rows = session.execute(
+        text("""SELECT ST_X(p), ST_Y(p) FROM grid_cells, ST_PointOnSurface(geom) AS p
+                ORDER BY id LIMIT :n"""),
+        {"n": count},
+    )
+    return [(round(x, 6), round(y, 6)) for x, y in rows]
+
+
+def wrk(url: str, seconds: int, connections: int, script: str | None = None) -> dict[str, float]:
+    """Run wrk; requests/s, p99 latency (ms), requests, non-2xx responses."""
+    args = ["wrk", f"-t{min(connections, 2)}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script:
+        args += ["-s", script]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rate": rate,
+        "p99": float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan"),
+        "requests": total,
+        "non2xx": int(bad.group(1)) if bad else 0,
+        "socket_errors": errors.group(1) if errors else "",  # type: ignore[dict-item]
+    }
+
+
+def main() -> None:
+    """Build, run, check, print."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn processes")
+    parser.add_argument("--threads", type=int, default=4, help="threads per process")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is missing: scripts/stack.sh deps installs it")
+
+    url = fresh_database(BENCH_DB)
+    engine = create_engine(url)
+    with Session(engine) as session, session.begin():
+        seed_demo(session, say=lambda _line: None)
+        secret = create_api_key(session, "bench-hotline", trusted=True).secret
+        points = demo_points(session)
+    Redis.from_url(redis_url()).flushdb()
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "REDIS_URL": redis_url(),
+        "FLASK_APP": "wsgi",
+        "GRIDMGMT_OPEN311_RATE_PER_KEY": "1000000",
+        "GRIDMGMT_OPEN311_RATE_PER_IP": "1000000",
+        "GRIDMGMT_SECRET_KEY": "bench",
+        "GRIDMGMT_PHOTO_DIR": tempfile.mkdtemp(prefix="gridmgmt-bench-"),
+    }
+    bin_dir = ROOT / ".venv" / "bin"
+    web = subprocess.Popen(
+        [
+            str(bin_dir / "gunicorn"),
+            "--workers",
+            str(args.workers),
+            "--threads",
+            str(args.threads),
+            "--worker-class",
+            "gthread",
+            "--bind",
+            f"127.0.0.1:{PORT}",
+            "--log-level",
+            "warning",
+            "wsgi:app",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    worker = subprocess.Popen(
+        [str(bin_dir / "flask"), "dispatch", "worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{PORT}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{base}/readyz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        lua = LUA.replace("{KEY}", secret).replace(
+            "{POINTS}", "{" + ",".join(f"{{{x},{y}}}" for x, y in points) + "}"
+        )
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+            fh.write(lua)
+        post = wrk(f"{base}/open311/v2/requests.json", args.seconds, args.connections, fh.name)
+        noop = wrk(f"{base}/healthz", args.seconds, args.connections)
+        accepted = post["requests"] - post["non2xx"]
+        deadline = time.time() + 120
+        with engine.connect() as conn:
+            while True:
+                stored, dispatched = conn.execute(
+                    text("""SELECT count(*), count(*) FILTER (WHERE status = 'dispatched')
+                            FROM cases WHERE source = 'hotline'""")
+                ).one()
+                conn.commit()
+                if dispatched >= stored or time.time() > deadline:
+                    break
+                time.sleep(0.5)
+    finally:
+        for process in (web, worker):
+            process.send_signal(signal.SIGTERM)
+            process.wait(20)
+    engine.dispose()
+    print(
+        f"POST requests.json: {post['requests']:,} requests, {post['non2xx']} non-2xx "
+        f"{post['socket_errors']}; accepted {accepted:,}, stored {stored:,}, dispatched "
+        f"{dispatched:,}",
+        file=sys.stderr,
+    )
+    if stored < accepted or dispatched < stored:
+        print("NOT every accepted report was stored and dispatched", file=sys.stderr)
+    print(
+        f"intake: {post['rate']:,.0f} req/s, p99 {post['p99']:.0f} ms, noop "
+        f"{noop['rate']:,.0f} req/s, ratio {post['rate'] / noop['rate']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
