@@ -149,7 +149,6 @@ def _event(
         data={k: v for k, v in data.items() if v is not None},
     )
     session.add(event)
-    session.flush()
     return event
 
 
@@ -253,20 +252,26 @@ def report_case(
         media_url=media_url,
         attributes=attributes,
     )
-    try:
-        with session.begin_nested():
-            session.add(case)
-            session.flush()
-    except IntegrityError:
-        # Another request with the same key won the race: theirs is the case.
-        existing = session.scalar(select(Case).where(Case.idempotency_key == key))
-        if existing is None:
-            raise
-        return ReportResult(existing, False)
+    if key is None:
+        session.add(case)
+        session.flush()
+    else:
+        try:
+            with session.begin_nested():
+                session.add(case)
+                session.flush()
+        except IntegrityError:
+            # Another request with the same key won the race: theirs is the case.
+            existing = session.scalar(select(Case).where(Case.idempotency_key == key))
+            if existing is None:
+                raise
+            return ReportResult(existing, False)
     photos = _store_photos(session, case, data.photos, PhotoKind.BEFORE, photo_root)
     event = _event(session, case, Action.REPORT, None, actor, photos=len(photos) or None)
-    for photo in photos:
-        photo.event_id = event.id
+    if photos:
+        session.flush()
+        for photo in photos:
+            photo.event_id = event.id
     if reporter is not None and reporter.role == Role.INSPECTOR:
         _apply(session, case, Action.VERIFY, actor, ActionInput(), None)
     if trusted:
@@ -421,6 +426,7 @@ def _apply(
     note = data.note.strip() or data.reason.strip()
     uploads = details.pop("uploads", None)
     event = _event(session, case, action, before, actor, note, **details)
+    session.flush()
     if uploads:
         kind = PhotoKind.AFTER if action == Action.REPORT_DONE else PhotoKind.CHECK
         assert context is not None

@@ -155,7 +155,7 @@ TRANSLATIONS: dict[str, dict[str, str]] = {
         "Returned by units": "处置单位回退的案件",
         "Extension and suspension requests": "延期和缓办申请",
         "Hotspots (last 24 hours)": "热点区域（最近 24 小时）",
-        "Community": "社区",  # hotspot places (`_(h.kind|capitalize)`)
+        "Community": "社区",  # hotspot places (`_(h.kind|capitalize)`), an area level
         "Cell": "单元网格",
         "{count} new cases, usually {baseline}": "新增 {count} 件，通常为 {baseline} 件",
         # Map, dashboard and evaluation (综合评价)
