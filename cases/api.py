@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, jsonify, request, url_for
+from flask import Blueprint, Flask, flash, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from geoalchemy2.shape import to_shape
@@ -15,6 +15,7 @@ from cases.models import Case
 from cases.views import action_input, case_context, report_input, signed_in, source_for
 from gridmgmt.db import db
 from gridmgmt.errors import Forbidden, InvalidInput
+from gridmgmt.i18n import gettext as _
 from gridmgmt.i18n import localized
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -84,6 +85,7 @@ def create_report() -> ResponseReturnValue:
             else url_for("cases.track_case", number=case.number)
         )
     body["url"] = target
+    flash(_("Case {number} reported.", number=body["number"]), "ok")  # shown on the next page
     return jsonify(body), 201 if result.created else 200
 
 
