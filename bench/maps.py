@@ -4,7 +4,8 @@
 
 Builds `gridmgmt_bench_maps` (99 LA councils, 250 m cells, the catalogue, one community unit
 each) and loads N cases with COPY (progress on stderr): positions are the real LA 311 points
-(within a few metres), reported over the last 365 days, 85 % closed. Then, in one run:
+(within a few metres), reported over the last 365 days; cases older than two weeks are closed
+but for a 0.5 % backlog, newer ones are 85 % closed. Then, in one run:
 
 - the map page for the default filters (the last 30 days; what a supervisor opens) and for the
   whole year, built from PostGIS aggregates: build time and page size;
@@ -85,7 +86,11 @@ def rows(n: int, points: list, categories: list[int], now: datetime):
         lon += rng.uniform(-0.00003, 0.00003)
         lat += rng.uniform(-0.00003, 0.00003)
         reported = now - timedelta(seconds=rng.uniform(0, 365 * 86400))
-        status = rng.choice(STATUSES)
+        # As in a working city: old cases are closed but for a small backlog.
+        if now - reported > timedelta(days=14):
+            status = "in_progress" if rng.random() < 0.005 else "closed"
+        else:
+            status = rng.choice(STATUSES)
         dispatched = reported + timedelta(minutes=rng.uniform(5, 120))
         deadline = dispatched + timedelta(hours=rng.choice((4, 8, 24, 40, 120)))
         handled = closed = None

@@ -180,9 +180,23 @@ class Case(Base):
                 "handled_at",
             ],
         ),
-        # Evaluation finds the cases due or handled in a period.
-        Index("ix_cases_deadline", "deadline"),
-        Index("ix_cases_handled_at", "handled_at"),
+        # Evaluation counts the cases due, and those handled, in a period from these alone.
+        Index(
+            "ix_cases_deadline",
+            "deadline",
+            postgresql_include=["unit_id", "community_id", "urgent", "closed_at", "handled_at"],
+        ),
+        Index(
+            "ix_cases_handled_at",
+            "handled_at",
+            postgresql_include=[
+                "unit_id",
+                "community_id",
+                "urgent",
+                "rework_count",
+                "dispatched_at",
+            ],
+        ),
         Index(
             "ix_cases_open_deadline",
             "deadline",

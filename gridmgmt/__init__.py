@@ -16,6 +16,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     from cases import views as cases_views
     from dispatch import views as dispatch_views
     from gridmgmt import health, home, i18n, registry, web
+    from gridmgmt import openapi
     from gridmgmt.db import db
     from gridmgmt.errors import register_error_handlers
     from gridmgmt.queue import queues
@@ -40,6 +41,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     cases_views.init_app(app)
     cases_api.init_app(app)
     open311.init_app(app)
+    openapi.init_app(app)
     dispatch_views.init_app(app)
     maps_views.init_app(app)
     registry.init_cli(app)

@@ -3,7 +3,8 @@
 The SQL here only counts (one scan of the cases concerned, grouped); the formulas are
 `maps.aggregate.Tally`'s, so every table uses the same definitions:
 
-- due (应结案数): dispatched cases whose deadline fell in the period, plus suspended ones;
+- due (应结案数): dispatched cases whose deadline fell in the period, plus the suspended ones
+  (their deadline is set aside while suspended);
 - closed on time (按期结案数): of those, closed, and reported done by the deadline;
 - closure rate = closed / (due − suspended); on-time closure rate = closed on time / (due −
   suspended); rework rate = handled cases sent back at least once / cases handled in the period.
@@ -20,36 +21,44 @@ from sqlalchemy.orm import Session
 
 from maps.aggregate import Tally
 
-_TALLY = """
-    count(*) FILTER (WHERE in_due) AS due,
-    count(*) FILTER (WHERE c.status = 'suspended' AND c.dispatched_at < :end) AS suspended,
-    count(*) FILTER (WHERE in_due AND c.closed_at IS NOT NULL) AS closed,
-    count(*) FILTER (WHERE in_due AND c.closed_at IS NOT NULL
-                     AND COALESCE(c.handled_at, c.closed_at) <= c.deadline) AS closed_on_time,
-    count(*) FILTER (WHERE in_handled) AS handled,
-    count(*) FILTER (WHERE in_handled AND c.rework_count > 0) AS reworked,
-    COALESCE(sum(c.rework_count) FILTER (WHERE in_handled), 0) AS rework_count,
-    count(*) FILTER (WHERE c.status IN ('dispatched', 'in_progress') AND c.deadline < :now)
-        AS overdue_open,
-    COALESCE(sum(extract(epoch FROM c.handled_at - c.dispatched_at) / 3600.0)
-             FILTER (WHERE in_handled), 0) AS handling_hours
-"""
-
-_CASES = """
-    SELECT c.*, (c.deadline >= :start AND c.deadline < :end
-                 OR c.status = 'suspended' AND c.dispatched_at < :end) AS in_due,
-           (c.handled_at >= :start AND c.handled_at < :end) AS in_handled
+# Three index-only parts, each contributing its own counts: the cases due in the period (by
+# deadline), the cases handled in it (by handled_at), and the open and suspended ones now.
+_PARTS = """
+    SELECT {key} AS key, 1 AS due, 0 AS suspended, (c.closed_at IS NOT NULL)::int AS closed,
+           (c.closed_at IS NOT NULL AND COALESCE(c.handled_at, c.closed_at) <= c.deadline)::int
+               AS closed_on_time,
+           0 AS handled, 0 AS reworked, 0 AS rework_count, 0 AS overdue_open,
+           0.0 AS handling_hours
     FROM cases c
-    WHERE c.unit_id IS NOT NULL AND (:urgent IS NULL OR c.urgent = :urgent)
-      AND (c.deadline >= :start AND c.deadline < :end
-           OR c.handled_at >= :start AND c.handled_at < :end
-           OR c.status IN ('dispatched', 'in_progress', 'suspended'))
+    WHERE c.deadline >= :start AND c.deadline < :end AND c.unit_id IS NOT NULL
+      AND (CAST(:urgent AS boolean) IS NULL OR c.urgent = :urgent)
+    UNION ALL
+    SELECT {key}, 0, 0, 0, 0, 1, (c.rework_count > 0)::int, c.rework_count, 0,
+           extract(epoch FROM c.handled_at - c.dispatched_at) / 3600.0
+    FROM cases c
+    WHERE c.handled_at >= :start AND c.handled_at < :end AND c.unit_id IS NOT NULL
+      AND (CAST(:urgent AS boolean) IS NULL OR c.urgent = :urgent)
+    UNION ALL
+    SELECT {key}, (c.status = 'suspended')::int, (c.status = 'suspended')::int, 0, 0, 0, 0, 0,
+           (c.status <> 'suspended' AND c.deadline < :now)::int, 0.0
+    FROM cases c
+    WHERE c.status IN ('dispatched', 'in_progress', 'suspended') AND c.unit_id IS NOT NULL
+      AND c.dispatched_at < :end
+      AND (CAST(:urgent AS boolean) IS NULL OR c.urgent = :urgent)
+"""
+_TALLY = """
+    SELECT key, sum(due) AS due, sum(suspended) AS suspended, sum(closed) AS closed,
+           sum(closed_on_time) AS closed_on_time, sum(handled) AS handled,
+           sum(reworked) AS reworked, sum(rework_count) AS rework_count,
+           sum(overdue_open) AS overdue_open, sum(handling_hours) AS handling_hours
+    FROM ({parts}) AS parts
+    GROUP BY key
 """
 
 _RETURNS = """
     SELECT {key} AS key, count(*) FROM case_events e JOIN cases c ON c.id = e.case_id
     WHERE e.action = 'return' AND e.created_at >= :start AND e.created_at < :end
-      AND (:urgent IS NULL OR c.urgent = :urgent)
+      AND (CAST(:urgent AS boolean) IS NULL OR c.urgent = :urgent)
     GROUP BY 1
 """
 
@@ -73,9 +82,7 @@ def _tallies(
     session: Session, key: str, period: Period, urgent: bool | None, now: datetime
 ) -> dict[Any, Tally]:
     params = {**period.params(), "urgent": urgent, "now": now}
-    rows = session.execute(
-        text(f"SELECT {key} AS key, {_TALLY} FROM ({_CASES}) AS c GROUP BY 1"), params
-    ).mappings()
+    rows = session.execute(text(_TALLY.format(parts=_PARTS.format(key=key))), params).mappings()
     tallies = {
         r["key"]: Tally(
             **{k: float(v) if k == "handling_hours" else int(v) for k, v in r.items() if k != "key"}

@@ -91,6 +91,7 @@ class PlaceStats:
     overdue: int
     due: int
     on_time: int
+    community_id: int | None = None  # the cell's community (cells only)
 
     @property
     def on_time_rate(self) -> float | None:
@@ -118,7 +119,7 @@ def cell_stats(session: Session, f: Filters) -> list[PlaceStats]:
     rows = session.execute(
         text(f"""
             SELECT g.id, g.code, a.name, ST_X(p), ST_Y(p), s.n, s.open, s.overdue, s.due,
-                   s.on_time
+                   s.on_time, g.community_id
             FROM (SELECT c.cell_id, {_MEASURES} FROM cases c
                   WHERE {where} AND c.cell_id IS NOT NULL GROUP BY c.cell_id) AS s
             JOIN grid_cells g ON g.id = s.cell_id
@@ -130,23 +131,19 @@ def cell_stats(session: Session, f: Filters) -> list[PlaceStats]:
     return [PlaceStats(*row) for row in rows]
 
 
-def community_stats(session: Session, f: Filters) -> list[PlaceStats]:
-    """Measures per community (every community, with zeros where nothing happened)."""
-    where, params = _params(session, f)
+def community_stats(session: Session, cells: list[PlaceStats]) -> list[PlaceStats]:
+    """Measures per community, added up from its cells (every community, zeros included)."""
+    totals: dict[int, list[int]] = {}
+    for cell in cells:
+        if cell.community_id is not None:
+            sums = totals.setdefault(cell.community_id, [0, 0, 0, 0, 0])
+            for i, value in enumerate((cell.n, cell.open, cell.overdue, cell.due, cell.on_time)):
+                sums[i] += value
     rows = session.execute(
-        text(f"""
-            SELECT a.id, a.code, a.name, ST_X(p), ST_Y(p), COALESCE(s.n, 0), COALESCE(s.open, 0),
-                   COALESCE(s.overdue, 0), COALESCE(s.due, 0), COALESCE(s.on_time, 0)
-            FROM areas a
-            LEFT JOIN (SELECT c.community_id, {_MEASURES} FROM cases c WHERE {where}
-                       GROUP BY c.community_id) AS s ON s.community_id = a.id,
-            ST_PointOnSurface(a.geom) AS p
-            WHERE a.level = 'community'
-            ORDER BY a.code
-        """),
-        params,
+        text("""SELECT a.id, a.code, a.name, ST_X(p), ST_Y(p) FROM areas a,
+                ST_PointOnSurface(a.geom) AS p WHERE a.level = 'community' ORDER BY a.code""")
     )
-    return [PlaceStats(*row) for row in rows]
+    return [PlaceStats(*row, *totals.get(row[0], [0, 0, 0, 0, 0])) for row in rows]
 
 
 def cell_polygons(session: Session, cell_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -185,19 +182,18 @@ class OverdueCase:
 
 def overdue_cases(
     session: Session, f: Filters, limit: int = OVERDUE_MARKERS_MAX
-) -> tuple[list[OverdueCase], int]:
-    """The most overdue open cases (at most `limit`) and how many there are in all."""
+) -> list[OverdueCase]:
+    """The most overdue open cases, at most `limit` (their total is in the cells' counts)."""
     where, params = _params(session, f)
     base = f"""FROM cases c JOIN categories k ON k.id = c.category_id
                WHERE {where} AND c.status IN ('dispatched', 'in_progress')
                AND c.deadline < now()"""
-    total = session.scalar(text(f"SELECT count(*) {base}"), params) or 0
     rows = session.execute(
         text(f"""SELECT c.id, c.number, ST_X(c.location), ST_Y(c.location), k.name_en,
                         c.deadline {base} ORDER BY c.deadline LIMIT :limit"""),
         {**params, "limit": limit},
     )
-    return [OverdueCase(*row) for row in rows], total
+    return [OverdueCase(*row) for row in rows]
 
 
 def cases_generation(session: Session) -> int:

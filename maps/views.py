@@ -101,9 +101,8 @@ def build_page(f: Filters) -> str:
     shown = [c.id for c in cells]
     outlines = community_outlines(session)
     centre = territory_centre(session) or (0.0, 0.0)
-    overdue, overdue_total = stats.overdue_cases(session, f)
     data = MapData(
-        communities=stats.community_stats(session, f),
+        communities=stats.community_stats(session, cells),
         community_shapes={
             feature["properties"]["code"]: feature["geometry"] for feature in outlines["features"]
         },
@@ -112,8 +111,8 @@ def build_page(f: Filters) -> str:
         if len(shown) <= stats.CELL_POLYGONS_MAX
         else {},
         points=stats.raw_points(session, f),
-        overdue=overdue,
-        overdue_total=overdue_total,
+        overdue=stats.overdue_cases(session, f),
+        overdue_total=sum(c.overdue for c in cells),
         measure=f.measure,
         centre=centre,
     )

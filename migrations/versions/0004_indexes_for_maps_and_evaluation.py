@@ -20,8 +20,20 @@ def upgrade() -> None:
         "ix_case_events_action_created_at", "case_events", ["action", "created_at"], unique=False
     )
     op.drop_index(op.f("ix_cases_reported_at"), table_name="cases")
-    op.create_index("ix_cases_deadline", "cases", ["deadline"], unique=False)
-    op.create_index("ix_cases_handled_at", "cases", ["handled_at"], unique=False)
+    op.create_index(
+        "ix_cases_deadline",
+        "cases",
+        ["deadline"],
+        unique=False,
+        postgresql_include=["unit_id", "community_id", "urgent", "closed_at", "handled_at"],
+    )
+    op.create_index(
+        "ix_cases_handled_at",
+        "cases",
+        ["handled_at"],
+        unique=False,
+        postgresql_include=["unit_id", "community_id", "urgent", "rework_count", "dispatched_at"],
+    )
     op.create_index(
         "ix_cases_map",
         "cases",

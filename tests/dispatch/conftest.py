@@ -44,6 +44,8 @@ FLASK = ROOT / ".venv" / "bin" / "flask"
 LA_STREET = "990100006"  # the councils' street: council 47 is community 990100006047
 OPERATOR = "fault-operator"
 OPERATOR_PASSWORD = "fault-operator-password"
+DISPATCHER = "fault-dispatcher"
+DISPATCHER_PASSWORD = "fault-dispatcher-password"
 OBJECT_IN_USE = "55006"  # PostgreSQL: the template database has other sessions
 
 
@@ -115,7 +117,7 @@ def demo_db(demo_template: str) -> Iterator[URL]:
 @pytest.fixture(scope="session")
 def la_template(la_database_url: URL) -> Iterator[str]:
     """The real LA territory (99 councils, 250 m cells) with the catalogue, the us_la calendar,
-    the demo's departments and routing rules, and an operator login."""
+    the demo's departments and routing rules, an operator and a dispatcher login."""
     name = f"gridmgmt_test_dispatch_la_{os.getpid()}"
     assert la_database_url.database is not None
     url = clone_when_free(name, la_database_url.database)
@@ -126,6 +128,7 @@ def la_template(la_database_url: URL) -> Iterator[str]:
             load_calendar(session, shipped_calendar("us_la"))
             seed_routing_rules(session, seed_departments(session))
             create_user(session, OPERATOR, OPERATOR_PASSWORD, Role.OPERATOR)
+            create_user(session, DISPATCHER, DISPATCHER_PASSWORD, Role.DISPATCHER)
     finally:
         engine.dispose()
     yield name

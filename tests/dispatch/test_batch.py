@@ -188,7 +188,7 @@ COMMUNITY = "990100006046"  # the `staff` login's community
 GARBAGE = "E0102"  # exposed garbage: a community class, 1 working day, urgent 2 hours
 WATER_COVER = "C0101"  # water supply manhole cover: DEPT-WATER, 2 hours, urgent 1 hour
 START = datetime(2026, 3, 10, 17, 0, tzinfo=UTC)  # a Tuesday, 10:00 in Los Angeles (PDT)
-OUTSIDE = (-117.0, 33.0)  # in the Pacific, far from any cell
+OUTSIDE = (-117.0, 33.0)  # in San Diego County: in no cell of the demo city
 LIMITS = {GARBAGE: ((1, "days"), (2, "hours")), WATER_COVER: ((2, "hours"), (1, "hours"))}
 
 
@@ -454,7 +454,11 @@ def test_the_deadline_counts_working_time_from_the_dispatch_urgent_limit_when_ur
 
 def test_a_second_run_changes_nothing(city: City) -> None:
     with city.engine.begin() as conn:
-        ids = [add_case(conn, city), add_case(conn, city, WATER_COVER), add_case(conn, city, urgent=True)]
+        ids = [
+            add_case(conn, city),
+            add_case(conn, city, WATER_COVER),
+            add_case(conn, city, urgent=True),
+        ]
         ids.append(add_case(conn, city, where=OUTSIDE, located=False))
     first = run_batch(city)
     with city.engine.connect() as conn:
@@ -479,17 +483,37 @@ def test_only_and_limit_take_the_named_and_the_oldest_cases(city: City) -> None:
     assert run_batch(city).dispatched == [ids[2]]
 
 
-def test_a_case_filed_without_a_cell_is_located_then_dispatched(city: City) -> None:
+def test_cases_filed_without_a_cell_are_located_lowest_code_first_then_dispatched(
+    city: City,
+) -> None:
     with city.engine.begin() as conn:
-        case_id = add_case(conn, city, located=False)
-        assert case_row(conn, case_id)["cell_id"] is None
+        # a corner shared by four cells: the cell with the lowest code owns it
+        lon, lat, owner, owner_community = conn.execute(
+            text("""
+                SELECT ST_X(v), ST_Y(v), (array_agg(o.id ORDER BY o.code))[1],
+                       (array_agg(o.community_id ORDER BY o.code))[1]
+                FROM grid_cells g, ST_PointN(ST_ExteriorRing(g.geom), 1) v, grid_cells o
+                WHERE g.community_id = :community AND ST_Intersects(o.geom, v)
+                GROUP BY g.code, v HAVING count(*) = 4 ORDER BY g.code LIMIT 1
+            """),
+            {"community": city.community.area_id},
+        ).one()
+        inside = add_case(conn, city, located=False)
+        corner = add_case(conn, city, where=(lon, lat), located=False)
+        assert case_row(conn, inside)["cell_id"] is None
 
-    assert run_batch(city).dispatched == [case_id]
+    assert run_batch(city).dispatched == [inside, corner]
 
     with city.engine.connect() as conn:
-        row = case_row(conn, case_id)
-    assert (row["cell_id"], row["community_id"]) == (city.community.cell_id, city.community.area_id)
-    assert (row["status"], row["unit_id"]) == ("dispatched", city.community.unit_id)
+        row = case_row(conn, inside)
+        assert (row["cell_id"], row["community_id"]) == (
+            city.community.cell_id,
+            city.community.area_id,
+        )
+        assert (row["status"], row["unit_id"]) == ("dispatched", city.community.unit_id)
+        row = case_row(conn, corner)
+        assert (row["cell_id"], row["community_id"]) == (owner, owner_community)
+        assert row["status"] == "dispatched"
 
 
 def assert_on_the_board(conn: Connection, case_id: int, reason: str) -> None:

@@ -96,8 +96,7 @@ def test_every_la_case_goes_to_its_council_or_to_the_board(
     not_on_board = [
         r.srnumber
         for r in outside
-        if (cases[r.srnumber].status, cases[r.srnumber].dispatch_state)
-        != ("filed", "manual")
+        if (cases[r.srnumber].status, cases[r.srnumber].dispatch_state) != ("filed", "manual")
         or cases[r.srnumber].dispatch_error != OUTSIDE
     ]
     agree = sum(
@@ -110,9 +109,9 @@ def test_every_la_case_goes_to_its_council_or_to_the_board(
     figures = (
         f"LA 311 dispatch: {len(requests)} cases in {elapsed:.2f} s ({len(runs)} job runs); "
         f"{len(dispatched)} dispatched, {len(manual)} on the board; Shapely: {len(inside)} "
-        f"inside a council cell, {len(outside)} outside; {len(wrong_unit)} sent to another "
-        f"unit than Shapely's cell's council, {len(not_on_board)} outside cases not on the "
-        f"board; council = the city's nc for {agree}/{len(dispatched)} = {share:.2%} "
+        f"inside a council cell, {len(outside)} outside; {len(wrong_unit)} not in Shapely's "
+        f"cell or not sent to its council's unit, {len(not_on_board)} outside cases not on "
+        f"the board; council = the city's nc for {agree}/{len(dispatched)} = {share:.2%} "
         f"({sum(1 for r in requests if not r.council_code)} cases have no nc)"
     )
     print(figures)

@@ -1,0 +1,256 @@
+"""Property test of the served OpenAPI description: schemathesis generates requests for every
+operation of `/openapi.json` (valid and invalid ones) and sends them to the app through WSGI, on
+the seeded demo city.
+
+Checks on every response: no 5xx, the status code is documented, and the content type, headers
+and body are as described. Bounded (25 examples per operation and mode, no deadline) and
+derandomized, so CI is reproducible.
+
+Requests go to a second app on the same database and Redis: each one gets its own app context
+(a fresh `g` and session, as in production) while seeing the module's seeded city. The cases
+come from `operation.as_strategy()` under an explicit `@given`, one pytest test per operation:
+schemathesis' own `from_fixture(...).parametrize()` needs a private pytest attribute that
+pytest 9 no longer has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import schemathesis
+from flask import Flask
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis import Redis
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from sqlalchemy.engine import URL
+
+from cases import services
+from cases.models import CaseSource
+from cases.services import ReportInput
+from gridmgmt import create_app
+from gridmgmt.db import db
+from gridmgmt.openapi import build_spec
+from tests.open311.open311_support import DEMO_KEY, City, seeded_city, sign_in
+
+MAX_EXAMPLES = 25
+OPEN311_POST = "/open311/v2/requests.{format}"
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+OPERATIONS = [
+    f"{method.upper()} {path}" for path, item in build_spec()["paths"].items() for method in item
+]
+MODES = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
+
+
+@dataclass(frozen=True)
+class Known:
+    """Real values that let generated requests reach past the first validation."""
+
+    codes: list[str]  # service codes
+    points: list[tuple[float, float]]  # (lon, lat) inside a unit grid cell
+    numbers: list[str]  # case numbers (also valid tokens)
+    ids: list[int]  # case ids
+
+
+@pytest.fixture(scope="module")
+def city(app: Flask) -> Iterator[City]:
+    with seeded_city(app) as seeded:
+        yield seeded
+
+
+@pytest.fixture(scope="module")
+def known(city: City, tmp_path_factory: pytest.TempPathFactory) -> Known:
+    """Three cases to read and act on, kept for the whole module."""
+    session = db.session()
+    photos = tmp_path_factory.mktemp("photos")
+    made = [
+        services.report_case(
+            session, ReportInput(code, lon, lat, "fuzz target"), None, CaseSource.CITIZEN, photos
+        ).case
+        for code, (lon, lat) in zip(("E0102", "C0101", "E0402"), city.inside, strict=False)
+    ]
+    session.commit()
+    found = Known(city.codes, city.inside, [c.number for c in made], [c.id for c in made])
+    db.session.remove()
+    return found
+
+
+@pytest.fixture(scope="module")
+def fuzz_app(
+    city: City, database_url: URL, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Flask]:
+    """A second app on the same database and Redis that answers 500 instead of raising, with
+    the rate limiter out of the way and photos in a temporary folder."""
+    application = create_app(
+        {
+            "DATABASE_URL": database_url.render_as_string(hide_password=False),
+            "REDIS_URL": redis_url,
+            "SECRET_KEY": "test-secret",
+            "TESTING": False,
+            "OPEN311_RATE_PER_KEY": 1_000_000,
+            "OPEN311_RATE_PER_IP": 1_000_000,
+            "PHOTO_DIR": str(tmp_path_factory.mktemp("fuzz-photos")),
+        }
+    )
+    yield application
+    with application.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def login(fuzz_app: Flask) -> dict[str, str]:
+    """The operator's session cookie and CSRF token: the staff API's credentials."""
+    client = fuzz_app.test_client()
+    token = sign_in(client, "operator")
+    name = fuzz_app.config["SESSION_COOKIE_NAME"]
+    cookie = client.get_cookie(name)
+    assert cookie is not None
+    return {"name": name, "cookie": cookie.value, "token": token}
+
+
+def either(value: Any, real: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """The generated value or a real one, half and half."""
+    return st.one_of(st.just(value), real)
+
+
+@pytest.fixture(scope="module")
+def api_schema(fuzz_app: Flask, known: Known) -> schemathesis.BaseSchema:
+    """The app's own description, with hooks that fill in the api_key and, half of the time,
+    real service codes, points inside the city and existing cases."""
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", fuzz_app)
+    # NUL bytes are a 500 today: see test_open311.py test_nul_bytes_are_refused (BUG).
+    schema.config.generation.update(allow_x00=False)
+    places = st.tuples(st.sampled_from(known.codes), st.sampled_from(known.points))
+
+    @schema.hook
+    def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrategy[Any]:
+        path = context.operation.path if context.operation else ""
+        if not isinstance(body, dict):
+            return st.just(body)
+        if path == OPEN311_POST:
+            keyed = {**body, "api_key": DEMO_KEY}
+            real = places.map(
+                lambda t: {**keyed, "service_code": t[0], "long": t[1][0], "lat": t[1][1]}
+            )
+            return either(keyed, real)
+        if path == "/api/reports":
+            real = places.map(lambda t: {**body, "category": t[0], "lon": t[1][0], "lat": t[1][1]})
+            return either(body, real)
+        return st.just(body)
+
+    real_values = {
+        "service_code": known.codes,
+        "service_request_id": known.numbers,
+        "token": known.numbers,
+        "case_id": known.ids,
+    }
+
+    @schema.hook
+    def flatmap_path_parameters(
+        context: schemathesis.HookContext, path_parameters: dict[str, Any]
+    ) -> st.SearchStrategy[dict[str, Any]]:
+        params = path_parameters or {}
+        for name, values in real_values.items():
+            if name in params:
+                return either(
+                    params, st.sampled_from(values).map(lambda v, n=name: {**params, n: v})
+                )
+        return st.just(params)
+
+    @schema.hook
+    def filter_path_parameters(
+        context: schemathesis.HookContext, path_parameters: dict[str, Any]
+    ) -> bool:
+        # BUG, see test_open311.py test_unknown_paths_answer_the_spec_error_list: a "/" in a
+        # path parameter makes a path no route matches, answered with the HTML error page.
+        return not any("/" in str(v) for v in (path_parameters or {}).values())
+
+    @schema.hook
+    def filter_query(context: schemathesis.HookContext, query: dict[str, Any] | None) -> bool:
+        # BUG, see test_open311.py test_far_pages_and_dates_are_not_server_errors: a page far
+        # past the end overflows PostgreSQL's OFFSET, an end_date in year 1 overflows
+        # `end - 90 days`; both are 500s today.
+        query = query or {}
+        page, size = query.get("page"), query.get("page_size")
+        if isinstance(page, int) and page * (size if isinstance(size, int) else 1000) > 10**15:
+            return False
+        return not (str(query.get("end_date", "")).startswith("000") and "start_date" not in query)
+
+    return schema
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+@pytest.mark.parametrize("label", OPERATIONS)
+def test_operation_matches_its_description(
+    label: str,
+    mode: schemathesis.GenerationMode,
+    api_schema: schemathesis.BaseSchema,
+    login: dict[str, str],
+    redis_conn: Redis,
+) -> None:
+    method, path = label.split(" ", 1)
+    operation = api_schema[path][method]
+    staff = path.startswith("/api/")
+    headers = {"X-CSRFToken": login["token"]} if staff else None
+    cookies = {login["name"]: login["cookie"]} if staff else None
+
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(mode))
+    def check(case: schemathesis.Case) -> None:
+        case.call_and_validate(headers=headers, cookies=cookies, checks=CHECKS)
+
+    check()
+
+
+def test_the_description_covers_every_route(app: Flask) -> None:
+    """The served document is valid OpenAPI 3.0 and has exactly the routes of Open311 and the
+    staff JSON API."""
+    from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
+
+    document = app.test_client().get("/openapi.json").get_json()
+    assert document["openapi"] == "3.0.3"
+    assert [str(e) for e in OPENAPI_30_VALIDATOR.iter_errors(document)] == []
+    routes = {
+        (method, rule.rule.replace("<int:", "<"))
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.startswith(("open311.", "api."))
+        for method in rule.methods or ()
+        if method in ("GET", "POST")
+    }
+    renamed = {"service_request_id": "number", "service_code": "code", "format": "fmt"}
+    documented = set()
+    for path, item in document["paths"].items():
+        for name, flask_name in renamed.items():
+            path = path.replace(f"{{{name}}}", f"{{{flask_name}}}")
+        documented |= {(m.upper(), path.replace("{", "<").replace("}", ">")) for m in item}
+    assert documented == routes
+    assert app.config["OPEN311_JURISDICTION"] in str(document["components"]["parameters"])
+
+
+def test_the_page_lists_every_operation(app: Flask) -> None:
+    page = app.test_client().get("/openapi")
+    html = page.get_data(as_text=True)
+    assert (page.status_code, page.mimetype) == (200, "text/html")
+    assert 'href="openapi.json"' in html
+    assert html.count("<tr><td><code>") == len(OPERATIONS) == 11
