@@ -83,7 +83,7 @@ def parse_filters(
         raw = (args.get(name) or "").strip()
         if not raw:
             return None
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             raise FilterError(f"{name} must be a number, not {raw!r}")
         return int(raw)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -126,10 +127,18 @@ def build_page(f: Filters) -> str:
     )
 
 
+def map_cache_key(f: Filters, lang: str, generation: int, config: dict[str, Any]) -> str:
+    """The Redis key of a map page: the filters, the newest case event (`generation`: any
+    change to any case makes a new key), the language, the database and the base map."""
+    setting = f"{config['DATABASE_URL']}|{config['TILE_URL']}"
+    where = hashlib.sha256(setting.encode()).hexdigest()[:12]
+    return f"gridmgmt:map:{where}:{lang}:{generation}:{f.key()}"
+
+
 def cached_page(f: Filters) -> str:
     """The map page from Redis when no case changed since it was built, else built now."""
     generation = stats.cases_generation(db.session())
-    key = f"gridmgmt:map:{current_lang()}:{generation}:{f.key()}"
+    key = map_cache_key(f, current_lang(), generation, current_app.config)
     try:
         hit = queues.redis.get(key)
         if hit is not None:

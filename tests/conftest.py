@@ -211,7 +211,7 @@ def session(app: Flask) -> Iterator[Session]:
         yield db.session()
     finally:
         db.session.remove()
-        db.session.configure(bind=None, join_transaction_mode="conservative_savepoint")
+        db.session.configure(bind=None, join_transaction_mode="conditional_savepoint")
         outer.rollback()
         connection.close()
 

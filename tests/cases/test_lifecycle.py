@@ -98,7 +98,7 @@ def city(app: Flask) -> Iterator[City]:
     finally:
         fresh_request_globals()  # no signed-in user of this module for the next ones
         db.session.remove()
-        db.session.configure(bind=None, join_transaction_mode="conservative_savepoint")
+        db.session.configure(bind=None, join_transaction_mode="conditional_savepoint")
         outer.rollback()
         connection.close()
 

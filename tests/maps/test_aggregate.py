@@ -125,16 +125,6 @@ def test_bad_values_are_filter_errors(args: dict[str, str], message: str) -> Non
         parse(**args)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: maps/aggregate.py parse_filters.number() tests raw.isdigit(), which is True for "
-        "'²' (and other Unicode digits) that int() refuses: a ValueError escapes instead of a "
-        "FilterError, so /maps?area=² is a 500. Fix: `if not (raw.isascii() and "
-        "raw.isdigit())`."
-    ),
-    raises=ValueError,
-    strict=True,
-)
 @pytest.mark.parametrize("name", ["major", "category", "area"])
 def test_unicode_digits_are_filter_errors(name: str) -> None:
     with pytest.raises(FilterError, match=f"{name} must be a number"):

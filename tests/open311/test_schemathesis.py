@@ -15,8 +15,10 @@ pytest 9 no longer has.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -123,6 +125,15 @@ def login(fuzz_app: Flask) -> dict[str, str]:
     return {"name": name, "cookie": cookie.value, "token": token}
 
 
+def form_fields(body: Any) -> dict[str, Any] | None:
+    """The fields of a generated form body (multipart bodies whose parts have their own
+    content type come wrapped, with the fields as `.body`), or None for any other body."""
+    if isinstance(body, dict):
+        return body
+    inner = getattr(body, "body", None)
+    return inner if isinstance(inner, dict) else None
+
+
 def either(value: Any, real: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     """The generated value or a real one, half and half."""
     return st.one_of(st.just(value), real)
@@ -140,18 +151,21 @@ def api_schema(fuzz_app: Flask, known: Known) -> schemathesis.BaseSchema:
     @schema.hook
     def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrategy[Any]:
         path = context.operation.path if context.operation else ""
-        if not isinstance(body, dict):
+        fields = form_fields(body)
+        if fields is None or path not in (OPEN311_POST, "/api/reports"):
             return st.just(body)
+        names = (
+            ("service_code", "long", "lat") if path == OPEN311_POST else ("category", "lon", "lat")
+        )
         if path == OPEN311_POST:
-            keyed = {**body, "api_key": DEMO_KEY}
-            real = places.map(
-                lambda t: {**keyed, "service_code": t[0], "long": t[1][0], "lat": t[1][1]}
-            )
-            return either(keyed, real)
-        if path == "/api/reports":
-            real = places.map(lambda t: {**body, "category": t[0], "lon": t[1][0], "lat": t[1][1]})
-            return either(body, real)
-        return st.just(body)
+            fields["api_key"] = DEMO_KEY
+
+        def plausible(choice: tuple[str, tuple[float, float]]) -> Any:
+            code, (lon, lat) = choice
+            fields.update(zip(names, (code, lon, lat), strict=True))
+            return body
+
+        return st.one_of(st.just(body), places.map(plausible))
 
     real_values = {
         "service_code": known.codes,
@@ -182,16 +196,36 @@ def api_schema(fuzz_app: Flask, known: Known) -> schemathesis.BaseSchema:
 
     @schema.hook
     def filter_query(context: schemathesis.HookContext, query: dict[str, Any] | None) -> bool:
-        # BUG, see test_open311.py test_far_pages_and_dates_are_not_server_errors: a page far
-        # past the end overflows PostgreSQL's OFFSET, an end_date in year 1 overflows
-        # `end - 90 days`; both are 500s today.
-        query = query or {}
-        page, size = query.get("page"), query.get("page_size")
-        if isinstance(page, int) and page * (size if isinstance(size, int) else 1000) > 10**15:
-            return False
-        return not (str(query.get("end_date", "")).startswith("000") and "start_date" not in query)
+        # BUG, see test_open311.py test_far_pages_and_odd_dates_are_not_server_errors: these
+        # are 500s today, so they are left out here and pinned there.
+        return not known_query_bug(query or {})
 
     return schema
+
+
+def _w3c(raw: Any) -> datetime | None:
+    """A date parameter as `cases.open311` reads it (None: blank or not a date)."""
+    text = str(raw or "").strip()
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
+    return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def known_query_bug(query: dict[str, Any]) -> bool:
+    """Queries of `GET requests` that hit a known bug: a page whose OFFSET overflows bigint,
+    a UTC offset beyond PostgreSQL's +-15:59, or an end_date so early that `end - 90 days`
+    overflows."""
+    page, size = query.get("page"), query.get("page_size")
+    if isinstance(page, int) and page * (size if isinstance(size, int) else 1000) > 2**62:
+        return True
+    start, end = _w3c(query.get("start_date")), _w3c(query.get("end_date"))
+    for value in (start, end):
+        offset = value.utcoffset() if value else None
+        if offset is not None and abs(offset) >= timedelta(hours=16):
+            return True
+    return end is not None and start is None and end.date() < date(1, 4, 1)
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
@@ -218,9 +252,32 @@ def test_operation_matches_its_description(
     )
     @given(case=operation.as_strategy(mode))
     def check(case: schemathesis.Case) -> None:
-        case.call_and_validate(headers=headers, cookies=cookies, checks=CHECKS)
+        response = case.call_and_validate(headers=headers, cookies=cookies, checks=CHECKS)
+        seen[response.status_code] += 1
+        trail.append(
+            repr(
+                (
+                    response.status_code,
+                    case.media_type,
+                    case.path_parameters,
+                    case.query,
+                    case.headers,
+                    case.body
+                    if isinstance(case.body, (dict, list, str, int, float))
+                    else type(case.body).__name__,
+                )
+            )[:300]
+        )
 
+    seen: Counter[int] = Counter()
+    trail: list[str] = []
     check()
+    import hashlib
+
+    print("TRAIL", *trail, sep="\n")
+    print(
+        "STATS", label, mode.value, dict(seen), hashlib.md5("".join(trail).encode()).hexdigest()[:8]
+    )
 
 
 def test_the_description_covers_every_route(app: Flask) -> None:
