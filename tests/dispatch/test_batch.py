@@ -35,7 +35,7 @@ from cases.models import CaseSource
 from cases.services import ActionInput, ReportInput
 from cases.views import case_context
 from dispatch import jobs
-from dispatch.batch import RoutingData, dispatch_batch
+from dispatch.batch import BatchResult, RoutingData, dispatch_batch
 from dispatch.doorbell import FLAG_TTL_SECONDS, PENDING_FLAG
 from dispatch.jobs import dispatch_cases, find_hotspots, sweep_filed, watch_deadlines
 from dispatch.routing import Route, RuleView, Unroutable, choose_unit
@@ -220,6 +220,7 @@ class City:
 
 
 def place(conn: Connection, code: str) -> Place:
+    """The community `code`, its unit, and its first cell whose inner point no other cell holds."""
     row = conn.execute(
         text("""
             SELECT a.id, u.id, g.id, ST_X(p), ST_Y(p)
@@ -305,6 +306,7 @@ def add_case(
 
 
 def case_row(conn: Connection | Session, case_id: int) -> dict[str, Any]:
+    """Every column of a case."""
     return dict(
         conn.execute(text("SELECT * FROM cases WHERE id = :id"), {"id": case_id}).mappings().one()
     )
@@ -313,6 +315,7 @@ def case_row(conn: Connection | Session, case_id: int) -> dict[str, Any]:
 def case_events(
     conn: Connection | Session, case_id: int, action: str | None = None
 ) -> list[dict[str, Any]]:
+    """A case's events (of one action), oldest first."""
     rows = conn.execute(
         text("""SELECT * FROM case_events WHERE case_id = :id
                 AND (CAST(:action AS text) IS NULL OR action = :action) ORDER BY id"""),
@@ -321,12 +324,14 @@ def case_events(
     return [dict(r) for r in rows]
 
 
-def run_batch(city: City, now: datetime = START, **kwargs: Any) -> Any:
+def run_batch(city: City, now: datetime = START, **kwargs: Any) -> BatchResult:
+    """One batch in its own committed transaction, as the job runs it."""
     with Session(city.engine) as session, session.begin():
         return dispatch_batch(session, city.calendar, now, **kwargs)
 
 
 def expected_deadline(city: City, category: str, urgent: bool, now: datetime = START) -> datetime:
+    """The class's limit (urgent or normal) in working time after `now`."""
     value, unit = LIMITS[category][1 if urgent else 0]
     return city.calendar.add_working_time(now, value, unit)
 
@@ -517,6 +522,7 @@ def test_cases_filed_without_a_cell_are_located_lowest_code_first_then_dispatche
 
 
 def assert_on_the_board(conn: Connection, case_id: int, reason: str) -> None:
+    """Filed, waiting for the dispatcher with `reason`, not dispatched, no event."""
     row = case_row(conn, case_id)
     assert (row["status"], row["dispatch_state"]) == ("filed", "manual")
     assert row["dispatch_error"] == reason
@@ -570,6 +576,7 @@ def test_an_inactive_community_unit_sends_its_cases_to_the_board(city: City) -> 
 
 
 def add_many(city: City, count: int) -> list[int]:
+    """`count` cases waiting at the same point, filed a millisecond apart, committed."""
     with city.engine.begin() as conn:
         return list(
             conn.execute(
@@ -589,6 +596,7 @@ def add_many(city: City, count: int) -> list[int]:
 
 
 def dispatch_event_counts(city: City) -> dict[int, int]:
+    """case id → its number of dispatch events."""
     with city.engine.connect() as conn:
         return dict(
             conn.execute(
@@ -680,6 +688,7 @@ def transaction() -> Iterator[Session]:
 
 
 def login(session: Session, username: str) -> User:
+    """A demo login's user."""
     user = session.scalar(select(User).where(User.username == username))
     assert user is not None
     return user
@@ -698,6 +707,7 @@ def report(where: Place, category: str = GARBAGE) -> int:
 
 
 def act(session: Session, case_id: int, action: str, username: str, **data: Any) -> None:
+    """Apply an action as a demo login, with the app's case context."""
     services.act(
         session,
         case_id,
@@ -709,6 +719,7 @@ def act(session: Session, case_id: int, action: str, username: str, **data: Any)
 
 
 def dispatch_queue(redis_conn: Redis) -> Queue:
+    """The dispatch queue of the test Redis."""
     return Queue(DISPATCH_QUEUE, connection=redis_conn)
 
 
@@ -963,6 +974,7 @@ class Browser:
 
 
 def sign_in(app: Flask, username: str) -> Browser:
+    """A client signed in as a demo login through the login form."""
     client = app.test_client()
     page = client.get("/login").get_data(as_text=True)
     found = re.search(r'<meta name="csrf-token" content="([^"]+)"', page)
