@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from flask import Blueprint, Flask, abort, flash, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
@@ -54,7 +54,7 @@ def failed_jobs(limit: int = 100) -> list[FailedJob]:
                     lines[-1] if lines else "",
                 )
             )
-    return sorted(jobs, key=lambda j: j.ended_at or datetime.min, reverse=True)[:limit]
+    return sorted(jobs, key=lambda j: j.ended_at or datetime.min.replace(tzinfo=UTC), reverse=True)[:limit]
 
 
 @bp.get("/board/failed")

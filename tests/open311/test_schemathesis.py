@@ -16,7 +16,6 @@ pytest 9 no longer has.
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -153,7 +152,8 @@ def api_schema(fuzz_app: Flask, known: Known) -> schemathesis.BaseSchema:
     schema = schemathesis.openapi.from_wsgi("/openapi.json", fuzz_app)
     jurisdiction = fuzz_app.config["OPEN311_JURISDICTION"]
     # NUL bytes are a 500 today: see test_open311.py test_nul_bytes_are_refused (BUG).
-    schema.config.generation.update(allow_x00=False)
+    # Credentials are the operator's real ones (below), not generated.
+    schema.config.generation.update(allow_x00=False, with_security_parameters=False)
     places = st.tuples(st.sampled_from(known.codes), st.sampled_from(known.points))
 
     @schema.hook
@@ -276,31 +276,15 @@ def test_operation_matches_its_description(
     @given(case=operation.as_strategy(mode))
     def check(case: schemathesis.Case) -> None:
         response = case.call_and_validate(headers=headers, cookies=cookies, checks=CHECKS)
-        seen[response.status_code] += 1
-        trail.append(
-            repr(
-                (
-                    response.status_code,
-                    case.media_type,
-                    case.path_parameters,
-                    case.query,
-                    case.headers,
-                    case.body
-                    if isinstance(case.body, (dict, list, str, int, float))
-                    else type(case.body).__name__,
-                )
-            )[:300]
-        )
+        seen.append(response.status_code)
 
-    seen: Counter[int] = Counter()
-    trail: list[str] = []
+    seen: list[int] = []
     check()
-    import hashlib
-
-    print("TRAIL", *trail, sep="\n")
-    print(
-        "STATS", label, mode.value, dict(seen), hashlib.md5("".join(trail).encode()).hexdigest()[:8]
-    )
+    if mode == schemathesis.GenerationMode.POSITIVE:
+        # The hooks keep valid requests reaching past the first validation: some succeed (an
+        # action on a case at least reaches the transition table).
+        reached = (200, 409) if path.endswith("{action}") else range(200, 300)
+        assert any(status in reached for status in seen), seen
 
 
 def test_the_description_covers_every_route(app: Flask) -> None:
