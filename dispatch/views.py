@@ -54,7 +54,8 @@ def failed_jobs(limit: int = 100) -> list[FailedJob]:
                     lines[-1] if lines else "",
                 )
             )
-    return sorted(jobs, key=lambda j: j.ended_at or datetime.min.replace(tzinfo=UTC), reverse=True)[:limit]
+    never = datetime.min.replace(tzinfo=UTC)  # a job abandoned by a killed worker has no end
+    return sorted(jobs, key=lambda j: j.ended_at or never, reverse=True)[:limit]
 
 
 @bp.get("/board/failed")
