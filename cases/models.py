@@ -201,6 +201,7 @@ class Case(Base):
             "ix_cases_open_deadline",
             "deadline",
             postgresql_where=text("status IN ('dispatched', 'in_progress')"),
+            postgresql_include=["unit_id", "community_id", "urgent", "dispatched_at"],
         ),
     )
 

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from maps.aggregate import Tally
 
-# Three index-only parts, each contributing its own counts: the cases due in the period (by
-# deadline), the cases handled in it (by handled_at), and the open and suspended ones now.
+# Index-only parts, each contributing its own counts: the cases due in the period (by deadline),
+# the cases handled in it (by handled_at), the open ones overdue now, and the suspended ones.
 _PARTS = """
     SELECT {key} AS key, 1 AS due, 0 AS suspended, (c.closed_at IS NOT NULL)::int AS closed,
            (c.closed_at IS NOT NULL AND COALESCE(c.handled_at, c.closed_at) <= c.deadline)::int
@@ -39,11 +39,15 @@ _PARTS = """
     WHERE c.handled_at >= :start AND c.handled_at < :end AND c.unit_id IS NOT NULL
       AND (CAST(:urgent AS boolean) IS NULL OR c.urgent = :urgent)
     UNION ALL
-    SELECT {key}, (c.status = 'suspended')::int, (c.status = 'suspended')::int, 0, 0, 0, 0, 0,
-           (c.status <> 'suspended' AND c.deadline < :now)::int, 0.0
+    SELECT {key}, 0, 0, 0, 0, 0, 0, 0, 1, 0.0
     FROM cases c
-    WHERE c.status IN ('dispatched', 'in_progress', 'suspended') AND c.unit_id IS NOT NULL
-      AND c.dispatched_at < :end
+    WHERE c.status IN ('dispatched', 'in_progress') AND c.deadline < :now
+      AND c.unit_id IS NOT NULL AND c.dispatched_at < :end
+      AND (CAST(:urgent AS boolean) IS NULL OR c.urgent = :urgent)
+    UNION ALL
+    SELECT {key}, 1, 1, 0, 0, 0, 0, 0, 0, 0.0
+    FROM cases c
+    WHERE c.status = 'suspended' AND c.unit_id IS NOT NULL AND c.dispatched_at < :end
       AND (CAST(:urgent AS boolean) IS NULL OR c.urgent = :urgent)
 """
 _TALLY = """

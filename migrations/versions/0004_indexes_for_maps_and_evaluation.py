@@ -7,6 +7,7 @@ Create Date: 2026-11-23 13:29:28.737212
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
@@ -16,6 +17,20 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # The open cases' deadline index also carries what evaluation counts (index-only scans).
+    op.drop_index(
+        "ix_cases_open_deadline",
+        table_name="cases",
+        postgresql_where=sa.text("status IN ('dispatched', 'in_progress')"),
+    )
+    op.create_index(
+        "ix_cases_open_deadline",
+        "cases",
+        ["deadline"],
+        unique=False,
+        postgresql_where=sa.text("status IN ('dispatched', 'in_progress')"),
+        postgresql_include=["unit_id", "community_id", "urgent", "dispatched_at"],
+    )
     op.create_index(
         "ix_case_events_action_created_at", "case_events", ["action", "created_at"], unique=False
     )
@@ -71,3 +86,15 @@ def downgrade() -> None:
     op.drop_index("ix_cases_deadline", table_name="cases")
     op.create_index(op.f("ix_cases_reported_at"), "cases", ["reported_at"], unique=False)
     op.drop_index("ix_case_events_action_created_at", table_name="case_events")
+    op.drop_index(
+        "ix_cases_open_deadline",
+        table_name="cases",
+        postgresql_where=sa.text("status IN ('dispatched', 'in_progress')"),
+    )
+    op.create_index(
+        "ix_cases_open_deadline",
+        "cases",
+        ["deadline"],
+        unique=False,
+        postgresql_where=sa.text("status IN ('dispatched', 'in_progress')"),
+    )
