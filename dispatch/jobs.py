@@ -102,10 +102,21 @@ def find_hotspots() -> dict[str, int]:
     return {kind: len(ids) for kind, ids in found.items()}
 
 
+def refresh_evaluation() -> str:
+    """Recount the evaluation rollup of whole past days (long periods answer from it)."""
+    from maps.evaluation import refresh_rollup
+
+    with db.transaction() as session:
+        through = refresh_rollup(session)
+    db.session.remove()
+    return through.isoformat()
+
+
 # (function, interval in seconds) registered by `flask dispatch scheduler`.
 PERIODIC_JOBS = [
     (heartbeat, 60),
     (sweep_filed, 15),
     (watch_deadlines, 60),
     (find_hotspots, 300),
+    (refresh_evaluation, 600),
 ]

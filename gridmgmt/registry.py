@@ -14,6 +14,7 @@ def load_models() -> None:
     import dispatch.models  # noqa: F401
     import gridmgmt.models  # noqa: F401
     import grids.models  # noqa: F401
+    import maps.models  # noqa: F401
 
 
 def init_cli(app: Flask) -> None:

@@ -30,13 +30,13 @@ _PARTS = """
            0 AS handled, 0 AS reworked, 0 AS rework_count, 0 AS overdue_open,
            0.0 AS handling_hours
     FROM cases c
-    WHERE c.deadline >= :start AND c.deadline < :end AND c.unit_id IS NOT NULL
+    WHERE c.deadline >= :live_start AND c.deadline < :end AND c.unit_id IS NOT NULL
       AND (CAST(:urgent AS boolean) IS NULL OR c.urgent = :urgent)
     UNION ALL
     SELECT {key}, 0, 0, 0, 0, 1, (c.rework_count > 0)::int, c.rework_count, 0,
            extract(epoch FROM c.handled_at - c.dispatched_at) / 3600.0
     FROM cases c
-    WHERE c.handled_at >= :start AND c.handled_at < :end AND c.unit_id IS NOT NULL
+    WHERE c.handled_at >= :live_start AND c.handled_at < :end AND c.unit_id IS NOT NULL
       AND (CAST(:urgent AS boolean) IS NULL OR c.urgent = :urgent)
     UNION ALL
     SELECT {key}, 0, 0, 0, 0, 0, 0, 0, 1, 0.0
@@ -50,6 +50,17 @@ _PARTS = """
     WHERE c.status = 'suspended' AND c.unit_id IS NOT NULL AND c.dispatched_at < :end
       AND (CAST(:urgent AS boolean) IS NULL OR c.urgent = :urgent)
 """
+# Whole days before the rollup's `through` come from the materialised view evaluation_days
+# (refreshed every few minutes by the scheduler); the rest is counted live.
+_ROLLED = """
+    UNION ALL
+    SELECT {key}, due, 0, closed, closed_on_time, handled, reworked, rework_count, 0,
+           handling_hours
+    FROM evaluation_days c
+    WHERE c.day >= :start_day AND c.day < :rolled_end
+      AND (CAST(:urgent AS boolean) IS NULL OR c.urgent = :urgent)
+"""
+ROLLUP = "evaluation_days"
 _TALLY = """
     SELECT key, sum(due) AS due, sum(suspended) AS suspended, sum(closed) AS closed,
            sum(closed_on_time) AS closed_on_time, sum(handled) AS handled,
@@ -82,11 +93,44 @@ class Period:
         }
 
 
+def rollup_through(session: Session) -> date | None:
+    """Days before this one are in the rollup (None: never refreshed)."""
+    return session.scalar(
+        text("SELECT through FROM rollup_state WHERE name = :name"), {"name": ROLLUP}
+    )
+
+
+def refresh_rollup(session: Session) -> date:
+    """Recount the rollup of whole past days (concurrently once it has data); its new end."""
+    populated = rollup_through(session) is not None
+    concurrently = "CONCURRENTLY " if populated else ""
+    session.execute(text(f"REFRESH MATERIALIZED VIEW {concurrently}{ROLLUP}"))
+    through: date = session.scalar(
+        text("""
+            INSERT INTO rollup_state (name, through, refreshed_at)
+            VALUES (:name, (now() AT TIME ZONE 'UTC')::date, now())
+            ON CONFLICT (name) DO UPDATE SET through = EXCLUDED.through,
+                refreshed_at = EXCLUDED.refreshed_at
+            RETURNING through
+        """),
+        {"name": ROLLUP},
+    )
+    return through
+
+
 def _tallies(
     session: Session, key: str, period: Period, urgent: bool | None, now: datetime
 ) -> dict[Any, Tally]:
     params = {**period.params(), "urgent": urgent, "now": now}
-    rows = session.execute(text(_TALLY.format(parts=_PARTS.format(key=key))), params).mappings()
+    params["live_start"] = params["start"]
+    parts = _PARTS.format(key=key)
+    through = rollup_through(session)
+    if through is not None and through > period.start:
+        rolled_end = min(period.end + timedelta(days=1), through)
+        params.update(start_day=period.start, rolled_end=rolled_end)
+        params["live_start"] = max(params["start"], datetime.combine(rolled_end, time(), UTC))
+        parts += _ROLLED.format(key=key)
+    rows = session.execute(text(_TALLY.format(parts=parts)), params).mappings()
     tallies = {
         r["key"]: Tally(
             **{k: float(v) if k == "handling_hours" else int(v) for k, v in r.items() if k != "key"}
