@@ -15,8 +15,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     from cases import open311
     from cases import views as cases_views
     from dispatch import views as dispatch_views
-    from gridmgmt import health, home, i18n, registry, web
-    from gridmgmt import openapi
+    from gridmgmt import health, home, i18n, openapi, registry, web
     from gridmgmt.db import db
     from gridmgmt.errors import register_error_handlers
     from gridmgmt.queue import queues

@@ -7,10 +7,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
-from markupsafe import escape
+from markupsafe import Markup, escape
 
 from cases.models import CaseStatus
 from cases.workflow import Action
@@ -176,6 +177,14 @@ def parameters(jurisdiction: str) -> dict[str, Any]:
             "case (200) instead of a new one (201).",
             "schema": string(),
         },
+        "staff_idempotency_header": {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "A client-made key (8-128 letters, digits or . _ : -): a retry with "
+            "the same key returns the first case (200) instead of a new one (201).",
+            "schema": string(pattern=IDEMPOTENCY_PATTERN),
+        },
     }
 
 
@@ -310,6 +319,9 @@ def schemas() -> dict[str, Any]:
             "their contact details.",
         ),
         "ServiceRequests": wrapped_list("ServiceRequest", "service_requests"),
+        "OneServiceRequest": wrapped_list(
+            "ServiceRequest", "service_requests", minItems=1, maxItems=1
+        ),
         "CreatedRequest": obj(
             {
                 "service_request_id": string(pattern=CASE_NUMBER_PATTERN),
@@ -662,7 +674,7 @@ def open311_paths() -> dict[str, Any]:
                     p("format"),
                 ],
                 "responses": {
-                    "200": ok("The request.", ref("ServiceRequests")),
+                    "200": ok("The request, as a one-element list.", ref("OneServiceRequest")),
                     **open311_errors(404),
                 },
             }
@@ -703,7 +715,7 @@ def staff_paths() -> dict[str, Any]:
                 "description": "Anonymous visitors report as citizens; they still need the "
                 "session cookie that holds their CSRF token.",
                 "security": with_csrf,
-                "parameters": [p("idempotency_header")],
+                "parameters": [p("staff_idempotency_header")],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -832,24 +844,29 @@ def openapi_json() -> Response:
     )
 
 
+def _markdown_code(text: str) -> Markup:
+    """Escape `text`, with its `backticked` parts as <code>."""
+    return Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(text))))
+
+
 @bp.get("/openapi")
 def openapi_page() -> Response:
     """A plain page listing every operation, with a link to the description."""
     spec = build_spec(city=current_app.config.get("CITY_NAME", ""))
-    rows = []
-    for path, item in spec["paths"].items():
-        for method, operation in item.items():
-            rows.append(
-                f"<tr><td><code>{escape(method.upper())}</code></td>"
-                f"<td><code>{escape(path)}</code></td>"
-                f"<td>{escape(operation.get('summary', ''))}</td>"
-                f"<td>{escape(', '.join(operation.get('tags', [])))}</td></tr>"
-            )
+    rows = [
+        f"<tr><td><code>{escape(method.upper())}</code></td>"
+        f"<td><code>{escape(path)}</code></td>"
+        f"<td>{escape(operation.get('summary', ''))}</td>"
+        f"<td>{escape(', '.join(operation.get('tags', [])))}</td></tr>"
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+    ]
+    title = escape(spec["info"]["title"])
     html = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{escape(spec['info']['title'])}</title></head><body>"
-        f"<h1>{escape(spec['info']['title'])}</h1>"
-        f"<p>{escape(spec['info']['description'])}</p>"
+        f"<title>{title}</title><style>body{{font-family:sans-serif;margin:2em}}"
+        "th,td{text-align:left;padding:.2em .8em}</style></head><body>"
+        f"<h1>{title}</h1><p>{_markdown_code(spec['info']['description'])}</p>"
         '<p>OpenAPI 3.0.3 description: <a href="openapi.json">openapi.json</a></p>'
         "<table><thead><tr><th>method</th><th>path</th><th>what</th><th>API</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></body></html>"

@@ -15,6 +15,7 @@ pytest 9 no longer has.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -127,11 +128,18 @@ def login(fuzz_app: Flask) -> dict[str, str]:
 
 def form_fields(body: Any) -> dict[str, Any] | None:
     """The fields of a generated form body (multipart bodies whose parts have their own
-    content type come wrapped, with the fields as `.body`), or None for any other body."""
+    content type come wrapped in a dataclass, with the fields as `.body`), else None."""
     if isinstance(body, dict):
         return body
     inner = getattr(body, "body", None)
     return inner if isinstance(inner, dict) else None
+
+
+def with_fields(body: Any, **fields: Any) -> Any:
+    """A copy of a form body (plain or wrapped) with these fields set."""
+    if isinstance(body, dict):
+        return {**body, **fields}
+    return dataclasses.replace(body, body={**body.body, **fields})
 
 
 def mixed(
@@ -159,29 +167,26 @@ def api_schema(fuzz_app: Flask, known: Known) -> schemathesis.BaseSchema:
     @schema.hook
     def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrategy[Any]:
         path = context.operation.path if context.operation else ""
-        fields = form_fields(body)
-        if fields is None or path not in (OPEN311_POST, "/api/reports"):
+        if form_fields(body) is None or path not in (OPEN311_POST, "/api/reports"):
             return st.just(body)
-        names = (
-            ("service_code", "long", "lat") if path == OPEN311_POST else ("category", "lon", "lat")
-        )
         if path == OPEN311_POST:
-            fields["api_key"] = DEMO_KEY
-
-        def plausible(choice: tuple[str, tuple[float, float]]) -> Any:
-            code, (lon, lat) = choice
-            fields.update(zip(names, (code, lon, lat), strict=True))
-            return body
-
-        return st.one_of(st.just(body), places.map(plausible))
+            body = with_fields(body, api_key=DEMO_KEY)
+            names = ("service_code", "long", "lat")
+        else:
+            names = ("category", "lon", "lat")
+        real = places.map(
+            lambda t: with_fields(body, **dict(zip(names, (t[0], *t[1]), strict=True)))
+        )
+        return st.one_of(st.just(body), real)
 
     @schema.hook
     def filter_body(context: schemathesis.HookContext, body: Any) -> bool:
-        # BUG, see test_open311.py test_form_field_names_with_line_breaks_are_refused: a
-        # multipart part whose name holds CR or LF is parsed as a field named None, which
-        # crashes the CSRF check and Open311's attribute parsing (500s today).
-        fields = form_fields(body) or {}
-        return not any("\r" in str(k) or "\n" in str(k) for k in fields)
+        # BUG, see test_open311.py test_a_field_name_with_a_line_break_is_no_server_error: a
+        # multipart part whose name holds CR or LF becomes a field named None, on which the
+        # CSRF check of the staff API crashes (500 today).
+        if context.operation is None or not context.operation.path.startswith("/api/"):
+            return True
+        return not any("\r" in str(k) or "\n" in str(k) for k in form_fields(body) or {})
 
     real_path = {
         "service_code": st.sampled_from(known.codes),
