@@ -55,13 +55,22 @@ def case_json(case: Case, full: bool = True) -> dict[str, Any]:
     return data
 
 
+def _text(value: object) -> str:
+    """A JSON value as a form field: booleans as true/false, null as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def _form() -> MultiDict[str, str]:
     """Form fields, from multipart/form-encoded bodies or a JSON object."""
     if request.is_json:
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             raise InvalidInput("the body must be a JSON object")
-        return MultiDict({k: "" if v is None else str(v) for k, v in body.items()})
+        return MultiDict({k: _text(v) for k, v in body.items()})
     return request.form
 
 

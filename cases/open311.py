@@ -37,6 +37,7 @@ bp = Blueprint("open311", __name__, url_prefix="/open311/v2")
 FORMATS = ("json", "xml")
 CLOSED = {"closed", "invalid", "rejected", "merged"}
 MAX_PAGE_SIZE = 1000
+MAX_PAGE = 100_000
 DEFAULT_DAYS = 90
 TOKEN_PREFIX = "gridmgmt:open311:token:"
 
@@ -60,6 +61,14 @@ PLURALS = {
 }
 
 
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _xml_text(value: object) -> str:
+    """Text XML 1.0 can carry: forbidden control characters become U+FFFD."""
+    return _NOT_XML.sub("\ufffd", str(value))
+
+
 def _xml_value(parent: ET.Element, key: str, value: Any) -> None:
     node = ET.SubElement(parent, key)
     if isinstance(value, list):
@@ -69,11 +78,11 @@ def _xml_value(parent: ET.Element, key: str, value: Any) -> None:
                 for k, v in entry.items():
                     _xml_value(child, k, v)
             else:
-                child.text = str(entry)
+                child.text = _xml_text(entry)
     elif isinstance(value, bool):
         node.text = "true" if value else "false"
     elif value is not None:
-        node.text = str(value)
+        node.text = _xml_text(value)
 
 
 def to_xml(root: str, item: str, rows: list[dict[str, Any]] | dict[str, Any]) -> str:
@@ -273,6 +282,7 @@ def list_services(fmt: str) -> ResponseReturnValue:
 def service_definition(code: str, fmt: str) -> ResponseReturnValue:
     """A class's attributes (also at the singular path some clients use)."""
     fmt = _fmt(fmt)
+    _jurisdiction()
     category = db.session.scalar(select(Category).where(Category.code == code, Category.active))
     if category is None:
         raise Open311Error(404, f"unknown service_code {code!r}")
@@ -370,7 +380,11 @@ def _date(name: str) -> datetime | None:
         raise Open311Error(
             400, f"{name} must be a W3C date-time, e.g. 2026-11-23T08:00:00Z"
         ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    offset = value.utcoffset() or timedelta()
+    if abs(offset) >= timedelta(hours=16) or not 1900 <= value.year <= 9000:
+        raise Open311Error(400, f"{name} is out of range")
+    return value
 
 
 def _find(query: Any) -> list[dict[str, Any]]:
@@ -424,6 +438,8 @@ def list_requests(fmt: str) -> ResponseReturnValue:
         size = min(max(int(request.args.get("page_size", MAX_PAGE_SIZE)), 1), MAX_PAGE_SIZE)
     except ValueError:
         raise Open311Error(400, "page and page_size are whole numbers") from None
+    if page > MAX_PAGE:
+        raise Open311Error(400, f"page is at most {MAX_PAGE}")
     query = query.order_by(Case.reported_at.desc(), Case.id.desc()).offset((page - 1) * size)
     return respond(fmt, "service_requests", "request", _find(query.limit(size)))
 
@@ -432,6 +448,7 @@ def list_requests(fmt: str) -> ResponseReturnValue:
 def get_request(number: str, fmt: str) -> ResponseReturnValue:
     """One service request, as a one-element list."""
     fmt = _fmt(fmt)
+    _jurisdiction()
     found = _find(select(Case).where(Case.number == number))
     if not found:
         raise Open311Error(404, f"no service request {number!r}")
@@ -442,6 +459,7 @@ def get_request(number: str, fmt: str) -> ResponseReturnValue:
 def get_token(token: str, fmt: str) -> ResponseReturnValue:
     """The service request id a token stands for."""
     fmt = _fmt(fmt)
+    _jurisdiction()
     try:
         number = queues.redis.get(TOKEN_PREFIX + token)
     except RedisError:
@@ -455,14 +473,14 @@ def get_token(token: str, fmt: str) -> ResponseReturnValue:
     return respond(fmt, "service_requests", "request", body)
 
 
-def _request_format() -> str:
+def request_format() -> str:
     match = re.search(r"\.(json|xml)$", request.path)
     return match.group(1) if match else "json"
 
 
 @bp.errorhandler(Open311Error)
 def _open311_error(err: Open311Error) -> Response:
-    response = error_response(_request_format(), err.status, err.description)
+    response = error_response(request_format(), err.status, err.description)
     response.headers.update(err.headers)
     return response
 
@@ -470,12 +488,12 @@ def _open311_error(err: Open311Error) -> Response:
 @bp.errorhandler(DomainError)
 def _domain_error(err: DomainError) -> Response:
     status = 400 if err.status in (409, 422) else err.status
-    return error_response(_request_format(), status, err.message)
+    return error_response(request_format(), status, err.message)
 
 
 @bp.errorhandler(HTTPException)
 def _http_error(err: HTTPException) -> Response:
-    return error_response(_request_format(), err.code or 400, err.description or err.name)
+    return error_response(request_format(), err.code or 400, err.description or err.name)
 
 
 class Open311Paths:

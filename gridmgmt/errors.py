@@ -74,8 +74,12 @@ def wants_json() -> bool:
 
 
 def _respond(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Any:
-    from flask import jsonify, render_template
+    from flask import jsonify, render_template, request
 
+    if request.path.startswith("/open311/"):
+        from cases.open311 import error_response, request_format
+
+        return error_response(request_format(), status, message)
     if wants_json():
         return jsonify(error={"code": code, "message": message, **(details or {})}), status
     return render_template("error.html", status=status, code=code, message=message), status
@@ -87,6 +91,21 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def _domain(err: DomainError) -> Response:
         return _respond(err.status, err.code, err.message, err.details)
+
+    @app.before_request
+    def _refuse_unstorable_input() -> None:
+        """NUL cannot be stored in PostgreSQL text, and a multipart field without a name is
+        no field: both are bad requests, answered before any view or CSRF check reads them."""
+        from flask import request
+        from werkzeug.exceptions import BadRequest
+
+        values = [request.path, *request.args.values()]
+        if request.method in ("POST", "PUT", "PATCH"):
+            if None in request.form or None in request.files:
+                raise BadRequest("a form field has no name")
+            values += list(request.form.values())
+        if any("\x00" in v for v in values if isinstance(v, str)):
+            raise BadRequest("the request contains a NUL character")
 
     @app.errorhandler(HTTPException)
     def _http(err: HTTPException) -> Response:

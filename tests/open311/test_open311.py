@@ -407,12 +407,6 @@ def test_jurisdiction_id(
             assert_error(response, "json", 404, "jurisdiction_id 'nyc.example' is not this city")
 
 
-@pytest.mark.xfail(
-    reason="BUG: cases/open311.py service_definition, get_request and get_token never call "
-    "_jurisdiction(), so another city's jurisdiction_id is answered 200 there while services "
-    "and requests answer 404; fix: call _jurisdiction() first in those three views",
-    strict=True,
-)
 @pytest.mark.parametrize(
     "path", [f"services/{COVER}.json", f"service/{COVER}.json", "requests/{id}", "tokens/{token}"]
 )
@@ -699,14 +693,6 @@ def test_doubled_and_trailing_slashes_answer_like_the_plain_path(
     created(posted, "json")
 
 
-@pytest.mark.xfail(
-    reason="BUG: a path under /open311/v2/ that no route matches (unknown method name, a '/' "
-    "inside an id) or a wrong method is answered by gridmgmt/errors.py with the HTML error "
-    "page (errors.py wants_json: '/open311/' is not in API_PREFIXES), not the spec's error "
-    "list; fix: in errors.py _http, answer paths under /open311/ with "
-    "cases.open311.error_response(format of the path, status, description)",
-    strict=True,
-)
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [
@@ -825,38 +811,22 @@ def answers_500(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(app.config, "PROPAGATE_EXCEPTIONS", False)
 
 
-@pytest.mark.xfail(
-    reason="BUG: a NUL character in a field or an id (description, address_string, "
-    "service_code, email/phone/name/device_id, GET service_code / service_request_id / "
-    "requests/{id} / tokens/{token} / services/{code}) reaches PostgreSQL, which refuses it: "
-    "500 (psycopg2 'A string literal cannot contain NUL', or JSONB '\\u0000 cannot be "
-    "converted to text'); also /api/reports. Fix: refuse '\\x00' in request.values and "
-    "view_args with a 400 at the edge (e.g. a before_request in cases/open311.py and "
-    "cases/api.py), or strip it in cases/services.py report_case",
-    strict=True,
-)
 @pytest.mark.parametrize("where", ["description", "email", "service_code", "GET id", "GET code"])
 def test_nul_bytes_are_refused(o311: Open311, city: City, answers_500: None, where: str) -> None:
     if where == "GET id":
         response = o311.get("requests/2026%00.json")
-        assert response.status_code == 404
+        assert response.status_code == 400
     elif where == "GET code":
         response = o311.get("requests.json", service_code="E01\x0002")
-        assert response.status_code in (200, 400)
+        assert response.status_code == 400
     else:
         response = o311.post("json", form(city, **{where: "bad\x00value"}))
         assert response.status_code == 400
+    assert response.get_json() == [
+        {"code": 400, "description": "the request contains a NUL character"}
+    ]
 
 
-@pytest.mark.xfail(
-    reason="BUG: cases/open311.py list_requests: a page far past the end overflows "
-    "PostgreSQL's bigint OFFSET ((page-1)*size, e.g. page=10**16), an end_date in year 1 "
-    "without start_date overflows `end - timedelta(days=90)` (OverflowError), and a UTC offset "
-    "beyond +-15:59 (Python accepts up to 23:59) is refused by PostgreSQL: 500s. Fix: cap page "
-    "(e.g. 400 past 10**9), catch OverflowError in the default start, and 400 an offset of 16 h "
-    "or more in _date",
-    strict=True,
-)
 @pytest.mark.parametrize(
     "query",
     [
@@ -871,19 +841,7 @@ def test_far_pages_and_odd_dates_are_not_server_errors(
     assert o311.get("requests.json", **query).status_code in (200, 400)
 
 
-LINE_BREAK_BUG = pytest.mark.xfail(
-    reason='BUG: a multipart part whose name holds CR or LF (name="a\\nb") is parsed by '
-    "werkzeug as a field named None, and Flask-WTF's CSRF check (flask_wtf/csrf.py protect: "
-    "key.endswith) raises on it before any view: 500 on every form POST (/login, /api/reports, "
-    "the case actions). Fix: a before_request registered before CSRFProtect in gridmgmt/web.py "
-    "init_app that answers 400 when None is a key of request.form or request.files",
-    strict=True,
-)
-
-
-@pytest.mark.parametrize(
-    "path", [f"{OPEN311}/requests.json", pytest.param("/api/reports", marks=LINE_BREAK_BUG)]
-)
+@pytest.mark.parametrize("path", [f"{OPEN311}/requests.json", "/api/reports"])
 def test_a_field_name_with_a_line_break_is_no_server_error(
     o311: Open311, city: City, answers_500: None, path: str
 ) -> None:
@@ -910,13 +868,6 @@ def test_a_field_name_with_a_line_break_is_no_server_error(
     assert response.status_code in (201, 400), response.get_data(as_text=True)[:300]
 
 
-@pytest.mark.xfail(
-    reason="BUG: cases/open311.py _xml_value writes text with characters XML 1.0 forbids "
-    "(control characters such as \\x07 or \\x0b that a report may contain) as they are, so "
-    "the .xml answer is not well-formed; fix: replace [\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f"
-    "\\ufffe\\uffff] by U+FFFD in _xml_value (or refuse them on input)",
-    strict=True,
-)
 def test_xml_stays_well_formed_with_control_characters(o311: Open311, city: City) -> None:
     row = created(o311.post("json", form(city, description="bell\x07 and tab\x0b")), "json")
 
@@ -925,13 +876,6 @@ def test_xml_stays_well_formed_with_control_characters(o311: Open311, city: City
     assert parsed(response, "xml").findtext("request/description") is not None
 
 
-@pytest.mark.xfail(
-    reason='BUG: cases/api.py _form turns JSON values into str(v), so {"urgent": true} '
-    "becomes 'True', which cases/views.py report_input does not read as urgent (it accepts "
-    "'1', 'on', 'true'); fix: in _form map booleans to 'true'/'false' (or lower-case the "
-    "value in report_input)",
-    strict=True,
-)
 def test_staff_api_reads_a_json_true_as_urgent(
     app: Flask, session: Session, city: City, photo_dir: Path
 ) -> None:
