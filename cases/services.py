@@ -441,14 +441,20 @@ def _set_deadline(case: Case, deadline: datetime | None) -> None:
     case.warned_at = case.overdue_at = None
 
 
-def _deadline(case: Case, context: CaseContext | None, start: datetime) -> datetime:
+def _calendar(context: CaseContext | None) -> BusinessCalendar:
+    """The city's calendar, which every action that moves a deadline needs."""
     if context is None:
         raise InvalidInput("this action needs the city's business calendar")
+    return context.calendar
+
+
+def _deadline(case: Case, context: CaseContext | None, start: datetime) -> datetime:
+    calendar = _calendar(context)
     category = case.category
     value, unit = category.limit_value, category.limit_unit
     if case.urgent and category.urgent_limit_value is not None:
         value, unit = category.urgent_limit_value, category.urgent_limit_unit or unit
-    return context.calendar.add_working_time(start, float(value), unit)
+    return calendar.add_working_time(start, float(value), unit)
 
 
 def _effects(
@@ -480,12 +486,10 @@ def _effects(
         return {}
     if action == Action.APPROVE_EXTENSION:
         assert case.pending_value is not None and case.deadline is not None
-        if context is None:
-            raise InvalidInput("this action needs the city's business calendar")
         old = case.deadline
         _set_deadline(
             case,
-            context.calendar.add_working_time(
+            _calendar(context).add_working_time(
                 old, float(case.pending_value), case.pending_unit or LimitUnit.HOURS.value
             ),
         )
@@ -495,17 +499,14 @@ def _effects(
             "deadline": case.deadline.isoformat(),
         }
     if action == Action.APPROVE_SUSPENSION:
-        if context is None or case.deadline is None:
-            raise InvalidInput("this action needs the city's business calendar")
-        left = max(context.calendar.working_hours_between(now, case.deadline), 0.0)
+        deadline = case.deadline or now  # in progress: dispatched, so it has one
+        left = max(_calendar(context).working_hours_between(now, deadline), 0.0)
         case.suspended_remaining_hours = Decimal(str(round(left, 4)))
         _set_deadline(case, None)
         return {"remaining_hours": round(left, 2)}
     if action == Action.RESUME:
-        if context is None:
-            raise InvalidInput("this action needs the city's business calendar")
         left = float(case.suspended_remaining_hours or 0)
-        _set_deadline(case, context.calendar.add_working_hours(now, left))
+        _set_deadline(case, _calendar(context).add_working_hours(now, left))
         case.suspended_remaining_hours = None
         return {"deadline": case.deadline.isoformat()}
     if action == Action.REPORT_DONE:
