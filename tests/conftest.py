@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from flask import Flask
+from flask import Flask, g
 from flask.testing import FlaskCliRunner
 from redis import Redis
 from sqlalchemy import create_engine, text
@@ -230,6 +230,20 @@ def redis_conn(redis_url: str) -> Iterator[Redis]:
 def cli(app: Flask, session: Session) -> FlaskCliRunner:
     """A CLI runner whose commands run inside the test's transaction."""
     return app.test_cli_runner()
+
+
+def fresh_request_globals() -> None:
+    """Empty `g` before a test request, as a real request's own app context would be: the
+    test's app context is reused by test requests, so Flask-Login's user and Flask-WTF's
+    token would otherwise leak from one client to the next."""
+    vars(g._get_current_object()).clear()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def photo_dir(app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Photos of this test go to a temporary folder, for the services and the pages alike."""
+    monkeypatch.setitem(app.config, "PHOTO_DIR", str(tmp_path))
+    return tmp_path
 
 
 def shared_file(name: str) -> Path:

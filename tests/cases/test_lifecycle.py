@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask, g
+from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 from sqlalchemy import func, select, text, update
@@ -38,6 +38,7 @@ from gridmgmt.db import db
 from gridmgmt.errors import Conflict, Forbidden, InvalidInput, NotFound, OutsideTerritory
 from gridmgmt.models import Role, User
 from grids.models import Area
+from tests.conftest import fresh_request_globals
 
 COMMUNITY = "990100006046"  # the demo community whose unit `staff` works for
 GARBAGE = "E0102"  # exposed garbage: community class, 1 working day, duplicates within 30 m / 24 h
@@ -114,13 +115,6 @@ def session(city: City) -> Iterator[Session]:
         db.session.remove()
         if nested.is_active:
             nested.rollback()
-
-
-@pytest.fixture
-def photo_dir(app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Photos of this test go to a temporary folder, for the services and the pages alike."""
-    monkeypatch.setitem(app.config, "PHOTO_DIR", str(tmp_path))
-    return tmp_path
 
 
 @pytest.fixture
@@ -867,15 +861,6 @@ def test_fake_photo_leaves_no_case(
 
 
 # ---------------------------------------------------------------- over HTTP
-
-
-def fresh_request_globals() -> None:
-    """Start a request with an empty `g`, as a real request's own app context would.
-
-    The `app` fixture keeps one app context for the whole run and Flask reuses it for test
-    requests, so `g` (Flask-Login's user, Flask-WTF's token) would leak between clients.
-    """
-    vars(g._get_current_object()).clear()  # type: ignore[attr-defined]
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask, g
+from flask import Flask
 from flask.testing import FlaskClient
 from geoalchemy2.shape import from_shape, to_shape
 from redis import Redis
@@ -55,6 +55,7 @@ from tests.conftest import (
     clone_database,
     drop_database,
     fingerprint,
+    fresh_request_globals,
     template_lock,
 )
 
@@ -871,11 +872,6 @@ def test_trend_queries(city: City, session: Session) -> None:
 
 
 # ---------------------------------------------------------------- pages
-
-
-def fresh_request_globals() -> None:
-    """Start a request with an empty `g` (the test's app context is reused by requests)."""
-    vars(g._get_current_object()).clear()  # type: ignore[attr-defined]
 
 
 @dataclass

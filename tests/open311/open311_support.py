@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from flask import Flask, g
+from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 from sqlalchemy import select, text
@@ -23,6 +23,7 @@ from cases.models import Category
 from dispatch.models import Unit
 from gridmgmt import demo
 from gridmgmt.db import db
+from tests.conftest import fresh_request_globals
 
 COMMUNITY = "990100006046"  # the demo community of the `staff` login
 DEMO_KEY = demo.DEMO_API_KEY
@@ -40,12 +41,6 @@ class City:
     codes: list[str]  # the active catalogue's codes, sorted
     units: dict[str, int]  # unit code -> id
     unit_names: dict[int, str]  # unit id -> name
-
-
-def fresh_request_globals() -> None:
-    """Empty `g` before a request: the session-wide app context is reused by test requests, so
-    Flask-Login's user and Flask-WTF's token would leak from one client to the next."""
-    vars(g._get_current_object()).clear()  # type: ignore[attr-defined]
 
 
 @contextmanager

@@ -87,13 +87,6 @@ def session(city: City, redis_conn: Redis) -> Iterator[Session]:
             nested.rollback()
 
 
-@pytest.fixture
-def photo_dir(app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Photos of this test go to a temporary folder."""
-    monkeypatch.setitem(app.config, "PHOTO_DIR", str(tmp_path))
-    return tmp_path
-
-
 @pytest.fixture(autouse=True)
 def no_server_errors(request: pytest.FixtureRequest) -> Iterator[list[tuple[str, int]]]:
     """Every response any app sends during the test is below 500 (xfail tests pin bugs that
