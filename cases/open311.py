@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +30,7 @@ from dispatch.models import Unit
 from gridmgmt.auth import find_api_key
 from gridmgmt.db import db
 from gridmgmt.errors import DomainError, NotFound
+from gridmgmt.models import ApiKey
 from gridmgmt.queue import queues
 
 bp = Blueprint("open311", __name__, url_prefix="/open311/v2")
@@ -39,7 +39,6 @@ CLOSED = {"closed", "invalid", "rejected", "merged"}
 MAX_PAGE_SIZE = 1000
 MAX_PAGE = 100_000
 DEFAULT_DAYS = 90
-TOKEN_PREFIX = "gridmgmt:open311:token:"
 
 
 class Open311Error(Exception):
@@ -183,14 +182,20 @@ def request_json(case: Case, units: dict[int, str], notes: dict[int, str]) -> di
     }
 
 
-def _api_key() -> Any:
+def _api_key() -> ApiKey:
+    """The active api key of the request (form or query string), its use time updated at
+    most once a minute (a row every report would update would serialise them)."""
     secret = (request.form.get("api_key") or request.args.get("api_key") or "").strip()
     if not secret:
         raise Open311Error(403, "api_key is required to post a service request")
     try:
-        return find_api_key(db.session(), secret)
+        key = find_api_key(db.session(), secret)
     except NotFound:
         raise Open311Error(403, "api_key is not valid") from None
+    now = datetime.now(UTC)
+    if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
+        key.last_used_at = now  # committed with the report
+    return key
 
 
 def _jurisdiction() -> None:
@@ -350,15 +355,8 @@ def create_request(fmt: str) -> ResponseReturnValue:
             api_key_id=key.id,
             trusted=key.trusted,
         )
-        now = datetime.now(UTC)
-        if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
-            key.last_used_at = now  # not every request: the key's row would serialise them
-        number = result.case.number
-    token = uuid.uuid4().hex
-    try:
-        queues.redis.set(TOKEN_PREFIX + token, number, ex=30 * 86400)
-    except RedisError:
-        token = number  # without Redis the token is the request id itself
+        number = result.number
+    token = number  # the request exists at once: its id is its token
     body = [
         {
             "service_request_id": number,
@@ -457,19 +455,13 @@ def get_request(number: str, fmt: str) -> ResponseReturnValue:
 
 @bp.get("/tokens/<token>.<fmt>")
 def get_token(token: str, fmt: str) -> ResponseReturnValue:
-    """The service request id a token stands for."""
+    """The service request a token stands for (a request exists at once, so its token is its
+    id: clients that poll tokens get their answer on the first call)."""
     fmt = _fmt(fmt)
     _jurisdiction()
-    try:
-        number = queues.redis.get(TOKEN_PREFIX + token)
-    except RedisError:
-        number = None
-    number = number.decode() if isinstance(number, bytes) else number
-    if number is None and db.session.scalar(select(Case.id).where(Case.number == token)):
-        number = token
-    if number is None:
+    if db.session.scalar(select(Case.id).where(Case.number == token)) is None:
         raise Open311Error(404, f"unknown token {token!r}")
-    body = [{"service_request_id": number, "token": token}]
+    body = [{"service_request_id": token, "token": token}]
     return respond(fmt, "service_requests", "request", body)
 
 

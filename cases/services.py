@@ -6,17 +6,17 @@ appends one case event in the same transaction. Callers own the commit (one per 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from geoalchemy2.shape import from_shape
-from shapely.geometry import Point
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -47,11 +47,17 @@ from dispatch.doorbell import ring_after_commit
 from dispatch.models import Unit
 from dispatch.routing import Unroutable
 from dispatch.services import route_case
-from gridmgmt.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from gridmgmt.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    OutsideTerritory,
+)
 from gridmgmt.models import Role, User
 from gridmgmt.workcalendar import BusinessCalendar, LimitUnit
 from grids import gridding
-from grids.services import locate
 
 MAX_DESCRIPTION = 4000
 MAX_PHOTOS = 6
@@ -189,12 +195,24 @@ def find_category(session: Session, code: str) -> Category:
     return category
 
 
-@dataclass(frozen=True)
 class ReportResult:
-    """The case a report made, and whether this call made it (False: an idempotent retry)."""
+    """The case a report made, and whether this call made it (False: an idempotent retry).
 
-    case: Case
-    created: bool
+    The case row is written with Core; its ORM object is loaded only when asked for.
+    """
+
+    def __init__(self, session: Session, case_id: int, number: str, created: bool) -> None:
+        self._session = session
+        self.case_id = case_id
+        self.number = number
+        self.created = created
+
+    @cached_property
+    def case(self) -> Case:
+        """The case itself."""
+        case = self._session.get(Case, self.case_id)
+        assert case is not None
+        return case
 
 
 def report_case(
@@ -219,9 +237,11 @@ def report_case(
     if key is not None:
         if not _IDEMPOTENCY_KEY.fullmatch(key):
             raise InvalidInput("an idempotency key is 8-128 letters, digits or . _ : -")
-        existing = session.scalar(select(Case).where(Case.idempotency_key == key))
+        existing = session.execute(
+            select(Case.id, Case.number).where(Case.idempotency_key == key)
+        ).first()
         if existing is not None:
-            return ReportResult(existing, False)
+            return ReportResult(session, existing.id, existing.number, False)
     lon, lat = gridding.check_lon_lat(data.lon, data.lat)
     category = find_category(session, data.category_code)
     if len(data.description) > MAX_DESCRIPTION:
@@ -230,53 +250,115 @@ def report_case(
     media_url = (data.media_url or "").strip() or None
     if media_url is not None and not re.fullmatch(r"https?://\S{1,2000}", media_url):
         raise InvalidInput("media_url must be an http(s) URL", field="media_url")
-    where = locate(session, lon, lat)
+    if len(data.photos) > MAX_PHOTOS:
+        raise InvalidInput(f"at most {MAX_PHOTOS} photos at a time, not {len(data.photos)}")
+    # The steps a report takes at once, each asked of the transition table: report; an
+    # inspector's own report is verified; a trusted channel's is filed.
     actor = actor_of(reporter)
-    decision = decide(CaseState(None), Action.REPORT, actor)
-    if not decision.allowed:
-        raise _refused(decision)
-    case = Case(
-        source=source.value,
-        status=CaseStatus.REPORTED.value,
-        category_id=category.id,
-        urgent=data.urgent,
-        description=data.description.strip(),
-        address=(data.address or "").strip() or None,
-        location=from_shape(Point(lon, lat), srid=4326),
-        cell_id=where.cell_id,
-        community_id=where.community_id,
-        reporter_id=reporter.id if reporter else None,
-        api_key_id=api_key_id,
-        contact={k: v.strip() for k, v in data.contact.items() if v and v.strip()},
-        idempotency_key=key,
-        media_url=media_url,
-        attributes=attributes,
-    )
-    if key is None:
-        session.add(case)
-        session.flush()
-    else:
-        try:
-            with session.begin_nested():
-                session.add(case)
-                session.flush()
-        except IntegrityError:
-            # Another request with the same key won the race: theirs is the case.
-            existing = session.scalar(select(Case).where(Case.idempotency_key == key))
-            if existing is None:
-                raise
-            return ReportResult(existing, False)
-    photos = _store_photos(session, case, data.photos, PhotoKind.BEFORE, photo_root)
-    event = _event(session, case, Action.REPORT, None, actor, photos=len(photos) or None)
-    if photos:
-        session.flush()
-        for photo in photos:
-            photo.event_id = event.id
+    steps = [(Action.REPORT, actor)]
     if reporter is not None and reporter.role == Role.INSPECTOR:
-        _apply(session, case, Action.VERIFY, actor, ActionInput(), None)
+        steps.append((Action.VERIFY, actor))
     if trusted:
-        _apply(session, case, Action.FILE, Actor(SYSTEM), ActionInput(), None)
-    return ReportResult(case, True)
+        steps.append((Action.FILE, Actor(SYSTEM)))
+    status: CaseStatus | None = None
+    events: list[dict[str, Any]] = []
+    for action, who in steps:
+        decision = decide(CaseState(status), action, who)
+        if not decision.allowed:
+            raise _refused(decision)
+        events.append(
+            {
+                "action": action.value,
+                "from": status.value if status else None,
+                "to": decision.to.value,
+                "actor_id": who.user_id,
+                "role": who.role,
+            }
+        )
+        status = decision.to
+    assert status is not None
+    values = {
+        "source": source.value,
+        "status": status.value,
+        "category_id": category.id,
+        "urgent": data.urgent,
+        "description": data.description.strip(),
+        "address": (data.address or "").strip() or None,
+        "lon": lon,
+        "lat": lat,
+        "reporter_id": reporter.id if reporter else None,
+        "api_key_id": api_key_id,
+        "contact": json.dumps({k: v.strip() for k, v in data.contact.items() if v and v.strip()}),
+        "idempotency_key": key,
+        "media_url": media_url,
+        "attributes": json.dumps(attributes),
+        "filed": status == CaseStatus.FILED,
+    }
+    try:
+        if key is None:
+            row = session.execute(_INSERT_CASE, values).first()
+        else:
+            with session.begin_nested():
+                row = session.execute(_INSERT_CASE, values).first()
+    except IntegrityError:
+        # Another request with the same key won the race: theirs is the case.
+        existing = session.execute(
+            select(Case.id, Case.number).where(Case.idempotency_key == key)
+        ).first()
+        if existing is None:
+            raise
+        return ReportResult(session, existing.id, existing.number, False)
+    if row is None:
+        raise OutsideTerritory(f"({lon}, {lat}) is outside the territory: no unit grid cell there")
+    case_id, number = row
+    event_ids = list(
+        session.scalars(
+            _INSERT_EVENTS,
+            {"case_id": case_id, "events": json.dumps(events), "photos": len(data.photos)},
+        )
+    )
+    if data.photos:
+        case = session.get(Case, case_id)
+        assert case is not None
+        for photo in _store_photos(session, case, data.photos, PhotoKind.BEFORE, photo_root):
+            photo.event_id = event_ids[0]
+    if status == CaseStatus.FILED:
+        ring_after_commit(session, case_id)
+    return ReportResult(session, case_id, number, True)
+
+
+# A report is one statement: locate (lowest cell code on edges, as `locate` does) and insert;
+# no row when the point is outside every cell.
+_INSERT_CASE = text("""
+    INSERT INTO cases (source, status, category_id, urgent, description, address, location,
+                       cell_id, community_id, reporter_id, api_key_id, contact,
+                       idempotency_key, media_url, attributes, filed_at, dispatch_state)
+    SELECT :source, :status, :category_id, :urgent, :description, :address, p.geom,
+           g.id, g.community_id, :reporter_id, :api_key_id, CAST(:contact AS jsonb),
+           :idempotency_key, :media_url, CAST(:attributes AS jsonb),
+           CASE WHEN :filed THEN now() END,
+           CASE WHEN :filed THEN 'queued' ELSE 'none' END
+    FROM (SELECT ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS geom) AS p
+    CROSS JOIN LATERAL (
+        SELECT id, community_id FROM grid_cells
+        WHERE ST_Intersects(geom, p.geom) ORDER BY code LIMIT 1
+    ) AS g
+    RETURNING id, number
+""")
+
+# Its events, in order, in one statement; the first carries the number of photos.
+_INSERT_EVENTS = text("""
+    INSERT INTO case_events (case_id, action, from_status, to_status, actor_id, actor_role, data)
+    SELECT :case_id, e.action, e."from", e."to", e.actor_id, e.role,
+           CASE WHEN e.n = 1 AND :photos > 0 THEN jsonb_build_object('photos', :photos)
+                ELSE '{}'::jsonb END
+    FROM ROWS FROM (
+             jsonb_to_recordset(CAST(:events AS jsonb))
+                 AS (action text, "from" text, "to" text, actor_id int, role text)
+         ) WITH ORDINALITY AS e(action, "from", "to", actor_id, role, n)
+    ORDER BY e.n
+    RETURNING id
+""")
 
 
 def check_attributes(category: Category, given: dict[str, str]) -> dict[str, Any]:

@@ -149,7 +149,7 @@ def report_submit() -> ResponseReturnValue:
                 source_for(user),
                 case_context(session).photo_root,
             )
-            case_id, number = result.case.id, result.case.number
+            case_id, number = result.case_id, result.number
     except DomainError as err:
         flash(err.message, "error")
         return render_template(
