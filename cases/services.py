@@ -53,11 +53,11 @@ from gridmgmt.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
-    OutsideTerritory,
 )
 from gridmgmt.models import Role, User
 from gridmgmt.workcalendar import BusinessCalendar, LimitUnit
 from grids import gridding
+from grids.services import cell_at, outside_territory
 
 MAX_DESCRIPTION = 4000
 MAX_PHOTOS = 6
@@ -250,8 +250,6 @@ def report_case(
     media_url = (data.media_url or "").strip() or None
     if media_url is not None and not re.fullmatch(r"https?://\S{1,2000}", media_url):
         raise InvalidInput("media_url must be an http(s) URL", field="media_url")
-    if len(data.photos) > MAX_PHOTOS:
-        raise InvalidInput(f"at most {MAX_PHOTOS} photos at a time, not {len(data.photos)}")
     # The steps a report takes at once, each asked of the transition table: report; an
     # inspector's own report is verified; a trusted channel's is filed.
     actor = actor_of(reporter)
@@ -309,7 +307,7 @@ def report_case(
             raise
         return ReportResult(session, existing.id, existing.number, False)
     if row is None:
-        raise OutsideTerritory(f"({lon}, {lat}) is outside the territory: no unit grid cell there")
+        raise outside_territory(lon, lat)
     case_id, number = row
     event_ids = list(
         session.scalars(
@@ -327,9 +325,9 @@ def report_case(
     return ReportResult(session, case_id, number, True)
 
 
-# A report is one statement: locate (lowest cell code on edges, as `locate` does) and insert;
-# no row when the point is outside every cell.
-_INSERT_CASE = text("""
+# A report is one statement: locate (the tie-break of `grids.services.cell_at`) and insert; no
+# row when the point is outside every cell.
+_INSERT_CASE = text(f"""
     INSERT INTO cases (source, status, category_id, urgent, description, address, location,
                        cell_id, community_id, reporter_id, api_key_id, contact,
                        idempotency_key, media_url, attributes, filed_at, dispatch_state)
@@ -339,10 +337,7 @@ _INSERT_CASE = text("""
            CASE WHEN :filed THEN now() END,
            CASE WHEN :filed THEN 'queued' ELSE 'none' END
     FROM (SELECT ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS geom) AS p
-    CROSS JOIN LATERAL (
-        SELECT id, community_id FROM grid_cells
-        WHERE ST_Intersects(geom, p.geom) ORDER BY code LIMIT 1
-    ) AS g
+    CROSS JOIN LATERAL ({cell_at("p.geom")}) AS g
     RETURNING id, number
 """)
 

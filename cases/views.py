@@ -31,6 +31,7 @@ from cases import services
 from cases.models import Case, CaseSource, CaseStatus, MajorClass, Photo
 from cases.services import ActionInput, CaseContext, ReportInput, Upload
 from cases.workflow import Action, RejectReason, allowed_actions
+from dispatch.batch import RoutingData
 from dispatch.models import Unit
 from dispatch.routing import Unroutable
 from dispatch.services import route_case
@@ -88,7 +89,7 @@ def report_input(form: MultiDict[str, str], files: MultiDict[str, Any]) -> Repor
 
 def _number(form: MultiDict[str, str], name: str) -> int | None:
     value = form.get(name, "").strip()
-    return int(value) if value.isdigit() else None
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def action_input(form: MultiDict[str, str], files: MultiDict[str, Any]) -> ActionInput:
@@ -233,7 +234,8 @@ def dispatch_board() -> ResponseReturnValue:
     """Filed cases to dispatch (with the routed unit or why none), returns, requests."""
     session = db.session()
     filed = _list(select(Case).where(Case.status == CaseStatus.FILED).order_by(Case.filed_at))
-    routes = {c.id: route_case(session, c) for c in filed}
+    routing = RoutingData.load(session)
+    routes = {c.id: route_case(session, c, routing) for c in filed}
     returned = _list(select(Case).where(Case.status == CaseStatus.RETURNED).order_by(Case.id))
     requests = _list(select(Case).where(Case.pending_request.isnot(None)).order_by(Case.updated_at))
     suspended = _list(select(Case).where(Case.status == CaseStatus.SUSPENDED).order_by(Case.id))

@@ -19,6 +19,7 @@ from cases.models import CaseStatus
 from cases.workflow import SYSTEM, Action, Actor, CaseState, decide
 from dispatch.routing import Route, RuleView, Unroutable, choose_unit
 from gridmgmt.workcalendar import BusinessCalendar
+from grids.services import cell_at
 
 SYSTEM_ACTOR = Actor(SYSTEM)
 
@@ -35,14 +36,13 @@ _TAKE_WAITING = text(_TAKE.format(only=""))
 _TAKE_THESE = text(_TAKE.format(only="AND c.id = ANY(:ids)"))
 
 # Cases filed without a cell (imported, or located before the cells existed) are located in
-# one query, with the documented tie-break: lowest cell code.
-_LOCATE = text("""
+# one query, with the documented tie-break (`grids.services.cell_at`).
+_LOCATE = text(f"""
     UPDATE cases c SET cell_id = found.cell_id, community_id = found.community_id
     FROM (
-        SELECT DISTINCT ON (c.id) c.id, g.id AS cell_id, g.community_id
-        FROM cases c JOIN grid_cells g ON ST_Intersects(g.geom, c.location)
-        WHERE c.id = ANY(:ids) AND c.cell_id IS NULL
-        ORDER BY c.id, g.code
+        SELECT w.id, g.id AS cell_id, g.community_id
+        FROM cases w CROSS JOIN LATERAL ({cell_at("w.location")}) AS g
+        WHERE w.id = ANY(:ids) AND w.cell_id IS NULL
     ) AS found
     WHERE c.id = found.id
     RETURNING c.id, found.community_id

@@ -64,7 +64,7 @@ ANONYMOUS_MENU = [("Report a problem", "cases.report_form"), ("Track a case", "c
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
     """The signed-in user of a session, if still active."""
-    user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    user = db.session.get(User, int(user_id)) if user_id.isascii() and user_id.isdigit() else None
     return user if user is not None and user.active else None
 
 

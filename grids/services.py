@@ -353,13 +353,27 @@ def _delete_cells(session: Session, area: Area) -> None:
     session.execute(text("DELETE FROM grid_cells WHERE community_id = :id"), {"id": area.id})
 
 
-_LOCATE_SQL = text("""
+def cell_at(point: str) -> str:
+    """SQL of the one cell holding the point expression `point` (id, code, community_id), for a
+    LATERAL join: every cell whose closed polygon holds it, the lowest code winning. The one
+    place the tie-break rule is written; `locate`, reports and dispatch all use it."""
+    return f"""
+        SELECT id, code, community_id FROM grid_cells
+        WHERE ST_Intersects(geom, {point}) ORDER BY code LIMIT 1
+    """
+
+
+_LOCATE_SQL = text(f"""
 SELECT g.id, g.code, a.id, a.code
-FROM grid_cells g JOIN areas a ON a.id = g.community_id
-WHERE ST_Intersects(g.geom, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326))
-ORDER BY g.code
-LIMIT 1
+FROM (SELECT ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS geom) AS p
+CROSS JOIN LATERAL ({cell_at("p.geom")}) AS g
+JOIN areas a ON a.id = g.community_id
 """)
+
+
+def outside_territory(lon: float, lat: float) -> OutsideTerritory:
+    """The error of a point in no cell."""
+    return OutsideTerritory(f"({lon}, {lat}) is outside the territory: no unit grid cell there")
 
 
 def locate(session: Session, lon: float, lat: float) -> Location:
@@ -377,7 +391,7 @@ def locate(session: Session, lon: float, lat: float) -> Location:
     x, y = gridding.check_lon_lat(lon, lat)
     row = session.execute(_LOCATE_SQL, {"lon": x, "lat": y}).first()
     if row is None:
-        raise OutsideTerritory(f"({x}, {y}) is outside the territory: no unit grid cell there")
+        raise outside_territory(x, y)
     return Location(*row)
 
 
