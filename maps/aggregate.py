@@ -75,9 +75,12 @@ def parse_filters(
         if not raw:
             return default
         try:
-            return date.fromisoformat(raw)
+            value = date.fromisoformat(raw)
         except ValueError:
             raise FilterError(f"{name} must be a date YYYY-MM-DD, not {raw!r}") from None
+        if not 1900 <= value.year <= 9000:
+            raise FilterError(f"{name} must be between the years 1900 and 9000")
+        return value
 
     def number(name: str) -> int | None:
         raw = (args.get(name) or "").strip()

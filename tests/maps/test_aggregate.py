@@ -108,6 +108,8 @@ def test_measures_are_accepted(measure: str) -> None:
         ({"start": "2026-03-19"}, "starts after it ends"),
         ({"start": "2026-03-02", "end": "2026-03-01"}, "starts after it ends"),
         ({"start": "2010-01-01"}, "at most ten years"),
+        ({"end": "9999-12-31"}, "end must be between the years 1900 and 9000"),
+        ({"start": "0001-01-01"}, "start must be between the years 1900 and 9000"),
         ({"status": "lost"}, "unknown status"),
         ({"status": "OPEN"}, "unknown status"),
         ({"source": "pigeon"}, "unknown source"),
