@@ -5,12 +5,13 @@ command opens."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from flask import current_app
 from rq import get_current_job
 from sqlalchemy import text
 
+from cases.services import now_utc
 from dispatch import doorbell, watch
 from dispatch.batch import dispatch_batch
 from gridmgmt.calendars import city_calendar
@@ -20,11 +21,6 @@ from gridmgmt.queue import queues
 HEARTBEAT_KEY = "gridmgmt:heartbeat"
 BATCH_SIZE = 1000
 DRAIN_SECONDS = 20.0  # then the job hands over to a fresh one, so retries stay short
-
-
-def now_utc() -> datetime:
-    """The current time (UTC, aware)."""
-    return datetime.now(UTC)
 
 
 def heartbeat() -> str:
