@@ -310,11 +310,7 @@ def create_request(fmt: str) -> ResponseReturnValue:
         if (form.get("address_string") or form.get("address_id") or "").strip():
             raise Open311Error(400, "this city does not geocode addresses: send lat and long")
         raise Open311Error(400, "lat and long are required")
-    attributes = {
-        m.group(1): v
-        for k, v in form.items()
-        if isinstance(k, str) and (m := ATTRIBUTE.fullmatch(k))
-    }
+    attributes = {m.group(1): v for k, v in form.items() if (m := ATTRIBUTE.fullmatch(k))}
     device = (form.get("device_id") or "").strip()
     client_key = (
         request.headers.get("Idempotency-Key") or form.get("idempotency_key") or ""
