@@ -99,6 +99,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=4, help="gunicorn processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per process")
+    parser.add_argument("--worker-class", default="gthread")
+    parser.add_argument("--keep-alive", type=int, default=2)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: scripts/stack.sh deps installs it")
@@ -130,7 +132,9 @@ def main() -> None:
             "--threads",
             str(args.threads),
             "--worker-class",
-            "gthread",
+            args.worker_class,
+            "--keep-alive",
+            str(args.keep_alive),
             "--bind",
             f"127.0.0.1:{PORT}",
             "--log-level",

@@ -27,10 +27,9 @@ from cases.models import Case, CaseEvent, CaseSource, Category
 from cases.services import ReportInput, Upload
 from cases.views import case_context
 from dispatch.models import Unit
-from gridmgmt.auth import find_api_key
+from gridmgmt.auth import KeyUse, use_api_key
 from gridmgmt.db import db
 from gridmgmt.errors import DomainError, NotFound
-from gridmgmt.models import ApiKey
 from gridmgmt.queue import queues
 
 bp = Blueprint("open311", __name__, url_prefix="/open311/v2")
@@ -182,20 +181,15 @@ def request_json(case: Case, units: dict[int, str], notes: dict[int, str]) -> di
     }
 
 
-def _api_key() -> ApiKey:
-    """The active api key of the request (form or query string), its use time updated at
-    most once a minute (a row every report would update would serialise them)."""
+def _api_key() -> KeyUse:
+    """The active api key of the request (form or query string), its use recorded."""
     secret = (request.form.get("api_key") or request.args.get("api_key") or "").strip()
     if not secret:
         raise Open311Error(403, "api_key is required to post a service request")
     try:
-        key = find_api_key(db.session(), secret)
+        return use_api_key(db.session(), secret)
     except NotFound:
         raise Open311Error(403, "api_key is not valid") from None
-    now = datetime.now(UTC)
-    if key.last_used_at is None or now - key.last_used_at > timedelta(minutes=1):
-        key.last_used_at = now  # committed with the report
-    return key
 
 
 def _jurisdiction() -> None:

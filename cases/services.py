@@ -26,7 +26,6 @@ from cases.models import (
     CaseEvent,
     CaseSource,
     CaseStatus,
-    Category,
     DispatchState,
     Photo,
     PhotoKind,
@@ -183,16 +182,28 @@ def _store_photos(
     return rows
 
 
-def find_category(session: Session, code: str) -> Category:
+@dataclass(frozen=True)
+class CategoryRef:
+    """What a report needs of its class: the id, the code, the extra questions it asks."""
+
+    id: int
+    code: str
+    attributes: list[dict[str, Any]]
+
+
+_FIND_CATEGORY = text("SELECT id, code, attributes FROM categories WHERE code = :code AND active")
+
+
+def find_category(session: Session, code: str) -> CategoryRef:
     """The active category with this code.
 
     Raises:
         InvalidInput: unknown or inactive category.
     """
-    category = session.scalar(select(Category).where(Category.code == code, Category.active))
-    if category is None:
+    row = session.execute(_FIND_CATEGORY, {"code": code}).first()
+    if row is None:
         raise InvalidInput(f"unknown category {code!r}", field="category")
-    return category
+    return CategoryRef(row.id, row.code, row.attributes or [])
 
 
 class ReportResult:
@@ -291,13 +302,15 @@ def report_case(
         "media_url": media_url,
         "attributes": json.dumps(attributes),
         "filed": status == CaseStatus.FILED,
+        "events": json.dumps(events),
+        "photos": len(data.photos),
     }
     try:
         if key is None:
-            row = session.execute(_INSERT_CASE, values).first()
+            row = session.execute(_INSERT_REPORT, values).first()
         else:
             with session.begin_nested():
-                row = session.execute(_INSERT_CASE, values).first()
+                row = session.execute(_INSERT_REPORT, values).first()
     except IntegrityError:
         # Another request with the same key won the race: theirs is the case.
         existing = session.execute(
@@ -308,55 +321,52 @@ def report_case(
         return ReportResult(session, existing.id, existing.number, False)
     if row is None:
         raise outside_territory(lon, lat)
-    case_id, number = row
-    event_ids = list(
-        session.scalars(
-            _INSERT_EVENTS,
-            {"case_id": case_id, "events": json.dumps(events), "photos": len(data.photos)},
-        )
-    )
+    case_id, number, first_event = row
     if data.photos:
         case = session.get(Case, case_id)
         assert case is not None
         for photo in _store_photos(session, case, data.photos, PhotoKind.BEFORE, photo_root):
-            photo.event_id = event_ids[0]
+            photo.event_id = first_event
     if status == CaseStatus.FILED:
         ring_after_commit(session, case_id)
     return ReportResult(session, case_id, number, True)
 
 
-# A report is one statement: locate (the tie-break of `grids.services.cell_at`) and insert; no
-# row when the point is outside every cell.
-_INSERT_CASE = text(f"""
-    INSERT INTO cases (source, status, category_id, urgent, description, address, location,
-                       cell_id, community_id, reporter_id, api_key_id, contact,
-                       idempotency_key, media_url, attributes, filed_at, dispatch_state)
-    SELECT :source, :status, :category_id, :urgent, :description, :address, p.geom,
-           g.id, g.community_id, :reporter_id, :api_key_id, CAST(:contact AS jsonb),
-           :idempotency_key, :media_url, CAST(:attributes AS jsonb),
-           CASE WHEN :filed THEN now() END,
-           CASE WHEN :filed THEN 'queued' ELSE 'none' END
-    FROM (SELECT ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS geom) AS p
-    CROSS JOIN LATERAL ({cell_at("p.geom")}) AS g
-    RETURNING id, number
+# A report is one statement: locate (the tie-break of `grids.services.cell_at`), insert the
+# case and its events in order, the first event carrying the number of photos. No row when the
+# point is outside every cell (and then no event either).
+_INSERT_REPORT = text(f"""
+    WITH new_case AS (
+        INSERT INTO cases (source, status, category_id, urgent, description, address, location,
+                           cell_id, community_id, reporter_id, api_key_id, contact,
+                           idempotency_key, media_url, attributes, filed_at, dispatch_state)
+        SELECT :source, :status, :category_id, :urgent, :description, :address, p.geom,
+               g.id, g.community_id, :reporter_id, :api_key_id, CAST(:contact AS jsonb),
+               :idempotency_key, :media_url, CAST(:attributes AS jsonb),
+               CASE WHEN :filed THEN now() END,
+               CASE WHEN :filed THEN 'queued' ELSE 'none' END
+        FROM (SELECT ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS geom) AS p
+        CROSS JOIN LATERAL ({cell_at("p.geom")}) AS g
+        RETURNING id, number
+    ), new_events AS (
+        INSERT INTO case_events (case_id, action, from_status, to_status, actor_id, actor_role,
+                                 data)
+        SELECT c.id, e.action, e."from", e."to", e.actor_id, e.role,
+               CASE WHEN e.n = 1 AND :photos > 0 THEN jsonb_build_object('photos', :photos)
+                    ELSE '{{}}'::jsonb END
+        FROM new_case AS c
+        CROSS JOIN ROWS FROM (
+                 jsonb_to_recordset(CAST(:events AS jsonb))
+                     AS (action text, "from" text, "to" text, actor_id int, role text)
+             ) WITH ORDINALITY AS e(action, "from", "to", actor_id, role, n)
+        ORDER BY e.n
+        RETURNING id
+    )
+    SELECT id, number, (SELECT min(id) FROM new_events) AS first_event FROM new_case
 """)
 
-# Its events, in order, in one statement; the first carries the number of photos.
-_INSERT_EVENTS = text("""
-    INSERT INTO case_events (case_id, action, from_status, to_status, actor_id, actor_role, data)
-    SELECT :case_id, e.action, e."from", e."to", e.actor_id, e.role,
-           CASE WHEN e.n = 1 AND :photos > 0 THEN jsonb_build_object('photos', :photos)
-                ELSE '{}'::jsonb END
-    FROM ROWS FROM (
-             jsonb_to_recordset(CAST(:events AS jsonb))
-                 AS (action text, "from" text, "to" text, actor_id int, role text)
-         ) WITH ORDINALITY AS e(action, "from", "to", actor_id, role, n)
-    ORDER BY e.n
-    RETURNING id
-""")
 
-
-def check_attributes(category: Category, given: dict[str, str]) -> dict[str, Any]:
+def check_attributes(category: CategoryRef, given: dict[str, str]) -> dict[str, Any]:
     """The class's extra answers (Open311 attributes), checked against its definitions.
 
     Raises:

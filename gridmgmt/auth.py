@@ -7,7 +7,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -109,15 +109,34 @@ def create_api_key(session: Session, name: str, trusted: bool = False) -> Issued
     return IssuedKey(key, secret)
 
 
-def find_api_key(session: Session, secret: str) -> ApiKey:
-    """Return the active key matching `secret`.
+@dataclass(frozen=True)
+class KeyUse:
+    """The active key a request came with: enough to file, limit and record its reports."""
+
+    id: int
+    name: str
+    trusted: bool
+
+
+_FIND_API_KEY = text("""
+    SELECT id, name, trusted,
+           coalesce(last_used_at < now() - interval '1 minute', true) AS use_unrecorded
+    FROM api_keys WHERE key_hash = :key_hash AND active
+""")
+
+
+def use_api_key(session: Session, secret: str) -> KeyUse:
+    """Return the active key matching `secret`, its last use recorded in this transaction (at
+    most once a minute: a row that every report updated would serialise a client's reports).
 
     Raises:
         NotFound: no such active key.
     """
-    key = session.scalar(
-        select(ApiKey).where(ApiKey.key_hash == hash_api_key(secret), ApiKey.active)
-    )
-    if key is None:
+    row = session.execute(_FIND_API_KEY, {"key_hash": hash_api_key(secret)}).first()
+    if row is None:
         raise NotFound("unknown or revoked API key")
-    return key
+    if row.use_unrecorded:
+        session.execute(
+            text("UPDATE api_keys SET last_used_at = now() WHERE id = :id"), {"id": row.id}
+        )
+    return KeyUse(row.id, row.name, row.trusted)

@@ -239,7 +239,7 @@ def test_apikey_duplicate_name_refused(cli: FlaskCliRunner, session: Session) ->
     )
     assert count == 1
     # the first key still works
-    assert auth.find_api_key(session, first.stdout.strip()).name == "mobile-app"
+    assert auth.use_api_key(session, first.stdout.strip()).name == "mobile-app"
 
 
 def test_apikey_blank_name_refused(cli: FlaskCliRunner, session: Session) -> None:
@@ -251,23 +251,34 @@ def test_apikey_blank_name_refused(cli: FlaskCliRunner, session: Session) -> Non
     assert session.scalar(select(func.count()).select_from(ApiKey)) == before
 
 
-def test_find_api_key_by_secret(cli: FlaskCliRunner, session: Session) -> None:
+def test_use_api_key_by_secret_records_use_once_a_minute(
+    cli: FlaskCliRunner, session: Session
+) -> None:
     secret = create_key(cli, "partner").stdout.strip()
+    key = session.scalar(select(ApiKey).where(ApiKey.name == "partner"))
+    assert key is not None and key.last_used_at is None
 
-    found = auth.find_api_key(session, secret)
+    found = auth.use_api_key(session, secret)
 
-    assert found.name == "partner"
+    assert (found.id, found.name, found.trusted) == (key.id, "partner", False)
+    session.refresh(key)
+    first_use = key.last_used_at
+    assert first_use is not None
+    auth.use_api_key(session, secret)  # within the minute: not written again
+    session.refresh(key)
+    assert key.last_used_at == first_use
     with pytest.raises(NotFound):
-        auth.find_api_key(session, secret[:-1] + ("A" if secret[-1] != "A" else "B"))
+        auth.use_api_key(session, secret[:-1] + ("A" if secret[-1] != "A" else "B"))
     with pytest.raises(NotFound):
-        auth.find_api_key(session, "")
+        auth.use_api_key(session, "")
 
 
-def test_find_api_key_refuses_revoked_key(cli: FlaskCliRunner, session: Session) -> None:
+def test_use_api_key_refuses_revoked_key(cli: FlaskCliRunner, session: Session) -> None:
     secret = create_key(cli, "revoked").stdout.strip()
-    key = auth.find_api_key(session, secret)
+    key = session.scalar(select(ApiKey).where(ApiKey.name == "revoked"))
+    assert key is not None
     key.active = False
     session.flush()
 
     with pytest.raises(NotFound):
-        auth.find_api_key(session, secret)
+        auth.use_api_key(session, secret)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from cases.models import Category, MajorClass
 from dispatch.models import RoutingRule, Unit, UnitKind, UnitType
 from gridmgmt import demo
-from gridmgmt.auth import authenticate, find_api_key
+from gridmgmt.auth import authenticate, use_api_key
 from gridmgmt.calendars import get_calendar
 from gridmgmt.db import db
 from gridmgmt.models import ApiKey, CalendarRecord, Role, User
@@ -167,8 +167,10 @@ def test_one_login_per_role(session: Session, seeded: Seeded) -> None:
 
 
 def test_demo_api_key(session: Session, seeded: Seeded) -> None:
-    key = find_api_key(session, demo.DEMO_API_KEY)
-    assert key.name == "demo-app"
+    used = use_api_key(session, demo.DEMO_API_KEY)
+    assert used.name == "demo-app"
+    key = session.get(ApiKey, used.id)
+    assert key is not None
     assert key.prefix == demo.DEMO_API_KEY[:8]
     assert key.key_hash != demo.DEMO_API_KEY
 
