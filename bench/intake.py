@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from redis import Redis
@@ -92,6 +93,59 @@ def wrk(url: str, seconds: int, connections: int, script: str | None = None) -> 
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of a process."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+class CpuMeter:
+    """CPU time per part of the stack (web, dispatch worker, PostgreSQL, Redis) over a phase."""
+
+    def __init__(self, parts: dict[str, Callable[[], list[int]]]) -> None:
+        self.parts = parts
+        self.start: dict[str, dict[int, float]] = {}
+
+    def _sample(self) -> dict[str, dict[int, float]]:
+        return {
+            name: {pid: cpu_seconds(pid) for pid in pids()} for name, pids in self.parts.items()
+        }
+
+    def __enter__(self) -> CpuMeter:
+        self.start = self._sample()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        now = self._sample()
+        self.by_pid = {
+            name: sorted((cpu - self.start[name].get(pid, 0.0) for pid, cpu in pids.items()),
+                         reverse=True)
+            for name, pids in now.items()
+        }  # fmt: skip
+        self.used = {name: sum(used) for name, used in self.by_pid.items()}
+
+    def per_request(self, requests: int) -> str:
+        """'web 1.2 ms, dispatch 0.3 ms, ...' of CPU per request."""
+        return ", ".join(
+            f"{name} {1000 * cpu / requests:.2f} ms" for name, cpu in self.used.items()
+        )
+
+
 def main() -> None:
     """Build, run, check, print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -101,6 +155,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="threads per process")
     parser.add_argument("--worker-class", default="gthread")
     parser.add_argument("--keep-alive", type=int, default=2)
+    parser.add_argument("--worker-connections", type=int, default=1000)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: scripts/stack.sh deps installs it")
@@ -135,6 +190,8 @@ def main() -> None:
             args.worker_class,
             "--keep-alive",
             str(args.keep_alive),
+            "--worker-connections",
+            str(args.worker_connections),
             "--bind",
             f"127.0.0.1:{PORT}",
             "--log-level",
@@ -164,8 +221,23 @@ def main() -> None:
         )
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
             fh.write(lua)
-        post = wrk(f"{base}/open311/v2/requests.json", args.seconds, args.connections, fh.name)
-        noop = wrk(f"{base}/healthz", args.seconds, args.connections)
+        redis_pid = int(Redis.from_url(redis_url()).info("server")["process_id"])
+
+        def backends() -> list[int]:
+            sql = "SELECT pid FROM pg_stat_activity WHERE datname = :db AND pid <> pg_backend_pid()"
+            with engine.connect() as conn:  # a new snapshot of the activity each time
+                return list(conn.scalars(text(sql), {"db": BENCH_DB}))
+
+        parts: dict[str, Callable[[], list[int]]] = {
+            "web": lambda: children(web.pid),
+            "dispatch": lambda: [worker.pid, *children(worker.pid)],
+            "postgres": backends,
+            "redis": lambda: [redis_pid],
+        }
+        with CpuMeter(parts) as post_cpu:
+            post = wrk(f"{base}/open311/v2/requests.json", args.seconds, args.connections, fh.name)
+        with CpuMeter(parts) as noop_cpu:
+            noop = wrk(f"{base}/healthz", args.seconds, args.connections)
         accepted = post["requests"] - post["non2xx"]
         deadline = time.time() + 120
         with engine.connect() as conn:
@@ -189,6 +261,10 @@ def main() -> None:
         f"{dispatched:,}",
         file=sys.stderr,
     )
+    print(f"CPU per report: {post_cpu.per_request(max(accepted, 1))}", file=sys.stderr)
+    shares = ", ".join(f"{cpu:.1f}" for cpu in post_cpu.by_pid["web"])
+    print(f"CPU seconds of each web process (reports): {shares}", file=sys.stderr)
+    print(f"CPU per no-op: {noop_cpu.per_request(max(noop['requests'], 1))}", file=sys.stderr)
     if stored < accepted or dispatched < stored:
         print("NOT every accepted report was stored and dispatched", file=sys.stderr)
     print(

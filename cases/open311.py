@@ -207,7 +207,7 @@ def rate_limit(key_id: int) -> None:
     )
     window = int(time.time())
     try:
-        pipe = queues.redis.pipeline()
+        pipe = queues.redis.pipeline(transaction=False)
         for name, _ in limits:
             pipe.incr(f"gridmgmt:rate:{name}:{window}")
             pipe.expire(f"gridmgmt:rate:{name}:{window}", 2)

@@ -48,23 +48,31 @@ _LOCATE = text(f"""
     RETURNING c.id, found.community_id
 """)
 
+# The batch's dispatches are written with one UPDATE and one INSERT of events, from a JSON
+# array of rows (one statement per batch, not per case).
 _DISPATCH = text("""
-    UPDATE cases SET status = 'dispatched', unit_id = :unit_id, routing_rule_id = :rule_id,
-           deadline = :deadline, dispatched_at = :now, updated_at = :now,
-           dispatch_state = 'done', dispatch_error = NULL, warned_at = NULL, overdue_at = NULL,
-           version = version + 1
-    WHERE id = :id AND status = 'filed'
+    WITH d AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+            AS d(id int, unit_id int, rule_id int, deadline timestamptz, data jsonb)
+    ), changed AS (
+        UPDATE cases c SET status = 'dispatched', unit_id = d.unit_id, routing_rule_id = d.rule_id,
+               deadline = d.deadline, dispatched_at = :now, updated_at = :now,
+               dispatch_state = 'done', dispatch_error = NULL, warned_at = NULL,
+               overdue_at = NULL, version = version + 1
+        FROM d WHERE c.id = d.id AND c.status = 'filed'
+        RETURNING c.id
+    )
+    INSERT INTO case_events (case_id, action, from_status, to_status, actor_role, note, data)
+    SELECT d.id, 'dispatch', 'filed', 'dispatched', :role, '', d.data
+    FROM d JOIN changed USING (id)
+    ORDER BY d.id
 """)
 
 _MANUAL = text("""
-    UPDATE cases SET dispatch_state = 'manual', dispatch_error = :reason, updated_at = :now,
+    UPDATE cases SET dispatch_state = 'manual', dispatch_error = m.reason, updated_at = :now,
            version = version + 1
-    WHERE id = :id AND status = 'filed'
-""")
-
-_EVENT = text("""
-    INSERT INTO case_events (case_id, action, from_status, to_status, actor_role, note, data)
-    VALUES (:case_id, 'dispatch', 'filed', 'dispatched', :role, '', CAST(:data AS jsonb))
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS m(id int, reason text)
+    WHERE cases.id = m.id AND cases.status = 'filed'
 """)
 
 
@@ -155,8 +163,7 @@ def dispatch_batch(
     missing = [r.id for r in rows if r.community_id is None]
     located = dict(session.execute(_LOCATE, {"ids": missing}).tuples().all()) if missing else {}
     routing = RoutingData.load(session)
-    updates: list[dict[str, object]] = []
-    events: list[dict[str, object]] = []
+    dispatches: list[dict[str, object]] = []
     manual: list[dict[str, object]] = []
     transition = decide(CaseState(CaseStatus.FILED), Action.DISPATCH, SYSTEM_ACTOR)
     assert transition.allowed and transition.to == CaseStatus.DISPATCHED
@@ -164,32 +171,28 @@ def dispatch_batch(
         community_id = row.community_id or located.get(row.id)
         route = routing.route(row.category_id, community_id)
         if isinstance(route, Unroutable):
-            manual.append({"id": row.id, "reason": route.reason, "now": now})
+            manual.append({"id": row.id, "reason": route.reason})
             result.unroutable[row.id] = route.reason
             continue
         value, unit = row.limit_value, row.limit_unit
         if row.urgent and row.urgent_limit_value is not None:
             value, unit = row.urgent_limit_value, row.urgent_limit_unit or unit
         deadline = calendar.add_working_time(now, float(value), unit)
-        updates.append(
+        dispatches.append(
             {"id": row.id, "unit_id": route.unit_id, "rule_id": route.rule_id,
-             "deadline": deadline, "now": now}
+             "deadline": deadline.isoformat(),
+             "data": _event_data(route, routing.units[route.unit_id], deadline)}
         )  # fmt: skip
-        data = _event_data(route, routing.units[route.unit_id], deadline)
-        events.append({"case_id": row.id, "role": SYSTEM, "data": data})
         result.dispatched.append(row.id)
-    if updates:
-        session.execute(_DISPATCH, updates)
-        session.execute(_EVENT, events)
+    if dispatches:
+        session.execute(_DISPATCH, {"rows": json.dumps(dispatches), "now": now, "role": SYSTEM})
     if manual:
-        session.execute(_MANUAL, manual)
+        session.execute(_MANUAL, {"rows": json.dumps(manual), "now": now})
     return result
 
 
-def _event_data(route: Route, unit: tuple[str, str], deadline: datetime) -> str:
+def _event_data(route: Route, unit: tuple[str, str], deadline: datetime) -> dict[str, object]:
     """The event details, as the dispatcher's own dispatch records them."""
     code, name = unit
-    return json.dumps(
-        {"unit": code, "unit_name": name, "rule": route.rule_id, "why": route.reason,
-         "deadline": deadline.isoformat()}
-    )  # fmt: skip
+    return {"unit": code, "unit_name": name, "rule": route.rule_id, "why": route.reason,
+            "deadline": deadline.isoformat()}  # fmt: skip

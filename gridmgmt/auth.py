@@ -125,6 +125,14 @@ _FIND_API_KEY = text("""
 """)
 
 
+# Skipped while another request holds the row: that one is recording the use already, and
+# waiting for it would hold this report up.
+_RECORD_USE = text("""
+    UPDATE api_keys SET last_used_at = now()
+    WHERE id = (SELECT id FROM api_keys WHERE id = :id FOR UPDATE SKIP LOCKED)
+""")
+
+
 def use_api_key(session: Session, secret: str) -> KeyUse:
     """Return the active key matching `secret`, its last use recorded in this transaction (at
     most once a minute: a row that every report updated would serialise a client's reports).
@@ -136,7 +144,5 @@ def use_api_key(session: Session, secret: str) -> KeyUse:
     if row is None:
         raise NotFound("unknown or revoked API key")
     if row.use_unrecorded:
-        session.execute(
-            text("UPDATE api_keys SET last_used_at = now() WHERE id = :id"), {"id": row.id}
-        )
+        session.execute(_RECORD_USE, {"id": row.id})
     return KeyUse(row.id, row.name, row.trusted)

@@ -27,6 +27,7 @@ class Config:
     MAX_CONTENT_LENGTH: int = 40 * 1024 * 1024  # a whole upload: several photos and the form
     REOPEN_DAYS: int = 7
     DISPATCH_GRACE_SECONDS: int = 30  # a filed case still waiting after this is swept again
+    DISPATCH_GATHER_MS: int = 50  # while reports stream in, a drain waits this long for them
     DEADLINE_WARNING_HOURS: float = 2.0
     TILE_URL: str = ""  # e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png; empty: no tiles
     OPEN311_JURISDICTION: str = "la.gridmgmt.example"  # jurisdiction_id clients may send
