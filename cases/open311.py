@@ -207,11 +207,7 @@ def rate_limit(key_id: int) -> None:
     )
     window = int(time.time())
     try:
-        pipe = queues.redis.pipeline(transaction=False)
-        for name, _ in limits:
-            pipe.incr(f"gridmgmt:rate:{name}:{window}")
-            pipe.expire(f"gridmgmt:rate:{name}:{window}", 2)
-        counts = pipe.execute()[0::2]
+        counts = queues.count_hits([f"gridmgmt:rate:{name}:{window}" for name, _ in limits], 2)
     except RedisError:
         return  # no Redis, no limiter: reports still come in
     for (name, limit), count in zip(limits, counts, strict=True):

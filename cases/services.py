@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -46,6 +46,7 @@ from dispatch.doorbell import ring_after_commit
 from dispatch.models import Unit
 from dispatch.routing import Unroutable
 from dispatch.services import route_case
+from gridmgmt.db import Prepared
 from gridmgmt.errors import (
     Conflict,
     DomainError,
@@ -191,7 +192,10 @@ class CategoryRef:
     attributes: list[dict[str, Any]]
 
 
-_FIND_CATEGORY = text("SELECT id, code, attributes FROM categories WHERE code = :code AND active")
+_FIND_CATEGORY = Prepared(
+    "gridmgmt_find_category",
+    "SELECT id, code, attributes FROM categories WHERE code = :code AND active",
+)
 
 
 def find_category(session: Session, code: str) -> CategoryRef:
@@ -200,7 +204,7 @@ def find_category(session: Session, code: str) -> CategoryRef:
     Raises:
         InvalidInput: unknown or inactive category.
     """
-    row = session.execute(_FIND_CATEGORY, {"code": code}).first()
+    row = _FIND_CATEGORY.execute(session, {"code": code}).first()
     if row is None:
         raise InvalidInput(f"unknown category {code!r}", field="category")
     return CategoryRef(row.id, row.code, row.attributes or [])
@@ -307,10 +311,10 @@ def report_case(
     }
     try:
         if key is None:
-            row = session.execute(_INSERT_REPORT, values).first()
+            row = _INSERT_REPORT.execute(session, values).first()
         else:
             with session.begin_nested():
-                row = session.execute(_INSERT_REPORT, values).first()
+                row = _INSERT_REPORT.execute(session, values).first()
     except IntegrityError:
         # Another request with the same key won the race: theirs is the case.
         existing = session.execute(
@@ -335,7 +339,9 @@ def report_case(
 # A report is one statement: locate (the tie-break of `grids.services.cell_at`), insert the
 # case and its events in order, the first event carrying the number of photos. No row when the
 # point is outside every cell (and then no event either).
-_INSERT_REPORT = text(f"""
+_INSERT_REPORT = Prepared(
+    "gridmgmt_report",
+    f"""
     WITH new_case AS (
         INSERT INTO cases (source, status, category_id, urgent, description, address, location,
                            cell_id, community_id, reporter_id, api_key_id, contact,
@@ -352,7 +358,8 @@ _INSERT_REPORT = text(f"""
         INSERT INTO case_events (case_id, action, from_status, to_status, actor_id, actor_role,
                                  data)
         SELECT c.id, e.action, e."from", e."to", e.actor_id, e.role,
-               CASE WHEN e.n = 1 AND :photos > 0 THEN jsonb_build_object('photos', :photos)
+               CASE WHEN e.n = 1 AND :photos > 0
+                    THEN jsonb_build_object('photos', CAST(:photos AS int))
                     ELSE '{{}}'::jsonb END
         FROM new_case AS c
         CROSS JOIN ROWS FROM (
@@ -363,7 +370,8 @@ _INSERT_REPORT = text(f"""
         RETURNING id
     )
     SELECT id, number, (SELECT min(id) FROM new_events) AS first_event FROM new_case
-""")
+""",
+)
 
 
 def check_attributes(category: CategoryRef, given: dict[str, str]) -> dict[str, Any]:

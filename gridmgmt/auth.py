@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from dispatch.models import Unit
+from gridmgmt.db import Prepared
 from gridmgmt.errors import Conflict, InvalidInput, NotFound
 from gridmgmt.models import ApiKey, Role, User
 
@@ -118,11 +119,14 @@ class KeyUse:
     trusted: bool
 
 
-_FIND_API_KEY = text("""
+_FIND_API_KEY = Prepared(
+    "gridmgmt_find_api_key",
+    """
     SELECT id, name, trusted,
            coalesce(last_used_at < now() - interval '1 minute', true) AS use_unrecorded
     FROM api_keys WHERE key_hash = :key_hash AND active
-""")
+""",
+)
 
 
 # Skipped while another request holds the row: that one is recording the use already, and
@@ -140,7 +144,7 @@ def use_api_key(session: Session, secret: str) -> KeyUse:
     Raises:
         NotFound: no such active key.
     """
-    row = session.execute(_FIND_API_KEY, {"key_hash": hash_api_key(secret)}).first()
+    row = _FIND_API_KEY.execute(session, {"key_hash": hash_api_key(secret)}).first()
     if row is None:
         raise NotFound("unknown or revoked API key")
     if row.use_unrecorded:

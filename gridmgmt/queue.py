@@ -9,6 +9,17 @@ from rq import Queue
 DISPATCH_QUEUE = "dispatch"
 PERIODIC_QUEUE = "periodic"
 EXTENSION = "gridmgmt.redis"
+COUNTERS = "gridmgmt.redis.counters"
+
+# Count one hit on each key; a key's first hit starts its window. One round trip for all.
+_COUNT_HITS = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+  counts[i] = redis.call('INCR', key)
+  if counts[i] == 1 then redis.call('EXPIRE', key, ARGV[1]) end
+end
+return counts
+"""
 
 
 class Queues:
@@ -16,14 +27,23 @@ class Queues:
 
     def init_app(self, app: Flask) -> None:
         """Create the app's client for `REDIS_URL` (redis-py connects on first command)."""
-        app.extensions[EXTENSION] = Redis.from_url(
-            app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5
-        )
+        redis = Redis.from_url(app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5)
+        app.extensions[EXTENSION] = redis
+        app.extensions[COUNTERS] = redis.register_script(_COUNT_HITS)
 
     @property
     def redis(self) -> Redis:
         """The Redis client of the app in context."""
         return current_app.extensions[EXTENSION]
+
+    def count_hits(self, keys: list[str], window_seconds: int) -> list[int]:
+        """Add a hit to each counter and return the counts; a counter lasts `window_seconds`
+        from its first hit.
+
+        Raises:
+            RedisError: Redis is unreachable.
+        """
+        return current_app.extensions[COUNTERS](keys=keys, args=[window_seconds])
 
     def get(self, name: str = DISPATCH_QUEUE) -> Queue:
         """Return the RQ queue called `name`."""
