@@ -21,7 +21,6 @@ from gridmgmt.queue import queues
 HEARTBEAT_KEY = "gridmgmt:heartbeat"
 BATCH_SIZE = 1000
 DRAIN_SECONDS = 20.0  # then the job hands over to a fresh one, so retries stay short
-STREAM_SECONDS = 1.0  # a ring this soon after this worker's last drain: reports are streaming
 
 
 class _LastDrain:
@@ -48,10 +47,10 @@ def dispatch_cases(case_ids: list[int], drain: bool = True) -> dict[str, int]:
     """
     if drain:
         gather = float(current_app.config.get("DISPATCH_GATHER_MS", 0)) / 1000
-        if gather > 0 and time.monotonic() - _LastDrain.ended < STREAM_SECONDS:
-            # Reports are streaming in: while the flag is up they don't ring, so waiting a
-            # moment lets one batch take them all (a job costs more than a case). A lone
-            # report is dispatched at once.
+        if gather > 0 and time.monotonic() - _LastDrain.ended < gather:
+            # Drains are running back to back: reports are streaming in. While the flag is up
+            # they don't ring, so waiting a moment lets one batch take them all (a job costs
+            # more than a case). A lone report, or a trickle, is dispatched at once.
             time.sleep(gather)
         queues.redis.delete(doorbell.PENDING_FLAG)  # cases filed from now on ring again
     started = time.monotonic()

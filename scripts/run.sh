@@ -27,7 +27,7 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-"$BIN/gunicorn" --workers 2 --bind "$HOST:$PORT" --access-logfile - --log-level warning wsgi:app &
+"$BIN/gunicorn" --bind "$HOST:$PORT" --access-logfile - --log-level warning wsgi:app &
 pids+=($!)
 "$BIN/flask" dispatch worker &
 pids+=($!)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -837,8 +838,13 @@ def test_a_drain_right_after_another_gathers_the_stream_into_one_batch(
     redis_conn.set(PENDING_FLAG, "1")
     assert dispatch_cases([first])["dispatched"] == 1
     assert waits == [], "a lone report is dispatched at once"
+    redis_conn.set(PENDING_FLAG, "1")
+    monkeypatch.setattr("dispatch.jobs._LastDrain.ended", time.monotonic() - 1)
+    dispatch_cases([])
+    assert waits == [], "a trickle (a drain a second after the last) is dispatched at once"
 
     redis_conn.set(PENDING_FLAG, "1")
+    monkeypatch.setattr("dispatch.jobs._LastDrain.ended", time.monotonic())  # just drained
     assert dispatch_cases([])["dispatched"] == 1
 
     assert waits == [0.04]
@@ -847,6 +853,7 @@ def test_a_drain_right_after_another_gathers_the_stream_into_one_batch(
     assert redis_conn.get(PENDING_FLAG) is None
 
     in_app.config["DISPATCH_GATHER_MS"] = 0
+    monkeypatch.setattr("dispatch.jobs._LastDrain.ended", time.monotonic())
     dispatch_cases([])
     assert waits == [0.04], "DISPATCH_GATHER_MS=0 never waits"
 
