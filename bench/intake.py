@@ -3,9 +3,9 @@
     .venv/bin/python bench/intake.py [--seconds 20] [--connections 32] [--workers N] [--threads N]
 
 Builds `gridmgmt_bench_intake` (the demo city), creates a trusted api key (its reports are
-filed at once and dispatched), starts gunicorn with the shipped gunicorn.conf.py and one dispatch worker, then, after a
-2-second warm-up (each worker's first requests connect, prepare and import), drives in one run,
-for the same time and concurrency:
+filed at once and dispatched), starts gunicorn with the shipped gunicorn.conf.py and one
+dispatch worker, then, after a 2-second warm-up (each worker's first requests connect, prepare
+and import), drives in one run, for the same time and concurrency:
 
 1. POST /open311/v2/requests.json with real positions inside the demo city (wrk + Lua);
 2. GET /healthz, a no-op endpoint of the same app (the ceiling of the stack itself).

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import DateTime, MetaData, create_engine, func, text
+from sqlalchemy import DateTime, MetaData, create_engine, func
 from sqlalchemy.engine import Connection, Engine, Result
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -67,8 +67,8 @@ class Prepared:
         number = {n: f"${i}" for i, n in enumerate(names, start=1)}
         body = _PARAMETER.sub(lambda m: number[m.group(1)], sql)
         self.prepare = f"PREPARE {name} AS {body}"
-        arguments = f"({', '.join(f':{n}' for n in names)})" if names else ""
-        self.run = text(f"EXECUTE {name}{arguments}")
+        arguments = f"({', '.join(f'%({n})s' for n in names)})" if names else ""
+        self.run = f"EXECUTE {name}{arguments}"  # in the driver's own parameter style
 
     def execute(self, session: Session, params: Mapping[str, Any]) -> Result[Any]:
         """Run the statement in the session's transaction, preparing it on this connection
@@ -78,7 +78,7 @@ class Prepared:
         if self.name not in ready:
             connection.exec_driver_sql(self.prepare)
             ready.add(self.name)
-        return connection.execute(self.run, dict(params))
+        return connection.exec_driver_sql(self.run, dict(params))
 
 
 class AppSession(Session):
