@@ -55,7 +55,8 @@ _PARAMETER = re.compile(r"(?<![:\w]):(\w+)")  # `:name`, not the `::type` of a c
 
 class Prepared:
     """A hot statement that PostgreSQL parses and plans once per connection (PREPARE), then
-    runs by name (EXECUTE). Parsing and planning a report's insert costs more than running it.
+    runs by name (EXECUTE). Parsing and planning a report's insert costs nearly as much as
+    running it.
 
     Written like `text()`, with `:name` parameters. Where PostgreSQL cannot tell a parameter's
     type from its place (e.g. an argument of `jsonb_build_object`), the SQL casts it.
