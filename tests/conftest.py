@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from flask import Flask, g
+from flask import Flask
 from flask.testing import FlaskCliRunner
 from redis import Redis
 from sqlalchemy import create_engine, text
@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from gridmgmt import create_app
 from gridmgmt.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from gridmgmt.db import db
+from tests.support import rolled_back
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("GRIDMGMT_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -203,17 +204,8 @@ def session(app: Flask) -> Iterator[Session]:
 
     Services may commit: their commits become savepoints of the outer transaction.
     """
-    connection = db.engine.connect()
-    outer = connection.begin()
-    db.session.remove()
-    db.session.configure(bind=connection, join_transaction_mode="create_savepoint")
-    try:
+    with rolled_back():
         yield db.session()
-    finally:
-        db.session.remove()
-        db.session.configure(bind=None, join_transaction_mode="conditional_savepoint")
-        outer.rollback()
-        connection.close()
 
 
 @pytest.fixture
@@ -230,13 +222,6 @@ def redis_conn(redis_url: str) -> Iterator[Redis]:
 def cli(app: Flask, session: Session) -> FlaskCliRunner:
     """A CLI runner whose commands run inside the test's transaction."""
     return app.test_cli_runner()
-
-
-def fresh_request_globals() -> None:
-    """Empty `g` before a test request, as a real request's own app context would be: the
-    test's app context is reused by test requests, so Flask-Login's user and Flask-WTF's
-    token would otherwise leak from one client to the next."""
-    vars(g._get_current_object()).clear()  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -278,6 +263,32 @@ def build_la_territory(url: URL, councils: Path) -> None:
         services.import_units(session, layer, "community", "nc_id", "name", parent_code=LA_STREET)
         services.generate_cells(session, LA_CELL_SIZE_M)
     engine.dispose()
+
+
+def seed_demo_city(url: URL) -> None:
+    """Seed and commit the demo city in the database at `url`."""
+    from gridmgmt.demo import seed_demo
+
+    engine = create_engine(url)
+    try:
+        with Session(engine) as session, session.begin():
+            seed_demo(session, say=lambda _line: None)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def demo_database_url(database_url: URL) -> URL:
+    """A database holding the committed demo city, seeded once and kept while the code and
+    data that seed it are unchanged. Tests that change it work on a clone
+    (`clone_database(name, "gridmgmt_test_demo")`)."""
+    sources = [
+        path
+        for package in ("gridmgmt", "grids", "cases", "dispatch")
+        for path in sorted((ROOT / package).rglob("*"))
+        if path.suffix in (".py", ".json", ".geojson")
+    ]
+    return cached_database("gridmgmt_test_demo", fingerprint(*sources), seed_demo_city)
 
 
 @pytest.fixture(scope="session")

@@ -20,13 +20,12 @@ from flask import Flask
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.orm import Session
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from gridmgmt import create_app
 from gridmgmt.db import EXTENSION
-from gridmgmt.demo import DEMO_PASSWORD, seed_demo
-from tests.conftest import TEST_TEMPLATE, clone_database, drop_database, template_lock
+from gridmgmt.demo import DEMO_PASSWORD
+from tests.conftest import clone_database, drop_database, template_lock
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = os.environ.get("GRIDMGMT_CHROMIUM", "/usr/bin/chromium")
@@ -57,21 +56,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def browser_db(database_url: URL) -> Iterator[URL]:
-    """A database of its own for the browser tests, holding the committed demo city.
-
-    Depends on `database_url` so that the migrated template exists.
-    """
+def browser_db(demo_database_url: URL) -> Iterator[URL]:
+    """A database of its own for the browser tests: a clone of the committed demo city."""
     name = f"gridmgmt_test_browser_{os.getpid()}"
+    assert demo_database_url.database is not None
     with template_lock():
-        url = clone_database(name, TEST_TEMPLATE)
-    engine = create_engine(url)
-    try:
-        with Session(engine) as session:
-            seed_demo(session, say=lambda _message: None)
-            session.commit()
-    finally:
-        engine.dispose()
+        url = clone_database(name, demo_database_url.database)
     yield url
     drop_database(name)
 

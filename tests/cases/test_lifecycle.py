@@ -9,7 +9,6 @@ Services' and views' commits release savepoints; nothing reaches the database fo
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,9 +18,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
-from PIL import Image
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
@@ -31,14 +28,13 @@ from cases.models import Case, CaseEvent, CaseSource, Category, Photo
 from cases.photos import PhotoError
 from cases.services import ActionInput, CaseContext, ReportInput, Upload
 from dispatch.models import RoutingRule, Unit
-from gridmgmt import demo
 from gridmgmt.auth import create_user
 from gridmgmt.calendars import get_calendar
 from gridmgmt.db import db
 from gridmgmt.errors import Conflict, Forbidden, InvalidInput, NotFound, OutsideTerritory
 from gridmgmt.models import Role, User
 from grids.models import Area
-from tests.conftest import fresh_request_globals
+from tests.support import browser, fresh_request_globals, jpeg, nested, point_in, seeded_demo
 
 COMMUNITY = "990100006046"  # the demo community whose unit `staff` works for
 GARBAGE = "E0102"  # exposed garbage: community class, 1 working day, duplicates within 30 m / 24 h
@@ -68,53 +64,29 @@ class City:
 @pytest.fixture(scope="module")
 def city(app: Flask) -> Iterator[City]:
     """The demo city, seeded once in a module-long transaction that is rolled back."""
-    connection = db.engine.connect()
-    outer = connection.begin()
-    db.session.remove()
-    db.session.configure(bind=connection, join_transaction_mode="create_savepoint")
-    try:
+    with seeded_demo() as connection:
         session = db.session()
-        assert not demo.is_seeded(session)
-        demo.seed_demo(session, say=lambda _line: None)
-        lon, lat = session.execute(
-            text(
-                "SELECT ST_X(p), ST_Y(p) FROM areas, ST_PointOnSurface(geom) p WHERE code = :code"
-            ),
-            {"code": COMMUNITY},
-        ).one()
+        lon, lat = point_in(session, COMMUNITY)
         area_id = session.scalar(select(Area.id).where(Area.code == COMMUNITY))
         units = dict(session.execute(select(Unit.code, Unit.id)).tuples().all())
-        session.commit()  # releases the savepoint: the outer transaction keeps the city
         db.session.remove()
         assert area_id is not None
         yield City(
             connection,
-            float(lon),
-            float(lat),
+            lon,
+            lat,
             area_id,
             units[COMMUNITY],
             units["DEPT-WATER"],
             units["DEPT-ROADS"],
         )
-    finally:
-        fresh_request_globals()  # no signed-in user of this module for the next ones
-        db.session.remove()
-        db.session.configure(bind=None, join_transaction_mode="conditional_savepoint")
-        outer.rollback()
-        connection.close()
 
 
 @pytest.fixture
 def session(city: City) -> Iterator[Session]:
     """The app's session on the seeded city; what a test changes is rolled back after it."""
-    nested = city.connection.begin_nested()
-    try:
-        yield db.session()
-    finally:
-        fresh_request_globals()
-        db.session.remove()
-        if nested.is_active:
-            nested.rollback()
+    with nested(city.connection) as session:
+        yield session
 
 
 @pytest.fixture
@@ -161,13 +133,6 @@ def people(session: Session) -> People:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def jpeg(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (48, 32)) -> bytes:
-    """A real JPEG made by Pillow."""
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, "JPEG", quality=85)
-    return buffer.getvalue()
 
 
 def north(city: City, metres: float) -> tuple[float, float]:
@@ -861,44 +826,6 @@ def test_fake_photo_leaves_no_case(
 
 
 # ---------------------------------------------------------------- over HTTP
-
-
-@dataclass
-class Web:
-    """A browser: a test client with its session cookie and CSRF token."""
-
-    client: FlaskClient
-    token: str
-
-    def get(self, url: str) -> TestResponse:
-        fresh_request_globals()
-        return self.client.get(url)
-
-    def post(self, url: str, data: dict[str, Any] | None = None) -> TestResponse:
-        fresh_request_globals()
-        return self.client.post(
-            url,
-            data={**(data or {}), "csrf_token": self.token},
-            content_type="multipart/form-data",
-        )
-
-    def api(self, url: str, body: dict[str, Any] | None = None) -> TestResponse:
-        fresh_request_globals()
-        return self.client.post(url, json=body or {}, headers={"X-CSRFToken": self.token})
-
-
-def browser(app: Flask, username: str | None = None) -> Web:
-    """A client signed in as `username` (anonymous when None), holding a CSRF token."""
-    client = app.test_client()
-    fresh_request_globals()
-    page = client.get("/login")
-    found = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.get_data(as_text=True))
-    assert found, "no CSRF token on the login page"
-    web = Web(client, found.group(1))
-    if username is not None:
-        signed = web.post("/login", {"username": username, "password": demo.DEMO_PASSWORD})
-        assert signed.status_code == 302, signed.get_data(as_text=True)[:500]
-    return web
 
 
 def form_for(action: str) -> dict[str, Any]:

@@ -29,11 +29,10 @@ from sqlalchemy.orm import Session
 from cases.catalogue import load_catalogue
 from gridmgmt.auth import create_user
 from gridmgmt.calendars import load_calendar, shipped_calendar
-from gridmgmt.demo import seed_demo, seed_departments, seed_routing_rules
+from gridmgmt.demo import seed_departments, seed_routing_rules
 from gridmgmt.models import Role
 from tests.conftest import (
     ROOT,
-    TEST_TEMPLATE,
     clone_database,
     drop_database,
     shared_file,
@@ -86,21 +85,13 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def demo_template(database_url: URL) -> Iterator[str]:
-    """A database holding the committed demo city (8 LA councils, catalogue, rules, logins).
-
-    Depends on `database_url` so that the migrated template exists.
-    """
+def demo_template(demo_database_url: URL) -> Iterator[str]:
+    """This run's copy of the committed demo city (8 LA councils, catalogue, rules, logins),
+    the template of each test's clone."""
     name = f"gridmgmt_test_dispatch_demo_{os.getpid()}"
+    assert demo_database_url.database is not None
     with template_lock():
-        url = clone_database(name, TEST_TEMPLATE)
-    engine = create_engine(url)
-    try:
-        with Session(engine) as session:
-            seed_demo(session, say=lambda _line: None)
-            session.commit()
-    finally:
-        engine.dispose()
+        clone_database(name, demo_database_url.database)
     yield name
     drop_database(name)
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.job import JobStatus
@@ -29,7 +28,6 @@ from rq.registry import FailedJobRegistry
 from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.orm import Session
-from werkzeug.test import TestResponse
 
 from cases import services
 from cases.models import CaseSource
@@ -43,10 +41,10 @@ from dispatch.routing import Route, RuleView, Unroutable, choose_unit
 from gridmgmt import create_app
 from gridmgmt.calendars import get_calendar
 from gridmgmt.db import db
-from gridmgmt.demo import DEMO_PASSWORD
 from gridmgmt.models import User
 from gridmgmt.queue import DISPATCH_QUEUE, queues
 from gridmgmt.workcalendar import BusinessCalendar
+from tests.support import browser
 
 # ================================================================ choose_unit: pure rules
 
@@ -1000,34 +998,6 @@ def test_hotspots_are_cells_and_communities_far_above_their_own_baseline(
 # ---------------------------------------------------------------- the failed jobs page
 
 
-@dataclass
-class Browser:
-    """A test client signed in through the login form, with its CSRF token."""
-
-    client: FlaskClient
-    token: str
-
-    def get(self, url: str) -> TestResponse:
-        return self.client.get(url)
-
-    def post(self, url: str, token: str | None = None) -> TestResponse:
-        return self.client.post(url, data={"csrf_token": token or self.token})
-
-
-def sign_in(app: Flask, username: str) -> Browser:
-    """A client signed in as a demo login through the login form."""
-    client = app.test_client()
-    page = client.get("/login").get_data(as_text=True)
-    found = re.search(r'<meta name="csrf-token" content="([^"]+)"', page)
-    assert found, "no CSRF token on the login page"
-    signed = client.post(
-        "/login",
-        data={"username": username, "password": DEMO_PASSWORD, "csrf_token": found.group(1)},
-    )
-    assert signed.status_code == 302, signed.get_data(as_text=True)[:300]
-    return Browser(client, found.group(1))
-
-
 def test_failed_jobs_page_shows_the_reason_and_retries_for_dispatchers_only(
     city_app: Flask, redis_conn: Redis
 ) -> None:
@@ -1038,12 +1008,12 @@ def test_failed_jobs_page_shows_the_reason_and_retries_for_dispatchers_only(
     assert job.get_status(refresh=True) == JobStatus.FAILED
     assert failed.get_job_ids() == [job.id]
 
-    staff = sign_in(city_app, "staff")
+    staff = browser(city_app, "staff")
     assert staff.get("/board/failed").status_code == 403
     assert staff.post(f"/board/failed/{job.id}/retry").status_code == 403
     assert failed.get_job_ids() == [job.id]
 
-    dispatcher = sign_in(city_app, "dispatcher")
+    dispatcher = browser(city_app, "dispatcher")
     page = dispatcher.get("/board/failed")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
@@ -1054,11 +1024,10 @@ def test_failed_jobs_page_shows_the_reason_and_retries_for_dispatchers_only(
     assert "tests.dispatch.failing_jobs.boom" in row.group(1)
     form_token = re.search(r'name="csrf_token" value="([^"]+)"', row.group(1))
     assert form_token, row.group(1)
+    the_form = {"csrf_token": form_token.group(1)}  # the token the page's form carries
 
-    assert dispatcher.post("/board/failed/no-such-job/retry", form_token.group(1)).status_code == (
-        404
-    )
-    retried = dispatcher.post(f"/board/failed/{job.id}/retry", form_token.group(1))
+    assert dispatcher.post("/board/failed/no-such-job/retry", the_form).status_code == 404
+    retried = dispatcher.post(f"/board/failed/{job.id}/retry", the_form)
 
     assert retried.status_code == 302
     assert retried.headers["Location"].endswith("/board/failed")

@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 from geoalchemy2.shape import from_shape, to_shape
 from redis import Redis
 from shapely.geometry import Point
@@ -55,9 +54,9 @@ from tests.conftest import (
     clone_database,
     drop_database,
     fingerprint,
-    fresh_request_globals,
     template_lock,
 )
+from tests.support import Web, browser, fresh_request_globals
 
 COMMUNITY_A = "990100006046"  # its community unit is `staff`'s
 COMMUNITY_B = "990100006054"
@@ -872,36 +871,6 @@ def test_trend_queries(city: City, session: Session) -> None:
 
 
 # ---------------------------------------------------------------- pages
-
-
-@dataclass
-class Web:
-    """A browser: a test client with its session cookie and CSRF token."""
-
-    client: FlaskClient
-    token: str
-
-    def get(self, url: str) -> TestResponse:
-        fresh_request_globals()
-        return self.client.get(url)
-
-    def post(self, url: str, data: dict[str, Any] | None = None) -> TestResponse:
-        fresh_request_globals()
-        return self.client.post(url, data={**(data or {}), "csrf_token": self.token})
-
-
-def browser(app: Flask, username: str | None = None) -> Web:
-    """A client signed in through the real login form (anonymous when None)."""
-    client = app.test_client()
-    fresh_request_globals()
-    page = client.get("/login")
-    found = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.get_data(as_text=True))
-    assert found, "no CSRF token on the login page"
-    web = Web(client, found.group(1))
-    if username is not None:
-        signed = web.post("/login", {"username": username, "password": demo.DEMO_PASSWORD})
-        assert signed.status_code == 302, signed.get_data(as_text=True)[:500]
-    return web
 
 
 @pytest.fixture

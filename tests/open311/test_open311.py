@@ -40,16 +40,8 @@ from gridmgmt import create_app
 from gridmgmt.db import db
 from gridmgmt.models import ApiKey
 from gridmgmt.queue import DISPATCH_QUEUE
-from tests.open311.open311_support import (
-    DEMO_KEY,
-    OPEN311,
-    City,
-    csrf_token,
-    fresh_request_globals,
-    jpeg,
-    seeded_city,
-    sign_in,
-)
+from tests.open311.open311_support import DEMO_KEY, OPEN311, City, seeded_city
+from tests.support import browser, csrf_token, fresh_request_globals, jpeg, nested
 
 FORMATS = ["json", "xml"]
 GARBAGE = "E0102"  # exposed garbage: a community class, no attributes
@@ -69,7 +61,7 @@ SECRET_CONTACT = {
 
 @pytest.fixture(scope="module")
 def city(app: Flask) -> Iterator[City]:
-    with seeded_city(app) as seeded:
+    with seeded_city() as seeded:
         yield seeded
 
 
@@ -77,14 +69,8 @@ def city(app: Flask) -> Iterator[City]:
 def session(city: City, redis_conn: Redis) -> Iterator[Session]:
     """The app's session on the seeded city (and a clean Redis); rolled back after the test."""
     db.session.remove()
-    nested = city.connection.begin_nested()
-    try:
-        yield db.session()
-    finally:
-        fresh_request_globals()
-        db.session.remove()
-        if nested.is_active:
-            nested.rollback()
+    with nested(city.connection) as session:
+        yield session
 
 
 @pytest.fixture(autouse=True)
@@ -502,8 +488,7 @@ def test_contact_details_are_never_in_a_get_response(
         "phone": SECRET_CONTACT["phone"],
         "device_id": "device-311",
     }
-    staff = app.test_client()
-    sign_in(staff, "operator")
+    staff = browser(app, "operator")
 
     bodies = []
     for fmt in FORMATS:
@@ -515,7 +500,6 @@ def test_contact_details_are_never_in_a_get_response(
         assert number in listed.get_data(as_text=True)
         bodies.append(listed.get_data(as_text=True))
     for path in (f"/api/cases/{case.id}", f"/track/{number}"):
-        fresh_request_globals()
         response = staff.get(path)
         assert response.status_code == 200, path
         bodies.append(response.get_data(as_text=True))
@@ -872,12 +856,10 @@ def test_xml_stays_well_formed_with_control_characters(o311: Open311, city: City
 def test_staff_api_reads_a_json_true_as_urgent(
     app: Flask, session: Session, city: City, photo_dir: Path
 ) -> None:
-    client = app.test_client()
-    token = sign_in(client, "inspector")
-    fresh_request_globals()
+    inspector = browser(app, "inspector")
     body = {"category": GARBAGE, "lon": city.lon, "lat": city.lat, "urgent": True}
 
-    response = client.post("/api/reports", json=body, headers={"X-CSRFToken": token})
+    response = inspector.api("/api/reports", body)
 
     assert response.status_code == 201
     assert response.get_json()["urgent"] is True

@@ -42,7 +42,8 @@ from cases.services import ReportInput
 from gridmgmt import create_app
 from gridmgmt.db import db
 from gridmgmt.openapi import build_spec
-from tests.open311.open311_support import DEMO_KEY, City, seeded_city, sign_in
+from tests.open311.open311_support import DEMO_KEY, City, seeded_city
+from tests.support import browser
 
 MAX_EXAMPLES = int(os.environ.get("GRIDMGMT_FUZZ_EXAMPLES", "25"))  # more for a deep local run
 OPEN311_POST = "/open311/v2/requests.{format}"
@@ -71,7 +72,7 @@ class Known:
 
 @pytest.fixture(scope="module")
 def city(app: Flask) -> Iterator[City]:
-    with seeded_city(app) as seeded:
+    with seeded_city() as seeded:
         yield seeded
 
 
@@ -117,12 +118,11 @@ def fuzz_app(
 @pytest.fixture(scope="module")
 def login(fuzz_app: Flask) -> dict[str, str]:
     """The operator's session cookie and CSRF token: the staff API's credentials."""
-    client = fuzz_app.test_client()
-    token = sign_in(client, "operator")
+    operator = browser(fuzz_app, "operator")
     name = fuzz_app.config["SESSION_COOKIE_NAME"]
-    cookie = client.get_cookie(name)
+    cookie = operator.client.get_cookie(name)
     assert cookie is not None
-    return {"name": name, "cookie": cookie.value, "token": token}
+    return {"name": name, "cookie": cookie.value, "token": operator.token}
 
 
 def form_fields(body: Any) -> dict[str, Any] | None:

@@ -1,0 +1,141 @@
+"""Helpers the test packages share: a transaction rolled back at the end (for a test or a
+whole module on a seeded demo city), points inside areas, real photos, and a browser-like
+client signed in through the real login form."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, g, has_app_context
+from flask.testing import FlaskClient
+from PIL import Image
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
+
+from gridmgmt import demo
+from gridmgmt.db import db
+
+
+def fresh_request_globals() -> None:
+    """Empty `g` before a test request, as a real request's own app context would be: the
+    test's app context is reused by test requests, so Flask-Login's user and Flask-WTF's
+    token would otherwise leak from one client to the next. Without an app context each test
+    request has its own: nothing to do."""
+    if has_app_context():
+        vars(g._get_current_object()).clear()  # type: ignore[attr-defined]
+
+
+@contextmanager
+def rolled_back() -> Iterator[Connection]:
+    """A connection in a transaction that is rolled back when the block ends; the app's
+    session is bound to it, and the services' commits become savepoints inside it."""
+    connection = db.engine.connect()
+    outer = connection.begin()
+    db.session.remove()
+    db.session.configure(bind=connection, join_transaction_mode="create_savepoint")
+    try:
+        yield connection
+    finally:
+        fresh_request_globals()  # no signed-in user left for the next test
+        db.session.remove()
+        db.session.configure(bind=None, join_transaction_mode="conditional_savepoint")
+        outer.rollback()
+        connection.close()
+
+
+@contextmanager
+def seeded_demo() -> Iterator[Connection]:
+    """The demo city, seeded in a transaction that is rolled back when the block ends (seed
+    once for a module: a few seconds). Inside, `db.session()` sees the city."""
+    with rolled_back() as connection:
+        session = db.session()
+        assert not demo.is_seeded(session)
+        demo.seed_demo(session, say=lambda _line: None)
+        session.commit()  # releases the savepoint: the outer transaction keeps the city
+        db.session.remove()
+        yield connection
+
+
+@contextmanager
+def nested(connection: Connection) -> Iterator[Session]:
+    """The app's session inside a savepoint of `connection`, rolled back after the block: one
+    test's changes on a module's seeded city."""
+    savepoint = connection.begin_nested()
+    try:
+        yield db.session()
+    finally:
+        fresh_request_globals()
+        db.session.remove()
+        if savepoint.is_active:
+            savepoint.rollback()
+
+
+def point_in(session: Session, area_code: str) -> tuple[float, float]:
+    """A point (lon, lat) inside the area with this code."""
+    lon, lat = session.execute(
+        text("SELECT ST_X(p), ST_Y(p) FROM areas, ST_PointOnSurface(geom) p WHERE code = :code"),
+        {"code": area_code},
+    ).one()
+    return float(lon), float(lat)
+
+
+def jpeg(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (48, 32)) -> bytes:
+    """A real JPEG made by Pillow."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+@dataclass
+class Web:
+    """A browser: a test client with its session cookie and CSRF token. Each call starts
+    with fresh request globals, as a new request in a real server would."""
+
+    client: FlaskClient
+    token: str
+
+    def get(self, url: str, **kwargs: Any) -> TestResponse:
+        fresh_request_globals()
+        return self.client.get(url, **kwargs)
+
+    def post(self, url: str, data: dict[str, Any] | None = None) -> TestResponse:
+        """A form post (multipart, as the pages send it) with the CSRF token, unless `data`
+        brings its own (the one a page's form carries)."""
+        fresh_request_globals()
+        return self.client.post(
+            url,
+            data={"csrf_token": self.token, **(data or {})},
+            content_type="multipart/form-data",
+        )
+
+    def api(self, url: str, body: dict[str, Any] | None = None) -> TestResponse:
+        """A JSON API call with the CSRF header."""
+        fresh_request_globals()
+        return self.client.post(url, json=body or {}, headers={"X-CSRFToken": self.token})
+
+
+def csrf_token(client: FlaskClient) -> str:
+    """The CSRF token of the client's session, read from the login page."""
+    fresh_request_globals()
+    page = client.get("/login")
+    found = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.get_data(as_text=True))
+    assert found, "no CSRF token on the login page"
+    return found.group(1)
+
+
+def browser(app: Flask, username: str | None = None) -> Web:
+    """A client signed in as the demo login `username` through the login form (anonymous
+    when None), holding its CSRF token."""
+    client = app.test_client()
+    web = Web(client, csrf_token(client))
+    if username is not None:
+        signed = web.post("/login", {"username": username, "password": demo.DEMO_PASSWORD})
+        assert signed.status_code == 302, signed.get_data(as_text=True)[:500]
+    return web
