@@ -2,7 +2,8 @@
 
 Databases: a migrated template `gridmgmt_test_tpl` (rebuilt when the migrations change) is
 cloned into one database per test run (per xdist worker); each test runs in a transaction
-that is rolled back. Redis: database 1 of the private server, flushed by `redis_conn`.
+that is rolled back. Redis: database 1 of the private server (8 + n for xdist worker n),
+flushed by `redis_conn`.
 """
 
 from __future__ import annotations
@@ -164,10 +165,16 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[URL]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    """Database 1 of the test Redis (the app's own data lives in database 0)."""
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """A database of the test Redis for this run: 1, or 8 + n for xdist worker `gw<n>`, so
+    that workers never flush each other's queues (the app's own data lives in database 0,
+    the benchmarks' in 3)."""
+    worker = _worker_id(request.config)
+    number = 1 if worker == "main" else 8 + int(worker.removeprefix("gw"))
+    if number > 15:
+        raise pytest.UsageError("the test Redis has databases for 8 xdist workers at most")
     base = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
-    return base.rsplit("/", 1)[0] + "/1"
+    return f"{base.rsplit('/', 1)[0]}/{number}"
 
 
 @pytest.fixture(scope="session")
