@@ -39,7 +39,7 @@ from gridmgmt.calendars import city_calendar
 from gridmgmt.db import db
 from gridmgmt.errors import DomainError
 from gridmgmt.i18n import gettext as _
-from gridmgmt.i18n import is_local_path, status_label
+from gridmgmt.i18n import is_local_path, status_label, translate_message
 from gridmgmt.models import Role, User
 from gridmgmt.web import role_required
 from grids.services import territory_centre
@@ -152,7 +152,7 @@ def report_submit() -> ResponseReturnValue:
             )
             case_id, number = result.case_id, result.number
     except DomainError as err:
-        flash(err.message, "error")
+        flash(translate_message(err.message), "error")
         return render_template(
             "cases/report.html",
             majors=catalogue(db.session()),
@@ -325,7 +325,7 @@ def case_action(case_id: int, action: str) -> ResponseReturnValue:
     except DomainError as err:
         if err.status == 404:
             abort(404)
-        flash(err.message, "error")
+        flash(translate_message(err.message), "error")
     target = form.get("next", "")
     return redirect(
         target if is_local_path(target) else url_for("cases.case_page", case_id=case_id)

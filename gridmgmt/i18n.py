@@ -6,7 +6,9 @@ English is the source language: templates and code write `_("Report a problem")`
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -296,6 +298,82 @@ TRANSLATIONS: dict[str, dict[str, str]] = {
         "Service unavailable": "服务暂不可用",
         "Gateway timeout": "网关超时",
         "Http version not supported": "不支持的 HTTP 版本",
+        # Messages of refused input and actions, as the services write them; `{}` stands for
+        # a value the message carries (see `translate_message`)
+        "no such case": "没有这个案件",
+        "no case numbered {}": "没有编号为 {} 的案件",
+        "unknown category {}": "未知的类别 {}",
+        "unknown action {}": "未知的操作 {}",
+        "at most {} photos at a time, not {}": "一次最多上传 {} 张照片，而不是 {} 张",
+        "a description has at most {} characters": "问题描述最多 {} 个字符",
+        "media_url must be an http(s) URL": "media_url 必须是 http(s) 网址",
+        "an idempotency key is 8-128 letters, digits or . _ : -": (
+            "幂等键为 8 到 128 个字母、数字或 . _ : -"
+        ),
+        "unknown attribute {} for {}": "未知的属性 {}（类别 {}）",
+        "attribute[{}] is required for {}": "属性 attribute[{}] 为必填项（类别 {}）",
+        "attribute[{}] is one of {}": "属性 attribute[{}] 须为以下之一：{}",
+        "attribute[{}] must be a number": "属性 attribute[{}] 须为数字",
+        "attribute[{}] must be an ISO 8601 date-time": "属性 attribute[{}] 须为 ISO 8601 日期时间",
+        "case {} changed since you opened it (now {}): reload it": (
+            "案件 {} 在您打开后已有变化（当前：{}），请刷新后重试"
+        ),
+        "this action needs the city's business calendar": "此操作需要城市的工作日历",
+        "more time is a number of working hours or days": "延期时长须为工作小时数或工作日数",
+        "more time is between 0 and 1000 working hours or days": (
+            "延期时长须在 0 到 1000 个工作小时或工作日之间"
+        ),
+        "merge into which case? no case numbered {}": "要合并到哪个案件？没有编号为 {} 的案件",
+        "case {} is not an open case to merge into": "案件 {} 不是可合并的未结案件",
+        "case {} was itself merged": "案件 {} 本身已被合并",
+        "unit {} does not exist or is inactive": "单位 {} 不存在或已停用",
+        "case {} cannot be routed: {}": "案件 {} 无法派遣：{}",
+        "the on-site check goes to an active inspector": "现场核查须指派给在岗的监督员",
+        "cannot {} {}: not allowed now": "当前不允许此操作（{}，{}）",
+        "a {} cannot {} a case (supervision and handling are kept separate)": (
+            "{} 不能对案件执行“{}”（监督与处置相分离）"
+        ),
+        "this case belongs to another unit": "此案件属于其他单位",
+        "this check is assigned to another inspector": "此核查已指派给其他监督员",
+        "a {} request is already waiting": "已有一个 {} 申请在等待审批",
+        "no {} request is waiting": "没有等待审批的 {} 申请",
+        "the {} request is still waiting": "{} 申请仍在等待审批",
+        "{} needs a reason": "“{}”需要填写理由",
+        "{} needs a note": "“{}”需要填写说明",
+        "report the work done with at least one photo": "反馈处置结果时至少附一张照片",
+        "a rejection reason is one of {}": "不予受理的理由须为以下之一：{}",
+        "a case can be reopened within {} days of closing": "案件结案后 {} 天内可以重新开启",
+        "({}, {}) is outside the territory: no unit grid cell there": (
+            "({}, {}) 在辖区之外：该处没有单元网格"
+        ),
+        "{} is not a stored photo path.": "{} 不是已存储照片的路径。",
+        "No stored photo {}.": "没有已存储的照片 {}。",
+        "Photo {} was refused: {}.": "照片 {} 未被接受：{}。",
+        "the file is empty": "文件是空的",
+        "it is {} bytes, more than the {} allowed": "文件有 {} 字节，超过了允许的 {} 字节",
+        "it has more than the {} pixels allowed": "像素超过了允许的 {} 个",
+        "it is {}x{} pixels, more than the {} allowed": "图片为 {}x{} 像素，超过了允许的 {} 像素",
+        "the image cannot be read ({})": "无法读取图片（{}）",
+        "the image has no pixels": "图片没有像素",
+        "animated images are not accepted": "不接受动图",
+        "the image is damaged or truncated ({})": "图片已损坏或不完整（{}）",
+        "it is a PDF document, not an image; only {} are accepted": (
+            "这是 PDF 文档，不是图片；只接受 {}"
+        ),
+        "it is a {} image; only {} are accepted": "这是 {} 图片；只接受 {}",
+        "it looks like a {} image but is damaged or truncated": (
+            "看起来是 {} 图片，但已损坏或不完整"
+        ),
+        "it is not an image; only {} are accepted": "这不是图片；只接受 {}",
+        "the period starts after it ends": "时段的开始晚于结束",
+        "a period is at most ten years": "时段最长十年",
+        "{} must be between the years 1900 and 9000": "{} 须在 1900 年到 9000 年之间",
+        "{} must be a number, not {}": "{} 须为数字，而不是 {}",
+        "unknown {} {}": "未知的 {}：{}",
+        "{} must be a date YYYY-MM-DD, not {}": "{} 须为 YYYY-MM-DD 格式的日期，而不是 {}",
+        "unknown table {}; tables are {}": "未知的表 {}；可用的表：{}",
+        "a form field has no name": "表单字段缺少名称",
+        "the request contains a NUL character": "请求中含有 NUL 字符",
     },
 }
 
@@ -340,6 +418,48 @@ def gettext(message: str, **values: Any) -> str:
 
 
 _ = gettext
+
+
+def translate_message(message: str) -> str:
+    """A message of the services (English, its values filled in) in the current language.
+
+    The table holds such messages with `{}` where a value goes ("unknown category {}"); a
+    message matching one is translated and its values, in turn, when the table knows them
+    ("Photo {} was refused: {}." carries the reason). Unknown messages stay English.
+    """
+    lang = current_lang()
+    if lang not in TRANSLATIONS:
+        return message
+    return _translate(message, lang)
+
+
+def _translate(message: str, lang: str) -> str:
+    table = TRANSLATIONS[lang]
+    if message in table:
+        return table[message]
+    for pattern, translation in _message_patterns(lang):
+        found = pattern.fullmatch(message)
+        if found:
+            return translation.format(*(_translate(value, lang) for value in found.groups()))
+    return message
+
+
+@cache
+def _message_patterns(lang: str) -> list[tuple[re.Pattern[str], str]]:
+    """The table's messages with `{}` values, as patterns capturing the values; the most
+    specific first ("unknown table {}; tables are {}" before "unknown {} {}")."""
+    messages = sorted(
+        (english for english in TRANSLATIONS[lang] if "{}" in english),
+        key=lambda english: len(english.replace("{}", "")),
+        reverse=True,
+    )
+    return [
+        (
+            re.compile(re.escape(english).replace(r"\{\}", "(.+?)"), re.S),
+            TRANSLATIONS[lang][english],
+        )
+        for english in messages
+    ]
 
 
 def localized(obj: Any, field: str) -> str:

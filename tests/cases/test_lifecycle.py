@@ -984,6 +984,26 @@ def test_unit_staff_cannot_supervise_over_http(
     assert_json_error(staff.api(f"/api/cases/{hidden.id}/actions/file"), 404, "not_found")
 
 
+def test_refusals_speak_the_reader_s_language_on_pages(
+    app: Flask, session: Session, ctx: CaseContext, city: City, people: People
+) -> None:
+    checked = make_case(session, ctx, city, people, "checked")
+    hidden = make_case(session, ctx, city, people, "verified")  # no unit yet: not staff's
+    session.commit()
+    staff = browser(app, "staff")
+    staff.client.set_cookie("lang", "zh")
+
+    refused = staff.post(f"/cases/{checked.id}/close")
+    page = staff.get(refused.headers["Location"]).get_data(as_text=True)
+    missing = staff.get(f"/cases/{hidden.id}")
+
+    assert "不能对案件执行“close”（监督与处置相分离）" in page
+    assert missing.status_code == 404
+    assert "没有这个案件" in missing.get_data(as_text=True)
+    english = browser(app, "staff").api(f"/api/cases/{checked.id}/actions/close")
+    assert "supervision and handling are kept separate" in english.get_json()["error"]["message"]
+
+
 def test_anonymous_visitors(app: Flask, session: Session, scene: Scene) -> None:
     anonymous = browser(app)
     case = scene.dispatched

@@ -21,6 +21,7 @@ from pathlib import Path
 from string import Formatter
 
 import pytest
+from flask import Flask
 from jinja2 import Environment
 from werkzeug.exceptions import default_exceptions
 
@@ -34,6 +35,7 @@ from gridmgmt.web import ANONYMOUS_MENU, MENU
 from gridmgmt.workcalendar import LimitUnit
 from grids.models import AreaLevel
 from maps.views import map_labels
+from tests.support import fresh_request_globals
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("gridmgmt", "cases", "dispatch", "grids", "maps")
@@ -305,3 +307,111 @@ def test_dynamic_calls_are_all_covered() -> None:
         "Labels built at run time: list their values in a family of DYNAMIC, translate them,"
         " and add (file, argument) to KNOWN_DYNAMIC:\n" + "\n".join(unknown)
     )
+
+
+# ---------------------------------------------------------------- messages of refusals
+
+# Where the messages a page can show are written: the exceptions the services raise and the
+# refusals of the transition table (the JSON and Open311 APIs answer in English). In
+# grids/services.py only `outside_territory`: the rest are the import commands' messages.
+MESSAGE_SOURCES = {
+    "cases/services.py": None,
+    "cases/workflow.py": None,
+    "cases/photos.py": None,
+    "maps/aggregate.py": None,
+    "maps/views.py": None,
+    "gridmgmt/errors.py": None,
+    "grids/services.py": "outside_territory",
+}
+RAISING = {
+    "InvalidInput",
+    "Conflict",
+    "Forbidden",
+    "NotFound",
+    "OutsideTerritory",
+    "PhotoError",
+    "FilterError",
+    "BadRequest",
+    "refuse",
+}
+
+
+def _message_template(node: ast.expr) -> str | None:
+    """A string literal as it is; an f-string with `{}` where its values go."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(
+            part.value if isinstance(part, ast.Constant) else "{}" for part in node.values
+        )
+    return None
+
+
+def message_templates() -> dict[str, str]:
+    """Each message template of MESSAGE_SOURCES → where it is written."""
+    found: dict[str, str] = {}
+    for name, only in MESSAGE_SOURCES.items():
+        tree = ast.parse((ROOT / name).read_text(encoding="utf-8"))
+        scopes = [
+            node
+            for node in ast.walk(tree)
+            if only is None or (isinstance(node, ast.FunctionDef) and node.name == only)
+        ]
+        for scope in [tree] if only is None else scopes:
+            for node in ast.walk(scope):
+                texts: list[ast.expr] = []
+                if isinstance(node, ast.Call):
+                    func = node.func
+                    called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+                    if called in RAISING:
+                        texts = list(node.args)
+                    elif called == "_error" and len(node.args) > 2:  # photos: (name, code, why)
+                        texts = [node.args[2]]
+                elif isinstance(node, ast.Return) and isinstance(node.value, ast.Tuple):
+                    texts = node.value.elts[1:2]  # photos' (code, why) of unreadable data
+                for text in texts:
+                    template = _message_template(text)
+                    if template and " " in template:
+                        found.setdefault(template, f"{name}:{node.lineno}")
+    return found
+
+
+def test_message_scan_finds_raised_refused_and_photo_messages() -> None:
+    found = message_templates()
+    assert "unknown category {}" in found  # an f-string raised by the services
+    assert "this case belongs to another unit" in found  # a refusal of the transition table
+    assert "the file is empty" in found  # a photo's reason
+    assert "it is not an image; only {} are accepted" in found  # ...and one returned
+    assert "({}, {}) is outside the territory: no unit grid cell there" in found
+    assert not any("first" in t for t in found), "no import command messages"
+
+
+def test_every_message_a_page_can_show_has_a_chinese_translation() -> None:
+    missing = {t: where for t, where in message_templates().items() if t not in ZH}
+    listing = "\n".join(f"  {t!r}  ({where})" for t, where in missing.items())
+    assert not missing, f"{len(missing)} messages without a zh translation:\n{listing}"
+
+
+@pytest.mark.parametrize("template", sorted(message_templates()))
+def test_a_filled_in_message_is_translated_with_its_values(template: str, app: Flask) -> None:
+    values = [f"«{n}»" for n in range(template.count("{}"))]
+    message = template.format(*values)
+    fresh_request_globals()
+    with app.test_request_context("/", headers={"Accept-Language": "zh"}):
+        translated = i18n.translate_message(message)
+    assert translated == ZH[template].format(*values)
+
+
+def test_the_values_of_a_message_are_translated_in_turn(app: Flask) -> None:
+    message = (
+        "Photo 'x.pdf' was refused: it is a PDF document, not an image; only JPEG are accepted."
+    )
+    fresh_request_globals()
+    with app.test_request_context("/", headers={"Accept-Language": "zh"}):
+        assert i18n.translate_message(message) == (
+            "照片 'x.pdf' 未被接受：这是 PDF 文档，不是图片；只接受 JPEG。"
+        )
+        assert i18n.translate_message("not a known message") == "not a known message"
+    fresh_request_globals()
+    with app.test_request_context("/", headers={"Accept-Language": "en"}):
+        assert i18n.translate_message(message) == message
