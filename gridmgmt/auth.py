@@ -130,10 +130,12 @@ _FIND_API_KEY = Prepared(
 
 
 # Skipped while another request holds the row: that one is recording the use already, and
-# waiting for it would hold this report up.
+# waiting for it would hold this report up. NO KEY UPDATE, the lock an UPDATE of a non-key
+# column takes: it does not clash with the KEY SHARE locks that the reports being filed hold
+# on the row (their foreign key), so neither waits for the other.
 _RECORD_USE = text("""
     UPDATE api_keys SET last_used_at = now()
-    WHERE id = (SELECT id FROM api_keys WHERE id = :id FOR UPDATE SKIP LOCKED)
+    WHERE id = (SELECT id FROM api_keys WHERE id = :id FOR NO KEY UPDATE SKIP LOCKED)
 """)
 
 

@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 from click.testing import Result
+from flask import Flask
 from flask.testing import FlaskCliRunner
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +15,7 @@ from werkzeug.security import check_password_hash
 
 from dispatch.models import Unit
 from gridmgmt import auth
+from gridmgmt.db import db
 from gridmgmt.errors import NotFound
 from gridmgmt.models import ApiKey, Role, User
 
@@ -282,3 +284,32 @@ def test_use_api_key_refuses_revoked_key(cli: FlaskCliRunner, session: Session) 
 
     with pytest.raises(NotFound):
         auth.use_api_key(session, secret)
+
+
+def test_recording_a_key_s_use_and_filing_its_reports_never_wait_for_each_other(
+    app: Flask,
+) -> None:
+    engine = db.engine
+    with Session(engine) as setup, setup.begin():
+        issued = auth.create_api_key(setup, "lock-test")
+        key_id, secret = issued.api_key.id, issued.secret
+    filing, recording, next_filing = engine.connect(), Session(engine), engine.connect()
+    key_share = text("SELECT 1 FROM api_keys WHERE id = :id FOR KEY SHARE")  # a report's FK
+    try:
+        for conn in (filing, recording.connection(), next_filing):
+            conn.execute(text("SET lock_timeout = '2s'"))
+        filing.execute(key_share, {"id": key_id})  # a report being filed, not committed yet
+
+        auth.use_api_key(recording, secret)  # records the use: neither skipped nor waiting
+        next_filing.execute(key_share, {"id": key_id})  # the next report does not wait either
+
+        used = recording.scalar(select(ApiKey.last_used_at).where(ApiKey.id == key_id))
+        assert used is not None
+    finally:
+        for conn in (filing, next_filing):
+            conn.rollback()
+            conn.close()
+        recording.rollback()
+        recording.close()
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM api_keys WHERE id = :id"), {"id": key_id})
