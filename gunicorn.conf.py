@@ -5,7 +5,9 @@ GRIDMGMT_WEB_THREADS override the sizes. Chosen by measurement on the 2-core mac
 "Performance"): the work is CPU-bound Python, so a worker per core plus one, each with two
 threads (one for a slow page while the other serves), and every worker on its own listening
 socket (SO_REUSEPORT) so that the kernel spreads the connections. Without that, one worker
-can take every keep-alive connection while the others idle.
+can take every keep-alive connection while the others idle. The price: a second server
+started on the same port by the same user shares it instead of failing (`scripts/run.sh`
+checks the port first), and the master holds no socket (no USR2 upgrade in place).
 """
 
 import gc

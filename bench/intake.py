@@ -32,6 +32,7 @@ from pathlib import Path
 
 from redis import Redis
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -155,6 +156,21 @@ class CpuMeter:
         )
 
 
+def wait_dispatched(engine: Engine, seconds: float = 120) -> tuple[int, int]:
+    """Wait until every stored report is dispatched (or `seconds` pass): (stored, dispatched)."""
+    deadline = time.time() + seconds
+    with engine.connect() as conn:
+        while True:
+            stored, dispatched = conn.execute(
+                text("""SELECT count(*), count(*) FILTER (WHERE status = 'dispatched')
+                        FROM cases WHERE source = 'hotline'""")
+            ).one()
+            conn.commit()
+            if dispatched >= stored or time.time() > deadline:
+                return stored, dispatched
+            time.sleep(0.2)
+
+
 def main() -> None:
     """Build, run, check, print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -229,23 +245,13 @@ def main() -> None:
         }
         # Warm up: each worker's first requests connect, prepare and import (30 ms each).
         warm = wrk(f"{base}/open311/v2/requests.json", 2, args.connections, fh.name, quiet=True)
-        with CpuMeter(parts) as post_cpu:
+        with CpuMeter(parts) as post_cpu:  # the reports, until the last one is dispatched
             post = wrk(f"{base}/open311/v2/requests.json", args.seconds, args.connections, fh.name)
+            stored, dispatched = wait_dispatched(engine)
         with CpuMeter(parts) as noop_cpu:
             noop = wrk(f"{base}/healthz", args.seconds, args.connections)
         accepted = post["requests"] - post["non2xx"]
         warm_accepted = warm["requests"] - warm["non2xx"]
-        deadline = time.time() + 120
-        with engine.connect() as conn:
-            while True:
-                stored, dispatched = conn.execute(
-                    text("""SELECT count(*), count(*) FILTER (WHERE status = 'dispatched')
-                            FROM cases WHERE source = 'hotline'""")
-                ).one()
-                conn.commit()
-                if dispatched >= stored or time.time() > deadline:
-                    break
-                time.sleep(0.5)
     finally:
         for process in (web, worker):
             process.send_signal(signal.SIGTERM)

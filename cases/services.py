@@ -369,6 +369,7 @@ _INSERT_REPORT = Prepared(
         ORDER BY e.n
         RETURNING id
     )
+    -- the ids are drawn in the ORDER BY's order: the lowest is the report's own event
     SELECT id, number, (SELECT min(id) FROM new_events) AS first_event FROM new_case
 """,
 )

@@ -53,7 +53,7 @@ _LOCATE = text(f"""
 _DISPATCH = text("""
     WITH d AS (
         SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-            AS d(id int, unit_id int, rule_id int, deadline timestamptz, data jsonb)
+            AS d(id bigint, unit_id int, rule_id int, deadline timestamptz, data jsonb)
     ), changed AS (
         UPDATE cases c SET status = 'dispatched', unit_id = d.unit_id, routing_rule_id = d.rule_id,
                deadline = d.deadline, dispatched_at = :now, updated_at = :now,
@@ -71,7 +71,7 @@ _DISPATCH = text("""
 _MANUAL = text("""
     UPDATE cases SET dispatch_state = 'manual', dispatch_error = m.reason, updated_at = :now,
            version = version + 1
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS m(id int, reason text)
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS m(id bigint, reason text)
     WHERE cases.id = m.id AND cases.status = 'filed'
 """)
 

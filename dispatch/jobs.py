@@ -23,8 +23,12 @@ BATCH_SIZE = 1000
 DRAIN_SECONDS = 20.0  # then the job hands over to a fresh one, so retries stay short
 
 
+_sleep = time.sleep  # the gathering pause (tests replace it, not the time module's)
+
+
 class _LastDrain:
-    """When this worker process last finished a drain (monotonic seconds)."""
+    """When this worker process last finished a drain (monotonic seconds). Per process: with
+    `dispatch worker --fork` every job is a new process, which never gathers."""
 
     ended = float("-inf")
 
@@ -51,7 +55,7 @@ def dispatch_cases(case_ids: list[int], drain: bool = True) -> dict[str, int]:
             # Drains are running back to back: reports are streaming in. While the flag is up
             # they don't ring, so waiting a moment lets one batch take them all (a job costs
             # more than a case). A lone report, or a trickle, is dispatched at once.
-            time.sleep(gather)
+            _sleep(gather)
         queues.redis.delete(doorbell.PENDING_FLAG)  # cases filed from now on ring again
     started = time.monotonic()
     dispatched = unroutable = 0

@@ -123,7 +123,7 @@ _FIND_API_KEY = Prepared(
     "gridmgmt_find_api_key",
     """
     SELECT id, name, trusted,
-           coalesce(last_used_at < now() - interval '1 minute', true) AS use_unrecorded
+           coalesce(last_used_at < now() - interval '1 minute', true) AS use_stale
     FROM api_keys WHERE key_hash = :key_hash AND active
 """,
 )
@@ -140,8 +140,10 @@ _RECORD_USE = text("""
 
 
 def use_api_key(session: Session, secret: str) -> KeyUse:
-    """Return the active key matching `secret`, its last use recorded in this transaction (at
-    most once a minute: a row that every report updated would serialise a client's reports).
+    """Return the active key matching `secret`, and record its use in this transaction when
+    the recorded one is over a minute old (a row that every report updated would serialise a
+    client's reports). The record is approximate: it is skipped while another request holds
+    the row, and it is rolled back with a request that fails.
 
     Raises:
         NotFound: no such active key.
@@ -149,6 +151,6 @@ def use_api_key(session: Session, secret: str) -> KeyUse:
     row = _FIND_API_KEY.execute(session, {"key_hash": hash_api_key(secret)}).first()
     if row is None:
         raise NotFound("unknown or revoked API key")
-    if row.use_unrecorded:
+    if row.use_stale:
         session.execute(_RECORD_USE, {"id": row.id})
     return KeyUse(row.id, row.name, row.trusted)

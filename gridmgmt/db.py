@@ -54,12 +54,15 @@ _PARAMETER = re.compile(r"(?<![:\w]):(\w+)")  # `:name`, not the `::type` of a c
 
 
 class Prepared:
-    """A hot statement that PostgreSQL parses and plans once per connection (PREPARE), then
-    runs by name (EXECUTE). Parsing and planning a report's insert costs nearly as much as
-    running it.
+    """A hot statement that PostgreSQL parses once per connection (PREPARE), then runs by name
+    (EXECUTE). Parsing and planning a report's insert as text costs nearly as much as running
+    it; a prepared one is planned for its first executions, then usually with a cached generic
+    plan.
 
-    Written like `text()`, with `:name` parameters. Where PostgreSQL cannot tell a parameter's
-    type from its place (e.g. an argument of `jsonb_build_object`), the SQL casts it.
+    Written like `text()`, with `:name` parameters (but no `:name` inside a string literal or a
+    comment). Where PostgreSQL cannot tell a parameter's type from its place (e.g. an argument
+    of `jsonb_build_object`), the SQL casts it. Needs a session-level connection: not behind a
+    transaction-pooling proxy (PgBouncer's transaction mode loses prepared statements).
     """
 
     def __init__(self, name: str, sql: str) -> None:
@@ -77,7 +80,8 @@ class Prepared:
         connection = session.connection()
         ready: set[str] = connection.connection.info.setdefault("gridmgmt.prepared", set())
         if self.name not in ready:
-            connection.exec_driver_sql(self.prepare)
+            # No parameters: the driver must not read `%` in the SQL as a placeholder.
+            connection.exec_driver_sql(self.prepare, execution_options={"no_parameters": True})
             ready.add(self.name)
         return connection.exec_driver_sql(self.run, dict(params))
 

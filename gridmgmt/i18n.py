@@ -420,37 +420,51 @@ def gettext(message: str, **values: Any) -> str:
 _ = gettext
 
 
+MAX_TRANSLATED_MESSAGE = 2000  # longer messages (a value a client made huge) stay English
+
+
 def translate_message(message: str) -> str:
     """A message of the services (English, its values filled in) in the current language.
 
     The table holds such messages with `{}` where a value goes ("unknown category {}"); a
-    message matching one is translated and its values, in turn, when the table knows them
-    ("Photo {} was refused: {}." carries the reason). Unknown messages stay English.
+    message matching one is translated, and so are its values when the table has them ("Photo
+    {} was refused: {}." carries the reason), one level down only. Unknown messages stay
+    English; so do very long ones.
     """
     lang = current_lang()
-    if lang not in TRANSLATIONS:
+    if lang not in TRANSLATIONS or len(message) > MAX_TRANSLATED_MESSAGE:
         return message
-    return _translate(message, lang)
+    return _translate(message, lang, depth=0)
 
 
-def _translate(message: str, lang: str) -> str:
+def _translate(message: str, lang: str, depth: int) -> str:
     table = TRANSLATIONS[lang]
     if message in table:
         return table[message]
+    if depth > 1:
+        return message
     for pattern, translation in _message_patterns(lang):
+        if depth and pattern.pattern.startswith("("):
+            continue  # a value is read as a message only by its own opening words
         found = pattern.fullmatch(message)
         if found:
-            return translation.format(*(_translate(value, lang) for value in found.groups()))
+            values = (_translate(value, lang, depth + 1) for value in found.groups())
+            return translation.format(*values)
     return message
 
 
 @cache
 def _message_patterns(lang: str) -> list[tuple[re.Pattern[str], str]]:
-    """The table's messages with `{}` values, as patterns capturing the values; the most
-    specific first ("unknown table {}; tables are {}" before "unknown {} {}")."""
+    """The table's messages with `{}` values, as patterns capturing the values. The longest
+    opening words first, so that a message is read as the template it starts with: "unknown
+    category 'x must be a number, not y'" is an unknown category, not a number's complaint."""
+
+    def specificity(english: str) -> tuple[int, int]:
+        return len(english.split("{}", 1)[0]), len(english.replace("{}", ""))
+
     messages = sorted(
         (english for english in TRANSLATIONS[lang] if "{}" in english),
-        key=lambda english: len(english.replace("{}", "")),
+        key=specificity,
         reverse=True,
     )
     return [

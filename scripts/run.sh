@@ -7,6 +7,12 @@ eval "$(scripts/stack.sh env)"
 export DATABASE_URL REDIS_URL FLASK_APP=wsgi
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
+# gunicorn listens with SO_REUSEPORT (gunicorn.conf.py): a second server on a busy port would
+# share it silently instead of failing, so check first.
+if (exec 3<>"/dev/tcp/$HOST/$PORT") 2>/dev/null; then
+  echo "something already listens on $HOST:$PORT (an earlier make run?): stop it, or set PORT" >&2
+  exit 1
+fi
 BIN=.venv/bin
 
 mkdir -p var

@@ -389,6 +389,25 @@ def test_batch_dispatches_waiting_cases_in_one_statement_one_event_each(city: Ci
             assert case_events(conn, case_id) == []
 
 
+def test_case_ids_past_two_to_the_31_are_dispatched(city: City) -> None:
+    with city.engine.begin() as conn:
+        big = 3_000_000_000  # cases.id is a bigint
+        conn.execute(text("UPDATE cases SET id = :big WHERE id = :id"),
+                     {"big": big, "id": add_case(conn, city)})  # fmt: skip
+        lost = conn.execute(text("UPDATE cases SET id = :big WHERE id = :id"),
+                            {"big": big + 1, "id": add_case(conn, city, where=OUTSIDE,
+                                                             located=False)})  # fmt: skip
+        assert lost.rowcount == 1
+
+    result = run_batch(city)
+
+    assert result.dispatched == [big] and list(result.unroutable) == [big + 1]
+    with city.engine.connect() as conn:
+        assert case_row(conn, big)["status"] == "dispatched"
+        assert [e["action"] for e in case_events(conn, big)] == ["dispatch"]
+        assert case_row(conn, big + 1)["dispatch_state"] == "manual"
+
+
 def test_demo_rules_send_the_water_class_to_the_water_department(city: City) -> None:
     with city.engine.begin() as conn:
         water = add_case(conn, city, WATER_COVER)
@@ -829,7 +848,7 @@ def test_a_drain_right_after_another_gathers_the_stream_into_one_batch(
         with city.engine.begin() as conn:
             late.append(add_case(conn, city))
 
-    monkeypatch.setattr("dispatch.jobs.time.sleep", gather)
+    monkeypatch.setattr("dispatch.jobs._sleep", gather)
     monkeypatch.setattr("dispatch.jobs._LastDrain.ended", float("-inf"))
     with city.engine.begin() as conn:
         first = add_case(conn, city)

@@ -62,3 +62,9 @@ def test_a_bad_value_is_the_database_error_not_a_stale_statement(session: Sessio
     with pytest.raises(DataError, match="invalid input syntax"), session.begin_nested():
         ECHO.execute(session, {"word": "x", "n": "not a number"}).one()
     assert ECHO.execute(session, {"word": "y", "n": 3}).one().said == "y-3"
+
+
+def test_a_percent_sign_in_the_sql_is_no_placeholder(session: Session) -> None:
+    percent = Prepared("gridmgmt_test_percent", "SELECT '100%' || CAST(:x AS text) AS said")
+
+    assert percent.execute(session, {"x": "%s"}).one().said == "100%%s"

@@ -415,3 +415,26 @@ def test_the_values_of_a_message_are_translated_in_turn(app: Flask) -> None:
     fresh_request_globals()
     with app.test_request_context("/", headers={"Accept-Language": "en"}):
         assert i18n.translate_message(message) == message
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        # A value that reads like another message stays as the client wrote it.
+        ("unknown category 'x must be a number, not y'", "未知的类别 'x must be a number, not y'"),
+        ("unknown table 'x'; tables are a, b", "未知的表 'x'；可用的表：a, b"),
+        ("lon must be a number, not abc", "lon 须为数字，而不是 abc"),
+        # Nested values stop one level down: no recursion on what a client sends.
+        ("unknown category '" + "x must be a number, not " * 60 + "'", None),
+        # A huge message (a huge value) stays English, and at once.
+        ("unknown category '" + "a" * 5000 + "'", None),
+    ],
+)
+def test_messages_with_values_clients_chose(app: Flask, message: str, expected: str | None) -> None:
+    fresh_request_globals()
+    with app.test_request_context("/", headers={"Accept-Language": "zh"}):
+        translated = i18n.translate_message(message)
+    if expected is None:
+        assert translated.endswith(message[len("unknown category ") :]) or translated == message
+    else:
+        assert translated == expected
