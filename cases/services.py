@@ -41,6 +41,7 @@ from cases.workflow import (
     Refusal,
     Request,
     decide,
+    time_limit,
 )
 from dispatch.doorbell import ring_after_commit
 from dispatch.models import Unit
@@ -545,12 +546,11 @@ def _calendar(context: CaseContext | None) -> BusinessCalendar:
 
 
 def _deadline(case: Case, context: CaseContext | None, start: datetime) -> datetime:
-    calendar = _calendar(context)
-    category = case.category
-    value, unit = category.limit_value, category.limit_unit
-    if case.urgent and category.urgent_limit_value is not None:
-        value, unit = category.urgent_limit_value, category.urgent_limit_unit or unit
-    return calendar.add_working_time(start, float(value), unit)
+    k = case.category
+    value, unit = time_limit(
+        case.urgent, (k.limit_value, k.limit_unit), (k.urgent_limit_value, k.urgent_limit_unit)
+    )
+    return _calendar(context).add_working_time(start, value, unit)
 
 
 def _effects(

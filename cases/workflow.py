@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from enum import Enum
 
 from cases.models import CaseStatus as S
@@ -294,3 +295,18 @@ def _effects(action: Action) -> dict[str, object]:
     if action in ANSWER_TO:
         return {"pending": None}
     return {}
+
+
+def time_limit(
+    urgent: bool,
+    limit: tuple[float | Decimal, str],
+    urgent_limit: tuple[float | Decimal | None, str | None],
+) -> tuple[float, str]:
+    """The class's time limit (value, unit) that applies to a case: the urgent one for an
+    urgent case when the class has one (in the normal limit's unit unless it names its own),
+    else the normal one."""
+    value, unit = limit
+    urgent_value, urgent_unit = urgent_limit
+    if urgent and urgent_value is not None:
+        return float(urgent_value), urgent_unit or unit
+    return float(value), unit

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from cases.models import CaseStatus
-from cases.workflow import SYSTEM, Action, Actor, CaseState, decide
+from cases.workflow import SYSTEM, Action, Actor, CaseState, decide, time_limit
 from dispatch.routing import Route, RuleView, Unroutable, choose_unit
 from gridmgmt.workcalendar import BusinessCalendar
 from grids.services import cell_at
@@ -174,10 +174,12 @@ def dispatch_batch(
             manual.append({"id": row.id, "reason": route.reason})
             result.unroutable[row.id] = route.reason
             continue
-        value, unit = row.limit_value, row.limit_unit
-        if row.urgent and row.urgent_limit_value is not None:
-            value, unit = row.urgent_limit_value, row.urgent_limit_unit or unit
-        deadline = calendar.add_working_time(now, float(value), unit)
+        value, unit = time_limit(
+            row.urgent,
+            (row.limit_value, row.limit_unit),
+            (row.urgent_limit_value, row.urgent_limit_unit),
+        )
+        deadline = calendar.add_working_time(now, value, unit)
         dispatches.append(
             {"id": row.id, "unit_id": route.unit_id, "rule_id": route.rule_id,
              "deadline": deadline.isoformat(),

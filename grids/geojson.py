@@ -67,14 +67,24 @@ def load_layer(path: str | Path) -> dict[str, Any]:
         raise InvalidInput(f"{path} is not valid GeoJSON: {exc}") from None
     if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
         raise InvalidInput(f"{path} is not a GeoJSON FeatureCollection")
-    crs = (data.get("crs") or {}).get("properties", {}).get("name")
+    crs_object = data.get("crs") or {}
+    crs_properties = crs_object.get("properties") if isinstance(crs_object, dict) else None
+    if not isinstance(crs_object, dict) or not isinstance(crs_properties or {}, dict):
+        raise InvalidInput(f"{path}: 'crs' is not a GeoJSON CRS object")
+    crs = (crs_properties or {}).get("name")
     if crs is not None and crs not in WGS84_NAMES:
         raise InvalidInput(
             f"{path} is in CRS {crs}; gridmgmt imports WGS 84 (EPSG:4326) only: "
             "reproject first, e.g. ogr2ogr -t_srs EPSG:4326 out.geojson in.geojson"
         )
-    if not data.get("features"):
+    features = data.get("features")
+    if not features:
         raise InvalidInput(f"{path} has no features")
+    if not isinstance(features, list):
+        raise InvalidInput(f"{path}: 'features' is not a list")
+    for index, feature in enumerate(features, start=1):
+        if not isinstance(feature, dict) or not isinstance(feature.get("properties") or {}, dict):
+            raise InvalidInput(f"{path}: feature {index} is not a GeoJSON Feature")
     return data
 
 

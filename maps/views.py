@@ -165,7 +165,9 @@ def map_page() -> ResponseReturnValue:
         areas=list(session.scalars(select(Area).order_by(Area.level, Area.code))),
         statuses=[s.value for s in CaseStatus],
         sources=[s.value for s in CaseSource],
-        frame=url_for("maps.map_frame", **request.args),
+        # The same query string, as it came: filter names never clash with url_for's own
+        # arguments (`_method`, `endpoint`...), whatever a visitor types.
+        frame=f"{url_for('maps.map_frame')}?{request.query_string.decode('latin-1')}",
     )
 
 

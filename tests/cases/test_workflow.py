@@ -24,6 +24,7 @@ from cases.workflow import (
     Request,
     allowed_actions,
     decide,
+    time_limit,
 )
 from gridmgmt.models import Role
 
@@ -464,3 +465,18 @@ def test_allowed_actions(case: CaseState, who: Actor, expected: set[str]) -> Non
     assert len(actions) == len(expected)  # no button twice
     for action in actions:
         assert run(case, action.value, who).allowed  # a button never leads to a refusal
+
+
+@pytest.mark.parametrize(
+    ("urgent", "urgent_limit", "expected"),
+    [
+        (False, (2, "hours"), (3.0, "days")),  # not urgent: the normal limit
+        (True, (2, "hours"), (2.0, "hours")),  # urgent: the urgent limit
+        (True, (4, None), (4.0, "days")),  # ...in the normal unit unless it names its own
+        (True, (None, None), (3.0, "days")),  # no urgent limit: the normal one
+    ],
+)
+def test_time_limit_of_a_case(
+    urgent: bool, urgent_limit: tuple[int | None, str | None], expected: tuple[float, str]
+) -> None:
+    assert time_limit(urgent, (3, "days"), urgent_limit) == expected

@@ -138,6 +138,17 @@ PROJECTED = {
         ("{not json", "not valid GeoJSON"),
         ({"type": "Feature"}, "not a GeoJSON FeatureCollection"),
         (layer(), "has no features"),
+        ({"type": "FeatureCollection", "features": {"a": 1}}, "'features' is not a list"),
+        ({"type": "FeatureCollection", "features": [1]}, "feature 1 is not a GeoJSON Feature"),
+        (
+            {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": [1]}]},
+            "feature 1 is not a GeoJSON Feature",
+        ),
+        ({**layer(({"code": "110106"}, SQUARE)), "crs": "EPSG:3857"}, "not a GeoJSON CRS"),
+        (
+            {**layer(({"code": "110106"}, SQUARE)), "crs": {"properties": "EPSG:3857"}},
+            "not a GeoJSON CRS",
+        ),
         (
             layer(
                 ({"code": "110106"}, SQUARE),

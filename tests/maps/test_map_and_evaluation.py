@@ -885,6 +885,14 @@ CSS_URL = re.compile(r"url\(\s*['\"]?([^'\")#]+)['\"]?\s*\)")
 HEAT_DATA = re.compile(r"L\.heatLayer\(\s*(\[.*?\]),\s*\{", re.S)
 
 
+@pytest.mark.parametrize("query", ["endpoint=x", "_method=POST", "_external=1&status=open"])
+def test_map_page_takes_any_query_string(city: City, leader: Web, query: str) -> None:
+    page = leader.get(f"/maps?{query}")
+
+    assert page.status_code == 200
+    assert f'src="/maps/frame?{query.replace("&", "&amp;")}"' in page.get_data(as_text=True)
+
+
 def test_map_page_has_the_filter_form(city: City, leader: Web) -> None:
     page = leader.get(f"/maps?status=open&area={city.areas[COMMUNITY_A]}")
     html = page.get_data(as_text=True)
