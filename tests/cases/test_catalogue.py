@@ -197,6 +197,7 @@ BAD: dict[str, tuple[Breaker, str]] = {
     "missing-majors": (_drop_majors, "no 'majors' list"),
     "one-digit-major": (_bad_major_code, "2-digit code"),
     "missing-name": (_missing_name, "missing name_en"),
+    "duplicate-minor": (_duplicate_minor, "listed twice in the file"),
 }
 
 
@@ -258,7 +259,7 @@ def test_duplicate_minor_code_is_clear_error(
 
     assert result.exit_code == 1
     assert isinstance(result.exception, SystemExit), result.exception
-    assert "99" in result.output
+    assert "99: listed twice in the file" in result.output
     assert counts(session) == (SHIPPED_MAJORS, SHIPPED_MINORS)
 
 

@@ -76,6 +76,14 @@ def test_scheduler_registers_every_periodic_job(
     assert f"{len(PERIODIC_JOBS)} periodic jobs on queue {PERIODIC_QUEUE}" in result.output
     [scheduler] = one_shot_scheduler.instances
     registered = [(job.func, job.interval, job.queue_name) for job in scheduler.get_jobs()]
+    intervals = {
+        "heartbeat": 60,
+        "sweep_filed": 15,
+        "watch_deadlines": 60,
+        "find_hotspots": 300,
+        "refresh_evaluation": 600,
+    }
+    assert {func.__name__: interval for func, interval, _ in registered} == intervals
     assert registered == [(func, interval, PERIODIC_QUEUE) for func, interval in PERIODIC_JOBS]
     # every interval job is due at once: one job each on the periodic queue of the app's Redis
     queued = Queue(PERIODIC_QUEUE, connection=redis_conn).get_jobs()

@@ -311,10 +311,13 @@ def test_vendored_versions() -> None:
 
 def test_leaflet_css_images_are_vendored() -> None:
     css = (STATIC / "vendor/leaflet/leaflet.css").read_text()
-    for image in re.findall(r"url\(([^)]+)\)", css):
-        image = image.strip("'\"")
-        if image.startswith(("data:", "#")):
-            continue
+    images = {
+        image.strip("'\"")
+        for image in re.findall(r"url\(([^)]+)\)", css)
+        if not image.strip("'\"").startswith(("data:", "#"))
+    }
+    assert images == {"images/layers.png", "images/layers-2x.png", "images/marker-icon.png"}
+    for image in images:
         assert (STATIC / "vendor/leaflet" / image).is_file(), image
 
 

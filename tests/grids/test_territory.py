@@ -103,10 +103,12 @@ def test_import_units_builds_the_hierarchy_with_areas_and_community_units(
     assert square.parent is not None and square.parent.code == "110105001"
     assert square.parent.parent is not None and square.parent.parent.code == "110105"
     assert square.area_m2 == pytest.approx(1_000_000, rel=0.005)  # UTM scale factor < 0.1 %
+    second = territory.scalar(select(Area).where(Area.code == "110105001002"))
+    assert second is not None and second.level == "community"
     units = territory.scalars(select(Unit).order_by(Unit.code)).all()
     assert [(u.code, u.kind, u.community_id) for u in units] == [
         ("110105001001", "community", square.id),
-        ("110105001002", "community", units[1].community_id),
+        ("110105001002", "community", second.id),
     ]
 
 
@@ -447,10 +449,20 @@ def test_check_reports_gaps_overlaps_and_cells_outside(
     outside_cell = next(p for p in report.problems if p.kind == "cell_outside")
     assert outside_cell.first == "110105001001102"
     assert outside_cell.area_m2 == pytest.approx(10_000, rel=0.01)
-    overlaps = {p.second for p in report.problems if p.kind == "cell_overlap"}
-    assert "110105001001101" in overlaps or any(
-        p.first == "110105001001101" for p in report.problems if p.kind == "cell_overlap"
+    overlaps = sorted(
+        (p.first, p.second, round(p.area_m2, -1))
+        for p in report.problems
+        if p.kind == "cell_overlap"
     )
+    # The extra 100 m cell 101 covers a quarter of each of four cells (2,500 m² each); cell
+    # 102, mostly outside, overlaps 091 by 100 m².
+    assert overlaps == [
+        ("110105001001072", "110105001001101", 2500),
+        ("110105001001073", "110105001001101", 2500),
+        ("110105001001082", "110105001001101", 2500),
+        ("110105001001083", "110105001001101", 2500),
+        ("110105001001091", "110105001001102", 100),
+    ]
     result = cli.invoke(args=["grids", "check"])
     assert result.exit_code == 1
     assert "cell outside" in result.output and "community gap" in result.output
