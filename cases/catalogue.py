@@ -83,12 +83,30 @@ def _minor_values(raw: dict[str, Any], where: str) -> dict[str, Any]:
         urgent_limit_value=urgent_value,
         urgent_limit_unit=urgent_unit,
         unit_type=unit_type,
-        keywords=list(raw.get("keywords") or []),
-        duplicate_radius_m=int(raw.get("duplicate_radius_m", 50)),
-        duplicate_window_hours=int(raw.get("duplicate_window_hours", 72)),
-        attributes=list(raw.get("attributes") or []),
+        keywords=_list_of(raw, "keywords", str, where),
+        duplicate_radius_m=_count(raw, "duplicate_radius_m", 50, where),
+        duplicate_window_hours=_count(raw, "duplicate_window_hours", 72, where),
+        attributes=_list_of(raw, "attributes", dict, where),
     )
+    if not all(isinstance(a.get("code"), str) and a["code"] for a in values["attributes"]):
+        raise InvalidInput(f"{where}: every attribute needs a 'code'")
     return values
+
+
+def _list_of(raw: dict[str, Any], field: str, kind: type, where: str) -> list[Any]:
+    """An optional list field whose items are all of `kind`."""
+    items = raw.get(field) or []
+    if not isinstance(items, list) or not all(isinstance(item, kind) for item in items):
+        raise InvalidInput(f"{where}: {field} is a list of {kind.__name__}")
+    return items
+
+
+def _count(raw: dict[str, Any], field: str, default: int, where: str) -> int:
+    """An optional whole number of at least 0."""
+    value = raw.get(field, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"{where}: {field} is a whole number of at least 0")
+    return value
 
 
 def read_catalogue(path: str | Path = DEFAULT_CATALOGUE) -> dict[str, Any]:
@@ -120,6 +138,9 @@ def load_catalogue(session: Session, path: str | Path = DEFAULT_CATALOGUE) -> Lo
     categories = {c.code: c for c in session.scalars(select(Category))}
     seen: set[str] = set()
     for i, raw_major in enumerate(data["majors"], start=1):
+        minors = (raw_major.get("minors") or []) if isinstance(raw_major, dict) else None
+        if not isinstance(minors, list) or not all(isinstance(m, dict) for m in minors):
+            raise InvalidInput(f"major class {i}: needs a list of minor classes")
         try:
             kind = CategoryKind(raw_major["kind"])
             major_code = str(raw_major["code"])
@@ -137,7 +158,7 @@ def load_catalogue(session: Session, path: str | Path = DEFAULT_CATALOGUE) -> Lo
             majors[(kind.value, major_code)] = major
         major.name_zh = str(raw_major.get("name_zh") or "")
         major.name_en = str(raw_major.get("name_en") or "")
-        for raw_minor in raw_major.get("minors") or []:
+        for raw_minor in minors:
             minor_where = f"{where} minor {raw_minor.get('code')}"
             values = _minor_values(raw_minor, minor_where)
             code = category_code(kind, major_code, str(raw_minor["code"]))

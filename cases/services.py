@@ -7,6 +7,7 @@ appends one case event in the same transaction. Callers own the commit (one per 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -406,6 +407,8 @@ def check_attributes(category: CategoryRef, given: dict[str, str]) -> dict[str, 
                 answers[code] = float(raw)
             except ValueError:
                 raise InvalidInput(f"attribute[{code}] must be a number") from None
+            if not math.isfinite(answers[code]):  # JSON has no NaN nor infinity
+                raise InvalidInput(f"attribute[{code}] must be a number")
         elif kind == "datetime":
             try:
                 answers[code] = datetime.fromisoformat(raw.replace("Z", "+00:00")).isoformat()

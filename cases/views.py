@@ -37,7 +37,7 @@ from dispatch.routing import Unroutable
 from dispatch.services import route_case
 from gridmgmt.calendars import city_calendar
 from gridmgmt.db import db
-from gridmgmt.errors import DomainError
+from gridmgmt.errors import DomainError, InvalidInput
 from gridmgmt.i18n import gettext as _
 from gridmgmt.i18n import is_local_path, status_label, translate_message
 from gridmgmt.models import Role, User
@@ -88,8 +88,14 @@ def report_input(form: MultiDict[str, str], files: MultiDict[str, Any]) -> Repor
 
 
 def _number(form: MultiDict[str, str], name: str) -> int | None:
+    """An id or version: ASCII digits, else none given; more digits than any id has is an
+    error (Python refuses to read thousands of digits)."""
     value = form.get(name, "").strip()
-    return int(value) if value.isascii() and value.isdigit() else None
+    if not (value.isascii() and value.isdigit()):
+        return None
+    if len(value) > 18:
+        raise InvalidInput(f"{name} is not a known number", field=name)
+    return int(value)
 
 
 def action_input(form: MultiDict[str, str], files: MultiDict[str, Any]) -> ActionInput:

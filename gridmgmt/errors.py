@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import HTTPException
@@ -88,6 +89,19 @@ def _respond(status: int, code: str, message: str, details: dict[str, Any] | Non
     return render_template("error.html", status=status, code=code, message=message), status
 
 
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a decoded JSON value, keys included."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            pending += item
+
+
 def register_error_handlers(app: Flask) -> None:
     """Turn domain and HTTP errors into JSON for API paths and a page elsewhere."""
 
@@ -107,6 +121,8 @@ def register_error_handlers(app: Flask) -> None:
             if None in request.form or None in request.files:
                 raise BadRequest("a form field has no name")
             values += list(request.form.values())
+            if request.is_json:  # "\u0000" in a JSON string is a NUL too
+                values += list(_strings(request.get_json(silent=True)))
         if any("\x00" in v for v in values if isinstance(v, str)):
             raise BadRequest("the request contains a NUL character")
 

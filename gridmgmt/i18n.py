@@ -373,6 +373,7 @@ TRANSLATIONS: dict[str, dict[str, str]] = {
         "{} must be a date YYYY-MM-DD, not {}": "{} 须为 YYYY-MM-DD 格式的日期，而不是 {}",
         "unknown table {}; tables are {}": "未知的表 {}；可用的表：{}",
         "a form field has no name": "表单字段缺少名称",
+        "{} is not a known number": "{} 不是有效的编号",
         "the request contains a NUL character": "请求中含有 NUL 字符",
     },
 }

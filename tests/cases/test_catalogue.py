@@ -159,6 +159,16 @@ def _last_minor(data: dict[str, Any]) -> dict[str, Any]:
     return data["majors"][-1]["minors"][-1]
 
 
+def _set_major(key: str, value: Any) -> Breaker:
+    """Set `key` of the first major class."""
+
+    def breaker(data: dict[str, Any]) -> dict[str, Any]:
+        data["majors"][0][key] = value
+        return data
+
+    return breaker
+
+
 def _set(key: str, value: Any) -> Breaker:
     def breaker(data: dict[str, Any]) -> dict[str, Any]:
         _last_minor(data)[key] = value
@@ -198,6 +208,16 @@ BAD: dict[str, tuple[Breaker, str]] = {
     "one-digit-major": (_bad_major_code, "2-digit code"),
     "missing-name": (_missing_name, "missing name_en"),
     "duplicate-minor": (_duplicate_minor, "listed twice in the file"),
+    "word-radius": (_set("duplicate_radius_m", "fifty"), "duplicate_radius_m is a whole number"),
+    "negative-window": (_set("duplicate_window_hours", -1), "duplicate_window_hours is a whole"),
+    "keywords-not-a-list": (_set("keywords", "pothole"), "keywords is a list of str"),
+    "attribute-not-an-object": (_set("attributes", ["depth"]), "attributes is a list of dict"),
+    "attribute-without-code": (
+        _set("attributes", [{"datatype": "number"}]),
+        "every attribute needs a 'code'",
+    ),
+    "minors-not-a-list": (_set_major("minors", {"01": {}}), "needs a list of minor classes"),
+    "major-not-an-object": (lambda data: {"majors": [*data["majors"], ["x"]]}, "needs a list"),
 }
 
 

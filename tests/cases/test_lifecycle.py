@@ -1020,6 +1020,22 @@ def test_anonymous_visitors(app: Flask, session: Session, scene: Scene) -> None:
     assert snapshot(session, case.id) == before
 
 
+@pytest.mark.parametrize("field", ["version", "unit_id", "inspector_id"])
+def test_an_id_of_thousands_of_digits_is_a_bad_request(
+    app: Flask, session: Session, scene: Scene, field: str
+) -> None:
+    staff = browser(app, "staff")
+    case = scene.dispatched
+    before = snapshot(session, case.id)
+
+    api = staff.api(f"/api/cases/{case.id}/actions/accept", {field: "9" * 5000})
+    page = staff.post(f"/cases/{case.id}/accept", {field: "9" * 5000})
+
+    assert_json_error(api, 400, "invalid_input")
+    assert page.status_code == 400
+    assert snapshot(session, case.id) == before
+
+
 def test_api_without_csrf_token_is_refused(app: Flask, session: Session, scene: Scene) -> None:
     staff = browser(app, "staff")
     case = scene.dispatched

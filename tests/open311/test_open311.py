@@ -458,6 +458,17 @@ def test_attributes_are_checked_against_the_definition(
     assert case_of(row["service_request_id"]).attributes == {"cover_state": "missing"}
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "1e999"])
+def test_a_number_attribute_must_be_finite(
+    o311: Open311, city: City, answers_500: None, value: str
+) -> None:
+    before = count_cases()
+    data = form(city, "E0101", **{"attribute[area_m2]": value})  # a number attribute
+
+    assert_error(o311.post("json", data), "json", 400, "attribute[area_m2] must be a number")
+    assert count_cases() == before
+
+
 def test_a_required_attribute_must_be_sent(o311: Open311, session: Session, city: City) -> None:
     category = session.scalar(select(Category).where(Category.code == COVER))
     assert category is not None
@@ -802,6 +813,21 @@ def test_nul_bytes_are_refused(o311: Open311, city: City, answers_500: None, whe
     assert response.get_json() == [
         {"code": 400, "description": "the request contains a NUL character"}
     ]
+
+
+@pytest.mark.parametrize("path", ["/api/reports", "/api/cases/1/actions/accept"])
+def test_a_nul_in_a_json_body_is_refused(
+    app: Flask, session: Session, city: City, answers_500: None, path: str
+) -> None:
+    inspector = browser(app, "inspector")
+    before = count_cases()
+    body = {"category": GARBAGE, "lon": city.lon, "lat": city.lat, "description": "a\x00b"}
+
+    response = inspector.api(path, {**body, "nested": [{"k\x00": 1}]} if "cases" in path else body)
+
+    assert response.status_code == 400
+    assert response.get_json()["error"]["message"] == "the request contains a NUL character"
+    assert count_cases() == before
 
 
 @pytest.mark.parametrize(
