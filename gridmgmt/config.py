@@ -30,6 +30,7 @@ class Config:
     DISPATCH_GATHER_MS: int = 50  # while reports stream in, a drain waits this long for them
     DEADLINE_WARNING_HOURS: float = 2.0
     TILE_URL: str = ""  # e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png; empty: no tiles
+    TILE_ATTRIBUTION: str = ""  # shown on the map with TILE_URL's tiles
     OPEN311_JURISDICTION: str = "la.gridmgmt.example"  # jurisdiction_id clients may send
     OPEN311_RATE_PER_KEY: int = 200  # POST requests a second per api_key
     OPEN311_RATE_PER_IP: int = 100  # ...and per client address
