@@ -12,7 +12,14 @@ from werkzeug.datastructures import MultiDict
 
 from cases import services
 from cases.models import Case
-from cases.views import action_input, case_context, report_input, signed_in, source_for
+from cases.views import (
+    action_input,
+    case_context,
+    photo_root,
+    report_input,
+    signed_in,
+    source_for,
+)
 from gridmgmt.db import db
 from gridmgmt.errors import Forbidden, InvalidInput
 from gridmgmt.i18n import gettext as _
@@ -84,7 +91,7 @@ def create_report() -> ResponseReturnValue:
             report_input(_form(), request.files),
             user,
             source_for(user),
-            case_context(session).photo_root,
+            photo_root(),
         )
         case = result.case
         body = case_json(case, full=False)

@@ -25,7 +25,8 @@ from werkzeug.exceptions import HTTPException
 from cases import services
 from cases.models import Case, CaseEvent, CaseSource, Category
 from cases.services import ReportInput, Upload
-from cases.views import case_context
+from cases.views import photo_root
+from cases.workflow import ENDED_STATUSES
 from dispatch.models import Unit
 from gridmgmt.auth import KeyUse, use_api_key
 from gridmgmt.db import db
@@ -34,7 +35,7 @@ from gridmgmt.queue import queues
 
 bp = Blueprint("open311", __name__, url_prefix="/open311/v2")
 FORMATS = ("json", "xml")
-CLOSED = {"closed", "invalid", "rejected", "merged"}
+CLOSED = {s.value for s in ENDED_STATUSES}  # Open311's "closed": no more work will be done
 MAX_PAGE_SIZE = 1000
 MAX_PAGE = 100_000
 DEFAULT_DAYS = 90
@@ -337,7 +338,7 @@ def create_request(fmt: str) -> ResponseReturnValue:
             data,
             None,
             CaseSource.HOTLINE if key.trusted else CaseSource.OPEN311,
-            case_context(session).photo_root,
+            photo_root(),
             api_key_id=key.id,
             trusted=key.trusted,
         )

@@ -53,11 +53,16 @@ SOURCE_OF_ROLE = {
 }
 
 
+def photo_root() -> Path:
+    """The folder photos are stored in (`PHOTO_DIR`): all a report needs of the settings."""
+    return Path(current_app.config["PHOTO_DIR"])
+
+
 def case_context(session: Session) -> CaseContext:
     """The city's calendar, the photo folder and the reopen period, from the app's config."""
     return CaseContext(
         calendar=city_calendar(session),
-        photo_root=Path(current_app.config["PHOTO_DIR"]),
+        photo_root=photo_root(),
         reopen_within=timedelta(days=int(current_app.config["REOPEN_DAYS"])),
     )
 
@@ -154,7 +159,7 @@ def report_submit() -> ResponseReturnValue:
                 report_input(request.form, request.files),
                 user,
                 source_for(user),
-                case_context(session).photo_root,
+                photo_root(),
             )
             case_id, number = result.case_id, result.number
     except DomainError as err:

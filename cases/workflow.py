@@ -20,7 +20,7 @@ OPEN_STATUSES = frozenset(
     {S.REPORTED, S.VERIFIED, S.FILED, S.DISPATCHED, S.IN_PROGRESS, S.RETURNED, S.SUSPENDED,
      S.HANDLED, S.CHECKING, S.CHECKED}
 )  # fmt: skip
-SUPERVISION = frozenset({Role.INSPECTOR, Role.OPERATOR, Role.DISPATCHER})
+ENDED_STATUSES = frozenset(S) - OPEN_STATUSES  # closed, and cases that never became one
 
 
 class Action(str, Enum):

@@ -11,24 +11,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 
+from cases.models import CaseStatus
+from cases.workflow import OPEN_STATUSES
+
 # Yellow → red, five classes (ColorBrewer YlOrRd): readable on a grey map without tiles.
 PALETTE = ("#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026")
 NO_DATA = "#dddddd"
 STATUS_GROUPS = {
-    "open": (
-        "reported",
-        "verified",
-        "filed",
-        "dispatched",
-        "in_progress",
-        "returned",
-        "suspended",
-        "handled",
-        "checking",
-        "checked",
-    ),
-    "closed": ("closed",),
-    "overdue": ("dispatched", "in_progress"),
+    "open": tuple(s.value for s in CaseStatus if s in OPEN_STATUSES),
+    "closed": (CaseStatus.CLOSED.value,),
+    "overdue": (CaseStatus.DISPATCHED.value, CaseStatus.IN_PROGRESS.value),
 }
 MEASURES = ("count", "open", "overdue", "on_time_rate")
 DEFAULT_PERIOD_DAYS = 30

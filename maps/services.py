@@ -10,13 +10,14 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from cases.models import CaseStatus
+from cases.workflow import ENDED_STATUSES
 from maps.aggregate import STATUS_GROUPS, Filters
 
 RAW_POINTS_MAX = 5000
 CELL_POLYGONS_MAX = 3000
 OVERDUE_MARKERS_MAX = 2000
-CLOSED = ("closed",)
-NOT_OPEN = ("closed", "invalid", "rejected", "merged")
+NOT_OPEN = tuple(s.value for s in CaseStatus if s in ENDED_STATUSES)
 
 
 def case_filter(f: Filters, alias: str = "c") -> tuple[str, dict[str, Any]]:
