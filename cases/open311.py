@@ -28,7 +28,7 @@ from cases.services import ReportInput, Upload
 from cases.views import photo_root
 from cases.workflow import ENDED_STATUSES
 from dispatch.models import Unit
-from gridmgmt.auth import KeyUse, use_api_key
+from gridmgmt.auth import KeyUse, hash_api_key, use_api_key
 from gridmgmt.db import db
 from gridmgmt.errors import DomainError, NotFound
 from gridmgmt.queue import queues
@@ -182,11 +182,16 @@ def request_json(case: Case, units: dict[int, str], notes: dict[int, str]) -> di
     }
 
 
-def _api_key() -> KeyUse:
-    """The active api key of the request (form or query string), its use recorded."""
+def _api_key_secret() -> str:
+    """The api key the request brings (form or query string)."""
     secret = (request.form.get("api_key") or request.args.get("api_key") or "").strip()
     if not secret:
         raise Open311Error(403, "api_key is required to post a service request")
+    return secret
+
+
+def _api_key(secret: str) -> KeyUse:
+    """The active api key with this secret, its use recorded."""
     try:
         return use_api_key(db.session(), secret)
     except NotFound:
@@ -200,10 +205,12 @@ def _jurisdiction() -> None:
         raise Open311Error(404, f"jurisdiction_id {given!r} is not this city ({ours})")
 
 
-def rate_limit(key_id: int) -> None:
-    """Fixed one-second windows per api_key and per client IP (POST only); fails open."""
+def rate_limit(secret: str) -> None:
+    """Fixed one-second windows per api_key and per client IP (POST only), counted before the
+    key is looked up, so that a flood of bad keys never reaches the database; fails open."""
+    key = hash_api_key(secret)[:16]  # the same key counts as one, valid or not
     limits = (
-        (f"key:{key_id}", int(current_app.config.get("OPEN311_RATE_PER_KEY", 200))),
+        (f"key:{key}", int(current_app.config.get("OPEN311_RATE_PER_KEY", 200))),
         (f"ip:{request.remote_addr}", int(current_app.config.get("OPEN311_RATE_PER_IP", 100))),
     )
     window = int(time.time())
@@ -290,8 +297,9 @@ def create_request(fmt: str) -> ResponseReturnValue:
     """A new service request: the case exists from the first moment."""
     fmt = _fmt(fmt)
     _jurisdiction()
-    key = _api_key()
-    rate_limit(key.id)
+    secret = _api_key_secret()
+    rate_limit(secret)
+    key = _api_key(secret)
     form = request.form
     code = (form.get("service_code") or "").strip()
     if not code:

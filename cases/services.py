@@ -63,7 +63,8 @@ from grids.services import cell_at, outside_territory
 
 MAX_DESCRIPTION = 4000
 MAX_PHOTOS = 6
-_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{8,128}")
+IDEMPOTENCY_KEY = r"[A-Za-z0-9._:-]{8,128}"  # what a client's retry key may be
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from markupsafe import Markup, escape
 
 from cases.models import CaseStatus
+from cases.open311 import DEFAULT_DAYS, MAX_PAGE_SIZE
+from cases.services import IDEMPOTENCY_KEY, MAX_DESCRIPTION, MAX_PHOTOS
 from cases.workflow import Action
 
 bp = Blueprint("openapi", __name__)
@@ -27,9 +29,7 @@ MULTIPART = "multipart/form-data"
 OPEN311_TAG = "Open311 GeoReport v2"
 STAFF_TAG = "Staff JSON API"
 CASE_NUMBER_PATTERN = r"^[0-9]{14,24}$"
-IDEMPOTENCY_PATTERN = r"^([A-Za-z0-9._:-]{8,128})?$"
-MAX_DESCRIPTION = 4000
-MAX_PHOTOS = 6
+IDEMPOTENCY_PATTERN = rf"^({IDEMPOTENCY_KEY})?$"
 OPEN311_ERRORS = {
     400: "Invalid input: the description says which field and why.",
     403: "api_key missing or not valid.",
@@ -574,8 +574,9 @@ def open311_paths() -> dict[str, Any]:
                 "tags": [OPEN311_TAG],
                 "operationId": "open311ListRequests",
                 "summary": "Service requests by id list, or by service, period and status",
-                "description": "Newest first. Without `service_request_id`, the last 90 days "
-                "before `end_date` (default: now) unless `start_date` is given.",
+                "description": "Newest first. Without `service_request_id`, the last "
+                f"{DEFAULT_DAYS} days before `end_date` (default: now) unless `start_date` is "
+                "given.",
                 "parameters": [
                     p("format"),
                     p("jurisdiction_id"),
@@ -618,8 +619,8 @@ def open311_paths() -> dict[str, Any]:
                     {
                         "name": "page_size",
                         "in": "query",
-                        "description": "1 to 1000 (values outside are clamped).",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        "description": f"1 to {MAX_PAGE_SIZE} (values outside are clamped).",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
                     },
                 ],
                 "responses": {

@@ -38,6 +38,7 @@ from cases.services import ReportInput
 from dispatch.jobs import dispatch_cases
 from gridmgmt import create_app
 from gridmgmt.db import db
+from gridmgmt.errors import NotFound
 from gridmgmt.models import ApiKey
 from gridmgmt.queue import DISPATCH_QUEUE
 from tests.open311.open311_support import DEMO_KEY, OPEN311, City, seeded_city
@@ -752,6 +753,29 @@ def test_the_third_post_in_a_second_is_429(
     assert_error(statuses[2], "json", 429, "at most 2 a second")
     monkeypatch.setattr(open311, "time", SimpleNamespace(time=lambda: 1_795_000_001.25))
     assert client.post(f"{OPEN311}/requests.json", data=form(city)).status_code == 201
+
+
+def test_bad_keys_are_limited_per_address_before_the_database_is_asked(
+    limited_app: Flask, session: Session, city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(open311, "time", SimpleNamespace(time=lambda: 1_795_000_000.25))
+    monkeypatch.setitem(limited_app.config, "OPEN311_RATE_PER_IP", 3)
+    asked: list[str] = []
+
+    def unknown_key(_session: Session, secret: str) -> None:
+        asked.append(secret)
+        raise NotFound("unknown or revoked API key")
+
+    monkeypatch.setattr(open311, "use_api_key", unknown_key)
+    client = limited_app.test_client()
+
+    statuses = [
+        client.post(f"{OPEN311}/requests.json", data=form(city, api_key=f"guess-{n}")).status_code
+        for n in range(5)
+    ]
+
+    assert statuses == [403, 403, 403, 429, 429]
+    assert asked == ["guess-0", "guess-1", "guess-2"]
 
 
 # ---------------------------------------------------------------- trusted channels and dispatch
