@@ -42,7 +42,8 @@ def failed_jobs(limit: int = 100) -> list[FailedJob]:
         for job in Job.fetch_many(registry.get_job_ids(0, limit - 1), connection=queues.redis):
             if job is None:
                 continue
-            error = (job.latest_result().exc_string if job.latest_result() else "") or ""
+            result = job.latest_result()
+            error = (result.exc_string if result else "") or ""
             lines = [line for line in error.strip().splitlines() if line.strip()]
             jobs.append(
                 FailedJob(

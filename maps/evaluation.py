@@ -152,11 +152,14 @@ def by_unit(
     return [(f"{code} {name}", tallies.get(uid, Tally())) for uid, code, name in units]
 
 
+AREA_LEVELS = ("community", "street", "district")
+
+
 def by_area(
-    session: Session, period: Period, now: datetime, level: str, urgent: bool | None = None
-) -> list[tuple[str, Tally]]:
-    """(area name, tally) for every area of a level; streets and districts add up their
-    communities."""
+    session: Session, period: Period, now: datetime, urgent: bool | None = None
+) -> dict[str, list[tuple[str, Tally]]]:
+    """For each area level, (area name, tally) of every area of the level: communities are
+    counted once, and streets and districts add up their communities."""
     tallies = _tallies(session, "c.community_id", period, urgent, now)
     areas = session.execute(text("SELECT id, parent_id, level, code, name FROM areas")).all()
     parents = {a.id: a.parent_id for a in areas}
@@ -166,11 +169,10 @@ def by_area(
         while area is not None:
             totals[area] = add(totals.get(area, Tally()), tally)
             area = parents.get(area)
-    return [
-        (f"{a.code} {a.name}", totals.get(a.id, Tally()))
-        for a in sorted(areas, key=lambda a: a.code)
-        if a.level == level
-    ]
+    rows: dict[str, list[tuple[str, Tally]]] = {level: [] for level in AREA_LEVELS}
+    for a in sorted(areas, key=lambda a: a.code):
+        rows[a.level].append((f"{a.code} {a.name}", totals.get(a.id, Tally())))
+    return rows
 
 
 def add(a: Tally, b: Tally) -> Tally:

@@ -20,6 +20,16 @@ OVERDUE_MARKERS_MAX = 2000
 NOT_OPEN = tuple(s.value for s in CaseStatus if s in ENDED_STATUSES)
 
 
+# The communities under an area (itself, when it is one), for the area filter.
+_COMMUNITIES_UNDER = """
+    WITH RECURSIVE tree AS (
+        SELECT id, level FROM areas WHERE id = :area
+        UNION ALL SELECT a.id, a.level FROM areas a JOIN tree t ON a.parent_id = t.id
+    )
+    SELECT id FROM tree WHERE level = 'community'
+"""
+
+
 def case_filter(f: Filters, alias: str = "c") -> tuple[str, dict[str, Any]]:
     """SQL conditions and parameters selecting the cases the filters describe."""
     c = alias
@@ -51,18 +61,10 @@ def case_filter(f: Filters, alias: str = "c") -> tuple[str, dict[str, Any]]:
         clauses.append(f"{c}.source = :source")
         params["source"] = f.source
     if f.area_id is not None:
-        clauses.append(f"{c}.community_id = ANY(:communities)")
+        clauses.append(f"{c}.community_id IN ({_COMMUNITIES_UNDER})")
         params["area"] = f.area_id
     return " AND ".join(clauses), params
 
-
-_COMMUNITIES_UNDER = text("""
-    WITH RECURSIVE tree AS (
-        SELECT id, level FROM areas WHERE id = :area
-        UNION ALL SELECT a.id, a.level FROM areas a JOIN tree t ON a.parent_id = t.id
-    )
-    SELECT id FROM tree WHERE level = 'community'
-""")
 
 # Per place: counts, open, overdue now, and on-time among those that are due (closed, or open
 # past their deadline): what the choropleth colours and the heat map weighs.
@@ -106,17 +108,15 @@ class PlaceStats:
         return float(self.n if name == "count" else getattr(self, name))
 
 
-def _params(session: Session, f: Filters) -> tuple[str, dict[str, Any]]:
+def _params(f: Filters) -> tuple[str, dict[str, Any]]:
     where, params = case_filter(f)
-    if f.area_id is not None:
-        params["communities"] = list(session.scalars(_COMMUNITIES_UNDER, {"area": f.area_id}))
     params["not_open"] = list(NOT_OPEN)
     return where, params
 
 
 def cell_stats(session: Session, f: Filters) -> list[PlaceStats]:
     """Measures per unit grid cell with cases, and each cell's centre."""
-    where, params = _params(session, f)
+    where, params = _params(f)
     rows = session.execute(
         text(f"""
             SELECT g.id, g.code, a.name, ST_X(p), ST_Y(p), s.n, s.open, s.overdue, s.due,
@@ -160,7 +160,7 @@ def raw_points(
     session: Session, f: Filters, limit: int = RAW_POINTS_MAX
 ) -> list[tuple[float, float]] | None:
     """The cases' own positions when the filter leaves at most `limit`, else None."""
-    where, params = _params(session, f)
+    where, params = _params(f)
     rows = session.execute(
         text(f"""SELECT ST_X(c.location), ST_Y(c.location) FROM cases c WHERE {where}
                  LIMIT :limit"""),
@@ -185,7 +185,7 @@ def overdue_cases(
     session: Session, f: Filters, limit: int = OVERDUE_MARKERS_MAX
 ) -> list[OverdueCase]:
     """The most overdue open cases, at most `limit` (their total is in the cells' counts)."""
-    where, params = _params(session, f)
+    where, params = _params(f)
     base = f"""FROM cases c JOIN categories k ON k.id = c.category_id
                WHERE {where} AND c.status IN ('dispatched', 'in_progress')
                AND c.deadline < now()"""

@@ -194,12 +194,13 @@ def evaluation_tables(period: evaluation.Period) -> dict[str, Any]:
     """Every evaluation table of a period."""
     session = db.session()
     now = datetime.now(UTC)
+    areas = evaluation.by_area(session, period, now)
     return {
         "units": ranked(evaluation.by_unit(session, period, now)),
         "units_urgent": ranked(evaluation.by_unit(session, period, now, urgent=True)),
-        "communities": ranked(evaluation.by_area(session, period, now, "community")),
-        "streets": ranked(evaluation.by_area(session, period, now, "street")),
-        "districts": ranked(evaluation.by_area(session, period, now, "district")),
+        "communities": ranked(areas["community"]),
+        "streets": ranked(areas["street"]),
+        "districts": ranked(areas["district"]),
         "inspectors": evaluation.by_inspector(session, period),
     }
 

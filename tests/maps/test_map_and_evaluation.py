@@ -803,9 +803,8 @@ WHOLE_CITY = Tally(
 
 def test_by_area(city: City, session: Session) -> None:
     now = datetime.now(UTC)
-    communities = evaluation.by_area(session, EVALUATED, now, "community")
-    streets = evaluation.by_area(session, EVALUATED, now, "street")
-    districts = evaluation.by_area(session, EVALUATED, now, "district")
+    areas = evaluation.by_area(session, EVALUATED, now)
+    communities, streets, districts = areas["community"], areas["street"], areas["district"]
     names = {code: name for code, name in session.execute(select(Area.code, Area.name))}
 
     assert len(communities) == 8
@@ -820,7 +819,7 @@ def test_by_area(city: City, session: Session) -> None:
 
 def test_by_area_urgent_only(city: City, session: Session) -> None:
     now = datetime.now(UTC)
-    streets = evaluation.by_area(session, EVALUATED, now, "street", urgent=True)
+    streets = evaluation.by_area(session, EVALUATED, now, urgent=True)["street"]
 
     # a_overdue and a_water_handled in A, b_water_closed in B.
     assert streets == [
