@@ -46,7 +46,7 @@ from cases.workflow import (
 )
 from dispatch.doorbell import ring_after_commit
 from dispatch.models import Unit
-from dispatch.routing import Unroutable
+from dispatch.routing import Unroutable, dispatch_record
 from dispatch.services import route_case
 from gridmgmt.db import Prepared
 from gridmgmt.errors import (
@@ -681,13 +681,8 @@ def _dispatch(
     _set_deadline(case, _deadline(case, context, now))
     case.dispatch_state = DispatchState.DONE.value
     case.dispatch_error = None
-    return {
-        "unit": unit.code,
-        "unit_name": unit.name,
-        "rule": case.routing_rule_id,
-        "why": why,
-        "deadline": case.deadline.isoformat(),
-    }
+    assert case.deadline is not None
+    return dispatch_record((unit.code, unit.name), case.routing_rule_id, why, case.deadline)
 
 
 def _assign_check(session: Session, case: Case, data: ActionInput) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from cases.models import CaseStatus
 from cases.workflow import SYSTEM, Action, Actor, CaseState, decide, time_limit
-from dispatch.routing import Route, RuleView, Unroutable, choose_unit
+from dispatch.routing import Route, RuleView, Unroutable, choose_unit, dispatch_record
 from gridmgmt.workcalendar import BusinessCalendar
 from grids.services import cell_at
 
@@ -183,7 +183,8 @@ def dispatch_batch(
         dispatches.append(
             {"id": row.id, "unit_id": route.unit_id, "rule_id": route.rule_id,
              "deadline": deadline.isoformat(),
-             "data": _event_data(route, routing.units[route.unit_id], deadline)}
+             "data": dispatch_record(routing.units[route.unit_id], route.rule_id, route.reason,
+                                     deadline)}
         )  # fmt: skip
         result.dispatched.append(row.id)
     if dispatches:
@@ -191,10 +192,3 @@ def dispatch_batch(
     if manual:
         session.execute(_MANUAL, {"rows": json.dumps(manual), "now": now})
     return result
-
-
-def _event_data(route: Route, unit: tuple[str, str], deadline: datetime) -> dict[str, object]:
-    """The event details, as the dispatcher's own dispatch records them."""
-    code, name = unit
-    return {"unit": code, "unit_name": name, "rule": route.rule_id, "why": route.reason,
-            "deadline": deadline.isoformat()}  # fmt: skip
