@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import sys
 import time
@@ -18,11 +19,29 @@ from sqlalchemy.orm import Session
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gridmgmt.config import DEFAULT_DATABASE_URL  # noqa: E402
+from gridmgmt.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
 from grids import services  # noqa: E402
 from grids.geojson import load_layer, polygon_features  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
+LA_311 = "la311_requests_2020-01.csv"
+
+
+def la_311_cases(shared: Path = SHARED) -> list[tuple[float, float, str]]:
+    """The geocoded LA 311 cases of January 2020: (lon, lat, council the city recorded)."""
+    with open(shared / LA_311, newline="") as fh:
+        return [
+            (float(r["longitude"]), float(r["latitude"]), r["nc"])
+            for r in csv.DictReader(fh)
+            if r["latitude"] and r["longitude"]
+        ]
+
+
+def bench_redis_url(database: int) -> str:
+    """Database `database` of the Redis the app uses: each benchmark flushes its own."""
+    return os.environ.get("REDIS_URL", DEFAULT_REDIS_URL).rsplit("/", 1)[0] + f"/{database}"
+
+
 STREET = "990100006"
 
 

@@ -19,7 +19,6 @@ Last line:
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import random
 import statistics
@@ -35,7 +34,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, SHARED, fresh_database, load_la_territory
+from common import ROOT, bench_redis_url, fresh_database, la_311_cases, load_la_territory
 
 from cases import services
 from cases.catalogue import load_catalogue
@@ -44,7 +43,6 @@ from cases.services import ActionInput, CaseContext, ReportInput
 from gridmgmt import create_app
 from gridmgmt.auth import create_user
 from gridmgmt.calendars import city_calendar, load_calendar, shipped_calendar
-from gridmgmt.config import DEFAULT_REDIS_URL
 from gridmgmt.db import db
 from gridmgmt.demo import seed_departments, seed_routing_rules
 from gridmgmt.models import User
@@ -55,18 +53,13 @@ CATEGORIES = ("E0102", "E0201", "C0101", "C0118", "E0501", "C0201", "E0401")
 
 
 def redis_url() -> str:
-    """Database 2 of the Redis the app uses: the benchmark flushes it."""
-    return os.environ.get("REDIS_URL", DEFAULT_REDIS_URL).rsplit("/", 1)[0] + "/2"
+    """Database 2 of the Redis the app uses: this benchmark flushes it."""
+    return bench_redis_url(2)
 
 
 def la_points() -> list[tuple[float, float]]:
     """The geocoded LA 311 case positions."""
-    with open(SHARED / "la311_requests_2020-01.csv", newline="") as fh:
-        return [
-            (float(r["longitude"]), float(r["latitude"]))
-            for r in csv.DictReader(fh)
-            if r["latitude"] and r["longitude"]
-        ]
+    return [(lon, lat) for lon, lat, _ in la_311_cases()]
 
 
 def start_worker(url: str, fork: bool = False) -> subprocess.Popen[bytes]:

@@ -36,10 +36,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, fresh_database
+from common import ROOT, bench_redis_url, fresh_database
 
 from gridmgmt.auth import create_api_key
-from gridmgmt.config import DEFAULT_REDIS_URL
 from gridmgmt.demo import seed_demo
 
 BENCH_DB = "gridmgmt_bench_intake"
@@ -60,8 +59,8 @@ end
 
 
 def redis_url() -> str:
-    """Database 3 of the app's Redis: the benchmark flushes it."""
-    return os.environ.get("REDIS_URL", DEFAULT_REDIS_URL).rsplit("/", 1)[0] + "/3"
+    """Database 3 of the Redis the app uses: this benchmark flushes it."""
+    return bench_redis_url(3)
 
 
 def demo_points(session: Session, count: int = 500) -> list[tuple[float, float]]:
@@ -225,6 +224,8 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.2)
+        else:
+            raise SystemExit(f"gunicorn did not get ready at {base} in 20 s")
         lua = LUA.replace("{KEY}", secret).replace(
             "{POINTS}", "{" + ",".join(f"{{{x},{y}}}" for x, y in points) + "}"
         )
@@ -255,7 +256,11 @@ def main() -> None:
     finally:
         for process in (web, worker):
             process.send_signal(signal.SIGTERM)
-            process.wait(20)
+        for process in (web, worker):
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
     engine.dispose()
     print(
         f"POST requests.json: {post['requests']:,} requests, {post['non2xx']} non-2xx "

@@ -11,7 +11,6 @@ time, and prints as its last line:
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import time
@@ -21,7 +20,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, STREET, fresh_database, load_la_territory
+from common import ROOT, STREET, fresh_database, la_311_cases, load_la_territory
 
 from gridmgmt.errors import OutsideTerritory
 from grids import services
@@ -39,12 +38,7 @@ def main() -> None:
     with Session(engine) as session, session.begin():
         load_la_territory(session, args.size, args.shared)
 
-    with open(args.shared / "la311_requests_2020-01.csv", newline="") as fh:
-        points = [
-            (float(r["longitude"]), float(r["latitude"]), r["nc"])
-            for r in csv.DictReader(fh)
-            if r["latitude"] and r["longitude"]
-        ]
+    points = la_311_cases(args.shared)
     timings: list[float] = []
     outside = agree = 0
     with Session(engine) as session:

@@ -20,7 +20,6 @@ Last line:
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import random
 import sys
@@ -35,13 +34,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, fresh_database, load_la_territory
+from common import fresh_database, la_311_cases, load_la_territory
 
 from cases.catalogue import load_catalogue
 from gridmgmt import create_app
 from gridmgmt.calendars import load_calendar, shipped_calendar
 from gridmgmt.config import Config
 from gridmgmt.db import db
+from grids.services import cell_at
 from maps import views
 from maps.aggregate import Filters
 from maps.evaluation import refresh_rollup
@@ -58,21 +58,12 @@ STATUSES = (
 
 def base_points(session: Session) -> list[tuple[float, float, int, int, int]]:
     """The geocoded LA 311 points inside the territory with their cell, community and unit."""
-    with open(SHARED / "la311_requests_2020-01.csv", newline="") as fh:
-        points = [
-            (float(r["longitude"]), float(r["latitude"]))
-            for r in csv.DictReader(fh)
-            if r["latitude"] and r["longitude"]
-        ]
+    points = la_311_cases()
     rows = session.execute(
-        text("""
+        text(f"""
             SELECT p.lon, p.lat, g.id, g.community_id, u.id
             FROM unnest(CAST(:lons AS float8[]), CAST(:lats AS float8[])) AS p(lon, lat)
-            CROSS JOIN LATERAL (
-                SELECT id, community_id FROM grid_cells
-                WHERE ST_Intersects(geom, ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326))
-                ORDER BY code LIMIT 1
-            ) AS g
+            CROSS JOIN LATERAL ({cell_at("ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)")}) AS g
             JOIN units u ON u.community_id = g.community_id
         """),
         {"lons": [p[0] for p in points], "lats": [p[1] for p in points]},
@@ -194,6 +185,7 @@ def main() -> None:
     engine = create_engine(url_text)
     with Session(engine) as session, session.begin():
         session.execute(text("DELETE FROM rollup_state"))  # first: everything counted live
+        cases = session.scalar(text("SELECT count(*) FROM cases"))  # what is there (--reuse)
     engine.dispose()
     app = create_app({"DATABASE_URL": url_text})
     today = datetime.now(UTC).date()
@@ -215,7 +207,7 @@ def main() -> None:
                 evaluation_tables(period)
                 elapsed = time.perf_counter() - started
                 print(
-                    f"evaluation ({label}, {rollup}): {args.n} cases, {elapsed:.2f} s",
+                    f"evaluation ({label}, {rollup}): {cases} cases, {elapsed:.2f} s",
                     file=sys.stderr,
                 )
 
@@ -233,7 +225,7 @@ def main() -> None:
 
     raw_elapsed, raw_page = timed(f"raw Folium HeatMap of {len(points):,} points", raw_heatmap)
     print(
-        f"maps: {args.n} cases, build {build:.2f} s, page {len(page.encode()) / 1e6:.2f} MB, "
+        f"maps: {cases} cases, build {build:.2f} s, page {len(page.encode()) / 1e6:.2f} MB, "
         f"raw-heatmap({len(points) // 1000}k) {raw_elapsed:.2f} s "
         f"{len(raw_page.encode()) / 1e6:.2f} MB"
     )
