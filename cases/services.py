@@ -161,15 +161,34 @@ def _event(
     return event
 
 
+def _decode_photos(uploads: Sequence[Upload], root: Path) -> list[photo_store.StoredPhoto]:
+    """Check, clean and store the uploaded images (no database work: do it before any).
+
+    Raises:
+        InvalidInput: too many photos, or one that is not an accepted image.
+    """
+    if len(uploads) > MAX_PHOTOS:
+        raise InvalidInput(f"at most {MAX_PHOTOS} photos at a time, not {len(uploads)}")
+    return [photo_store.store_photo(u.data, root, u.filename) for u in uploads]
+
+
 def _store_photos(
     session: Session, case: Case, uploads: Sequence[Upload], kind: PhotoKind, root: Path
 ) -> list[Photo]:
-    if len(uploads) > MAX_PHOTOS:
-        raise InvalidInput(f"at most {MAX_PHOTOS} photos at a time, not {len(uploads)}")
-    stored = [photo_store.store_photo(u.data, root, u.filename) for u in uploads]
+    return _photo_rows(session, case.id, _decode_photos(uploads, root), kind)
+
+
+def _photo_rows(
+    session: Session,
+    case_id: int,
+    stored: Sequence[photo_store.StoredPhoto],
+    kind: PhotoKind,
+    event_id: int | None = None,
+) -> list[Photo]:
     rows = [
         Photo(
-            case_id=case.id,
+            case_id=case_id,
+            event_id=event_id,
             kind=kind.value,
             sha256=s.sha256,
             path=s.path,
@@ -265,6 +284,7 @@ def report_case(
     if len(data.description) > MAX_DESCRIPTION:
         raise InvalidInput(f"a description has at most {MAX_DESCRIPTION} characters")
     attributes = check_attributes(category, data.attributes)
+    photos = _decode_photos(data.photos, photo_root)  # before any SQL: decoding takes long
     media_url = (data.media_url or "").strip() or None
     if media_url is not None and not re.fullmatch(r"https?://\S{1,2000}", media_url):
         raise InvalidInput("media_url must be an http(s) URL", field="media_url")
@@ -329,11 +349,8 @@ def report_case(
     if row is None:
         raise outside_territory(lon, lat)
     case_id, number, first_event = row
-    if data.photos:
-        case = session.get(Case, case_id)
-        assert case is not None
-        for photo in _store_photos(session, case, data.photos, PhotoKind.BEFORE, photo_root):
-            photo.event_id = first_event
+    if photos:
+        _photo_rows(session, case_id, photos, PhotoKind.BEFORE, first_event)
     if status == CaseStatus.FILED:
         ring_after_commit(session, case_id)
     return ReportResult(session, case_id, number, True)
