@@ -30,7 +30,7 @@ from cases import photos as photo_store
 from cases import services
 from cases.models import Case, CaseSource, CaseStatus, MajorClass, Photo
 from cases.services import ActionInput, CaseContext, ReportInput, Upload
-from cases.workflow import Action, RejectReason, allowed_actions
+from cases.workflow import Action, RejectReason, allowed_actions, is_overdue
 from dispatch.batch import RoutingData
 from dispatch.models import Unit
 from dispatch.routing import Unroutable
@@ -384,4 +384,5 @@ def init_app(app: Flask) -> None:
     """Register the case pages and what their templates use."""
     app.register_blueprint(bp)
     app.add_template_global(services.now_utc, "now_utc")
+    app.add_template_global(is_overdue, "is_overdue")
     app.add_template_global(Action, "ACTION")

@@ -21,6 +21,7 @@ OPEN_STATUSES = frozenset(
      S.HANDLED, S.CHECKING, S.CHECKED}
 )  # fmt: skip
 ENDED_STATUSES = frozenset(S) - OPEN_STATUSES  # closed, and cases that never became one
+DEADLINE_RUNS = (S.DISPATCHED, S.IN_PROGRESS)  # a unit has the case: its deadline counts
 
 
 class Action(str, Enum):
@@ -310,3 +311,10 @@ def time_limit(
     if urgent and urgent_value is not None:
         return float(urgent_value), urgent_unit or unit
     return float(value), unit
+
+
+def is_overdue(status: str, deadline: datetime | None, now: datetime) -> bool:
+    """Past its deadline while the deadline counts: the rule the deadline watch, the maps, the
+    evaluation and the case lists share (in SQL: `sql_in("status", DEADLINE_RUNS) AND
+    deadline < now`)."""
+    return deadline is not None and deadline < now and status in DEADLINE_RUNS

@@ -13,15 +13,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from cases.models import CaseStatus
-from cases.workflow import SYSTEM, Action, Actor, CaseState, decide
+from cases.workflow import DEADLINE_RUNS, SYSTEM, Action, Actor, CaseState, decide
+from gridmgmt.db import sql_in
 
-WATCHED = (CaseStatus.DISPATCHED, CaseStatus.IN_PROGRESS)
+WATCHED = DEADLINE_RUNS
 
 _MARK = """
 WITH marked AS (
     UPDATE cases SET {column} = :now, version = version + 1
-    WHERE status IN ('dispatched', 'in_progress') AND {column} IS NULL AND {condition}
+    WHERE {running} AND {column} IS NULL AND {condition}
     RETURNING id, status, unit_id, deadline
 )
 INSERT INTO case_events (case_id, action, from_status, to_status, actor_role, data)
@@ -30,8 +30,13 @@ SELECT id, :action, status, status, :role,
 FROM marked
 RETURNING case_id
 """
-_WARN = text(_MARK.format(column="warned_at", condition="deadline > :now AND deadline <= :horizon"))
-_OVERDUE = text(_MARK.format(column="overdue_at", condition="deadline <= :now"))
+_RUNNING = sql_in("status", DEADLINE_RUNS)
+_WARN = text(
+    _MARK.format(
+        running=_RUNNING, column="warned_at", condition="deadline >= :now AND deadline <= :horizon"
+    )
+)
+_OVERDUE = text(_MARK.format(running=_RUNNING, column="overdue_at", condition="deadline < :now"))
 
 
 def _allowed(action: Action) -> None:

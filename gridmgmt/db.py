@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -46,7 +46,12 @@ class Timestamped:
 
 def enum_check(column: str, enum: type) -> str:
     """Return a CHECK expression that limits a text column to the values of a str Enum."""
-    values = ", ".join(f"'{member.value}'" for member in enum)
+    return sql_in(column, enum)
+
+
+def sql_in(column: str, members: Iterable[Any]) -> str:
+    """`column IN ('a', 'b')` for str Enum members (constants of the code, never user input)."""
+    values = ", ".join(f"'{member.value}'" for member in members)
     return f"{column} IN ({values})"
 
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 
 from cases.models import CaseStatus
-from cases.workflow import OPEN_STATUSES
+from cases.workflow import DEADLINE_RUNS, OPEN_STATUSES
 
 # Yellow → red, five classes (ColorBrewer YlOrRd): readable on a grey map without tiles.
 PALETTE = ("#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026")
@@ -20,7 +20,7 @@ NO_DATA = "#dddddd"
 STATUS_GROUPS = {
     "open": tuple(s.value for s in CaseStatus if s in OPEN_STATUSES),
     "closed": (CaseStatus.CLOSED.value,),
-    "overdue": (CaseStatus.DISPATCHED.value, CaseStatus.IN_PROGRESS.value),
+    "overdue": tuple(s.value for s in DEADLINE_RUNS),
 }
 MEASURES = ("count", "open", "overdue", "on_time_rate")
 DEFAULT_PERIOD_DAYS = 30

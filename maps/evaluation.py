@@ -19,6 +19,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from cases.workflow import DEADLINE_RUNS
+from gridmgmt.db import sql_in
 from maps.aggregate import Tally
 
 # Index-only parts, each contributing its own counts: the cases due in the period (by deadline),
@@ -41,7 +43,7 @@ _PARTS = """
     UNION ALL
     SELECT {key}, 0, 0, 0, 0, 0, 0, 0, 1, 0.0
     FROM cases c
-    WHERE c.status IN ('dispatched', 'in_progress') AND c.deadline < :now
+    WHERE {running} AND c.deadline < :now
       AND c.unit_id IS NOT NULL AND c.dispatched_at < :end
       AND (CAST(:urgent AS boolean) IS NULL OR c.urgent = :urgent)
     UNION ALL
@@ -123,7 +125,7 @@ def _tallies(
 ) -> dict[Any, Tally]:
     params = {**period.params(), "urgent": urgent, "now": now}
     params["live_start"] = params["start"]
-    parts = _PARTS.format(key=key)
+    parts = _PARTS.format(key=key, running=sql_in("c.status", DEADLINE_RUNS))
     through = rollup_through(session)
     if through is not None and through > period.start:
         rolled_end = min(period.end + timedelta(days=1), through)

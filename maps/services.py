@@ -11,7 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from cases.models import CaseStatus
-from cases.workflow import ENDED_STATUSES
+from cases.workflow import DEADLINE_RUNS, ENDED_STATUSES
+from gridmgmt.db import sql_in
 from maps.aggregate import STATUS_GROUPS, Filters
 
 RAW_POINTS_MAX = 5000
@@ -68,10 +69,11 @@ def case_filter(f: Filters, alias: str = "c") -> tuple[str, dict[str, Any]]:
 
 # Per place: counts, open, overdue now, and on-time among those that are due (closed, or open
 # past their deadline): what the choropleth colours and the heat map weighs.
-_MEASURES = """
+_RUNNING = sql_in("c.status", DEADLINE_RUNS)
+_MEASURES = f"""
     count(*) AS n,
     count(*) FILTER (WHERE c.status <> ALL(:not_open)) AS open,
-    count(*) FILTER (WHERE c.status IN ('dispatched', 'in_progress') AND c.deadline < now())
+    count(*) FILTER (WHERE {_RUNNING} AND c.deadline < now())
         AS overdue,
     count(*) FILTER (WHERE c.deadline IS NOT NULL AND (c.closed_at IS NOT NULL
                      OR (c.deadline < now() AND c.status <> ALL(:not_open)))) AS due,
@@ -187,8 +189,7 @@ def overdue_cases(
     """The most overdue open cases, at most `limit` (their total is in the cells' counts)."""
     where, params = _params(f)
     base = f"""FROM cases c JOIN categories k ON k.id = c.category_id
-               WHERE {where} AND c.status IN ('dispatched', 'in_progress')
-               AND c.deadline < now()"""
+               WHERE {where} AND {_RUNNING} AND c.deadline < now()"""
     rows = session.execute(
         text(f"""SELECT c.id, c.number, ST_X(c.location), ST_Y(c.location), k.name_en,
                         c.deadline {base} ORDER BY c.deadline LIMIT :limit"""),

@@ -24,6 +24,7 @@ from cases.workflow import (
     Request,
     allowed_actions,
     decide,
+    is_overdue,
     time_limit,
 )
 from gridmgmt.models import Role
@@ -480,3 +481,14 @@ def test_time_limit_of_a_case(
     urgent: bool, urgent_limit: tuple[int | None, str | None], expected: tuple[float, str]
 ) -> None:
     assert time_limit(urgent, (3, "days"), urgent_limit) == expected
+
+
+NOON = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("status", [s.value for s in CaseStatus])
+def test_only_a_running_deadline_can_be_overdue(status: str) -> None:
+    running = status in ("dispatched", "in_progress")
+    assert is_overdue(status, NOON - timedelta(seconds=1), NOON) is running
+    assert is_overdue(status, NOON, NOON) is False  # at the deadline itself: not yet
+    assert is_overdue(status, None, NOON) is False
