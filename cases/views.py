@@ -373,10 +373,7 @@ def photo(photo_id: int, size: str = "") -> ResponseReturnValue:
     if row is None:
         abort(404)
     services.get_case(session, row.case_id, current_user)
-    root = Path(current_app.config["PHOTO_DIR"])
-    path = photo_store.open_stored(root, row.thumb_path if size else row.path)
-    if not path.exists():
-        abort(404)
+    path = photo_store.open_stored(photo_root(), row.thumb_path if size else row.path)  # or 404
     return send_file(path, mimetype="image/jpeg" if size else row.mime, max_age=86400)
 
 

@@ -22,10 +22,6 @@ class DomainError(Exception):
         self.message = message
         self.details = details
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the error as a JSON-ready mapping."""
-        return {"code": self.code, "message": self.message, **self.details}
-
 
 class InvalidInput(DomainError):
     """A value that can never be right (bad code, malformed file, out-of-range coordinate)."""

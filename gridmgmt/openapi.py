@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
@@ -832,11 +833,17 @@ def build_spec(
     }
 
 
+@cache
+def _built_spec(*args: str) -> dict[str, Any]:
+    """The description for these settings, built once per process (it only changes with them)."""
+    return build_spec(*args)
+
+
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
     """The OpenAPI description."""
     return jsonify(
-        build_spec(
+        _built_spec(
             request.script_root or "/",
             current_app.config.get("OPEN311_JURISDICTION", ""),
             current_app.config.get("CITY_NAME", ""),
@@ -853,7 +860,7 @@ def _markdown_code(text: str) -> Markup:
 @bp.get("/openapi")
 def openapi_page() -> Response:
     """A plain page listing every operation, with a link to the description."""
-    spec = build_spec(city=current_app.config.get("CITY_NAME", ""))
+    spec = _built_spec("/", "", current_app.config.get("CITY_NAME", ""))
     rows = [
         f"<tr><td><code>{escape(method.upper())}</code></td>"
         f"<td><code>{escape(path)}</code></td>"
