@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -51,13 +51,14 @@ def rolled_back() -> Iterator[Connection]:
 
 
 @contextmanager
-def seeded_demo() -> Iterator[Connection]:
+def seeded_demo(say: Callable[[str], None] = lambda _line: None) -> Iterator[Connection]:
     """The demo city, seeded in a transaction that is rolled back when the block ends (seed
-    once for a module: a few seconds). Inside, `db.session()` sees the city."""
+    once for a module: a few seconds; `say` hears its progress). Inside, `db.session()` sees
+    the city."""
     with rolled_back() as connection:
         session = db.session()
         assert not demo.is_seeded(session)
-        demo.seed_demo(session, say=lambda _line: None)
+        demo.seed_demo(session, say=say)
         session.commit()  # releases the savepoint: the outer transaction keeps the city
         db.session.remove()
         yield connection

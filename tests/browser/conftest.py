@@ -18,14 +18,16 @@ from typing import Any
 import pytest
 from flask import Flask
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine
+from sqlalchemy.orm import Session
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from gridmgmt import create_app
 from gridmgmt.db import EXTENSION
 from gridmgmt.demo import DEMO_PASSWORD
 from tests.conftest import clone_database, drop_database, template_lock
+from tests.support import point_in
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = os.environ.get("GRIDMGMT_CHROMIUM", "/usr/bin/chromium")
@@ -176,11 +178,5 @@ def screenshot() -> Callable[[Page, str], None]:
 @pytest.fixture(scope="session")
 def community_point(browser_engine: Engine) -> tuple[float, float]:
     """(lon, lat) of a point inside community 990100006046 (the `staff` login's unit)."""
-    with browser_engine.connect() as conn:
-        row = conn.execute(
-            text(
-                "SELECT ST_X(p), ST_Y(p) FROM areas, ST_PointOnSurface(geom) p"
-                " WHERE code = '990100006046'"
-            )
-        ).one()
-    return float(row[0]), float(row[1])
+    with Session(browser_engine) as session:
+        return point_in(session, "990100006046")

@@ -32,6 +32,7 @@ from gridmgmt.calendars import load_calendar, shipped_calendar
 from gridmgmt.demo import seed_departments, seed_routing_rules
 from gridmgmt.models import Role
 from tests.conftest import (
+    LA_STREET,  # the councils' street: council 47 is community 990100006047
     ROOT,
     clone_database,
     drop_database,
@@ -40,7 +41,6 @@ from tests.conftest import (
 )
 
 FLASK = ROOT / ".venv" / "bin" / "flask"
-LA_STREET = "990100006"  # the councils' street: council 47 is community 990100006047
 OPERATOR = "fault-operator"
 OPERATOR_PASSWORD = "fault-operator-password"
 DISPATCHER = "fault-dispatcher"

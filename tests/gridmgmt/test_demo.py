@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 from flask import Flask
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from cases.models import Category, MajorClass
@@ -18,6 +19,7 @@ from gridmgmt.calendars import get_calendar
 from gridmgmt.db import db
 from gridmgmt.models import ApiKey, CalendarRecord, Role, User
 from grids.models import Area, GridCell
+from tests.support import nested, seeded_demo
 
 COUNTED = (Area, GridCell, MajorClass, Category, Unit, RoutingRule, User, ApiKey, CalendarRecord)
 
@@ -36,42 +38,25 @@ def table_counts(session: Session) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def demo_session(app: Flask) -> Iterator[Session]:
-    """One seeding for the whole module (about 2 s), in a transaction rolled back at its end.
-
-    A session of its own on its own connection: the function-scoped `session` fixture would
-    seed again for every test.
-    """
-    connection = db.engine.connect()
-    outer = connection.begin()
-    own = Session(bind=connection, join_transaction_mode="create_savepoint")
-    try:
-        yield own
-    finally:
-        own.close()
-        outer.rollback()
-        connection.close()
+def demo_city(app: Flask) -> Iterator[tuple[Connection, Seeded]]:
+    """One seeding for the whole module (about 2 s), in a transaction rolled back at its end."""
+    said: list[str] = []
+    with seeded_demo(say=said.append) as connection:
+        first = demo._first_community(db.session())
+        db.session.remove()
+        yield connection, Seeded(said, demo.demo_logins(first))
 
 
 @pytest.fixture(scope="module")
-def seeded(demo_session: Session) -> Seeded:
-    assert not demo.is_seeded(demo_session)
-    said: list[str] = []
-    logins = demo.seed_demo(demo_session, say=said.append)
-    demo_session.commit()  # releases the savepoint; the outer transaction is rolled back later
-    return Seeded(said, logins)
+def seeded(demo_city: tuple[Connection, Seeded]) -> Seeded:
+    return demo_city[1]
 
 
 @pytest.fixture
-def session(demo_session: Session, seeded: Seeded) -> Iterator[Session]:
-    """The seeded session; what a test changes is rolled back after it."""
-    nested = demo_session.begin_nested()
-    try:
-        yield demo_session
-    finally:
-        if nested.is_active:
-            nested.rollback()
-        demo_session.expire_all()
+def session(demo_city: tuple[Connection, Seeded]) -> Iterator[Session]:
+    """The seeded city; what a test changes is rolled back after it."""
+    with nested(demo_city[0]) as session:
+        yield session
 
 
 def test_territory(session: Session, seeded: Seeded) -> None:

@@ -18,11 +18,9 @@ from sqlalchemy.orm import Session
 
 from gridmgmt.errors import OutsideTerritory
 from grids import services
-from tests.conftest import shared_file
+from tests.conftest import LA_STREET, shared_file
 
 pytestmark = pytest.mark.slow
-
-STREET = "990100006"
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +101,7 @@ def test_located_council_matches_the_one_the_city_recorded(la: Session) -> None:
         except OutsideTerritory:
             continue
         inside += 1
-        agree += where.community_code == STREET + nc.zfill(3)
+        agree += where.community_code == LA_STREET + nc.zfill(3)
     assert agree / inside > 0.97
 
 

@@ -28,7 +28,7 @@ from geoalchemy2.shape import from_shape, to_shape
 from redis import Redis
 from shapely.geometry import Point
 from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
@@ -56,7 +56,7 @@ from tests.conftest import (
     fingerprint,
     template_lock,
 )
-from tests.support import Web, browser, fresh_request_globals
+from tests.support import Web, browser, rolled_back
 
 COMMUNITY_A = "990100006046"  # its community unit is `staff`'s
 COMMUNITY_B = "990100006054"
@@ -286,16 +286,6 @@ def build_city(url: URL) -> None:
     engine.dispose()
 
 
-def restore_session_defaults() -> None:
-    """Unbind the app's session factory and give it back SQLAlchemy's default join mode.
-
-    tests/conftest.py's `session` fixture resets it to "conservative_savepoint", which is no
-    mode of SQLAlchemy ("conditional_savepoint" is): every session made after that fails.
-    """
-    db.session.remove()
-    db.session.configure(bind=None, join_transaction_mode="conditional_savepoint")
-
-
 @pytest.fixture(scope="module")
 def city(
     request: pytest.FixtureRequest,
@@ -312,7 +302,7 @@ def city(
         assert seeded.database is not None
         url = clone_database(name, seeded.database)
     app = make_app(url, redis_url, PHOTO_DIR=str(tmp_path_factory.mktemp("photos")))
-    restore_session_defaults()
+    db.session.remove()
     try:
         with app.app_context():
             session = db.session()
@@ -362,18 +352,8 @@ def city_context(city: City) -> Iterator[None]:
 @pytest.fixture
 def session(city: City, city_context: None) -> Iterator[Session]:
     """The app's session in a transaction rolled back after the test (commits: savepoints)."""
-    connection: Connection = db.engine.connect()
-    outer = connection.begin()
-    db.session.remove()
-    db.session.configure(bind=connection, join_transaction_mode="create_savepoint")
-    try:
+    with rolled_back():
         yield db.session()
-    finally:
-        fresh_request_globals()
-        db.session.remove()
-        restore_session_defaults()
-        outer.rollback()
-        connection.close()
 
 
 @pytest.fixture
