@@ -20,7 +20,6 @@ from geoalchemy2.shape import to_shape
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
-from werkzeug.exceptions import HTTPException
 
 from cases import services
 from cases.models import Case, CaseEvent, CaseSource, Category
@@ -30,7 +29,7 @@ from cases.workflow import ENDED_STATUSES
 from dispatch.models import Unit
 from gridmgmt.auth import KeyUse, hash_api_key, use_api_key
 from gridmgmt.db import db
-from gridmgmt.errors import DomainError, NotFound
+from gridmgmt.errors import NotFound, register_error_format
 from gridmgmt.queue import queues
 
 bp = Blueprint("open311", __name__, url_prefix="/open311/v2")
@@ -472,15 +471,10 @@ def _open311_error(err: Open311Error) -> Response:
     return response
 
 
-@bp.errorhandler(DomainError)
-def _domain_error(err: DomainError) -> Response:
-    status = 400 if err.status in (409, 422) else err.status
-    return error_response(request_format(), status, err.message)
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(err: HTTPException) -> Response:
-    return error_response(request_format(), err.code or 400, err.description or err.name)
+def _answer_error(status: int, message: str) -> Response:
+    """Any error under /open311/, in the spec's format: a conflict or an unplaceable point is
+    a 400 there (the spec knows no 409 or 422)."""
+    return error_response(request_format(), 400 if status in (409, 422) else status, message)
 
 
 class Open311Paths:
@@ -505,4 +499,5 @@ def init_app(app: Flask) -> None:
 
     csrf.exempt(bp)
     app.register_blueprint(bp)
+    register_error_format(app, "/open311/", _answer_error)
     app.wsgi_app = Open311Paths(app.wsgi_app)  # type: ignore[method-assign]

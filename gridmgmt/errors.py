@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import HTTPException
@@ -70,13 +70,21 @@ def wants_json() -> bool:
     )
 
 
+ERROR_FORMATS = "gridmgmt.error_formats"
+
+
+def register_error_format(app: Flask, prefix: str, answer: Callable[[int, str], Any]) -> None:
+    """Answer every error under the path `prefix` with `answer(status, message)`: an API with
+    its own error format (Open311) gets it for unknown paths and refused requests too."""
+    app.extensions.setdefault(ERROR_FORMATS, {})[prefix] = answer
+
+
 def _respond(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Any:
-    from flask import jsonify, render_template, request
+    from flask import current_app, jsonify, render_template, request
 
-    if request.path.startswith("/open311/"):
-        from cases.open311 import error_response, request_format
-
-        return error_response(request_format(), status, message)
+    for prefix, answer in current_app.extensions.get(ERROR_FORMATS, {}).items():
+        if request.path.startswith(prefix):
+            return answer(status, message)
     if wants_json():
         return jsonify(error={"code": code, "message": message, **(details or {})}), status
     from gridmgmt.i18n import translate_message
