@@ -167,13 +167,19 @@ def ranked(rows: Sequence[tuple[str, Tally]]) -> list[tuple[int, str, Tally]]:
     ]
 
 
-def on_time(deadline: datetime | None, closed_at: datetime | None, as_of: datetime) -> bool:
-    """Whether one case is on time as of a moment: closed by its deadline, or still open and
-    not yet past it. A case without a deadline is never late."""
+def on_time(
+    deadline: datetime | None,
+    closed_at: datetime | None,
+    as_of: datetime,
+    handled_at: datetime | None = None,
+) -> bool:
+    """Whether one case is on time as of a moment: closed, and reported done (or else closed)
+    by its deadline, as `maps.services.CLOSED_ON_TIME` counts; or still open and not yet past
+    it. A case without a deadline is never late."""
     if deadline is None:
         return True
     if closed_at is not None:
-        return closed_at <= deadline
+        return (handled_at or closed_at) <= deadline
     return as_of <= deadline
 
 

@@ -22,13 +22,13 @@ from sqlalchemy.orm import Session
 from cases.workflow import DEADLINE_RUNS
 from gridmgmt.db import sql_in
 from maps.aggregate import Tally
+from maps.services import CLOSED_ON_TIME
 
 # Index-only parts, each contributing its own counts: the cases due in the period (by deadline),
 # the cases handled in it (by handled_at), the open ones overdue now, and the suspended ones.
 _PARTS = """
     SELECT {key} AS key, 1 AS due, 0 AS suspended, (c.closed_at IS NOT NULL)::int AS closed,
-           (c.closed_at IS NOT NULL AND COALESCE(c.handled_at, c.closed_at) <= c.deadline)::int
-               AS closed_on_time,
+           ({closed_on_time})::int AS closed_on_time,
            0 AS handled, 0 AS reworked, 0 AS rework_count, 0 AS overdue_open,
            0.0 AS handling_hours
     FROM cases c
@@ -125,7 +125,9 @@ def _tallies(
 ) -> dict[Any, Tally]:
     params = {**period.params(), "urgent": urgent, "now": now}
     params["live_start"] = params["start"]
-    parts = _PARTS.format(key=key, running=sql_in("c.status", DEADLINE_RUNS))
+    parts = _PARTS.format(
+        key=key, running=sql_in("c.status", DEADLINE_RUNS), closed_on_time=CLOSED_ON_TIME
+    )
     through = rollup_through(session)
     if through is not None and through > period.start:
         rolled_end = min(period.end + timedelta(days=1), through)
@@ -267,11 +269,10 @@ def cases_per_day(session: Session, period: Period, lang: str = "en") -> list[Da
 def on_time_per_week(session: Session, period: Period) -> list[tuple[date, float | None]]:
     """The on-time closure rate of the cases due each week (ISO weeks, Monday)."""
     rows = session.execute(
-        text("""
+        text(f"""
             SELECT date_trunc('week', c.deadline AT TIME ZONE 'UTC')::date AS week,
                    count(*) AS due,
-                   count(*) FILTER (WHERE c.closed_at IS NOT NULL
-                                    AND COALESCE(c.handled_at, c.closed_at) <= c.deadline)
+                   count(*) FILTER (WHERE {CLOSED_ON_TIME})
             FROM cases c
             WHERE c.deadline >= :start AND c.deadline < :end AND c.unit_id IS NOT NULL
             GROUP BY 1 ORDER BY 1

@@ -70,6 +70,9 @@ def case_filter(f: Filters, alias: str = "c") -> tuple[str, dict[str, Any]]:
 # Per place: counts, open, overdue now, and on-time among those that are due (closed, or open
 # past their deadline): what the choropleth colours and the heat map weighs.
 _RUNNING = sql_in("c.status", DEADLINE_RUNS)
+# Closed on time: reported done (or else closed) by the deadline; `maps.aggregate.on_time` is
+# the same rule for one case.
+CLOSED_ON_TIME = "c.closed_at IS NOT NULL AND COALESCE(c.handled_at, c.closed_at) <= c.deadline"
 _MEASURES = f"""
     count(*) AS n,
     count(*) FILTER (WHERE c.status <> ALL(:not_open)) AS open,
@@ -77,8 +80,7 @@ _MEASURES = f"""
         AS overdue,
     count(*) FILTER (WHERE c.deadline IS NOT NULL AND (c.closed_at IS NOT NULL
                      OR (c.deadline < now() AND c.status <> ALL(:not_open)))) AS due,
-    count(*) FILTER (WHERE c.closed_at IS NOT NULL
-                     AND COALESCE(c.handled_at, c.closed_at) <= c.deadline) AS on_time
+    count(*) FILTER (WHERE {CLOSED_ON_TIME}) AS on_time
 """
 
 

@@ -278,6 +278,13 @@ def test_on_time(closed_at: datetime | None, as_of: datetime, expected: bool) ->
     assert on_time(DEADLINE, closed_at, as_of) is expected
 
 
+def test_the_work_done_by_the_deadline_counts_not_the_closing() -> None:
+    # Reported done in time, closed after the check: on time, as the evaluation counts it.
+    late_close = DEADLINE + timedelta(days=2)
+    assert on_time(DEADLINE, late_close, late_close, handled_at=DEADLINE - timedelta(hours=1))
+    assert not on_time(DEADLINE, late_close, late_close, handled_at=DEADLINE + timedelta(hours=1))
+
+
 @pytest.mark.parametrize("closed_at", [None, DEADLINE + timedelta(days=400)])
 def test_a_case_without_deadline_is_never_late(closed_at: datetime | None) -> None:
     assert on_time(None, closed_at, DEADLINE + timedelta(days=500)) is True
