@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -48,7 +48,7 @@ from dispatch.doorbell import ring_after_commit
 from dispatch.models import Unit
 from dispatch.routing import Unroutable, dispatch_record
 from dispatch.services import route_case
-from gridmgmt.db import Prepared
+from gridmgmt.db import Prepared, sql_in
 from gridmgmt.errors import (
     Conflict,
     DomainError,
@@ -718,29 +718,44 @@ def find_duplicates(session: Session, case: Case, limit: int = 5) -> list[tuple[
 
     Returns (case, distance in metres) pairs, nearest first.
     """
-    category = case.category
-    distance = func.ST_Distance(
-        func.Geography(Case.location), func.Geography(func.ST_GeomFromEWKB(case.location))
-    )
-    since = case.reported_at - timedelta(hours=category.duplicate_window_hours)
-    rows = session.execute(
-        select(Case, distance)
-        .where(
-            Case.id != case.id,
-            Case.category_id == case.category_id,
-            Case.status.in_([s.value for s in OPEN_STATUSES]),
-            Case.merged_into_id.is_(None),
-            Case.reported_at >= since,
-            func.ST_DWithin(
-                func.Geography(Case.location),
-                func.Geography(func.ST_GeomFromEWKB(case.location)),
-                category.duplicate_radius_m,
-            ),
-        )
-        .order_by(distance, Case.id)
-        .limit(limit)
-    ).all()
-    return [(c, float(d)) for c, d in rows]
+    return duplicates_of(session, [case.id], limit).get(case.id, [])
+
+
+# For each case, the open cases of its class within its class's radius, reported at most its
+# class's window before it: nearest first, at most :limit each (one query for a whole list).
+_DUPLICATES = text(f"""
+    SELECT n.id AS for_id, d.id, d.distance
+    FROM cases n
+    JOIN categories k ON k.id = n.category_id
+    CROSS JOIN LATERAL (
+        SELECT c.id, ST_Distance(c.location::geography, n.location::geography) AS distance
+        FROM cases c
+        WHERE c.id <> n.id AND c.category_id = n.category_id
+          AND {sql_in("c.status", OPEN_STATUSES)} AND c.merged_into_id IS NULL
+          AND c.reported_at >= n.reported_at - make_interval(hours => k.duplicate_window_hours)
+          AND ST_DWithin(c.location::geography, n.location::geography, k.duplicate_radius_m)
+        ORDER BY distance, c.id
+        LIMIT :limit
+    ) AS d
+    WHERE n.id = ANY(:ids)
+    ORDER BY n.id, d.distance, d.id
+""")
+
+
+def duplicates_of(
+    session: Session, case_ids: Sequence[int], limit: int = 5
+) -> dict[int, list[tuple[Case, float]]]:
+    """`find_duplicates` for several cases at once: case id → its suggestions."""
+    if not case_ids:
+        return {}
+    rows = session.execute(_DUPLICATES, {"ids": list(case_ids), "limit": limit}).all()
+    found = {
+        c.id: c for c in session.scalars(select(Case).where(Case.id.in_({r.id for r in rows})))
+    }
+    suggestions: dict[int, list[tuple[Case, float]]] = {}
+    for row in rows:
+        suggestions.setdefault(row.for_id, []).append((found[row.id], float(row.distance)))
+    return suggestions
 
 
 def public_case(session: Session, case: Case) -> Case:

@@ -222,7 +222,7 @@ def inbox() -> ResponseReturnValue:
         .where(Case.status.in_([CaseStatus.REPORTED, CaseStatus.VERIFIED]))
         .order_by(Case.reported_at)
     )
-    duplicates = {c.id: services.find_duplicates(session, c) for c in new}
+    duplicates = services.duplicates_of(session, [c.id for c in new])
     handled = _list(select(Case).where(Case.status == CaseStatus.HANDLED).order_by(Case.handled_at))
     checking = _list(select(Case).where(Case.status == CaseStatus.CHECKING).order_by(Case.id))
     checked = _list(select(Case).where(Case.status == CaseStatus.CHECKED).order_by(Case.id))

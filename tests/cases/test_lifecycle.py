@@ -658,6 +658,11 @@ def test_duplicate_suggestions(
     assert [c.id for c, _ in services.find_duplicates(session, first)] == [near.id]
     assert services.find_duplicates(session, far) == []
     assert services.find_duplicates(session, other_class) == []
+    listed = services.duplicates_of(session, [first.id, near.id, far.id, other_class.id])
+    assert {i: [(c.id, round(d)) for c, d in found] for i, found in listed.items()} == {
+        first.id: [(near.id, 10)],
+        near.id: [(first.id, 10)],
+    }  # the inbox's one query gives each case its own suggestions
 
 
 def test_old_reports_are_no_duplicates(
