@@ -18,11 +18,11 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, url
 from flask.typing import ResponseReturnValue
 from geoalchemy2.shape import to_shape
 from redis.exceptions import RedisError
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from cases import services
-from cases.models import Case, CaseEvent, CaseSource, Category
+from cases.models import Case, CaseSource, Category
 from cases.services import ReportInput, Upload
 from cases.views import photo_root
 from cases.workflow import ENDED_STATUSES
@@ -384,17 +384,7 @@ def _find(query: Any) -> list[dict[str, Any]]:
     cases = list(session.scalars(query.options(selectinload(Case.category))))
     unit_ids = {c.unit_id for c in cases if c.unit_id}
     units = dict(session.execute(select(Unit.id, Unit.name).where(Unit.id.in_(unit_ids))).all())
-    last = (
-        select(CaseEvent.case_id, func.max(CaseEvent.id).label("id"))
-        .where(CaseEvent.case_id.in_([c.id for c in cases]), CaseEvent.note != "")
-        .group_by(CaseEvent.case_id)
-        .subquery()
-    )
-    notes = dict(
-        session.execute(
-            select(CaseEvent.case_id, CaseEvent.note).join(last, last.c.id == CaseEvent.id)
-        ).all()
-    )
+    notes = services.last_notes(session, [c.id for c in cases])
     return [request_json(c, units, notes) for c in cases]
 
 

@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -756,6 +756,18 @@ def duplicates_of(
     for row in rows:
         suggestions.setdefault(row.for_id, []).append((found[row.id], float(row.distance)))
     return suggestions
+
+
+def last_notes(session: Session, case_ids: Sequence[int]) -> dict[int, str]:
+    """Each case's latest non-empty event note (a return's reason, a handling note...)."""
+    last = (
+        select(CaseEvent.case_id, func.max(CaseEvent.id).label("id"))
+        .where(CaseEvent.case_id.in_(list(case_ids)), CaseEvent.note != "")
+        .group_by(CaseEvent.case_id)
+        .subquery()
+    )
+    query = select(CaseEvent.case_id, CaseEvent.note).join(last, last.c.id == CaseEvent.id)
+    return dict(session.execute(query).tuples().all())
 
 
 def public_case(session: Session, case: Case) -> Case:

@@ -262,6 +262,7 @@ def dispatch_board() -> ResponseReturnValue:
         routes=routes,
         unroutable={cid for cid, r in routes.items() if isinstance(r, Unroutable)},
         returned=returned,
+        notes=services.last_notes(session, [c.id for c in returned]),
         requests=requests,
         suspended=suspended,
         overdue=overdue,

@@ -9,6 +9,7 @@ Services' and views' commits release savepoints; nothing reaches the database fo
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -1007,6 +1008,20 @@ def test_refusals_speak_the_reader_s_language_on_pages(
     assert "没有这个案件" in missing.get_data(as_text=True)
     english = browser(app, "staff").api(f"/api/cases/{checked.id}/actions/close")
     assert "supervision and handling are kept separate" in english.get_json()["error"]["message"]
+
+
+def test_the_board_shows_why_a_unit_returned_a_case(
+    app: Flask, session: Session, ctx: CaseContext, city: City, people: People
+) -> None:
+    case = make_case(session, ctx, city, people, "in_progress")
+    step(session, ctx, case, "return", people.staff, reason="the drain belongs to the county")
+    session.commit()
+
+    page = browser(app, "dispatcher").get("/board").get_data(as_text=True)
+
+    card = re.search(rf'<div class="card" data-case="{case.number}">(.*?)</div>', page, re.S)
+    assert card is not None
+    assert "the drain belongs to the county" in card.group(1)
 
 
 def test_anonymous_visitors(app: Flask, session: Session, scene: Scene) -> None:
