@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, current_app, jsonify
+from flask import Blueprint, Flask, jsonify
 from flask.typing import ResponseReturnValue
 
 from gridmgmt.db import db
@@ -13,11 +13,9 @@ bp = Blueprint("grids", __name__)
 
 @bp.get("/territory/communities.geojson")
 def communities() -> ResponseReturnValue:
-    """Community outlines (simplified), cached in the process: they change only on import."""
-    cache = current_app.extensions.setdefault("gridmgmt.outlines", {})
-    if "communities" not in cache:
-        cache["communities"] = services.community_outlines(db.session())
-    response = jsonify(cache["communities"])
+    """Community outlines (simplified). Browsers keep them 5 minutes; the server reads them
+    each time, so an import shows without a restart (a few milliseconds for 100 areas)."""
+    response = jsonify(services.community_outlines(db.session()))
     response.cache_control.max_age = 300
     return response
 
