@@ -53,6 +53,11 @@ def parse_cell_code(code: str) -> CellCode:
     return CellCode(code, code[:6], code[6:9], code[9:12], sequence)
 
 
+def max_cells(length: int = DEFAULT_CELL_CODE_LENGTH) -> int:
+    """How many cells a community can number with `length`-digit codes."""
+    return 10 ** SEQUENCE_WIDTH[length] - 1
+
+
 def cell_code(community_code: str, sequence: int, length: int = DEFAULT_CELL_CODE_LENGTH) -> str:
     """Compose a cell code from a 12-digit community code and a 1-based sequence.
 
@@ -65,13 +70,12 @@ def cell_code(community_code: str, sequence: int, length: int = DEFAULT_CELL_COD
         raise InvalidInput(
             f"community code {community_code!r} must be 12 digits to number its cells"
         )
-    width = SEQUENCE_WIDTH[length]
-    if not 1 <= sequence < 10**width:
+    if not 1 <= sequence <= max_cells(length):
         raise InvalidInput(
             f"community {community_code} needs cell number {sequence}, but a {length}-digit "
-            f"code holds at most {10**width - 1} cells per community: use larger cells"
+            f"code holds at most {max_cells(length)} cells per community: use larger cells"
         )
-    return f"{community_code}{sequence:0{width}d}"
+    return f"{community_code}{sequence:0{SEQUENCE_WIDTH[length]}d}"
 
 
 def area_code(level: str, raw: str, parent_code: str | None = None) -> str:

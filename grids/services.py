@@ -323,10 +323,11 @@ def generate_cells(
             )
             or 0
         )
-        if count >= 10**width:
+        if count > gridding.max_cells(code_length):
             raise InvalidInput(
                 f"community {area.code} ({area.name}) needs {count} cells of {size:g} m, but a "
-                f"{code_length}-digit code holds at most {10**width - 1}: use a larger --size"
+                f"{code_length}-digit code holds at most {gridding.max_cells(code_length)}: "
+                "use a larger --size"
             )
         session.execute(
             _NUMBER_SQL,
