@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gridmgmt.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
+from gridmgmt.kernel.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
 from grids import services  # noqa: E402
 from grids.geojson import load_layer, polygon_features  # noqa: E402
 

@@ -41,12 +41,12 @@ from cases.catalogue import load_catalogue
 from cases.models import CaseSource
 from cases.services import ActionInput, CaseContext, ReportInput
 from gridmgmt import create_app
-from gridmgmt.auth import create_user
-from gridmgmt.calendars import city_calendar, load_calendar, shipped_calendar
-from gridmgmt.db import db
-from gridmgmt.demo import seed_departments, seed_routing_rules
-from gridmgmt.models import User
-from gridmgmt.queue import DISPATCH_QUEUE
+from gridmgmt.app.demo import seed_departments, seed_routing_rules
+from gridmgmt.kernel.auth import create_user
+from gridmgmt.kernel.calendar_store import city_calendar, load_calendar, shipped_calendar
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.models import User
+from gridmgmt.kernel.queue import DISPATCH_QUEUE
 
 BENCH_DB = "gridmgmt_bench_dispatch"
 CATEGORIES = ("E0102", "E0201", "C0101", "C0118", "E0501", "C0201", "E0401")

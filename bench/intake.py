@@ -38,8 +38,8 @@ from sqlalchemy.orm import Session
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, bench_redis_url, fresh_database
 
-from gridmgmt.auth import create_api_key
-from gridmgmt.demo import seed_demo
+from gridmgmt.app.demo import seed_demo
+from gridmgmt.kernel.auth import create_api_key
 
 BENCH_DB = "gridmgmt_bench_intake"
 PORT = 8711

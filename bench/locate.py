@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, STREET, fresh_database, la_311_cases, load_la_territory
 
-from gridmgmt.errors import OutsideTerritory
+from gridmgmt.kernel.errors import OutsideTerritory
 from grids import services
 
 BENCH_DB = "gridmgmt_bench_la"

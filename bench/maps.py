@@ -38,9 +38,9 @@ from common import fresh_database, la_311_cases, load_la_territory
 
 from cases.catalogue import load_catalogue
 from gridmgmt import create_app
-from gridmgmt.calendars import load_calendar, shipped_calendar
-from gridmgmt.config import Config
-from gridmgmt.db import db
+from gridmgmt.kernel.calendar_store import load_calendar, shipped_calendar
+from gridmgmt.kernel.config import Config
+from gridmgmt.kernel.db import db
 from grids.services import cell_at
 from maps import views
 from maps.aggregate import Filters

@@ -20,10 +20,10 @@ from cases.views import (
     signed_in,
     source_for,
 )
-from gridmgmt.db import db
-from gridmgmt.errors import Forbidden, InvalidInput
-from gridmgmt.i18n import gettext as _
-from gridmgmt.i18n import localized
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.errors import Forbidden, InvalidInput
+from gridmgmt.kernel.i18n import gettext as _
+from gridmgmt.kernel.i18n import localized
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

@@ -13,9 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cases.models import Category, CategoryKind, MajorClass
-from dispatch.models import UnitType
-from gridmgmt.errors import InvalidInput
-from gridmgmt.workcalendar import LimitUnit
+from gridmgmt.kernel.business_calendar import LimitUnit
+from gridmgmt.kernel.errors import InvalidInput
+from gridmgmt.kernel.models import UnitType
 
 DEFAULT_CATALOGUE = Path(__file__).parent / "data" / "categories.json"
 MAX_LIMIT = 1_000_000  # categories.limit_value is NUMERIC(8, 2)

@@ -6,7 +6,7 @@ import click
 from flask.cli import AppGroup
 
 from cases.catalogue import DEFAULT_CATALOGUE, load_catalogue
-from gridmgmt.clitools import cli_transaction
+from gridmgmt.kernel.cli import cli_transaction
 
 categories_cli = AppGroup("categories", help="The category catalogue (component/event classes).")
 

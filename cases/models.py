@@ -29,8 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from gridmgmt.db import Base, Timestamped, enum_check
-from gridmgmt.workcalendar import LimitUnit
+from gridmgmt.kernel.business_calendar import LimitUnit
+from gridmgmt.kernel.db import Base, Timestamped, enum_check
 
 
 class CategoryKind(str, Enum):

@@ -26,11 +26,11 @@ from cases.models import Case, CaseSource, Category
 from cases.services import ReportInput, Upload
 from cases.views import photo_root
 from cases.workflow import ENDED_STATUSES
-from dispatch.models import Unit
-from gridmgmt.auth import KeyUse, hash_api_key, use_api_key
-from gridmgmt.db import db
-from gridmgmt.errors import NotFound, register_error_format
-from gridmgmt.queue import queues
+from gridmgmt.kernel.auth import KeyUse, hash_api_key, use_api_key
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.errors import NotFound, register_error_format
+from gridmgmt.kernel.models import Unit
+from gridmgmt.kernel.queue import queues
 
 bp = Blueprint("open311", __name__, url_prefix="/open311/v2")
 FORMATS = ("json", "xml")
@@ -485,7 +485,7 @@ class Open311Paths:
 
 def init_app(app: Flask) -> None:
     """Register Open311 (CSRF does not apply: clients authenticate with an api_key)."""
-    from gridmgmt.web import csrf
+    from gridmgmt.kernel.web import csrf
 
     csrf.exempt(bp)
     app.register_blueprint(bp)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from gridmgmt.errors import InvalidInput, NotFound
+from gridmgmt.kernel.errors import InvalidInput, NotFound
 
 ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 MAX_BYTES = 10 * 1024 * 1024  # default size limit of an upload

@@ -44,20 +44,19 @@ from cases.workflow import (
     decide,
     time_limit,
 )
-from dispatch.doorbell import ring_after_commit
-from dispatch.models import Unit
 from dispatch.routing import Unroutable, dispatch_record
 from dispatch.services import route_case
-from gridmgmt.db import Prepared, sql_in
-from gridmgmt.errors import (
+from gridmgmt.kernel.business_calendar import BusinessCalendar, LimitUnit
+from gridmgmt.kernel.db import Prepared, sql_in
+from gridmgmt.kernel.doorbell import ring_after_commit
+from gridmgmt.kernel.errors import (
     Conflict,
     DomainError,
     Forbidden,
     InvalidInput,
     NotFound,
 )
-from gridmgmt.models import Role, User
-from gridmgmt.workcalendar import BusinessCalendar, LimitUnit
+from gridmgmt.kernel.models import Role, Unit, User
 from grids import gridding
 from grids.services import cell_at, outside_territory
 

@@ -32,16 +32,15 @@ from cases.models import Case, CaseSource, CaseStatus, MajorClass, Photo
 from cases.services import ActionInput, CaseContext, ReportInput, Upload
 from cases.workflow import Action, RejectReason, allowed_actions, is_overdue
 from dispatch.batch import RoutingData
-from dispatch.models import Unit
 from dispatch.routing import Unroutable
 from dispatch.services import route_case
-from gridmgmt.calendars import city_calendar
-from gridmgmt.db import db
-from gridmgmt.errors import DomainError, InvalidInput
-from gridmgmt.i18n import gettext as _
-from gridmgmt.i18n import is_local_path, status_label, translate_message
-from gridmgmt.models import Role, User
-from gridmgmt.web import role_required
+from gridmgmt.kernel.calendar_store import city_calendar
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.errors import DomainError, InvalidInput
+from gridmgmt.kernel.i18n import gettext as _
+from gridmgmt.kernel.i18n import is_local_path, status_label, translate_message
+from gridmgmt.kernel.models import Role, Unit, User
+from gridmgmt.kernel.web import role_required
 from grids.services import territory_centre
 
 bp = Blueprint("cases", __name__, template_folder="templates")

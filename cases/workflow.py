@@ -13,7 +13,7 @@ from decimal import Decimal
 from enum import Enum
 
 from cases.models import CaseStatus as S
-from gridmgmt.models import Role
+from gridmgmt.kernel.models import Role
 
 SYSTEM = "system"  # the dispatcher job and trusted channels act as this pseudo-role
 OPEN_STATUSES = frozenset(

@@ -1,0 +1,21 @@
+"""Dispatch: who must handle a case (routing rules), the RQ dispatcher and its watch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Register the dispatcher's pages, `flask dispatch ...` and the periodic jobs."""
+    from dispatch import views
+    from dispatch.cli import dispatch_cli
+    from dispatch.jobs import PERIODIC_JOBS
+    from gridmgmt.kernel.queue import register_periodic
+
+    views.init_app(app)
+    app.cli.add_command(dispatch_cli)
+    for job, interval in PERIODIC_JOBS.items():
+        register_periodic(app, job, interval)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from cases.models import CaseStatus
 from cases.workflow import SYSTEM, Action, Actor, CaseState, decide, time_limit
 from dispatch.routing import Route, RuleView, Unroutable, choose_unit, dispatch_record
-from gridmgmt.workcalendar import BusinessCalendar
+from gridmgmt.kernel.business_calendar import BusinessCalendar
 from grids.services import cell_at
 
 SYSTEM_ACTOR = Actor(SYSTEM)

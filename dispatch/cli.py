@@ -11,10 +11,10 @@ from flask.cli import AppGroup
 from redis.exceptions import RedisError
 from rq import SimpleWorker, Worker
 from rq.cron import CronScheduler
+from werkzeug.utils import import_string
 
-from dispatch import doorbell
-from dispatch.jobs import PERIODIC_JOBS
-from gridmgmt.queue import DISPATCH_QUEUE, PERIODIC_QUEUE, queues
+from gridmgmt.kernel import doorbell
+from gridmgmt.kernel.queue import DISPATCH_QUEUE, PERIODIC_QUEUE, periodic_jobs, queues
 
 dispatch_cli = AppGroup("dispatch", help="The dispatch worker and the periodic scheduler.")
 log = logging.getLogger(__name__)
@@ -59,9 +59,10 @@ def scheduler_command() -> None:
 
     def run() -> None:
         scheduler = CronScheduler(connection=queues.redis, logging_level=logging.INFO)
-        for func, interval in PERIODIC_JOBS:
-            scheduler.register(func, queue_name=PERIODIC_QUEUE, interval=interval)
-        click.echo(f"scheduler: {len(PERIODIC_JOBS)} periodic jobs on queue {PERIODIC_QUEUE}")
+        jobs = periodic_jobs(current_app)  # each package registered its own
+        for path, interval in jobs.items():
+            scheduler.register(import_string(path), queue_name=PERIODIC_QUEUE, interval=interval)
+        click.echo(f"scheduler: {len(jobs)} periodic jobs on queue {PERIODIC_QUEUE}")
         scheduler.start()
 
     _keep_running("scheduler", run, once=False)

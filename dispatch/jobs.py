@@ -11,12 +11,13 @@ from flask import current_app
 from rq import get_current_job
 from sqlalchemy import text
 
-from cases.services import now_utc
-from dispatch import doorbell, watch
+from dispatch import watch
 from dispatch.batch import dispatch_batch
-from gridmgmt.calendars import city_calendar
-from gridmgmt.db import db
-from gridmgmt.queue import queues
+from gridmgmt.kernel import doorbell
+from gridmgmt.kernel.calendar_store import city_calendar
+from gridmgmt.kernel.clock import now_utc
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.queue import queues
 
 HEARTBEAT_KEY = "gridmgmt:heartbeat"
 BATCH_SIZE = 1000
@@ -116,21 +117,10 @@ def find_hotspots() -> dict[str, int]:
     return {kind: len(ids) for kind, ids in found.items()}
 
 
-def refresh_evaluation() -> str:
-    """Recount the evaluation rollup of whole past days (long periods answer from it)."""
-    from maps.evaluation import refresh_rollup
-
-    with db.transaction() as session:
-        through = refresh_rollup(session)
-    db.session.remove()
-    return through.isoformat()
-
-
-# (function, interval in seconds) registered by `flask dispatch scheduler`.
-PERIODIC_JOBS = [
-    (heartbeat, 60),
-    (sweep_filed, 15),
-    (watch_deadlines, 60),
-    (find_hotspots, 300),
-    (refresh_evaluation, 600),
-]
+# The dispatcher's periodic jobs (dotted path → seconds), run by `flask dispatch scheduler`.
+PERIODIC_JOBS = {
+    f"{__name__}.heartbeat": 60,
+    f"{__name__}.sweep_filed": 15,
+    f"{__name__}.watch_deadlines": 60,
+    f"{__name__}.find_hotspots": 300,
+}

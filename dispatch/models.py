@@ -1,9 +1,10 @@
-"""Who handles what: responsible units and the routing rules that pick them."""
+"""Who handles what: the routing rules that pick a responsible unit, and hotspots.
+
+Units themselves are a shared noun and live in the kernel (`gridmgmt.kernel.models`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
 
 from sqlalchemy import (
     Boolean,
@@ -12,64 +13,14 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
-    String,
     Text,
     UniqueConstraint,
     true,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from gridmgmt.db import Base, Timestamped, enum_check
-from grids.models import Area
-
-
-class UnitKind(str, Enum):
-    """A community unit owns territory; a department owns categories."""
-
-    COMMUNITY = "community"
-    DEPARTMENT = "department"
-
-
-class UnitType(str, Enum):
-    """What a unit does; categories name the type that usually handles them."""
-
-    COMMUNITY = "community"
-    SANITATION = "sanitation"
-    WATER = "water"
-    DRAINAGE = "drainage"
-    GAS = "gas"
-    POWER = "power"
-    TELECOM = "telecom"
-    ROADS = "roads"
-    TRAFFIC = "traffic"
-    LIGHTING = "lighting"
-    GREENERY = "greenery"
-    HOUSING = "housing"
-    ENFORCEMENT = "enforcement"
-    EMERGENCY = "emergency"
-
-
-class Unit(Timestamped, Base):
-    """A responsible (handling) unit: a community or a specialist department."""
-
-    __tablename__ = "units"
-    __table_args__ = (
-        CheckConstraint(enum_check("kind", UnitKind), name="kind"),
-        CheckConstraint(enum_check("unit_type", UnitType), name="unit_type"),
-        CheckConstraint(
-            "(kind = 'community') = (community_id IS NOT NULL)", name="community_owns_area"
-        ),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    code: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)
-    name: Mapped[str] = mapped_column(Text, nullable=False)
-    kind: Mapped[UnitKind] = mapped_column(String(16), nullable=False)
-    unit_type: Mapped[UnitType] = mapped_column(String(16), nullable=False)
-    community_id: Mapped[int | None] = mapped_column(ForeignKey("areas.id"), unique=True)
-    active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=true())
-
-    community: Mapped[Area | None] = relationship()
+from gridmgmt.kernel.db import Base, Timestamped
+from gridmgmt.kernel.models import Unit
 
 
 class RoutingRule(Timestamped, Base):

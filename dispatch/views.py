@@ -12,11 +12,11 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from sqlalchemy import text
 
-from gridmgmt.db import db
-from gridmgmt.i18n import gettext as _
-from gridmgmt.models import Role
-from gridmgmt.queue import DISPATCH_QUEUE, PERIODIC_QUEUE, queues
-from gridmgmt.web import role_required
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.i18n import gettext as _
+from gridmgmt.kernel.models import Role
+from gridmgmt.kernel.queue import DISPATCH_QUEUE, PERIODIC_QUEUE, queues
+from gridmgmt.kernel.web import role_required
 
 bp = Blueprint("dispatch", __name__, template_folder="templates")
 QUEUES = (DISPATCH_QUEUE, PERIODIC_QUEUE)

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from cases.workflow import DEADLINE_RUNS, SYSTEM, Action, Actor, CaseState, decide
-from gridmgmt.db import sql_in
+from gridmgmt.kernel.db import sql_in
 
 WATCHED = DEADLINE_RUNS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from flask.cli import AppGroup
 
-from gridmgmt.clitools import cli_transaction, echo_progress
+from gridmgmt.kernel.cli import cli_transaction, echo_progress
 from grids import gridding, services
 from grids.geojson import load_layer
 from grids.models import Area, AreaLevel

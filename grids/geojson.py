@@ -13,7 +13,7 @@ from shapely.geometry import MultiPolygon, Polygon, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
-from gridmgmt.errors import InvalidInput
+from gridmgmt.kernel.errors import InvalidInput
 
 WGS84_NAMES = {
     "urn:ogc:def:crs:OGC:1.3:CRS84",

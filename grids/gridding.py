@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gridmgmt.errors import InvalidInput
+from gridmgmt.kernel.errors import InvalidInput
 
 # Width of each area level's full code (DB11 / CJ/T 213): county 6 + street 3 + community 3.
 LEVEL_CODE_WIDTH = {"district": 6, "street": 9, "community": 12}

@@ -8,7 +8,7 @@ from geoalchemy2 import Geometry, WKBElement
 from sqlalchemy import CheckConstraint, Float, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from gridmgmt.db import Base, Timestamped, enum_check
+from gridmgmt.kernel.db import Base, Timestamped, enum_check
 
 
 class AreaLevel(str, Enum):

@@ -10,8 +10,8 @@ from geoalchemy2.shape import from_shape
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from dispatch.models import Unit, UnitKind, UnitType
-from gridmgmt.errors import Conflict, InvalidInput, NotFound, OutsideTerritory
+from gridmgmt.kernel.errors import Conflict, InvalidInput, NotFound, OutsideTerritory
+from gridmgmt.kernel.models import Unit, UnitKind, UnitType
 from grids import gridding
 from grids.geojson import Feature, polygon_features
 from grids.models import Area, AreaLevel, GridCell

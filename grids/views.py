@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Flask, jsonify
 from flask.typing import ResponseReturnValue
 
-from gridmgmt.db import db
+from gridmgmt.kernel.db import db
 from grids import services
 
 bp = Blueprint("grids", __name__)

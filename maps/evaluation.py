@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from cases.workflow import DEADLINE_RUNS
-from gridmgmt.db import sql_in
+from gridmgmt.kernel.db import sql_in
 from maps.aggregate import Tally
 from maps.services import CLOSED_ON_TIME
 

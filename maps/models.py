@@ -7,7 +7,7 @@ from datetime import date, datetime
 from sqlalchemy import Date, DateTime, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from gridmgmt.db import Base
+from gridmgmt.kernel.db import Base
 
 
 class RollupState(Base):

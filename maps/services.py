@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from cases.models import CaseStatus
 from cases.workflow import DEADLINE_RUNS, ENDED_STATUSES
-from gridmgmt.db import sql_in
+from gridmgmt.kernel.db import sql_in
 from maps.aggregate import STATUS_GROUPS, Filters
 
 RAW_POINTS_MAX = 5000

@@ -28,13 +28,13 @@ from redis.exceptions import RedisError
 from sqlalchemy import select, text
 
 from cases.models import CaseSource, CaseStatus, Category, MajorClass
-from gridmgmt.db import db
-from gridmgmt.errors import InvalidInput
-from gridmgmt.i18n import current_lang
-from gridmgmt.i18n import gettext as _
-from gridmgmt.models import Role
-from gridmgmt.queue import queues
-from gridmgmt.web import role_required
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.errors import InvalidInput
+from gridmgmt.kernel.i18n import current_lang
+from gridmgmt.kernel.i18n import gettext as _
+from gridmgmt.kernel.models import Role
+from gridmgmt.kernel.queue import queues
+from gridmgmt.kernel.web import role_required
 from grids.models import Area
 from grids.services import community_outlines, territory_centre
 from maps import evaluation

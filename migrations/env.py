@@ -7,9 +7,9 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import create_engine
 
-from gridmgmt.config import Config
-from gridmgmt.db import Base
-from gridmgmt.registry import load_models
+from gridmgmt.app.registry import load_models
+from gridmgmt.kernel.config import Config
+from gridmgmt.kernel.db import Base
 
 config = context.config
 if config.config_file_name and not config.attributes.get("skip_logging"):

@@ -26,8 +26,8 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session
 
 from gridmgmt import create_app
-from gridmgmt.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
-from gridmgmt.db import db
+from gridmgmt.kernel.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
+from gridmgmt.kernel.db import db
 from tests.support import rolled_back
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -274,7 +274,7 @@ def build_la_territory(url: URL, councils: Path) -> None:
 
 def seed_demo_city(url: URL) -> None:
     """Seed and commit the demo city in the database at `url`."""
-    from gridmgmt.demo import seed_demo
+    from gridmgmt.app.demo import seed_demo
 
     engine = create_engine(url)
     try:

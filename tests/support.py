@@ -19,8 +19,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
-from gridmgmt import demo
-from gridmgmt.db import db
+from gridmgmt.app import demo
+from gridmgmt.kernel.db import db
 
 
 def fresh_request_globals() -> None:

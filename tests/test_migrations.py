@@ -14,8 +14,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import URL, Engine
 
-from gridmgmt.db import Base
-from gridmgmt.registry import load_models
+from gridmgmt.app.registry import load_models
+from gridmgmt.kernel.db import Base
 from tests.conftest import POSTGIS_TEMPLATE, alembic_config, clone_database, drop_database
 
 POSTGIS_TABLES = {"spatial_ref_sys"}

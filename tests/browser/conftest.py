@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from gridmgmt import create_app
-from gridmgmt.db import EXTENSION
-from gridmgmt.demo import DEMO_PASSWORD
+from gridmgmt.app.demo import DEMO_PASSWORD
+from gridmgmt.kernel.db import EXTENSION
 from tests.conftest import clone_database, drop_database, template_lock
 from tests.support import point_in
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from cases.catalogue import load_catalogue
 from cases.models import Case, CaseEvent, CaseStatus, Category
-from gridmgmt.db import db
+from gridmgmt.kernel.db import db
 
 NUMBER = re.compile(r"^[0-9]{8}[0-9]{6,}$")
 MakeCase = Callable[..., Case]

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from cases.catalogue import DEFAULT_CATALOGUE, KIND_PREFIX, LoadResult, load_catalogue
 from cases.models import Category, CategoryKind, MajorClass
-from gridmgmt.errors import InvalidInput
+from gridmgmt.kernel.errors import InvalidInput
 
 SHIPPED_MINORS = 95
 SHIPPED_MAJORS = 12

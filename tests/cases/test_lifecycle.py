@@ -28,12 +28,12 @@ from cases import services
 from cases.models import Case, CaseEvent, CaseSource, Category, Photo
 from cases.photos import PhotoError
 from cases.services import ActionInput, CaseContext, ReportInput, Upload
-from dispatch.models import RoutingRule, Unit
-from gridmgmt.auth import create_user
-from gridmgmt.calendars import get_calendar
-from gridmgmt.db import db
-from gridmgmt.errors import Conflict, Forbidden, InvalidInput, NotFound, OutsideTerritory
-from gridmgmt.models import Role, User
+from dispatch.models import RoutingRule
+from gridmgmt.kernel.auth import create_user
+from gridmgmt.kernel.calendar_store import get_calendar
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.errors import Conflict, Forbidden, InvalidInput, NotFound, OutsideTerritory
+from gridmgmt.kernel.models import Role, Unit, User
 from grids.models import Area
 from tests.support import browser, fresh_request_globals, jpeg, nested, point_in, seeded_demo
 

@@ -27,7 +27,7 @@ from cases.photos import (
     open_stored,
     store_photo,
 )
-from gridmgmt.errors import InvalidInput, NotFound
+from gridmgmt.kernel.errors import InvalidInput, NotFound
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)

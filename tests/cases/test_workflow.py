@@ -27,7 +27,7 @@ from cases.workflow import (
     is_overdue,
     time_limit,
 )
-from gridmgmt.models import Role
+from gridmgmt.kernel.models import Role
 
 NOW = datetime(2026, 3, 10, 17, 0, tzinfo=UTC)
 UNIT_ID = 7

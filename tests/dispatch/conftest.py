@@ -27,10 +27,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from cases.catalogue import load_catalogue
-from gridmgmt.auth import create_user
-from gridmgmt.calendars import load_calendar, shipped_calendar
-from gridmgmt.demo import seed_departments, seed_routing_rules
-from gridmgmt.models import Role
+from gridmgmt.app.demo import seed_departments, seed_routing_rules
+from gridmgmt.kernel.auth import create_user
+from gridmgmt.kernel.calendar_store import load_calendar, shipped_calendar
+from gridmgmt.kernel.models import Role
 from tests.conftest import (
     LA_STREET,  # the councils' street: council 47 is community 990100006047
     ROOT,

@@ -35,15 +35,15 @@ from cases.services import ActionInput, ReportInput
 from cases.views import case_context
 from dispatch import jobs
 from dispatch.batch import BatchResult, RoutingData, dispatch_batch
-from dispatch.doorbell import FLAG_TTL_SECONDS, PENDING_FLAG
 from dispatch.jobs import dispatch_cases, find_hotspots, sweep_filed, watch_deadlines
 from dispatch.routing import Route, RuleView, Unroutable, choose_unit
 from gridmgmt import create_app
-from gridmgmt.calendars import get_calendar
-from gridmgmt.db import db
-from gridmgmt.models import User
-from gridmgmt.queue import DISPATCH_QUEUE, queues
-from gridmgmt.workcalendar import BusinessCalendar
+from gridmgmt.kernel.business_calendar import BusinessCalendar
+from gridmgmt.kernel.calendar_store import get_calendar
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.doorbell import FLAG_TTL_SECONDS, PENDING_FLAG
+from gridmgmt.kernel.models import User
+from gridmgmt.kernel.queue import DISPATCH_QUEUE, queues
 from tests.support import browser
 
 # ================================================================ choose_unit: pure rules
@@ -803,7 +803,10 @@ def test_filing_succeeds_when_redis_is_down(
     )
     with no_redis.app_context():
         case_id = report(city.community)
-        with caplog.at_level(logging.WARNING, logger="dispatch.doorbell"), transaction() as s:
+        with (
+            caplog.at_level(logging.WARNING, logger="gridmgmt.kernel.doorbell"),
+            transaction() as s,
+        ):
             act(s, case_id, "file", "operator")
         db.engine.dispose()
 

@@ -19,8 +19,8 @@ from sqlalchemy.engine import URL
 
 from dispatch.jobs import dispatch_cases
 from gridmgmt import create_app
-from gridmgmt.db import db
-from gridmgmt.queue import queues
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.queue import queues
 from tests.dispatch.conftest import insert_filed, la_requests
 
 pytestmark = pytest.mark.slow

@@ -43,9 +43,9 @@ from sqlalchemy.pool import NullPool
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from gridmgmt import create_app
-from gridmgmt.db import EXTENSION as DB_EXTENSION
-from gridmgmt.demo import DEMO_PASSWORD, seed_demo
-from gridmgmt.queue import DISPATCH_QUEUE, PERIODIC_QUEUE
+from gridmgmt.app.demo import DEMO_PASSWORD, seed_demo
+from gridmgmt.kernel.db import EXTENSION as DB_EXTENSION
+from gridmgmt.kernel.queue import DISPATCH_QUEUE, PERIODIC_QUEUE
 from tests.conftest import alembic_config
 from tests.dispatch.conftest import (
     DISPATCHER,

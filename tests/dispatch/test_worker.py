@@ -12,8 +12,8 @@ from rq.cron import CronScheduler
 from rq.job import JobStatus
 
 import dispatch.cli
-from dispatch.jobs import HEARTBEAT_KEY, PERIODIC_JOBS, heartbeat
-from gridmgmt.queue import DISPATCH_QUEUE, PERIODIC_QUEUE
+from dispatch.jobs import HEARTBEAT_KEY, heartbeat
+from gridmgmt.kernel.queue import DISPATCH_QUEUE, PERIODIC_QUEUE
 
 
 def stamp(redis_conn: Redis) -> datetime:
@@ -73,7 +73,7 @@ def test_scheduler_registers_every_periodic_job(
     result = cli.invoke(args=["dispatch", "scheduler"])
 
     assert result.exit_code == 0, result.output
-    assert f"{len(PERIODIC_JOBS)} periodic jobs on queue {PERIODIC_QUEUE}" in result.output
+    assert f"5 periodic jobs on queue {PERIODIC_QUEUE}" in result.output
     [scheduler] = one_shot_scheduler.instances
     registered = [(job.func, job.interval, job.queue_name) for job in scheduler.get_jobs()]
     intervals = {
@@ -84,11 +84,15 @@ def test_scheduler_registers_every_periodic_job(
         "refresh_evaluation": 600,
     }
     assert {func.__name__: interval for func, interval, _ in registered} == intervals
-    assert registered == [(func, interval, PERIODIC_QUEUE) for func, interval in PERIODIC_JOBS]
+    # each package registers its own, by dotted path: the dispatcher's and the maps' rollup
+    modules = {func.__name__: func.__module__ for func, _, _ in registered}
+    assert modules["refresh_evaluation"] == "maps.jobs"
+    assert {modules[name] for name in intervals} - {"maps.jobs"} == {"dispatch.jobs"}
+    assert {queue for _, _, queue in registered} == {PERIODIC_QUEUE}
     # every interval job is due at once: one job each on the periodic queue of the app's Redis
     queued = Queue(PERIODIC_QUEUE, connection=redis_conn).get_jobs()
     assert sorted(job.func_name for job in queued) == sorted(
-        f"{func.__module__}.{func.__name__}" for func, _ in PERIODIC_JOBS
+        f"{func.__module__}.{func.__name__}" for func, _, _ in registered
     )
 
 
@@ -98,7 +102,7 @@ def test_worker_command_processes_scheduled_job(
     assert cli.invoke(args=["dispatch", "scheduler"]).exit_code == 0
     periodic = Queue(PERIODIC_QUEUE, connection=redis_conn)
     jobs = periodic.get_jobs()
-    assert len(jobs) == len(PERIODIC_JOBS)
+    assert len(jobs) == 5
 
     result = cli.invoke(args=["dispatch", "worker", "--burst", "--name", "test-burst"])
 

@@ -1,4 +1,4 @@
-"""Users and API keys: `flask users create`, `flask apikey create` and gridmgmt.auth."""
+"""Users and API keys: `flask users create`, `flask apikey create` and gridmgmt.kernel.auth."""
 
 from __future__ import annotations
 
@@ -13,11 +13,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash
 
-from dispatch.models import Unit
-from gridmgmt import auth
-from gridmgmt.db import db
-from gridmgmt.errors import NotFound
-from gridmgmt.models import ApiKey, Role, User
+from gridmgmt.kernel import auth
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.errors import NotFound
+from gridmgmt.kernel.models import ApiKey, Role, Unit, User
 
 PASSWORD = "correct-horse-battery"
 NON_UNIT_ROLES = [r.value for r in Role if r is not Role.UNIT_STAFF]

@@ -1,4 +1,4 @@
-"""Business calendars stored in the database: gridmgmt.calendars and `flask calendar load`."""
+"""Stored business calendars: gridmgmt.kernel.calendar_store and `flask calendar load`."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from flask.testing import FlaskCliRunner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gridmgmt.calendars import get_calendar, load_calendar, shipped_calendar
-from gridmgmt.errors import InvalidInput, NotFound
-from gridmgmt.models import CalendarDay, CalendarRecord
-from gridmgmt.workcalendar import BusinessCalendar, LimitUnit
+from gridmgmt.kernel.business_calendar import BusinessCalendar, LimitUnit
+from gridmgmt.kernel.calendar_store import get_calendar, load_calendar, shipped_calendar
+from gridmgmt.kernel.errors import InvalidInput, NotFound
+from gridmgmt.kernel.models import CalendarDay, CalendarRecord
 
 SHIPPED = ["cn", "us_la"]
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -1,4 +1,4 @@
-"""gridmgmt.config: settings from GRIDMGMT_* variables."""
+"""gridmgmt.kernel.config: settings from GRIDMGMT_* variables."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from gridmgmt.config import Config
+from gridmgmt.kernel.config import Config
 
 
 def test_every_documented_variable_is_read_with_its_type() -> None:

@@ -1,4 +1,4 @@
-"""gridmgmt.db.Prepared: hot statements planned once per connection."""
+"""gridmgmt.kernel.db.Prepared: hot statements planned once per connection."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
-from gridmgmt.db import Prepared, db
+from gridmgmt.kernel.db import Prepared, db
 
 ECHO = Prepared(
     "gridmgmt_test_echo",

@@ -1,4 +1,4 @@
-"""The demo city: gridmgmt.demo.seed_demo."""
+"""The demo city: gridmgmt.app.demo.seed_demo."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from cases.models import Category, MajorClass
-from dispatch.models import RoutingRule, Unit, UnitKind, UnitType
-from gridmgmt import demo
-from gridmgmt.auth import authenticate, use_api_key
-from gridmgmt.calendars import get_calendar
-from gridmgmt.db import db
-from gridmgmt.models import ApiKey, CalendarRecord, Role, User
+from dispatch.models import RoutingRule
+from gridmgmt.app import demo
+from gridmgmt.kernel.auth import authenticate, use_api_key
+from gridmgmt.kernel.calendar_store import get_calendar
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.models import ApiKey, CalendarRecord, Role, Unit, UnitKind, UnitType, User
 from grids.models import Area, GridCell
 from tests.support import nested, seeded_demo
 

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from cases.catalogue import load_catalogue
 from cases.models import Category
 from gridmgmt import create_app
-from gridmgmt.db import db
-from gridmgmt.queue import queues
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.queue import queues
 from grids.models import Area, GridCell
 
 CLOSED_DATABASE = "postgresql+psycopg2://postgres@127.0.0.1:1/gridmgmt"

@@ -11,9 +11,9 @@ import pytest
 from flask import Flask, flash, render_template_string
 from flask.testing import FlaskClient
 
-from gridmgmt import i18n
+from gridmgmt.kernel import i18n
 
-PACKAGE = Path(i18n.__file__).resolve().parent
+PACKAGE = Path(i18n.__file__).resolve().parent.parent
 TEMPLATES = PACKAGE / "templates"
 STATIC = PACKAGE / "static"
 

@@ -28,11 +28,11 @@ from werkzeug.exceptions import default_exceptions
 from cases.models import CaseSource, CaseStatus, CategoryKind
 from cases.workflow import SYSTEM, Action, PendingRequest, RejectReason
 from dispatch.views import recent_hotspots
-from gridmgmt import i18n
-from gridmgmt.errors import DomainError
-from gridmgmt.models import Role
-from gridmgmt.web import ANONYMOUS_MENU, MENU
-from gridmgmt.workcalendar import LimitUnit
+from gridmgmt.kernel import i18n
+from gridmgmt.kernel.business_calendar import LimitUnit
+from gridmgmt.kernel.errors import DomainError
+from gridmgmt.kernel.models import Role
+from gridmgmt.kernel.web import ANONYMOUS_MENU, MENU
 from grids.models import AreaLevel
 from maps.views import map_labels
 from tests.support import fresh_request_globals
@@ -217,7 +217,7 @@ KNOWN_DYNAMIC: dict[tuple[str, str], str] = {
     ("maps/templates/maps/map.html", "m.kind|capitalize"): "CategoryKind",
     ("maps/templates/maps/map.html", "s|capitalize"): "CaseSource",
     ("maps/templates/maps/map.html", "a.level|capitalize"): "AreaLevel",
-    ("gridmgmt/i18n.py", 'str(value).replace("_", " ").capitalize()'): (
+    ("gridmgmt/kernel/i18n.py", 'str(value).replace("_", " ").capitalize()'): (
         "CaseStatus (status_label)"
     ),
     ("maps/views.py", "value"): "Map words (maps.views.map_labels)",
@@ -321,7 +321,7 @@ MESSAGE_SOURCES = {
     "cases/photos.py": None,
     "maps/aggregate.py": None,
     "maps/views.py": None,
-    "gridmgmt/errors.py": None,
+    "gridmgmt/kernel/errors.py": None,
     "grids/services.py": "outside_territory",
 }
 RAISING = {

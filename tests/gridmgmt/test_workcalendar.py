@@ -1,4 +1,4 @@
-"""Tests for gridmgmt.workcalendar (business-hours calendar for case deadlines)."""
+"""Tests for gridmgmt.kernel.business_calendar (business-hours calendar for case deadlines)."""
 
 import ast
 import json
@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gridmgmt import workcalendar
-from gridmgmt.workcalendar import BusinessCalendar, CalendarError, LimitUnit
+from gridmgmt.kernel import business_calendar as workcalendar
+from gridmgmt.kernel.business_calendar import BusinessCalendar, CalendarError, LimitUnit
 
-DATA_DIR = Path(workcalendar.__file__).resolve().parent / "data"
+DATA_DIR = Path(workcalendar.__file__).resolve().parent.parent / "data"
 SH = ZoneInfo("Asia/Shanghai")
 LA = ZoneInfo("America/Los_Angeles")
 

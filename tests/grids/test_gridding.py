@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from gridmgmt.errors import InvalidInput
+from gridmgmt.kernel.errors import InvalidInput
 from grids import gridding
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
-from gridmgmt.errors import OutsideTerritory
+from gridmgmt.kernel.errors import OutsideTerritory
 from grids import services
 from tests.conftest import LA_STREET, shared_file
 

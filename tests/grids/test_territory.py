@@ -12,8 +12,8 @@ from flask.testing import FlaskCliRunner
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from dispatch.models import Unit
-from gridmgmt.errors import InvalidInput, OutsideTerritory
+from gridmgmt.kernel.errors import InvalidInput, OutsideTerritory
+from gridmgmt.kernel.models import Unit
 from grids import services
 from grids.models import Area, GridCell
 

@@ -30,8 +30,8 @@ from sqlalchemy.orm import Session
 
 from cases.catalogue import load_catalogue
 from cases.models import Case, Category
-from dispatch.models import Unit
-from gridmgmt import registry
+from gridmgmt.app import registry
+from gridmgmt.kernel.models import Unit
 from maps import evaluation
 from maps.aggregate import on_time
 from maps.evaluation import Period

@@ -35,12 +35,12 @@ from werkzeug.test import TestResponse
 from cases import services as case_services
 from cases.models import Case, CaseEvent, CaseSource, CaseStatus, Category, MajorClass
 from cases.services import ActionInput, CaseContext, ReportInput
-from dispatch.models import Unit
-from gridmgmt import create_app, demo
-from gridmgmt.auth import create_user
-from gridmgmt.calendars import get_calendar
-from gridmgmt.db import db
-from gridmgmt.models import Role, User
+from gridmgmt import create_app
+from gridmgmt.app import demo
+from gridmgmt.kernel.auth import create_user
+from gridmgmt.kernel.calendar_store import get_calendar
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.models import Role, Unit, User
 from grids.models import Area
 from grids.services import locate
 from maps import evaluation, views
@@ -256,22 +256,11 @@ def seed_cases(session: Session, photo_root: Path) -> dict[str, int]:
 
 
 # The seeded city is kept between runs while these files (and the migrations) stay the same.
-CITY_SOURCES = [
-    ROOT / path
-    for path in (
-        "gridmgmt/demo.py",
-        "gridmgmt/auth.py",
-        "gridmgmt/calendars.py",
-        "gridmgmt/data/calendar_us_la.json",
-        "gridmgmt/data/calendar_cn.json",
-        "cases/catalogue.py",
-        "cases/data/categories.json",
-        "grids/services.py",
-        "grids/gridding.py",
-        "grids/geojson.py",
-        "grids/data/demo_la_central.geojson",
-        "dispatch/models.py",
-    )
+CITY_SOURCES = [  # what seeds the city: the code and data of the demo's packages
+    path
+    for package in ("gridmgmt", "grids", "cases", "dispatch")
+    for path in sorted((ROOT / package).rglob("*"))
+    if path.suffix in (".py", ".json", ".geojson")
 ]
 EXTRA_USERS = [("inspector2", Role.INSPECTOR, "Ana"), (REPORTER, Role.CITIZEN, "Meilan 7Q")]
 

@@ -16,9 +16,9 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 
 from cases.models import Category
-from dispatch.models import Unit
-from gridmgmt import demo
-from gridmgmt.db import db
+from gridmgmt.app import demo
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.models import Unit
 from tests.support import point_in, seeded_demo
 
 COMMUNITY = "990100006046"  # the demo community of the `staff` login

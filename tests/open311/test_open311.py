@@ -37,10 +37,10 @@ from cases.models import Case, CaseSource, Category, Photo
 from cases.services import ReportInput
 from dispatch.jobs import dispatch_cases
 from gridmgmt import create_app
-from gridmgmt.db import db
-from gridmgmt.errors import NotFound
-from gridmgmt.models import ApiKey
-from gridmgmt.queue import DISPATCH_QUEUE
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.errors import NotFound
+from gridmgmt.kernel.models import ApiKey
+from gridmgmt.kernel.queue import DISPATCH_QUEUE
 from tests.open311.open311_support import DEMO_KEY, OPEN311, City, seeded_city
 from tests.support import browser, csrf_token, fresh_request_globals, jpeg, nested
 

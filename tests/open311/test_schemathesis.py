@@ -40,8 +40,8 @@ from cases import services
 from cases.models import CaseSource
 from cases.services import ReportInput
 from gridmgmt import create_app
-from gridmgmt.db import db
-from gridmgmt.openapi import build_spec
+from gridmgmt.app.openapi import build_spec
+from gridmgmt.kernel.db import db
 from tests.open311.open311_support import DEMO_KEY, City, seeded_city
 from tests.support import browser
 

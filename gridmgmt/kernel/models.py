@@ -1,10 +1,10 @@
-"""Core models: people, API keys and the city's business calendar."""
+"""The shared nouns: responsible units, people and their roles, API keys, business calendars."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Boolean,
@@ -19,8 +19,59 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from dispatch.models import Unit
-from gridmgmt.db import Base, Timestamped, enum_check
+from gridmgmt.kernel.db import Base, Timestamped, enum_check
+
+if TYPE_CHECKING:  # the relationship is resolved by name: the kernel imports nothing above it
+    from grids.models import Area
+
+
+class UnitKind(str, Enum):
+    """A community unit owns territory; a department owns categories."""
+
+    COMMUNITY = "community"
+    DEPARTMENT = "department"
+
+
+class UnitType(str, Enum):
+    """What a unit does; categories name the type that usually handles them."""
+
+    COMMUNITY = "community"
+    SANITATION = "sanitation"
+    WATER = "water"
+    DRAINAGE = "drainage"
+    GAS = "gas"
+    POWER = "power"
+    TELECOM = "telecom"
+    ROADS = "roads"
+    TRAFFIC = "traffic"
+    LIGHTING = "lighting"
+    GREENERY = "greenery"
+    HOUSING = "housing"
+    ENFORCEMENT = "enforcement"
+    EMERGENCY = "emergency"
+
+
+class Unit(Timestamped, Base):
+    """A responsible (handling) unit: a community or a specialist department."""
+
+    __tablename__ = "units"
+    __table_args__ = (
+        CheckConstraint(enum_check("kind", UnitKind), name="kind"),
+        CheckConstraint(enum_check("unit_type", UnitType), name="unit_type"),
+        CheckConstraint(
+            "(kind = 'community') = (community_id IS NOT NULL)", name="community_owns_area"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    kind: Mapped[UnitKind] = mapped_column(String(16), nullable=False)
+    unit_type: Mapped[UnitType] = mapped_column(String(16), nullable=False)
+    community_id: Mapped[int | None] = mapped_column(ForeignKey("areas.id"), unique=True)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=true())
+
+    community: Mapped[Area | None] = relationship("Area")
 
 
 class Role(str, Enum):

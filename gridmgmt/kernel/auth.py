@@ -11,10 +11,9 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from dispatch.models import Unit
-from gridmgmt.db import Prepared
-from gridmgmt.errors import Conflict, InvalidInput, NotFound
-from gridmgmt.models import ApiKey, Role, User
+from gridmgmt.kernel.db import Prepared
+from gridmgmt.kernel.errors import Conflict, InvalidInput, NotFound
+from gridmgmt.kernel.models import ApiKey, Role, Unit, User
 
 MIN_PASSWORD_LENGTH = 8
 _USERNAME = re.compile(r"[A-Za-z0-9_.@-]{2,64}")

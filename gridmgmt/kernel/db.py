@@ -27,7 +27,7 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-EXTENSION = "gridmgmt.db"
+EXTENSION = "gridmgmt.kernel.db"
 
 
 class Base(DeclarativeBase):

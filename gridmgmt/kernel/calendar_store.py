@@ -9,11 +9,11 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gridmgmt.errors import InvalidInput, NotFound
-from gridmgmt.models import CalendarDay, CalendarRecord
-from gridmgmt.workcalendar import BusinessCalendar, CalendarError
+from gridmgmt.kernel.business_calendar import BusinessCalendar, CalendarError
+from gridmgmt.kernel.errors import InvalidInput, NotFound
+from gridmgmt.kernel.models import CalendarDay, CalendarRecord
 
-CALENDAR_DIR = Path(__file__).parent / "data"
+CALENDAR_DIR = Path(__file__).parent.parent / "data"
 
 
 def shipped_calendar(code: str) -> Path:
@@ -76,7 +76,7 @@ def get_calendar(session: Session, code: str) -> BusinessCalendar:
 
 def city_calendar(session: Session) -> BusinessCalendar:
     """The calendar named by the app's `CALENDAR_CODE`, read once per process."""
-    cache = current_app.extensions.setdefault("gridmgmt.calendars", {})
+    cache = current_app.extensions.setdefault("gridmgmt.kernel.calendar_store", {})
     code = current_app.config["CALENDAR_CODE"]
     if code not in cache:
         cache[code] = get_calendar(session, code)

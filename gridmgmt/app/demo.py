@@ -13,15 +13,15 @@ from sqlalchemy.orm import Session
 
 from cases.catalogue import load_catalogue
 from cases.models import Category
-from dispatch.models import RoutingRule, Unit, UnitKind, UnitType
-from gridmgmt.auth import create_api_key, create_user, hash_api_key
-from gridmgmt.calendars import load_calendar, shipped_calendar
-from gridmgmt.models import Role
+from dispatch.models import RoutingRule
+from gridmgmt.kernel.auth import create_api_key, create_user, hash_api_key
+from gridmgmt.kernel.calendar_store import load_calendar, shipped_calendar
+from gridmgmt.kernel.models import Role, Unit, UnitKind, UnitType
 from grids import services as grids
 from grids.geojson import load_layer, polygon_features
 from grids.models import Area
 
-DEMO_LAYER = Path(__file__).parent.parent / "grids" / "data" / "demo_la_central.geojson"
+DEMO_LAYER = Path(__file__).parent.parent.parent / "grids" / "data" / "demo_la_central.geojson"
 DISTRICT_CODE = "990100"
 STREET_CODE = "990100006"
 DEMO_PASSWORD = "gridmgmt-demo"

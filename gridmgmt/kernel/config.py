@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:55432/gridmgmt"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:56379/0"
 

@@ -6,8 +6,8 @@ from flask import Blueprint, Flask, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
-from gridmgmt.db import db
-from gridmgmt.queue import queues
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.queue import queues
 
 bp = Blueprint("health", __name__)
 

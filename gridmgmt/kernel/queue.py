@@ -10,6 +10,7 @@ DISPATCH_QUEUE = "dispatch"
 PERIODIC_QUEUE = "periodic"
 EXTENSION = "gridmgmt.redis"
 COUNTERS = "gridmgmt.redis.counters"
+PERIODIC = "gridmgmt.periodic_jobs"
 
 # Count one hit on each key; a key's first hit starts its window. One round trip for all.
 _COUNT_HITS = """
@@ -51,3 +52,14 @@ class Queues:
 
 
 queues = Queues()
+
+
+def register_periodic(app: Flask, job: str, interval_seconds: int) -> None:
+    """Have the scheduler enqueue the job at dotted path `job` every `interval_seconds`. Each
+    domain package registers its own; paths, not functions, so nothing imports upward."""
+    app.extensions.setdefault(PERIODIC, {})[job] = interval_seconds
+
+
+def periodic_jobs(app: Flask) -> dict[str, int]:
+    """The registered periodic jobs: dotted path → interval in seconds."""
+    return dict(app.extensions.get(PERIODIC, {}))

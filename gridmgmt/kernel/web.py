@@ -20,11 +20,11 @@ from flask.typing import ResponseReturnValue
 from flask_login import LoginManager, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFProtect
 
-from gridmgmt.auth import authenticate
-from gridmgmt.db import db
-from gridmgmt.i18n import gettext as _
-from gridmgmt.i18n import is_local_path
-from gridmgmt.models import Role, User
+from gridmgmt.kernel.auth import authenticate
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.i18n import gettext as _
+from gridmgmt.kernel.i18n import is_local_path
+from gridmgmt.kernel.models import Role, User
 
 bp = Blueprint("auth", __name__, template_folder="templates")
 login_manager = LoginManager()

@@ -16,8 +16,8 @@ from rq import Retry
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from gridmgmt.db import AppSession
-from gridmgmt.queue import DISPATCH_QUEUE, queues
+from gridmgmt.kernel.db import AppSession
+from gridmgmt.kernel.queue import DISPATCH_QUEUE, queues
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ PENDING_FLAG = "gridmgmt:dispatch:pending"
 FLAG_TTL_SECONDS = 60  # a lost job frees the flag by itself; the sweep covers the gap
 RING_KEY = "gridmgmt.ring_dispatch"
 RETRY = Retry(max=5, interval=[1, 5, 15, 60, 300])
+DISPATCH_JOB = "dispatch.jobs.dispatch_cases"  # by path: the kernel imports nothing above it
 
 
 def ring_after_commit(session: Session, case_id: int) -> None:
@@ -43,11 +44,9 @@ def ring(case_ids: list[int] | None = None, force: bool = False) -> bool:
         return False
     if force:
         redis.set(PENDING_FLAG, "1", ex=FLAG_TTL_SECONDS)
-    from dispatch.jobs import dispatch_cases
-
     try:
         queues.get(DISPATCH_QUEUE).enqueue(
-            dispatch_cases,
+            DISPATCH_JOB,
             case_ids or [],
             job_id=f"dispatch-{uuid.uuid4().hex[:16]}",
             retry=RETRY,

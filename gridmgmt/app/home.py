@@ -7,7 +7,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
 from cases.models import Category
-from gridmgmt.db import db
+from gridmgmt.kernel.db import db
 from grids.models import Area, GridCell
 
 bp = Blueprint("home", __name__)

@@ -1,21 +1,45 @@
-"""Core `flask` commands: users, API keys, business calendars and the demo city."""
+"""The kernel's `flask` commands (users, API keys, business calendars) and the plumbing every
+package's commands share: one transaction each, domain errors as messages."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import click
+from flask import Flask
 from flask.cli import AppGroup
+from sqlalchemy.orm import Session
 
-from gridmgmt import auth, demo
-from gridmgmt.calendars import load_calendar, shipped_calendar
-from gridmgmt.clitools import cli_transaction
-from gridmgmt.models import Role
+from gridmgmt.kernel import auth
+from gridmgmt.kernel.calendar_store import load_calendar, shipped_calendar
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.errors import DomainError
+from gridmgmt.kernel.models import Role
 
 users_cli = AppGroup("users", help="People who sign in (one role each).")
 apikey_cli = AppGroup("apikey", help="Open311 API keys.")
 calendar_cli = AppGroup("calendar", help="Business calendars (working hours, holidays, 调休).")
-demo_cli = AppGroup("demo", help="The seeded demo city.")
+
+
+@contextmanager
+def cli_transaction() -> Iterator[Session]:
+    """Run a command's work in one transaction; a domain error rolls back and exits with 1."""
+    try:
+        with db.transaction() as session:
+            yield session
+    except DomainError as err:
+        raise click.ClickException(f"{err.message} (nothing was changed)") from None
+
+
+def echo_progress(label: str) -> Callable[[int, int], None]:
+    """Return a `(done, total)` callback printing progress lines to stderr."""
+
+    def report(done: int, total: int) -> None:
+        click.echo(f"{label}: {done:,}/{total:,}", err=True)
+
+    return report
 
 
 @users_cli.command("create")
@@ -70,13 +94,7 @@ def load_calendar_command(file: str | None, shipped: str | None) -> None:
     click.echo(f"calendar {record.code}: {record.timezone}, {days} holidays and make-up days")
 
 
-@demo_cli.command("seed")
-def seed_command() -> None:
-    """Seed the demo city (once) and print the demo logins."""
-    with cli_transaction() as session:
-        logins = demo.seed_demo(session, say=lambda line: click.echo(line, err=True))
-    click.echo(f"demo logins (password {demo.DEMO_PASSWORD!r}):")
-    for login in logins:
-        unit = f" @ {login.unit_code}" if login.unit_code else ""
-        click.echo(f"  {login.role.value:<11} {login.username}{unit}")
-    click.echo(f"demo Open311 api_key: {demo.DEMO_API_KEY}")
+def init_app(app: Flask) -> None:
+    """Add the kernel's command groups to the app's `flask` CLI."""
+    for group in (users_cli, apikey_cli, calendar_cli):
+        app.cli.add_command(group)

@@ -87,7 +87,7 @@ def _respond(status: int, code: str, message: str, details: dict[str, Any] | Non
             return answer(status, message)
     if wants_json():
         return jsonify(error={"code": code, "message": message, **(details or {})}), status
-    from gridmgmt.i18n import translate_message
+    from gridmgmt.kernel.i18n import translate_message
 
     message = translate_message(message)  # pages speak the reader's language; APIs English
     return render_template("error.html", status=status, code=code, message=message), status

@@ -1,0 +1,36 @@
+"""The app shell: the factory. It stands on top and may import every package."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from gridmgmt.kernel.config import Config
+
+
+def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
+    """Build the Flask app from `config` (a Config, overrides as a dict, or the environment)."""
+    import cases
+    import dispatch
+    import grids
+    import maps
+    from gridmgmt import kernel
+    from gridmgmt.app import cli, health, home, openapi, registry
+
+    app = Flask("gridmgmt")  # templates and static files of the shell live in gridmgmt/
+    settings = config if isinstance(config, Config) else Config.from_env()
+    app.config.update(settings.as_flask())
+    if isinstance(config, dict):
+        app.config.update(config)  # overrides, including Flask's and extensions' own keys
+
+    registry.load_models()
+    kernel.init_app(app)
+    health.init_app(app)
+    home.init_app(app)
+    # Each domain package wires its own pages, APIs, commands and periodic jobs.
+    for package in (grids, cases, dispatch, maps):
+        package.init_app(app)
+    openapi.init_app(app)
+    cli.init_app(app)
+    return app

@@ -1,0 +1,12 @@
+"""The list of domain packages' models, so that `Base.metadata` knows every table."""
+
+from __future__ import annotations
+
+
+def load_models() -> None:
+    """Import every models module so `Base.metadata` knows all tables."""
+    import cases.models  # noqa: F401
+    import dispatch.models  # noqa: F401
+    import gridmgmt.kernel.models  # noqa: F401
+    import grids.models  # noqa: F401
+    import maps.models  # noqa: F401

@@ -1,0 +1,23 @@
+"""The kernel: what every domain package stands on. It imports nothing above it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+
+def init_app(app: Flask) -> None:
+    """Bind the kernel's extensions: database, Redis, errors, languages, sign-in, commands."""
+    from gridmgmt.kernel import cli, i18n, web
+    from gridmgmt.kernel.db import db
+    from gridmgmt.kernel.errors import register_error_handlers
+    from gridmgmt.kernel.queue import queues
+
+    db.init_app(app)
+    queues.init_app(app)
+    register_error_handlers(app)
+    i18n.init_app(app)
+    web.init_app(app)
+    cli.init_app(app)
