@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import HTTPException
@@ -11,16 +12,74 @@ if TYPE_CHECKING:
     from flask import Flask, Response
 
 
+def _untranslated(text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True)
+class Message:
+    """Words for people, kept apart from their values until they are shown.
+
+    `text` is the English message id (the key of the gettext catalogue) with `%(name)s`
+    fields; `params` fills them. Values that are Messages themselves (a status, a reason)
+    are translated too. Nothing ever parses a finished message: the edge renders it in the
+    reader's language with `render(gettext)`.
+    """
+
+    text: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def render(self, translate: Callable[[str], str] = _untranslated) -> str:
+        """The message in the language of `translate` (English by default)."""
+        template = translate(self.text)
+        if not self.params:
+            return template
+        values = {
+            name: value.render(translate) if isinstance(value, Message) else value
+            for name, value in self.params.items()
+        }
+        return template % values
+
+    def __str__(self) -> str:
+        return self.render()
+
+
 class DomainError(Exception):
-    """Base of the errors the domain raises on purpose: a stable `code`, a `message` for people."""
+    """Base of the errors the domain raises on purpose: a stable machine `code` (and HTTP
+    `status`) per class, and a Message with its parameters for people.
+
+    Args:
+        text: the English message id, with `%(name)s` fields (a string literal, so that
+            `pybabel extract` finds it), or a ready Message.
+        field: the input field at fault, if one is (given to API clients in `details`).
+        details: further machine-readable facts for API clients.
+        params: the values of the message's fields.
+    """
 
     code = "domain_error"
     status = 400
 
-    def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
+    def __init__(
+        self,
+        text: str | Message,
+        /,
+        *,
+        field: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        **params: Any,
+    ) -> None:
+        self.text = text if isinstance(text, Message) else Message(text, params)
+        self.details: dict[str, Any] = {**({"field": field} if field else {}), **(details or {})}
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        """The message in English (APIs, logs, the command line)."""
+        return self.text.render()
+
+    def render(self, translate: Callable[[str], str]) -> str:
+        """The message in the language of `translate` (pages)."""
+        return self.text.render(translate)
 
 
 class InvalidInput(DomainError):
