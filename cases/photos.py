@@ -137,14 +137,16 @@ def open_stored(root: Path, relative: str) -> Path:
     if not path.is_relative_to(base):  # a symlink inside the root pointing out of it
         raise refused
     if not path.is_file():
-        raise NotFound(f"No stored photo {relative!r}.", path=relative)
+        raise NotFound(f"No stored photo {relative!r}.", details={"path": relative})
     return path
 
 
 def _error(filename: str, reason: str, why: str, cls: type[PhotoError] = PhotoError) -> PhotoError:
     """A PhotoError whose message names the file and says why it was refused."""
     name = "".join(ch for ch in filename if ch.isprintable())[:200] or "(unnamed upload)"
-    return cls(f"Photo {name!r} was refused: {why}.", filename=filename, reason=reason)
+    return cls(
+        f"Photo {name!r} was refused: {why}.", details={"filename": filename, "reason": reason}
+    )
 
 
 def _decode(data: bytes, filename: str) -> tuple[Image.Image, str]:
