@@ -128,7 +128,8 @@ def open_stored(root: Path, relative: str) -> Path:
         NotFound: the name is well-formed but no such file is stored.
     """
     refused = PhotoError(
-        f"{relative!r} is not a stored photo path.", path=relative, reason="bad_path"
+        f"{relative!r} is not a stored photo path.",
+        details={"path": relative, "reason": "bad_path"},
     )
     if not _STORED_NAME.fullmatch(relative):
         raise refused
