@@ -36,10 +36,11 @@ from sqlalchemy.orm import Session
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, bench_redis_url, fresh_database, la_311_cases, load_la_territory
 
-from cases import services
+from cases import intake, lifecycle
 from cases.catalogue import load_catalogue
+from cases.intake import ReportInput
+from cases.lifecycle import ActionInput, CaseContext
 from cases.models import CaseSource
-from cases.services import ActionInput, CaseContext, ReportInput
 from gridmgmt import create_app
 from gridmgmt.app.demo import seed_departments, seed_routing_rules
 from gridmgmt.kernel.auth import create_user
@@ -132,14 +133,14 @@ def quiet_latency(url: str, count: int) -> list[float]:
                 lon, lat = points[(i * 37) % len(points)]
                 report = ReportInput(category_code="E0102", lon=lon, lat=lat)
                 try:
-                    case = services.report_case(
+                    case = intake.report_case(
                         session, report, user, CaseSource.OPERATOR, context.photo_root
                     ).case
                 except Exception:  # a point outside every council: try the next one
                     continue
                 case_id = case.id
             with db.transaction() as session:
-                services.act(session, case_id, "file", user, ActionInput(), context)
+                lifecycle.act(session, case_id, "file", user, ActionInput(), context)
                 filed = time.perf_counter()
             while True:
                 status = db.session.scalar(

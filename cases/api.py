@@ -10,7 +10,7 @@ from flask_login import current_user
 from geoalchemy2.shape import to_shape
 from werkzeug.datastructures import MultiDict
 
-from cases import services
+from cases import intake, lifecycle, queries
 from cases.models import Case
 from cases.views import (
     action_input,
@@ -86,7 +86,7 @@ def create_report() -> ResponseReturnValue:
     """Report a problem; 201 with the new case, 200 with the first case on a retried key."""
     user = signed_in()
     with db.transaction() as session:
-        result = services.report_case(
+        result = intake.report_case(
             session,
             report_input(_form(), request.files),
             user,
@@ -111,7 +111,7 @@ def get_case(case_id: int) -> ResponseReturnValue:
     user = signed_in()
     if user is None:
         raise Forbidden("sign in to read cases")
-    return jsonify(case_json(services.get_case(db.session(), case_id, user)))
+    return jsonify(case_json(queries.get_case(db.session(), case_id, user)))
 
 
 @bp.post("/cases/<int:case_id>/actions/<action>")
@@ -122,7 +122,7 @@ def act(case_id: int, action: str) -> ResponseReturnValue:
         raise Forbidden("sign in to act on cases")
     data = action_input(_form(), request.files)
     with db.transaction() as session:
-        case = services.act(session, case_id, action, current_user, data, case_context(session))
+        case = lifecycle.act(session, case_id, action, current_user, data, case_context(session))
         body = case_json(case)
     return jsonify(body)
 

@@ -59,6 +59,19 @@ class CaseStatus(str, Enum):
     CLOSED = "closed"
 
 
+# Which statuses are open, which ended, and in which a unit's deadline runs: the rules the
+# lifecycle, the deadline watch, the maps and the evaluation share.
+OPEN_STATUSES = frozenset(CaseStatus) - {
+    CaseStatus.CLOSED,
+    CaseStatus.INVALID,
+    CaseStatus.REJECTED,
+    CaseStatus.MERGED,
+}
+ENDED_STATUSES = frozenset(CaseStatus) - OPEN_STATUSES  # closed, and cases that never became one
+# A unit has the case: its deadline counts.
+DEADLINE_RUNS = (CaseStatus.DISPATCHED, CaseStatus.IN_PROGRESS)
+
+
 class DispatchState(str, Enum):
     """Delivery state of the dispatch job, kept apart from the case status."""
 

@@ -21,11 +21,11 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from cases import services
-from cases.models import Case, CaseSource, Category
-from cases.services import ReportInput, Upload
+from cases import intake, queries
+from cases.intake import ReportInput
+from cases.lifecycle import Upload
+from cases.models import ENDED_STATUSES, Case, CaseSource, Category
 from cases.views import photo_root
-from cases.workflow import ENDED_STATUSES
 from gridmgmt.kernel.auth import KeyUse, hash_api_key, use_api_key
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.errors import NotFound, register_error_format
@@ -340,7 +340,7 @@ def create_request(fmt: str) -> ResponseReturnValue:
         attributes=attributes,
     )
     with db.transaction() as session:
-        result = services.report_case(
+        result = intake.report_case(
             session,
             data,
             None,
@@ -384,7 +384,7 @@ def _find(query: Any) -> list[dict[str, Any]]:
     cases = list(session.scalars(query.options(selectinload(Case.category))))
     unit_ids = {c.unit_id for c in cases if c.unit_id}
     units = dict(session.execute(select(Unit.id, Unit.name).where(Unit.id.in_(unit_ids))).all())
-    notes = services.last_notes(session, [c.id for c in cases])
+    notes = queries.last_notes(session, [c.id for c in cases])
     return [request_json(c, units, notes) for c in cases]
 
 

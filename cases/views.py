@@ -26,14 +26,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 from werkzeug.datastructures import MultiDict
 
+from cases import intake, lifecycle, queries
 from cases import photos as photo_store
-from cases import services
+from cases.intake import ReportInput
+from cases.lifecycle import (
+    Action,
+    ActionInput,
+    CaseContext,
+    RejectReason,
+    Upload,
+    allowed_actions,
+    is_overdue,
+)
 from cases.models import Case, CaseSource, CaseStatus, MajorClass, Photo
-from cases.services import ActionInput, CaseContext, ReportInput, Upload
-from cases.workflow import Action, RejectReason, allowed_actions, is_overdue
 from dispatch.batch import RoutingData
 from dispatch.routing import Unroutable
 from dispatch.services import route_case
+from gridmgmt.kernel import clock
 from gridmgmt.kernel.calendar_store import city_calendar
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.errors import DomainError, InvalidInput
@@ -153,7 +162,7 @@ def report_submit() -> ResponseReturnValue:
     user = signed_in()
     try:
         with db.transaction() as session:
-            result = services.report_case(
+            result = intake.report_case(
                 session,
                 report_input(request.form, request.files),
                 user,
@@ -221,7 +230,7 @@ def inbox() -> ResponseReturnValue:
         .where(Case.status.in_([CaseStatus.REPORTED, CaseStatus.VERIFIED]))
         .order_by(Case.reported_at)
     )
-    duplicates = services.duplicates_of(session, [c.id for c in new])
+    duplicates = queries.duplicates_of(session, [c.id for c in new])
     handled = _list(select(Case).where(Case.status == CaseStatus.HANDLED).order_by(Case.handled_at))
     checking = _list(select(Case).where(Case.status == CaseStatus.CHECKING).order_by(Case.id))
     checked = _list(select(Case).where(Case.status == CaseStatus.CHECKED).order_by(Case.id))
@@ -261,7 +270,7 @@ def dispatch_board() -> ResponseReturnValue:
         routes=routes,
         unroutable={cid for cid, r in routes.items() if isinstance(r, Unroutable)},
         returned=returned,
-        notes=services.last_notes(session, [c.id for c in returned]),
+        notes=queries.last_notes(session, [c.id for c in returned]),
         requests=requests,
         suspended=suspended,
         overdue=overdue,
@@ -286,9 +295,9 @@ def work_queue() -> ResponseReturnValue:
 def case_page(case_id: int) -> ResponseReturnValue:
     """One case: details, timeline, photos, map, deadline and the actions I may take."""
     session = db.session()
-    case = services.get_case(session, case_id, current_user)
-    now = services.now_utc()
-    actions = allowed_actions(services.case_state(case), services.actor_of(current_user), now)
+    case = queries.get_case(session, case_id, current_user)
+    now = clock.now_utc()
+    actions = allowed_actions(lifecycle.case_state(case), lifecycle.actor_of(current_user), now)
     point = to_shape(case.location)
     people = {
         u.id: u
@@ -299,7 +308,7 @@ def case_page(case_id: int) -> ResponseReturnValue:
     return render_template(
         "cases/case.html",
         case=case,
-        shown=services.public_case(session, case),
+        shown=queries.public_case(session, case),
         unit=session.get(Unit, case.unit_id) if case.unit_id else None,
         actions=actions,
         people=people,
@@ -314,7 +323,7 @@ def case_page(case_id: int) -> ResponseReturnValue:
         units=list(session.scalars(select(Unit).where(Unit.active).order_by(Unit.code)))
         if Action.DISPATCH in actions
         else [],
-        duplicates=services.find_duplicates(session, case) if Action.MERGE in actions else [],
+        duplicates=queries.find_duplicates(session, case) if Action.MERGE in actions else [],
         reject_reasons=list(RejectReason),
         tiles=current_app.config["TILE_URL"],
     )
@@ -328,7 +337,9 @@ def case_action(case_id: int, action: str) -> ResponseReturnValue:
     data = action_input(form, request.files)
     try:
         with db.transaction() as session:
-            case = services.act(session, case_id, action, current_user, data, case_context(session))
+            case = lifecycle.act(
+                session, case_id, action, current_user, data, case_context(session)
+            )
             flash(
                 _("Case {number}: {status}.", number=case.number, status=status_label(case.status)),
                 "ok",
@@ -357,10 +368,10 @@ def track_case(number: str) -> ResponseReturnValue:
     """Public tracking: status and timeline, never the reporter's details."""
     session = db.session()
     try:
-        case = services.find_by_number(session, number)
+        case = queries.find_by_number(session, number)
     except DomainError:
         return render_template("cases/track.html", case=None, missing=number), 404
-    return render_template("cases/track.html", case=case, shown=services.public_case(session, case))
+    return render_template("cases/track.html", case=case, shown=queries.public_case(session, case))
 
 
 @bp.get("/photos/<int:photo_id>")
@@ -372,7 +383,7 @@ def photo(photo_id: int, size: str = "") -> ResponseReturnValue:
     row = session.get(Photo, photo_id)
     if row is None:
         abort(404)
-    services.get_case(session, row.case_id, current_user)
+    queries.get_case(session, row.case_id, current_user)
     path = photo_store.open_stored(photo_root(), row.thumb_path if size else row.path)  # or 404
     return send_file(path, mimetype="image/jpeg" if size else row.mime, max_age=86400)
 
@@ -380,6 +391,6 @@ def photo(photo_id: int, size: str = "") -> ResponseReturnValue:
 def init_app(app: Flask) -> None:
     """Register the case pages and what their templates use."""
     app.register_blueprint(bp)
-    app.add_template_global(services.now_utc, "now_utc")
+    app.add_template_global(clock.now_utc, "now_utc")
     app.add_template_global(is_overdue, "is_overdue")
     app.add_template_global(Action, "ACTION")

@@ -15,8 +15,8 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from cases.lifecycle import SYSTEM, Action, Actor, CaseState, decide, time_limit
 from cases.models import CaseStatus
-from cases.workflow import SYSTEM, Action, Actor, CaseState, decide, time_limit
 from dispatch.routing import Route, RuleView, Unroutable, choose_unit, dispatch_record
 from gridmgmt.kernel.business_calendar import BusinessCalendar
 from grids.services import cell_at

@@ -1,7 +1,7 @@
 """The dispatcher's watch: deadline warnings, overdue cases and hotspots, set-based.
 
 Warnings and overdue marks do not change a case's status; each is one case event (the table in
-`cases.workflow` allows them to the system only) and a timestamp on the case that the unit's
+`cases.lifecycle` allows them to the system only) and a timestamp on the case that the unit's
 queue and the dispatcher's board show.
 """
 
@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from cases.workflow import DEADLINE_RUNS, SYSTEM, Action, Actor, CaseState, decide
+from cases.lifecycle import SYSTEM, Action, Actor, CaseState, decide
+from cases.models import DEADLINE_RUNS
 from gridmgmt.kernel.db import sql_in
 
 WATCHED = DEADLINE_RUNS

@@ -10,8 +10,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from cases.models import CaseStatus
-from cases.workflow import DEADLINE_RUNS, ENDED_STATUSES
+from cases.models import DEADLINE_RUNS, ENDED_STATUSES, CaseStatus
 from gridmgmt.kernel.db import sql_in
 from maps.aggregate import STATUS_GROUPS, Filters
 

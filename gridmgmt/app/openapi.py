@@ -14,10 +14,10 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from markupsafe import Markup, escape
 
+from cases.intake import IDEMPOTENCY_KEY, MAX_DESCRIPTION
+from cases.lifecycle import MAX_PHOTOS, Action
 from cases.models import CaseStatus
 from cases.open311 import DEFAULT_DAYS, MAX_PAGE_SIZE
-from cases.services import IDEMPOTENCY_KEY, MAX_DESCRIPTION, MAX_PHOTOS
-from cases.workflow import Action
 
 bp = Blueprint("openapi", __name__)
 

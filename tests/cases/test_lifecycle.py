@@ -24,10 +24,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
-from cases import services
+from cases import intake, lifecycle, queries
+from cases.intake import ReportInput
+from cases.lifecycle import ActionInput, CaseContext, Upload
 from cases.models import Case, CaseEvent, CaseSource, Category, Photo
 from cases.photos import PhotoError
-from cases.services import ActionInput, CaseContext, ReportInput, Upload
 from dispatch.models import RoutingRule
 from gridmgmt.kernel.auth import create_user
 from gridmgmt.kernel.calendar_store import get_calendar
@@ -113,7 +114,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock(START)
-    monkeypatch.setattr(services, "now_utc", clock)
+    monkeypatch.setattr(lifecycle, "now_utc", clock)
     return clock
 
 
@@ -152,7 +153,7 @@ def report(
 ) -> Case:
     lon, lat = at or (city.lon, city.lat)
     data = ReportInput(category_code=code, lon=lon, lat=lat, **fields)
-    return services.report_case(session, data, who, CaseSource.CITIZEN, ctx.photo_root).case
+    return intake.report_case(session, data, who, CaseSource.CITIZEN, ctx.photo_root).case
 
 
 def step(
@@ -160,7 +161,7 @@ def step(
 ) -> Case:
     """Apply an action as a page would: with the version the actor saw."""
     data = ActionInput(version=case.version, **fields)
-    return services.act(session, case.id, action, who, data, ctx)
+    return lifecycle.act(session, case.id, action, who, data, ctx)
 
 
 def done_photo() -> list[Upload]:
@@ -538,7 +539,7 @@ def test_stale_version_is_a_conflict_and_changes_nothing(
     before = snapshot(session, case.id)
 
     with pytest.raises(Conflict, match="changed since you opened it") as raised:
-        services.act(
+        lifecycle.act(
             session,
             case.id,
             "return",
@@ -593,9 +594,9 @@ def test_other_units_staff_do_not_find_the_case(
     case = make_case(session, ctx, city, people, "dispatched")
     before = snapshot(session, case.id)
 
-    assert services.get_case(session, case.id, people.staff).id == case.id
+    assert queries.get_case(session, case.id, people.staff).id == case.id
     with pytest.raises(NotFound) as raised:
-        services.get_case(session, case.id, people.water)
+        queries.get_case(session, case.id, people.water)
     assert raised.value.status == 404
     for action in UNIT_ACTIONS:
         with pytest.raises(NotFound):
@@ -621,7 +622,7 @@ def test_check_assigned_to_another_inspector_is_forbidden(
     case = make_case(session, ctx, city, people, "handled")
     step(session, ctx, case, "assign_check", people.operator, inspector_id=people.inspector.id)
     before = snapshot(session, case.id)
-    assert services.get_case(session, case.id, other).id == case.id  # they can read it
+    assert queries.get_case(session, case.id, other).id == case.id  # they can read it
 
     with pytest.raises(Forbidden, match="another inspector"):
         step(session, ctx, case, "check_pass", other)
@@ -635,8 +636,8 @@ def test_check_assigned_to_another_inspector_is_forbidden(
 def test_idempotent_report(session: Session, ctx: CaseContext, city: City, people: People) -> None:
     data = ReportInput(GARBAGE, city.lon, city.lat, idempotency_key="retry-key-0001")
 
-    first = services.report_case(session, data, people.citizen, CaseSource.CITIZEN, ctx.photo_root)
-    second = services.report_case(session, data, people.citizen, CaseSource.CITIZEN, ctx.photo_root)
+    first = intake.report_case(session, data, people.citizen, CaseSource.CITIZEN, ctx.photo_root)
+    second = intake.report_case(session, data, people.citizen, CaseSource.CITIZEN, ctx.photo_root)
 
     assert (first.created, second.created) == (True, False)
     assert second.case.id == first.case.id
@@ -652,14 +653,14 @@ def test_duplicate_suggestions(
     far = report(session, ctx, city, people.citizen, at=north(city, 500))
     other_class = report(session, ctx, city, people.citizen, FURNITURE, at=north(city, 10))
 
-    suggested = services.find_duplicates(session, near)
+    suggested = queries.find_duplicates(session, near)
 
     assert [c.id for c, _ in suggested] == [first.id]
     assert suggested[0][1] == pytest.approx(10, abs=0.5)
-    assert [c.id for c, _ in services.find_duplicates(session, first)] == [near.id]
-    assert services.find_duplicates(session, far) == []
-    assert services.find_duplicates(session, other_class) == []
-    listed = services.duplicates_of(session, [first.id, near.id, far.id, other_class.id])
+    assert [c.id for c, _ in queries.find_duplicates(session, first)] == [near.id]
+    assert queries.find_duplicates(session, far) == []
+    assert queries.find_duplicates(session, other_class) == []
+    listed = queries.duplicates_of(session, [first.id, near.id, far.id, other_class.id])
     assert {i: [(c.id, round(d)) for c, d in found] for i, found in listed.items()} == {
         first.id: [(near.id, 10)],
         near.id: [(first.id, 10)],
@@ -672,15 +673,15 @@ def test_old_reports_are_no_duplicates(
     old = report(session, ctx, city, people.citizen)
     closed = make_case(session, ctx, city, people, "closed", at=north(city, 5))
     near = report(session, ctx, city, people.citizen, at=north(city, 10))
-    assert [c.id for c, _ in services.find_duplicates(session, near)] == [old.id]
-    assert closed.id not in {c.id for c, _ in services.find_duplicates(session, near)}
+    assert [c.id for c, _ in queries.find_duplicates(session, near)] == [old.id]
+    assert closed.id not in {c.id for c, _ in queries.find_duplicates(session, near)}
 
     window = timedelta(hours=old.category.duplicate_window_hours)
     session.execute(
         update(Case).where(Case.id == old.id).values(reported_at=near.reported_at - window * 1.05)
     )
 
-    assert services.find_duplicates(session, near) == []
+    assert queries.find_duplicates(session, near) == []
 
 
 def test_trusted_channel_files_at_once(
@@ -688,7 +689,7 @@ def test_trusted_channel_files_at_once(
 ) -> None:
     data = ReportInput(GARBAGE, city.lon, city.lat)
 
-    case = services.report_case(
+    case = intake.report_case(
         session, data, None, CaseSource.HOTLINE, ctx.photo_root, trusted=True
     ).case
 
@@ -709,10 +710,10 @@ def test_merge_into_an_open_case(
 
     assert duplicate.status == "merged"
     assert duplicate.merged_into_id == target.id
-    assert services.public_case(session, duplicate).id == target.id
-    assert services.public_case(session, target).id == target.id
+    assert queries.public_case(session, duplicate).id == target.id
+    assert queries.public_case(session, target).id == target.id
     assert duplicate.events[-1].data == {"into": target.number}
-    assert services.find_duplicates(session, target) == []  # a merged case is no suggestion
+    assert queries.find_duplicates(session, target) == []  # a merged case is no suggestion
 
 
 def test_merge_into_a_closed_case_is_a_conflict(
@@ -728,7 +729,7 @@ def test_merge_into_a_closed_case_is_a_conflict(
         step(session, ctx, case, "merge", people.operator, merge_into="NO-SUCH-CASE")
 
     assert snapshot(session, case.id) == before
-    assert services.public_case(session, case).id == case.id
+    assert queries.public_case(session, case).id == case.id
 
 
 def test_routing_to_the_water_department(
@@ -739,7 +740,7 @@ def test_routing_to_the_water_department(
     assert category.unit_type == "water"
     rule_id = session.scalar(select(RoutingRule.id).where(RoutingRule.category_id == category.id))
 
-    services.act(session, case.id, "dispatch", None, ActionInput(), ctx)  # the dispatch job
+    lifecycle.act(session, case.id, "dispatch", None, ActionInput(), ctx)  # the dispatch job
 
     assert case.status == "dispatched"
     assert (case.unit_id, case.routing_rule_id) == (city.water_unit_id, rule_id)

@@ -1,4 +1,4 @@
-"""The case lifecycle rules: cases.workflow.decide, allowed_actions and TRANSITIONS (no database).
+"""The case lifecycle rules: cases.lifecycle.decide, allowed_actions and TRANSITIONS (no database).
 
 The expected table is written out below from DOMAIN.md's closed loop, independently of
 `TRANSITIONS`: a wrong edit of the product's table makes these tests fail.
@@ -10,8 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cases.models import CaseStatus
-from cases.workflow import (
+from cases.lifecycle import (
     SYSTEM,
     TRANSITIONS,
     Action,
@@ -27,6 +26,7 @@ from cases.workflow import (
     is_overdue,
     time_limit,
 )
+from cases.models import CaseStatus
 from gridmgmt.kernel.models import Role
 
 NOW = datetime(2026, 3, 10, 17, 0, tzinfo=UTC)

@@ -29,9 +29,10 @@ from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.orm import Session
 
-from cases import services
+from cases import intake, lifecycle
+from cases.intake import ReportInput
+from cases.lifecycle import ActionInput
 from cases.models import CaseSource
-from cases.services import ActionInput, ReportInput
 from cases.views import case_context
 from dispatch import jobs
 from dispatch.batch import BatchResult, RoutingData, dispatch_batch
@@ -713,7 +714,7 @@ def login(session: Session, username: str) -> User:
 def report(where: Place, category: str = GARBAGE) -> int:
     """An operator's report (status reported), committed."""
     with transaction() as session:
-        return services.report_case(
+        return intake.report_case(
             session,
             ReportInput(category, where.lon, where.lat),
             login(session, "operator"),
@@ -724,7 +725,7 @@ def report(where: Place, category: str = GARBAGE) -> int:
 
 def act(session: Session, case_id: int, action: str, username: str, **data: Any) -> None:
     """Apply an action as a demo login, with the app's case context."""
-    services.act(
+    lifecycle.act(
         session,
         case_id,
         action,

@@ -32,9 +32,10 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
-from cases import services as case_services
+from cases import intake, lifecycle
+from cases.intake import ReportInput
+from cases.lifecycle import ActionInput, CaseContext
 from cases.models import Case, CaseEvent, CaseSource, CaseStatus, Category, MajorClass
-from cases.services import ActionInput, CaseContext, ReportInput
 from gridmgmt import create_app
 from gridmgmt.app import demo
 from gridmgmt.kernel.auth import create_user
@@ -131,7 +132,7 @@ SPECS = [
     Spec("a_invalid", "A2", "E0102", "inspector", "invalid", None, at(7, 9),
          reporter="inspector", filed=False),
 ]  # fmt: skip
-REPORTED_BY_SERVICE = "b_citizen_report"  # reported today through cases.services.report_case
+REPORTED_BY_SERVICE = "b_citizen_report"  # reported today through cases.intake.report_case
 ALL_TAGS = {s.tag for s in SPECS} | {REPORTED_BY_SERVICE}
 IN_DEFAULT_WINDOW = ALL_TAGS - {"a_old_closed"}
 # (action, days ago, hour, actor, case): returns and on-site checks, for evaluation.
@@ -243,7 +244,7 @@ def seed_cases(session: Session, photo_root: Path) -> dict[str, int]:
             )
         )
     lon, lat = points["B1"]
-    reported = case_services.report_case(
+    reported = intake.report_case(
         session,
         ReportInput("E0102", lon, lat, description=DESCRIPTION, contact=CONTACT),
         users[REPORTER],
@@ -662,7 +663,7 @@ def test_generation_moves_when_a_case_changes(
     city: City, session: Session, ctx: CaseContext
 ) -> None:
     before = stats.cases_generation(session)
-    case_services.act(
+    lifecycle.act(
         session,
         city.cases["b_reported"],
         "verify",
@@ -1025,7 +1026,7 @@ def test_frame_is_cached_until_a_case_changes(
     leader.get("/maps/frame?measure=open")  # other filters: another page
     assert len(built) == 2
 
-    case_services.act(
+    lifecycle.act(
         session, city.cases["b_reported"], "verify", user(session, "inspector"), ActionInput(), ctx
     )
     session.commit()

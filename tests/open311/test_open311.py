@@ -32,9 +32,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 from werkzeug.test import EnvironBuilder, TestResponse, run_wsgi_app
 
-from cases import open311, services
+from cases import intake, open311
+from cases.intake import ReportInput
 from cases.models import Case, CaseSource, Category, Photo
-from cases.services import ReportInput
 from dispatch.jobs import dispatch_cases
 from gridmgmt import create_app
 from gridmgmt.kernel.db import db
@@ -545,7 +545,7 @@ def three(session: Session, city: City, photo_dir: Path) -> Three:
         ("closed", "E0108", timedelta(hours=3), "closed"),
     ):
         data = ReportInput(code, city.lon, city.lat, f"{name} case")
-        case = services.report_case(session, data, None, CaseSource.OPEN311, photo_dir).case
+        case = intake.report_case(session, data, None, CaseSource.OPEN311, photo_dir).case
         at = now - age
         session.execute(
             update(Case).where(Case.id == case.id).values(reported_at=at, status=status)

@@ -36,9 +36,9 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlalchemy.engine import URL
 
-from cases import services
+from cases import intake
+from cases.intake import ReportInput
 from cases.models import CaseSource
-from cases.services import ReportInput
 from gridmgmt import create_app
 from gridmgmt.app.openapi import build_spec
 from gridmgmt.kernel.db import db
@@ -82,7 +82,7 @@ def known(city: City, tmp_path_factory: pytest.TempPathFactory) -> Known:
     session = db.session()
     photos = tmp_path_factory.mktemp("photos")
     made = [
-        services.report_case(
+        intake.report_case(
             session, ReportInput(code, lon, lat, "fuzz target"), None, CaseSource.CITIZEN, photos
         ).case
         for code, (lon, lat) in zip(("E0102", "C0101", "E0402"), city.inside, strict=False)

@@ -1,0 +1,127 @@
+"""Reading cases: who may see which, lookups by id and number, duplicates, notes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from cases.models import (
+    OPEN_STATUSES,
+    Case,
+    CaseEvent,
+)
+from gridmgmt.kernel.db import sql_in
+from gridmgmt.kernel.errors import NotFound
+from gridmgmt.kernel.models import Role, User
+
+
+def visible_cases(user: User | None) -> Any:
+    """A filter for the cases this user may see: unit staff their unit's, citizens their own."""
+    if user is None:
+        return Case.id.is_(None)
+    if user.role == Role.UNIT_STAFF:
+        return Case.unit_id == user.unit_id
+    if user.role == Role.CITIZEN:
+        return Case.reporter_id == user.id
+    return Case.id.isnot(None)
+
+
+def get_case(session: Session, case_id: int, user: User | None, lock: bool = False) -> Case:
+    """The case with this id, if the user may see it (and locked for update when asked).
+
+    Raises:
+        NotFound: no such case, or one this user may not see (no IDOR: same answer).
+    """
+    query = select(Case).where(Case.id == case_id)
+    if user is not None:
+        query = query.where(visible_cases(user))
+    if lock:
+        query = query.with_for_update()
+    case = session.scalar(query)
+    if case is None:
+        raise NotFound("no such case")
+    return case
+
+
+def find_by_number(session: Session, number: str) -> Case:
+    """The case with this public number (for the tracking page).
+
+    Raises:
+        NotFound: no such case.
+    """
+    case = session.scalar(select(Case).where(Case.number == number.strip()))
+    if case is None:
+        raise NotFound(f"no case numbered {number!r}")
+    return case
+
+
+def find_duplicates(session: Session, case: Case, limit: int = 5) -> list[tuple[Case, float]]:
+    """Open cases of the same class near this one, within its class's radius and time window.
+
+    Returns (case, distance in metres) pairs, nearest first.
+    """
+    return duplicates_of(session, [case.id], limit).get(case.id, [])
+
+
+# For each case, the open cases of its class within its class's radius, reported at most its
+# class's window before it: nearest first, at most :limit each (one query for a whole list).
+_DUPLICATES = text(f"""
+    SELECT n.id AS for_id, d.id, d.distance
+    FROM cases n
+    JOIN categories k ON k.id = n.category_id
+    CROSS JOIN LATERAL (
+        SELECT c.id, ST_Distance(c.location::geography, n.location::geography) AS distance
+        FROM cases c
+        WHERE c.id <> n.id AND c.category_id = n.category_id
+          AND {sql_in("c.status", OPEN_STATUSES)} AND c.merged_into_id IS NULL
+          AND c.reported_at >= n.reported_at - make_interval(hours => k.duplicate_window_hours)
+          AND ST_DWithin(c.location::geography, n.location::geography, k.duplicate_radius_m)
+        ORDER BY distance, c.id
+        LIMIT :limit
+    ) AS d
+    WHERE n.id = ANY(:ids)
+    ORDER BY n.id, d.distance, d.id
+""")
+
+
+def duplicates_of(
+    session: Session, case_ids: Sequence[int], limit: int = 5
+) -> dict[int, list[tuple[Case, float]]]:
+    """`find_duplicates` for several cases at once: case id → its suggestions."""
+    if not case_ids:
+        return {}
+    rows = session.execute(_DUPLICATES, {"ids": list(case_ids), "limit": limit}).all()
+    found = {
+        c.id: c for c in session.scalars(select(Case).where(Case.id.in_({r.id for r in rows})))
+    }
+    suggestions: dict[int, list[tuple[Case, float]]] = {}
+    for row in rows:
+        suggestions.setdefault(row.for_id, []).append((found[row.id], float(row.distance)))
+    return suggestions
+
+
+def last_notes(session: Session, case_ids: Sequence[int]) -> dict[int, str]:
+    """Each case's latest non-empty event note (a return's reason, a handling note...)."""
+    last = (
+        select(CaseEvent.case_id, func.max(CaseEvent.id).label("id"))
+        .where(CaseEvent.case_id.in_(list(case_ids)), CaseEvent.note != "")
+        .group_by(CaseEvent.case_id)
+        .subquery()
+    )
+    query = select(CaseEvent.case_id, CaseEvent.note).join(last, last.c.id == CaseEvent.id)
+    return dict(session.execute(query).tuples().all())
+
+
+def public_case(session: Session, case: Case) -> Case:
+    """The case a reporter should be told about: the open case it was merged into, if any."""
+    seen = {case.id}
+    while case.merged_into_id is not None and case.merged_into_id not in seen:
+        target = session.get(Case, case.merged_into_id)
+        if target is None:
+            break
+        seen.add(target.id)
+        case = target
+    return case
