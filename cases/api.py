@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Flask, flash, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from geoalchemy2.shape import to_shape
+from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
 from cases import intake, lifecycle, queries
+from cases.lifecycle import ActionInput, CaseContext
 from cases.models import Case
 from cases.views import (
     action_input,
@@ -114,17 +117,31 @@ def get_case(case_id: int) -> ResponseReturnValue:
     return jsonify(case_json(queries.get_case(db.session(), case_id, user)))
 
 
-@bp.post("/cases/<int:case_id>/actions/<action>")
-def act(case_id: int, action: str) -> ResponseReturnValue:
-    """Apply an action; the body carries reason, note, version, unit_id... as the form does."""
-    user = signed_in()
-    if user is None:
+# How the API applies an action: (session, what the body gave, the city's context) → the case.
+Perform = Callable[[Session, ActionInput, CaseContext], Case]
+
+
+def perform_action(perform: Perform) -> ResponseReturnValue:
+    """Apply an action for the signed-in user from the request body, in one transaction, and
+    answer with the case."""
+    if signed_in() is None:
         raise Forbidden("sign in to act on cases")
     data = action_input(_form(), request.files)
     with db.transaction() as session:
-        case = lifecycle.act(session, case_id, action, current_user, data, case_context(session))
+        case = perform(session, data, case_context(session))
         body = case_json(case)
     return jsonify(body)
+
+
+@bp.post("/cases/<int:case_id>/actions/<action>")
+def act(case_id: int, action: str) -> ResponseReturnValue:
+    """Apply an action; the body carries reason, note, version, unit_id... as the form does
+    (dispatching is the dispatcher's own endpoint, `dispatch.api`, at the same address)."""
+    return perform_action(
+        lambda session, data, context: lifecycle.act(
+            session, case_id, action, current_user, data, context
+        )
+    )
 
 
 def init_app(app: Flask) -> None:

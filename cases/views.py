@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -329,17 +330,18 @@ def case_page(case_id: int) -> ResponseReturnValue:
     )
 
 
-@bp.post("/cases/<int:case_id>/<action>")
-@role_required(*Role)
-def case_action(case_id: int, action: str) -> ResponseReturnValue:
-    """Apply an action from a case page or a list; back to where it came from."""
+# How a page applies an action: (session, what the form gave, the city's context) → the case.
+Perform = Callable[[Session, ActionInput, CaseContext], Case]
+
+
+def run_action(case_id: int, perform: Perform) -> ResponseReturnValue:
+    """Apply an action from a page's form in one transaction, say how it went, and go back
+    to where the form came from (the case page by default)."""
     form = request.form
     data = action_input(form, request.files)
     try:
         with db.transaction() as session:
-            case = lifecycle.act(
-                session, case_id, action, current_user, data, case_context(session)
-            )
+            case = perform(session, data, case_context(session))
             flash(
                 _("Case {number}: {status}.", number=case.number, status=status_label(case.status)),
                 "ok",
@@ -351,6 +353,19 @@ def case_action(case_id: int, action: str) -> ResponseReturnValue:
     target = form.get("next", "")
     return redirect(
         target if is_local_path(target) else url_for("cases.case_page", case_id=case_id)
+    )
+
+
+@bp.post("/cases/<int:case_id>/<action>")
+@role_required(*Role)
+def case_action(case_id: int, action: str) -> ResponseReturnValue:
+    """Apply an action from a case page or a list (dispatching is the dispatcher's own page,
+    `dispatch.views.dispatch_case`, at the same address)."""
+    return run_action(
+        case_id,
+        lambda session, data, context: lifecycle.act(
+            session, case_id, action, current_user, data, context
+        ),
     )
 
 
