@@ -25,26 +25,22 @@ from cases.lifecycle import (
     SYSTEM,
     Action,
     Actor,
-    CaseState,
     Upload,
     actor_of,
-    decide,
+    create_case,
     decode_photos,
     photo_rows,
-    refused,
 )
 from cases.models import (
     Case,
     CaseSource,
-    CaseStatus,
     PhotoKind,
 )
 from gridmgmt.kernel.db import Prepared
-from gridmgmt.kernel.doorbell import ring_after_commit
 from gridmgmt.kernel.errors import InvalidInput
 from gridmgmt.kernel.models import Role, User
 from grids import gridding
-from grids.services import cell_at, outside_territory
+from grids.services import outside_territory
 
 MAX_DESCRIPTION = 4000
 IDEMPOTENCY_KEY = r"[A-Za-z0-9._:-]{8,128}"  # what a client's retry key may be
@@ -91,7 +87,7 @@ def find_category(session: Session, code: str) -> CategoryRef:
     """
     row = _FIND_CATEGORY.execute(session, {"code": code}).first()
     if row is None:
-        raise InvalidInput(f"unknown category {code!r}", field="category")
+        raise InvalidInput("unknown category %(code)r", field="category", code=code)
     return CategoryRef(row.id, row.code, row.attributes or [])
 
 
@@ -111,7 +107,8 @@ class ReportResult:
     def case(self) -> Case:
         """The case itself."""
         case = self._session.get(Case, self.case_id)
-        assert case is not None
+        if case is None:  # read in the transaction that wrote or found it: never gone
+            raise LookupError(f"case {self.case_id} vanished from its own transaction")
         return case
 
 
@@ -145,7 +142,7 @@ def report_case(
     lon, lat = gridding.check_lon_lat(data.lon, data.lat)
     category = find_category(session, data.category_code)
     if len(data.description) > MAX_DESCRIPTION:
-        raise InvalidInput(f"a description has at most {MAX_DESCRIPTION} characters")
+        raise InvalidInput("a description has at most %(most)s characters", most=MAX_DESCRIPTION)
     attributes = check_attributes(category, data.attributes)
     photos = decode_photos(data.photos, photo_root)  # before any SQL: decoding takes long
     media_url = (data.media_url or "").strip() or None
@@ -159,26 +156,8 @@ def report_case(
         steps.append((Action.VERIFY, actor))
     if trusted:
         steps.append((Action.FILE, Actor(SYSTEM)))
-    status: CaseStatus | None = None
-    events: list[dict[str, Any]] = []
-    for action, who in steps:
-        decision = decide(CaseState(status), action, who)
-        if not decision.allowed:
-            raise refused(decision)
-        events.append(
-            {
-                "action": action.value,
-                "from": status.value if status else None,
-                "to": decision.to.value,
-                "actor_id": who.user_id,
-                "role": who.role,
-            }
-        )
-        status = decision.to
-    assert status is not None
     values = {
         "source": source.value,
-        "status": status.value,
         "category_id": category.id,
         "urgent": data.urgent,
         "description": data.description.strip(),
@@ -191,16 +170,13 @@ def report_case(
         "idempotency_key": key,
         "media_url": media_url,
         "attributes": json.dumps(attributes),
-        "filed": status == CaseStatus.FILED,
-        "events": json.dumps(events),
-        "photos": len(data.photos),
     }
     try:
         if key is None:
-            row = _INSERT_REPORT.execute(session, values).first()
+            created = create_case(session, values, steps, len(data.photos))
         else:
             with session.begin_nested():
-                row = _INSERT_REPORT.execute(session, values).first()
+                created = create_case(session, values, steps, len(data.photos))
     except IntegrityError:
         # Another request with the same key won the race: theirs is the case.
         existing = session.execute(
@@ -209,53 +185,11 @@ def report_case(
         if existing is None:
             raise
         return ReportResult(session, existing.id, existing.number, False)
-    if row is None:
+    if created is None:
         raise outside_territory(lon, lat)
-    case_id, number, first_event = row
     if photos:
-        photo_rows(session, case_id, photos, PhotoKind.BEFORE, first_event)
-    if status == CaseStatus.FILED:
-        ring_after_commit(session, case_id)
-    return ReportResult(session, case_id, number, True)
-
-
-# A report is one statement: locate (the tie-break of `grids.services.cell_at`), insert the
-# case and its events in order, the first event carrying the number of photos. No row when the
-# point is outside every cell (and then no event either).
-_INSERT_REPORT = Prepared(
-    "gridmgmt_report",
-    f"""
-    WITH new_case AS (
-        INSERT INTO cases (source, status, category_id, urgent, description, address, location,
-                           cell_id, community_id, reporter_id, api_key_id, contact,
-                           idempotency_key, media_url, attributes, filed_at, dispatch_state)
-        SELECT :source, :status, :category_id, :urgent, :description, :address, p.geom,
-               g.id, g.community_id, :reporter_id, :api_key_id, CAST(:contact AS jsonb),
-               :idempotency_key, :media_url, CAST(:attributes AS jsonb),
-               CASE WHEN :filed THEN now() END,
-               CASE WHEN :filed THEN 'queued' ELSE 'none' END
-        FROM (SELECT ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS geom) AS p
-        CROSS JOIN LATERAL ({cell_at("p.geom")}) AS g
-        RETURNING id, number
-    ), new_events AS (
-        INSERT INTO case_events (case_id, action, from_status, to_status, actor_id, actor_role,
-                                 data)
-        SELECT c.id, e.action, e."from", e."to", e.actor_id, e.role,
-               CASE WHEN e.n = 1 AND :photos > 0
-                    THEN jsonb_build_object('photos', CAST(:photos AS int))
-                    ELSE '{{}}'::jsonb END
-        FROM new_case AS c
-        CROSS JOIN ROWS FROM (
-                 jsonb_to_recordset(CAST(:events AS jsonb))
-                     AS (action text, "from" text, "to" text, actor_id int, role text)
-             ) WITH ORDINALITY AS e(action, "from", "to", actor_id, role, n)
-        ORDER BY e.n
-        RETURNING id
-    )
-    -- the ids are drawn in the ORDER BY's order: the lowest is the report's own event
-    SELECT id, number, (SELECT min(id) FROM new_events) AS first_event FROM new_case
-""",
-)
+        photo_rows(session, created.id, photos, PhotoKind.BEFORE, created.first_event)
+    return ReportResult(session, created.id, created.number, True)
 
 
 def check_attributes(category: CategoryRef, given: dict[str, str]) -> dict[str, Any]:
@@ -268,33 +202,45 @@ def check_attributes(category: CategoryRef, given: dict[str, str]) -> dict[str, 
     definitions = {a["code"]: a for a in category.attributes}
     unknown = sorted(set(given) - set(definitions))
     if unknown:
-        raise InvalidInput(f"unknown attribute {unknown[0]!r} for {category.code}")
+        raise InvalidInput(
+            "unknown attribute %(code)r for %(category)s", code=unknown[0], category=category.code
+        )
     answers: dict[str, Any] = {}
     for code, definition in definitions.items():
         raw = (given.get(code) or "").strip()
         if not raw:
             if definition.get("required"):
-                raise InvalidInput(f"attribute[{code}] is required for {category.code}")
+                raise InvalidInput(
+                    "attribute[%(code)s] is required for %(category)s",
+                    code=code,
+                    category=category.code,
+                )
             continue
         kind = definition.get("datatype", "string")
         if kind in ("singlevaluelist", "multivaluelist"):
             keys = {str(v["key"]) for v in definition.get("values", [])}
             chosen = raw.split(",") if kind == "multivaluelist" else [raw]
             if not set(chosen) <= keys:
-                raise InvalidInput(f"attribute[{code}] is one of {', '.join(sorted(keys))}")
+                raise InvalidInput(
+                    "attribute[%(code)s] is one of %(values)s",
+                    code=code,
+                    values=", ".join(sorted(keys)),
+                )
             answers[code] = chosen if kind == "multivaluelist" else raw
         elif kind == "number":
             try:
                 answers[code] = float(raw)
             except ValueError:
-                raise InvalidInput(f"attribute[{code}] must be a number") from None
+                raise InvalidInput("attribute[%(code)s] must be a number", code=code) from None
             if not math.isfinite(answers[code]):  # JSON has no NaN nor infinity
-                raise InvalidInput(f"attribute[{code}] must be a number")
+                raise InvalidInput("attribute[%(code)s] must be a number", code=code)
         elif kind == "datetime":
             try:
                 answers[code] = datetime.fromisoformat(raw.replace("Z", "+00:00")).isoformat()
             except ValueError:
-                raise InvalidInput(f"attribute[{code}] must be an ISO 8601 date-time") from None
+                raise InvalidInput(
+                    "attribute[%(code)s] must be an ISO 8601 date-time", code=code
+                ) from None
         else:
             answers[code] = raw[:1000]
     return answers

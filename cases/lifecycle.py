@@ -1,21 +1,34 @@
-"""The case lifecycle, in one module: the transition table, what each action does besides
-the status, and the one writer of statuses and case events.
+"""The case lifecycle, in one module: the transition table, the effect of each action, and the
+one writer of statuses and case events.
 
-The table and its guards are pure (`decide`); the service applies the decision and records
-the event in the same transaction. Callers own the commit.
+- **The table** (`TRANSITIONS`, `decide`): from a status, which action leads where, for which
+  roles, with which guards. Pure: no Flask, no session.
+- **The effects** (`EFFECTS`): what an action does besides the status, registered per action.
+  An effect is pure too: from the case's facts (`CaseState`), what came with the action
+  (`Request`), the time and the city's calendar, it returns a `Change` (the columns to set,
+  the event's record, the photos to attach, whether the dispatcher is rung).
+- **The writer**: `write_one` applies a decision and its change to one case through the ORM;
+  `write_batch` applies them to many cases in one set-based statement, with the statuses and
+  values of the same decisions and effects passed as parameters; `create_case` writes a new
+  case with its first events in one statement. Nothing else writes a status or a case event.
+- **The service** (`act`, `apply_action`): lock the case, check the version the actor saw,
+  decide, look up what the effect needs, apply. Callers own the commit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import Enum
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import TextClause, select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from cases import photos as photo_store
@@ -31,12 +44,20 @@ from cases.models import (
 )
 from cases.models import CaseStatus as S
 from cases.queries import get_case
-from dispatch.models import Unit
 from gridmgmt.kernel.business_calendar import BusinessCalendar, LimitUnit
 from gridmgmt.kernel.clock import now_utc
+from gridmgmt.kernel.db import Prepared
 from gridmgmt.kernel.doorbell import ring_after_commit
-from gridmgmt.kernel.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from gridmgmt.kernel.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    Message,
+    NotFound,
+)
 from gridmgmt.kernel.models import Role, User
+from grids.services import cell_at
 
 MAX_PHOTOS = 6  # photos at a time: a report, a result, a check
 
@@ -47,6 +68,11 @@ class Upload:
 
     filename: str
     data: bytes
+
+
+class LifecycleError(RuntimeError):
+    """A caller broke a rule of the lifecycle itself (a batch the table refuses, an effect
+    the batch path cannot write): a bug to fix, never a user's mistake."""
 
 
 SYSTEM = "system"  # the dispatcher job and trusted channels act as this pseudo-role
@@ -181,15 +207,28 @@ ANSWER_TO = {
 }
 
 
+# ---------------------------------------------------------------- the rules (pure)
+
+
 @dataclass(frozen=True)
 class CaseState:
-    """What the rules need to know about a case (None status: not created yet)."""
+    """What the rules and the effects know of a case (None status: not created yet)."""
 
     status: S | None
     unit_id: int | None = None
     check_inspector_id: int | None = None
     pending_request: PendingRequest | None = None
     closed_at: datetime | None = None
+    # What effects read besides the guards' facts.
+    case_id: int | None = None
+    urgent: bool = False
+    limit: tuple[Decimal | float, str] | None = None  # the class's (value, unit)...
+    urgent_limit: tuple[Decimal | float | None, str | None] = (None, None)  # ...when urgent
+    deadline: datetime | None = None
+    pending_value: Decimal | None = None
+    pending_unit: str | None = None
+    suspended_remaining_hours: Decimal | None = None
+    rework_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -202,12 +241,53 @@ class Actor:
 
 
 @dataclass(frozen=True)
+class Assignment:
+    """The unit a case is dispatched to, and why: the routing rule that decided (None: the
+    community owning the cell, or the dispatcher's own choice)."""
+
+    unit_id: int
+    unit_code: str
+    unit_name: str
+    rule_id: int | None
+    why: str
+
+
+@dataclass(frozen=True)
+class MergeTarget:
+    """The case a report is merged into, as the merge effect needs it."""
+
+    id: int
+    number: str
+    status: str
+    merged_into_id: int | None
+
+
+@dataclass(frozen=True)
+class Inspector:
+    """The inspector an on-site check is assigned to."""
+
+    id: int
+    username: str
+
+
+@dataclass(frozen=True)
 class Request:
-    """What the actor supplied with the action."""
+    """What comes with an action: what the actor supplied, and what the service looked up
+    for the effect (the unit to dispatch to, the case to merge into, the inspector)."""
 
     reason: str = ""
     note: str = ""
     after_photos: int = 0
+    extra_value: str | None = None  # more time asked: amount...
+    extra_unit: str | None = None  # ...in hours or days
+    assignment: Assignment | None = None
+    merge_target: MergeTarget | None = None
+    inspector: Inspector | None = None
+
+    @property
+    def event_note(self) -> str:
+        """The note the event keeps: the actor's note, else the reason."""
+        return self.note.strip() or self.reason.strip()
 
 
 @dataclass(frozen=True)
@@ -217,13 +297,16 @@ class Decision:
     allowed: bool
     to: S | None = None
     refusal: Refusal | None = None
-    reason: str = ""
-    effects: dict[str, object] = field(default_factory=dict)
+    reason: Message = field(default_factory=lambda: Message(""))
 
     @classmethod
-    def refuse(cls, refusal: Refusal, reason: str) -> Decision:
-        """A refusal with its reason."""
-        return cls(False, refusal=refusal, reason=reason)
+    def refuse(cls, refusal: Refusal, reason: str, **params: Any) -> Decision:
+        """A refusal with its reason (an English message id and its values)."""
+        return cls(False, refusal=refusal, reason=Message(reason, params))
+
+
+def _phrase(action: Action) -> str:
+    return action.value.replace("_", " ")
 
 
 def allowed_actions(state: CaseState, actor: Actor, now: datetime) -> list[Action]:
@@ -255,18 +338,22 @@ def decide(
     if rule is None:
         where = state.status.value if state.status else "a new case"
         return Decision.refuse(
-            Refusal.STATE, f"cannot {action.value.replace('_', ' ')} {where}: not allowed now"
+            Refusal.STATE,
+            "cannot %(action)s %(status)s: not allowed now",
+            action=_phrase(action),
+            status=where,
         )
     if actor.role not in rule.roles:
         return Decision.refuse(
             Refusal.ROLE,
-            f"a {actor.role} cannot {action.value.replace('_', ' ')} a case "
-            "(supervision and handling are kept separate)",
+            "a %(role)s cannot %(action)s a case (supervision and handling are kept separate)",
+            role=actor.role,
+            action=_phrase(action),
         )
     refusal = _guard(state, actor, action, rule, request, now, reopen_within)
     if refusal is not None:
         return refusal
-    return Decision(True, to=rule.to or state.status, effects=_side_facts(action))
+    return Decision(True, to=rule.to or state.status)
 
 
 def _guard(
@@ -287,43 +374,40 @@ def _guard(
         return Decision.refuse(Refusal.ROLE, "this check is assigned to another inspector")
     if action in REQUEST_OF and state.pending_request is not None:
         return Decision.refuse(
-            Refusal.STATE, f"a {state.pending_request.value} request is already waiting"
+            Refusal.STATE,
+            "a %(request)s request is already waiting",
+            request=state.pending_request.value,
         )
     if action in ANSWER_TO and state.pending_request != ANSWER_TO[action]:
-        return Decision.refuse(Refusal.STATE, f"no {ANSWER_TO[action].value} request is waiting")
+        return Decision.refuse(
+            Refusal.STATE, "no %(request)s request is waiting", request=ANSWER_TO[action].value
+        )
     if action == Action.REPORT_DONE and state.pending_request is not None:
         return Decision.refuse(
-            Refusal.STATE, f"the {state.pending_request.value} request is still waiting"
+            Refusal.STATE,
+            "the %(request)s request is still waiting",
+            request=state.pending_request.value,
         )
     if rule.needs_reason and not request.reason.strip():
-        return Decision.refuse(Refusal.INPUT, f"{action.value.replace('_', ' ')} needs a reason")
+        return Decision.refuse(Refusal.INPUT, "%(action)s needs a reason", action=_phrase(action))
     if rule.needs_note and not request.note.strip():
-        return Decision.refuse(Refusal.INPUT, f"{action.value.replace('_', ' ')} needs a note")
+        return Decision.refuse(Refusal.INPUT, "%(action)s needs a note", action=_phrase(action))
     if action == Action.REPORT_DONE and request.after_photos < 1:
         return Decision.refuse(Refusal.INPUT, "report the work done with at least one photo")
     if action == Action.REJECT and request.reason not in {r.value for r in RejectReason}:
-        reasons = ", ".join(r.value for r in RejectReason)
-        return Decision.refuse(Refusal.INPUT, f"a rejection reason is one of {reasons}")
+        return Decision.refuse(
+            Refusal.INPUT,
+            "a rejection reason is one of %(reasons)s",
+            reasons=", ".join(r.value for r in RejectReason),
+        )
     reopen_expired = state.closed_at is None or now is None or now - state.closed_at > reopen_within
     if action == Action.REOPEN and reopen_expired:
-        days = reopen_within.days
         return Decision.refuse(
-            Refusal.STATE, f"a case can be reopened within {days} days of closing"
+            Refusal.STATE,
+            "a case can be reopened within %(days)s days of closing",
+            days=reopen_within.days,
         )
     return None
-
-
-def _side_facts(action: Action) -> dict[str, object]:
-    """Side facts the service applies with the status (counters, pending requests)."""
-    if action == Action.CHECK_FAIL:
-        return {"rework": True}
-    if action == Action.RETURN:
-        return {"pending": None}  # the unit's request leaves with the case
-    if action in REQUEST_OF:
-        return {"pending": REQUEST_OF[action]}
-    if action in ANSWER_TO:
-        return {"pending": None}
-    return {}
 
 
 def time_limit(
@@ -346,6 +430,521 @@ def is_overdue(status: str, deadline: datetime | None, now: datetime) -> bool:
     evaluation and the case lists share (in SQL: `sql_in("status", DEADLINE_RUNS) AND
     deadline < now`)."""
     return deadline is not None and deadline < now and status in DEADLINE_RUNS
+
+
+# ---------------------------------------------------------------- the effects (pure)
+
+
+@dataclass(frozen=True)
+class Change:
+    """What an action does besides the status: case columns to set, the event's record, the
+    kind the action's photos are kept as, and whether the dispatcher is rung after commit."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+    record: Mapping[str, Any] = field(default_factory=dict)
+    photos: PhotoKind | None = None
+    ring: bool = False
+
+    @property
+    def event_data(self) -> dict[str, Any]:
+        """The event's data: the record without empty values."""
+        return {k: v for k, v in self.record.items() if v is not None}
+
+
+Effect = Callable[[CaseState, Request, datetime, BusinessCalendar | None], Change]
+EFFECTS: dict[Action, Effect] = {}
+
+
+def effect(*actions: Action) -> Callable[[Effect], Effect]:
+    """Register the decorated function as the effect of `actions`."""
+
+    def register(function: Effect) -> Effect:
+        for action in actions:
+            if action in EFFECTS:
+                raise LifecycleError(f"{action.value} has two effects")
+            EFFECTS[action] = function
+        return function
+
+    return register
+
+
+_NO_REQUEST = {"pending_request": None, "pending_value": None, "pending_unit": None}
+
+
+def _new_deadline(deadline: datetime | None) -> dict[str, Any]:
+    """A new deadline: the watch (warning, overdue) starts again."""
+    return {"deadline": deadline, "warned_at": None, "overdue_at": None}
+
+
+def _calendar(calendar: BusinessCalendar | None) -> BusinessCalendar:
+    if calendar is None:
+        raise InvalidInput("this action needs the city's business calendar")
+    return calendar
+
+
+def _deadline(state: CaseState, now: datetime, calendar: BusinessCalendar | None) -> datetime:
+    """The case's deadline counted from now on the city's calendar, by its class's limit."""
+    if state.limit is None:
+        raise LifecycleError("a deadline needs the class's time limit in the case's state")
+    value, unit = time_limit(state.urgent, state.limit, state.urgent_limit)
+    return _calendar(calendar).add_working_time(now, value, unit)
+
+
+def _extra_time(request: Request) -> tuple[Decimal, str]:
+    try:
+        value = Decimal(str(request.extra_value or "").strip())
+        unit = LimitUnit(request.extra_unit or LimitUnit.HOURS.value).value
+    except (InvalidOperation, ValueError):
+        raise InvalidInput("more time is a number of working hours or days") from None
+    if not value.is_finite() or not 0 < value <= 1000:
+        raise InvalidInput("more time is between 0 and 1000 working hours or days")
+    return value, unit
+
+
+@effect(Action.REPORT, Action.VERIFY, Action.INVALIDATE, Action.ACCEPT)
+def _status_only(state: CaseState, request: Request, now: datetime, calendar: Any) -> Change:
+    return Change()
+
+
+@effect(Action.FILE)
+def _file(state: CaseState, request: Request, now: datetime, calendar: Any) -> Change:
+    return Change({"filed_at": now, "dispatch_state": DispatchState.QUEUED.value}, ring=True)
+
+
+@effect(Action.REJECT)
+def _reject(state: CaseState, request: Request, now: datetime, calendar: Any) -> Change:
+    return Change(record={"reason": request.reason})
+
+
+@effect(Action.MERGE)
+def _merge(state: CaseState, request: Request, now: datetime, calendar: Any) -> Change:
+    target = request.merge_target
+    if target is None:
+        raise InvalidInput("merge into which case?")
+    if target.id == state.case_id or target.status not in OPEN_STATUSES:
+        raise Conflict("case %(number)s is not an open case to merge into", number=target.number)
+    if target.merged_into_id is not None:
+        raise Conflict("case %(number)s was itself merged", number=target.number)
+    return Change({"merged_into_id": target.id}, {"into": target.number})
+
+
+@effect(Action.DISPATCH)
+def _dispatch(
+    state: CaseState, request: Request, now: datetime, calendar: BusinessCalendar | None
+) -> Change:
+    """One dispatch, whether the dispatcher's batch or a person does it."""
+    unit = request.assignment
+    if unit is None:
+        raise LifecycleError("a dispatch comes with its assignment (dispatch.services)")
+    deadline = _deadline(state, now, calendar)
+    values = {
+        "unit_id": unit.unit_id,
+        "routing_rule_id": unit.rule_id,
+        "dispatched_at": now,
+        **_new_deadline(deadline),
+        "dispatch_state": DispatchState.DONE.value,
+        "dispatch_error": None,
+    }
+    record = {"unit": unit.unit_code, "unit_name": unit.unit_name, "rule": unit.rule_id,
+              "why": unit.why, "deadline": deadline.isoformat()}  # fmt: skip
+    return Change(values, record)
+
+
+@effect(Action.RETURN, Action.REFUSE_EXTENSION, Action.REFUSE_SUSPENSION)
+def _clear_request(state: CaseState, request: Request, now: datetime, calendar: Any) -> Change:
+    return Change(_NO_REQUEST)  # a unit's request leaves with the case, or is answered
+
+
+def _asked(kind: PendingRequest, request: Request) -> Change:
+    value, unit = _extra_time(request)
+    values = {"pending_request": kind.value, "pending_value": value, "pending_unit": unit}
+    return Change(values, {"asked": f"{value} {unit}"})
+
+
+@effect(Action.REQUEST_EXTENSION)
+def _ask_extension(state: CaseState, request: Request, now: datetime, calendar: Any) -> Change:
+    return _asked(PendingRequest.EXTENSION, request)
+
+
+@effect(Action.REQUEST_SUSPENSION)
+def _ask_suspension(state: CaseState, request: Request, now: datetime, calendar: Any) -> Change:
+    if request.extra_value:  # how long, when the unit knows
+        return _asked(PendingRequest.SUSPENSION, request)
+    return Change({"pending_request": PendingRequest.SUSPENSION.value})
+
+
+@effect(Action.APPROVE_EXTENSION)
+def _extend(
+    state: CaseState, request: Request, now: datetime, calendar: BusinessCalendar | None
+) -> Change:
+    if state.pending_value is None or state.deadline is None:
+        raise Conflict("the extension request names no time, or the case has no deadline")
+    unit = state.pending_unit or LimitUnit.HOURS.value
+    deadline = _calendar(calendar).add_working_time(
+        state.deadline, float(state.pending_value), unit
+    )
+    record = {
+        "granted": f"{state.pending_value} {state.pending_unit}",
+        "deadline_before": state.deadline.isoformat(),
+        "deadline": deadline.isoformat(),
+    }
+    return Change({**_new_deadline(deadline), **_NO_REQUEST}, record)
+
+
+@effect(Action.APPROVE_SUSPENSION)
+def _suspend(
+    state: CaseState, request: Request, now: datetime, calendar: BusinessCalendar | None
+) -> Change:
+    deadline = state.deadline or now  # in progress: dispatched, so it has one
+    left = max(_calendar(calendar).working_hours_between(now, deadline), 0.0)
+    values = {
+        "suspended_remaining_hours": Decimal(str(round(left, 4))),
+        **_new_deadline(None),
+        **_NO_REQUEST,
+    }
+    return Change(values, {"remaining_hours": round(left, 2)})
+
+
+@effect(Action.RESUME)
+def _resume(
+    state: CaseState, request: Request, now: datetime, calendar: BusinessCalendar | None
+) -> Change:
+    left = float(state.suspended_remaining_hours or 0)
+    deadline = _calendar(calendar).add_working_hours(now, left)
+    values = {**_new_deadline(deadline), "suspended_remaining_hours": None}
+    return Change(values, {"deadline": deadline.isoformat()})
+
+
+@effect(Action.REPORT_DONE)
+def _report_done(state: CaseState, request: Request, now: datetime, calendar: Any) -> Change:
+    return Change({"handled_at": now}, photos=PhotoKind.AFTER)
+
+
+@effect(Action.ASSIGN_CHECK)
+def _assign_check(state: CaseState, request: Request, now: datetime, calendar: Any) -> Change:
+    inspector = request.inspector
+    return Change(
+        {"check_inspector_id": inspector.id if inspector else None},
+        {"inspector": inspector.username if inspector else None},
+    )
+
+
+@effect(Action.CHECK_PASS)
+def _check_pass(state: CaseState, request: Request, now: datetime, calendar: Any) -> Change:
+    return Change(photos=PhotoKind.CHECK)
+
+
+@effect(Action.CHECK_FAIL)
+def _check_fail(
+    state: CaseState, request: Request, now: datetime, calendar: BusinessCalendar | None
+) -> Change:
+    """Rework: back to the unit with a new deadline, counted as one more round."""
+    deadline = _deadline(state, now, calendar)
+    rework = state.rework_count + 1
+    values = {
+        **_new_deadline(deadline),
+        "handled_at": None,
+        "check_inspector_id": None,
+        "rework_count": rework,
+    }
+    return Change(values, {"rework": rework, "deadline": deadline.isoformat()}, PhotoKind.CHECK)
+
+
+@effect(Action.CLOSE)
+def _close(state: CaseState, request: Request, now: datetime, calendar: Any) -> Change:
+    return Change({"closed_at": now})
+
+
+@effect(Action.REOPEN)
+def _reopen(
+    state: CaseState, request: Request, now: datetime, calendar: BusinessCalendar | None
+) -> Change:
+    deadline = _deadline(state, now, calendar)
+    values = {"closed_at": None, "handled_at": None, **_new_deadline(deadline)}
+    return Change(values, {"deadline": deadline.isoformat()})
+
+
+def _watched(state: CaseState) -> dict[str, Any]:
+    deadline = state.deadline.isoformat() if state.deadline else None
+    return {"unit_id": state.unit_id, "deadline": deadline}
+
+
+@effect(Action.WARN_DEADLINE)
+def _warn(state: CaseState, request: Request, now: datetime, calendar: Any) -> Change:
+    return Change({"warned_at": now}, _watched(state))
+
+
+@effect(Action.MARK_OVERDUE)
+def _overdue(state: CaseState, request: Request, now: datetime, calendar: Any) -> Change:
+    return Change({"overdue_at": now}, _watched(state))
+
+
+# ---------------------------------------------------------------- the writer
+
+
+def write_one(
+    session: Session,
+    case: Case,
+    action: Action,
+    actor: Actor,
+    decision: Decision,
+    change: Change,
+    now: datetime,
+    request: Request,
+    photos: Sequence[photo_store.StoredPhoto] = (),
+) -> CaseEvent:
+    """Apply an allowed decision and its change to one (locked) case through the ORM, and
+    append its event; the photos are kept as the change says, linked to the event."""
+    if not decision.allowed or decision.to is None:
+        raise LifecycleError(f"{action.value} was refused: nothing to write")
+    before = case.status
+    for name, value in change.values.items():
+        setattr(case, name, value)
+    case.status = decision.to.value
+    case.updated_at = now
+    event = CaseEvent(
+        case_id=case.id,
+        action=action.value,
+        from_status=before,
+        to_status=case.status,
+        actor_id=actor.user_id,
+        actor_role=actor.role,
+        note=request.event_note,
+        data=change.event_data,
+    )
+    session.add(event)
+    session.flush()
+    if photos:
+        if change.photos is None:
+            raise LifecycleError(f"{action.value} keeps no photos")
+        photo_rows(session, case.id, photos, change.photos, event.id)
+    if change.ring:
+        ring_after_commit(session, case.id)
+    return event
+
+
+def write_batch(
+    session: Session,
+    action: Action,
+    actor: Actor,
+    items: Sequence[tuple[CaseState, Request]],
+    now: datetime,
+    calendar: BusinessCalendar | None = None,
+) -> list[int]:
+    """Apply `action` to many cases in one statement, each with its own facts, exactly as
+    `write_one` would one by one: the table decides each case and the action's effect
+    computes its change; the statuses, the values and the events' records go to the database
+    as parameters. A case whose status changed since it was read is left alone. Returns the
+    ids of the cases changed.
+
+    Raises:
+        LifecycleError: the table refuses one of the cases, or the effect needs what a batch
+            cannot do (photos, a doorbell) or gives the cases different columns.
+    """
+    rows: list[dict[str, Any]] = []
+    columns: tuple[str, ...] | None = None
+    for state, request in items:
+        decision = decide(state, action, actor, request, now)
+        if not decision.allowed or decision.to is None or state.status is None:
+            raise LifecycleError(f"case {state.case_id}: {decision.reason} (in a batch)")
+        change = EFFECTS[action](state, request, now, calendar)
+        if change.photos is not None or change.ring:
+            raise LifecycleError(f"{action.value} keeps photos or rings: not in a batch")
+        if columns is None:
+            columns = tuple(change.values)
+        elif tuple(change.values) != columns:
+            raise LifecycleError(f"{action.value} changes different columns across a batch")
+        rows.append(
+            {
+                **{name: _json_value(value) for name, value in change.values.items()},
+                "id": state.case_id,
+                "from_status": state.status.value,
+                "to_status": decision.to.value,
+                "note": request.event_note,
+                "event": change.event_data,
+            }
+        )
+    if not rows or columns is None:
+        return []
+    params = {"rows": json.dumps(rows), "now": now, "action": action.value,
+              "actor_id": actor.user_id, "role": actor.role}  # fmt: skip
+    return list(session.scalars(_batch_statement(columns), params))
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+@cache
+def _batch_statement(columns: tuple[str, ...]) -> TextClause:
+    """The set-based write of one action's decisions: one UPDATE of the cases and one INSERT
+    of their events, from a JSON array with a row per case (ordered by id: events too)."""
+    table = Case.__table__
+    unknown = [name for name in columns if name not in table.c]
+    if unknown:
+        raise LifecycleError(f"cases has no column {unknown[0]}")
+    dialect = postgresql.dialect()
+    typed = "".join(f", {name} {table.c[name].type.compile(dialect=dialect)}" for name in columns)
+    assigned = "".join(f", {name} = d.{name}" for name in columns)
+    return text(f"""
+        WITH d AS (
+            SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+                AS d(id bigint, from_status text, to_status text, note text, event jsonb{typed})
+        ), changed AS (
+            UPDATE cases AS c
+            SET status = d.to_status, updated_at = :now, version = c.version + 1{assigned}
+            FROM d WHERE c.id = d.id AND c.status = d.from_status
+            RETURNING c.id
+        )
+        INSERT INTO case_events (case_id, action, from_status, to_status, actor_id,
+                                 actor_role, note, data)
+        SELECT d.id, :action, d.from_status, d.to_status, :actor_id, :role, d.note, d.event
+        FROM d JOIN changed USING (id)
+        ORDER BY d.id
+        RETURNING case_id
+    """)
+
+
+@dataclass(frozen=True)
+class NewCase:
+    """A case as created: its id, its public number and its first (the report's) event."""
+
+    id: int
+    number: str
+    first_event: int
+
+
+def create_case(
+    session: Session, values: Mapping[str, Any], steps: Sequence[tuple[Action, Actor]], photos: int
+) -> NewCase | None:
+    """Write a new case in the cell that holds its point, with one event per step (a report,
+    then at once a verification or a filing), in one statement. The table decides each step
+    and the steps' effects set the case's columns. None when no cell holds the point: then
+    nothing is written.
+
+    Args:
+        values: the report's checked columns (see `_INSERT_CASE`), contact and attributes
+            as JSON text.
+        steps: the actions taken at once, the first being `report`.
+        photos: how many photos the report brings (recorded on its event).
+    """
+    now = now_utc()
+    state = CaseState(None)
+    columns: dict[str, Any] = {"filed_at": None, "dispatch_state": DispatchState.NONE.value}
+    events: list[dict[str, Any]] = []
+    ring = False
+    for action, actor in steps:
+        decision = decide(state, action, actor, Request(), now)
+        if not decision.allowed or decision.to is None:
+            raise refused(decision)
+        change = EFFECTS[action](state, Request(), now, None)
+        if set(change.values) - set(columns) or change.event_data or change.photos:
+            raise LifecycleError(f"{action.value} cannot be taken as a case is created")
+        columns.update(change.values)
+        ring = ring or change.ring
+        events.append(
+            {"action": action.value, "from": state.status.value if state.status else None,
+             "to": decision.to.value, "actor_id": actor.user_id, "role": actor.role}
+        )  # fmt: skip
+        state = CaseState(decision.to)
+    if state.status is None:
+        raise LifecycleError("a case is created by a report")
+    params = {**values, **columns, "status": state.status.value, "events": json.dumps(events),
+              "photos": photos}  # fmt: skip
+    row = _INSERT_CASE.execute(session, params).first()
+    if row is None:
+        return None
+    if ring:
+        ring_after_commit(session, row.id)
+    return NewCase(row.id, row.number, row.first_event)
+
+
+# A new case is one statement: locate (the tie-break of `grids.services.cell_at`), insert the
+# case and its events in order, the first event carrying the number of photos. No row when the
+# point is outside every cell (and then no event either).
+_INSERT_CASE = Prepared(
+    "gridmgmt_report",
+    f"""
+    WITH new_case AS (
+        INSERT INTO cases (source, status, category_id, urgent, description, address, location,
+                           cell_id, community_id, reporter_id, api_key_id, contact,
+                           idempotency_key, media_url, attributes, filed_at, dispatch_state)
+        SELECT :source, :status, :category_id, :urgent, :description, :address, p.geom,
+               g.id, g.community_id, :reporter_id, :api_key_id, CAST(:contact AS jsonb),
+               :idempotency_key, :media_url, CAST(:attributes AS jsonb),
+               CAST(:filed_at AS timestamptz), :dispatch_state
+        FROM (SELECT ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS geom) AS p
+        CROSS JOIN LATERAL ({cell_at("p.geom")}) AS g
+        RETURNING id, number
+    ), new_events AS (
+        INSERT INTO case_events (case_id, action, from_status, to_status, actor_id, actor_role,
+                                 data)
+        SELECT c.id, e.action, e."from", e."to", e.actor_id, e.role,
+               CASE WHEN e.n = 1 AND :photos > 0
+                    THEN jsonb_build_object('photos', CAST(:photos AS int))
+                    ELSE '{{}}'::jsonb END
+        FROM new_case AS c
+        CROSS JOIN ROWS FROM (
+                 jsonb_to_recordset(CAST(:events AS jsonb))
+                     AS (action text, "from" text, "to" text, actor_id int, role text)
+             ) WITH ORDINALITY AS e(action, "from", "to", actor_id, role, n)
+        ORDER BY e.n
+        RETURNING id
+    )
+    -- the ids are drawn in the ORDER BY's order: the lowest is the report's own event
+    SELECT id, number, (SELECT min(id) FROM new_events) AS first_event FROM new_case
+""",
+)
+
+
+def decode_photos(uploads: Sequence[Upload], root: Path) -> list[photo_store.StoredPhoto]:
+    """Check, clean and store the uploaded images (no database work: do it before any).
+
+    Raises:
+        InvalidInput: too many photos, or one that is not an accepted image.
+    """
+    if len(uploads) > MAX_PHOTOS:
+        raise InvalidInput(
+            "at most %(most)s photos at a time, not %(given)s", most=MAX_PHOTOS, given=len(uploads)
+        )
+    return [photo_store.store_photo(u.data, root, u.filename) for u in uploads]
+
+
+def photo_rows(
+    session: Session,
+    case_id: int,
+    stored: Sequence[photo_store.StoredPhoto],
+    kind: PhotoKind,
+    event_id: int | None = None,
+) -> list[Photo]:
+    """The rows of stored photos of a case, linked to the event that brought them."""
+    rows = [
+        Photo(
+            case_id=case_id,
+            event_id=event_id,
+            kind=kind.value,
+            sha256=s.sha256,
+            path=s.path,
+            thumb_path=s.thumb_path,
+            mime=s.mime,
+            width=s.width,
+            height=s.height,
+            size_bytes=s.size_bytes,
+        )
+        for s in stored
+    ]
+    session.add_all(rows)
+    session.flush()
+    return rows
+
+
+# ---------------------------------------------------------------- the service
 
 
 @dataclass(frozen=True)
@@ -380,6 +979,7 @@ def actor_of(user: User | None) -> Actor:
 
 
 def refused(decision: Decision) -> DomainError:
+    """The domain error a refusal is answered with."""
     if decision.refusal == Refusal.ROLE:
         return Forbidden(decision.reason)
     if decision.refusal == Refusal.UNIT:
@@ -389,82 +989,55 @@ def refused(decision: Decision) -> DomainError:
     return Conflict(decision.reason)
 
 
-def _event(
-    session: Session,
-    case: Case,
-    action: Action,
-    from_status: CaseStatus | None,
-    actor: Actor,
-    note: str = "",
-    **data: Any,
-) -> CaseEvent:
-    event = CaseEvent(
-        case_id=case.id,
-        action=action.value,
-        from_status=from_status.value if from_status else None,
-        to_status=case.status,
-        actor_id=actor.user_id,
-        actor_role=actor.role,
-        note=note,
-        data={k: v for k, v in data.items() if v is not None},
-    )
-    session.add(event)
-    return event
-
-
-def decode_photos(uploads: Sequence[Upload], root: Path) -> list[photo_store.StoredPhoto]:
-    """Check, clean and store the uploaded images (no database work: do it before any).
-
-    Raises:
-        InvalidInput: too many photos, or one that is not an accepted image.
-    """
-    if len(uploads) > MAX_PHOTOS:
-        raise InvalidInput(f"at most {MAX_PHOTOS} photos at a time, not {len(uploads)}")
-    return [photo_store.store_photo(u.data, root, u.filename) for u in uploads]
-
-
-def _store_photos(
-    session: Session, case: Case, uploads: Sequence[Upload], kind: PhotoKind, root: Path
-) -> list[Photo]:
-    return photo_rows(session, case.id, decode_photos(uploads, root), kind)
-
-
-def photo_rows(
-    session: Session,
-    case_id: int,
-    stored: Sequence[photo_store.StoredPhoto],
-    kind: PhotoKind,
-    event_id: int | None = None,
-) -> list[Photo]:
-    rows = [
-        Photo(
-            case_id=case_id,
-            event_id=event_id,
-            kind=kind.value,
-            sha256=s.sha256,
-            path=s.path,
-            thumb_path=s.thumb_path,
-            mime=s.mime,
-            width=s.width,
-            height=s.height,
-            size_bytes=s.size_bytes,
-        )
-        for s in stored
-    ]
-    session.add_all(rows)
-    session.flush()
-    return rows
-
-
 def case_state(case: Case) -> CaseState:
-    """The workflow's view of a case."""
+    """The rules' view of a case."""
+    category = case.category
     return CaseState(
         status=CaseStatus(case.status),
         unit_id=case.unit_id,
         check_inspector_id=case.check_inspector_id,
         pending_request=PendingRequest(case.pending_request) if case.pending_request else None,
         closed_at=case.closed_at,
+        case_id=case.id,
+        urgent=case.urgent,
+        limit=(category.limit_value, category.limit_unit),
+        urgent_limit=(category.urgent_limit_value, category.urgent_limit_unit),
+        deadline=case.deadline,
+        pending_value=case.pending_value,
+        pending_unit=case.pending_unit,
+        suspended_remaining_hours=case.suspended_remaining_hours,
+        rework_count=case.rework_count,
     )
+
+
+def parse_action(action: Action | str) -> Action:
+    """The action named `action`.
+
+    Raises:
+        InvalidInput: no such action.
+    """
+    try:
+        return Action(action)
+    except ValueError:
+        raise InvalidInput("unknown action %(action)r", action=action) from None
+
+
+def locked_case(session: Session, case_id: int, user: User | None, version: int | None) -> Case:
+    """The case, locked for the change, if the user may see it and it is still the version
+    the user saw (None: any).
+
+    Raises:
+        NotFound: no such case, or not one the user may see.
+        Conflict: the case changed since `version`.
+    """
+    case = get_case(session, case_id, user, lock=True)
+    if version is not None and version != case.version:
+        raise Conflict(
+            "case %(number)s changed since you opened it (now %(status)s): reload it",
+            number=case.number,
+            status=case.status,
+        )
+    return case
 
 
 def act(
@@ -475,7 +1048,8 @@ def act(
     data: ActionInput,
     context: CaseContext,
 ) -> Case:
-    """Apply `action` to a case for `user` (None: the system) and record the event.
+    """Apply `action` to a case for `user` (None: the system) and record the event. A
+    dispatch goes through `dispatch.services.dispatch_case`, which chooses the unit.
 
     Raises:
         NotFound: no such case, or not one of the user's unit.
@@ -483,213 +1057,69 @@ def act(
         Conflict: not allowed in the case's status, or the case changed since `data.version`.
         InvalidInput: a reason, note, photo or value is missing or wrong.
     """
-    try:
-        action = Action(action)
-    except ValueError:
-        raise InvalidInput(f"unknown action {action!r}") from None
-    case = get_case(session, case_id, user, lock=True)
-    if data.version is not None and data.version != case.version:
-        raise Conflict(
-            f"case {case.number} changed since you opened it (now {case.status}): reload it"
-        )
-    return _apply(session, case, action, actor_of(user), data, context)
+    action = parse_action(action)
+    case = locked_case(session, case_id, user, data.version)
+    return apply_action(session, case, action, actor_of(user), data, context)
 
 
-def _apply(
+def apply_action(
     session: Session,
     case: Case,
     action: Action,
     actor: Actor,
     data: ActionInput,
     context: CaseContext | None,
+    assign: Callable[[], Assignment] | None = None,
 ) -> Case:
+    """Decide, look up what the action's effect needs (`assign` chooses a dispatch's unit,
+    once the table allowed it), apply the effect and write the change (`write_one`)."""
     now = now_utc()
-    request = Request(reason=data.reason, note=data.note, after_photos=len(data.photos))
+    request = Request(
+        reason=data.reason,
+        note=data.note,
+        after_photos=len(data.photos),
+        extra_value=data.extra_value,
+        extra_unit=data.extra_unit,
+    )
     reopen_within = context.reopen_within if context else timedelta(days=7)
-    decision = decide(case_state(case), action, actor, request, now, reopen_within)
+    state = case_state(case)
+    decision = decide(state, action, actor, request, now, reopen_within)
     if not decision.allowed:
         raise refused(decision)
-    before = CaseStatus(case.status)
-    details = _effects(session, case, action, actor, data, context, now)
-    if "pending" in decision.effects:
-        pending = decision.effects["pending"]
-        case.pending_request = pending.value if isinstance(pending, PendingRequest) else None
-        if pending is None:
-            case.pending_value = case.pending_unit = None
-    if decision.effects.get("rework"):
-        case.rework_count += 1
-    case.status = decision.to.value if decision.to else case.status
-    case.updated_at = now
-    note = data.note.strip() or data.reason.strip()
-    uploads = details.pop("uploads", None)
-    event = _event(session, case, action, before, actor, note, **details)
-    session.flush()
-    if uploads:
-        kind = PhotoKind.AFTER if action == Action.REPORT_DONE else PhotoKind.CHECK
-        assert context is not None
-        for photo in _store_photos(session, case, uploads, kind, context.photo_root):
-            photo.event_id = event.id
+    request = _look_up(session, action, data, request, assign)
+    change = EFFECTS[action](state, request, now, context.calendar if context else None)
+    photos: list[photo_store.StoredPhoto] = []
+    if change.photos is not None and data.photos:
+        if context is None:
+            raise LifecycleError("photos need the context's photo folder")
+        photos = decode_photos(data.photos, context.photo_root)
+    write_one(session, case, action, actor, decision, change, now, request, photos)
     return case
 
 
-def _set_deadline(case: Case, deadline: datetime | None) -> None:
-    """A new deadline: the watch (warning, overdue) starts again."""
-    case.deadline = deadline
-    case.warned_at = case.overdue_at = None
-
-
-def _calendar(context: CaseContext | None) -> BusinessCalendar:
-    """The city's calendar, which every action that moves a deadline needs."""
-    if context is None:
-        raise InvalidInput("this action needs the city's business calendar")
-    return context.calendar
-
-
-def _deadline(case: Case, context: CaseContext | None, start: datetime) -> datetime:
-    k = case.category
-    value, unit = time_limit(
-        case.urgent, (k.limit_value, k.limit_unit), (k.urgent_limit_value, k.urgent_limit_unit)
-    )
-    return _calendar(context).add_working_time(start, value, unit)
-
-
-def _effects(
+def _look_up(
     session: Session,
-    case: Case,
     action: Action,
-    actor: Actor,
     data: ActionInput,
-    context: CaseContext | None,
-    now: datetime,
-) -> dict[str, Any]:
-    """Apply what an action does besides the status; return the event's details."""
-    if action == Action.FILE:
-        case.filed_at = now
-        case.dispatch_state = DispatchState.QUEUED.value
-        ring_after_commit(session, case.id)
-        return {}
-    if action == Action.REJECT:
-        return {"reason": data.reason}
+    request: Request,
+    assign: Callable[[], Assignment] | None,
+) -> Request:
+    """What the effect needs besides the actor's input: the case to merge into, the inspector
+    of an on-site check, the unit a dispatch goes to."""
     if action == Action.MERGE:
-        return _merge(session, case, data)
+        number = (data.merge_into or "").strip()
+        target = session.scalar(select(Case).where(Case.number == number)) if number else None
+        if target is None:
+            raise InvalidInput("merge into which case? no case numbered %(number)r", number=number)
+        merge = MergeTarget(target.id, target.number, target.status, target.merged_into_id)
+        return replace(request, merge_target=merge)
+    if action == Action.ASSIGN_CHECK and data.inspector_id is not None:
+        inspector = session.get(User, data.inspector_id)
+        if inspector is None or inspector.role != Role.INSPECTOR or not inspector.active:
+            raise InvalidInput("the on-site check goes to an active inspector")
+        return replace(request, inspector=Inspector(inspector.id, inspector.username))
     if action == Action.DISPATCH:
-        return _dispatch(session, case, data, context, now)
-    if action in (Action.REQUEST_EXTENSION, Action.REQUEST_SUSPENSION):
-        if action == Action.REQUEST_EXTENSION or data.extra_value:
-            value, unit = _extra_time(data)
-            case.pending_value, case.pending_unit = value, unit
-            return {"asked": f"{value} {unit}"}
-        return {}
-    if action == Action.APPROVE_EXTENSION:
-        assert case.pending_value is not None and case.deadline is not None
-        old = case.deadline
-        _set_deadline(
-            case,
-            _calendar(context).add_working_time(
-                old, float(case.pending_value), case.pending_unit or LimitUnit.HOURS.value
-            ),
-        )
-        return {
-            "granted": f"{case.pending_value} {case.pending_unit}",
-            "deadline_before": old.isoformat(),
-            "deadline": case.deadline.isoformat(),
-        }
-    if action == Action.APPROVE_SUSPENSION:
-        deadline = case.deadline or now  # in progress: dispatched, so it has one
-        left = max(_calendar(context).working_hours_between(now, deadline), 0.0)
-        case.suspended_remaining_hours = Decimal(str(round(left, 4)))
-        _set_deadline(case, None)
-        return {"remaining_hours": round(left, 2)}
-    if action == Action.RESUME:
-        left = float(case.suspended_remaining_hours or 0)
-        _set_deadline(case, _calendar(context).add_working_hours(now, left))
-        case.suspended_remaining_hours = None
-        return {"deadline": case.deadline.isoformat()}
-    if action == Action.REPORT_DONE:
-        case.handled_at = now
-        return {"uploads": list(data.photos)}
-    if action == Action.ASSIGN_CHECK:
-        return _assign_check(session, case, data)
-    if action in (Action.CHECK_PASS, Action.CHECK_FAIL):
-        details: dict[str, Any] = {"uploads": list(data.photos)}
-        if action == Action.CHECK_FAIL:
-            _set_deadline(case, _deadline(case, context, now))
-            case.handled_at = None
-            case.check_inspector_id = None
-            details["rework"] = case.rework_count + 1
-            details["deadline"] = case.deadline.isoformat()
-        return details
-    if action == Action.CLOSE:
-        case.closed_at = now
-        return {}
-    if action == Action.REOPEN:
-        case.closed_at = None
-        case.handled_at = None
-        _set_deadline(case, _deadline(case, context, now))
-        return {"deadline": case.deadline.isoformat()}
-    return {}
-
-
-def _extra_time(data: ActionInput) -> tuple[Decimal, str]:
-    try:
-        value = Decimal(str(data.extra_value or "").strip())
-        unit = LimitUnit(data.extra_unit or LimitUnit.HOURS.value).value
-    except (InvalidOperation, ValueError):
-        raise InvalidInput("more time is a number of working hours or days") from None
-    if not value.is_finite() or not 0 < value <= 1000:
-        raise InvalidInput("more time is between 0 and 1000 working hours or days")
-    return value, unit
-
-
-def _merge(session: Session, case: Case, data: ActionInput) -> dict[str, Any]:
-    number = (data.merge_into or "").strip()
-    target = session.scalar(select(Case).where(Case.number == number)) if number else None
-    if target is None:
-        raise InvalidInput(f"merge into which case? no case numbered {number!r}")
-    if target.id == case.id or target.status not in {s.value for s in OPEN_STATUSES}:
-        raise Conflict(f"case {target.number} is not an open case to merge into")
-    if target.merged_into_id is not None:
-        raise Conflict(f"case {target.number} was itself merged")
-    case.merged_into_id = target.id
-    return {"into": target.number}
-
-
-def _dispatch(
-    session: Session,
-    case: Case,
-    data: ActionInput,
-    context: CaseContext | None,
-    now: datetime,
-) -> dict[str, Any]:
-    from dispatch.routing import Unroutable, dispatch_record  # temporary: being moved
-    from dispatch.services import route_case
-
-    if data.unit_id is not None:
-        unit = session.get(Unit, data.unit_id)
-        if unit is None or not unit.active:
-            raise InvalidInput(f"unit {data.unit_id} does not exist or is inactive")
-        case.unit_id, case.routing_rule_id, why = unit.id, None, "chosen by the dispatcher"
-    else:
-        route = route_case(session, case)
-        if isinstance(route, Unroutable):
-            raise Conflict(f"case {case.number} cannot be routed: {route.reason}")
-        unit = session.get(Unit, route.unit_id)
-        assert unit is not None
-        case.unit_id, case.routing_rule_id, why = unit.id, route.rule_id, route.reason
-    case.dispatched_at = now
-    _set_deadline(case, _deadline(case, context, now))
-    case.dispatch_state = DispatchState.DONE.value
-    case.dispatch_error = None
-    assert case.deadline is not None
-    return dispatch_record((unit.code, unit.name), case.routing_rule_id, why, case.deadline)
-
-
-def _assign_check(session: Session, case: Case, data: ActionInput) -> dict[str, Any]:
-    if data.inspector_id is None:
-        case.check_inspector_id = None
-        return {"inspector": None}
-    inspector = session.get(User, data.inspector_id)
-    if inspector is None or inspector.role != Role.INSPECTOR or not inspector.active:
-        raise InvalidInput("the on-site check goes to an active inspector")
-    case.check_inspector_id = inspector.id
-    return {"inspector": inspector.username}
+        if assign is None:
+            raise LifecycleError("a dispatch chooses its unit: dispatch.services.dispatch_case")
+        return replace(request, assignment=assign())
+    return request

@@ -54,7 +54,7 @@ def find_by_number(session: Session, number: str) -> Case:
     """
     case = session.scalar(select(Case).where(Case.number == number.strip()))
     if case is None:
-        raise NotFound(f"no case numbered {number!r}")
+        raise NotFound("no case numbered %(number)r", number=number)
     return case
 
 

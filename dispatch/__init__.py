@@ -9,13 +9,14 @@ if TYPE_CHECKING:
 
 
 def init_app(app: Flask) -> None:
-    """Register the dispatcher's pages, `flask dispatch ...` and the periodic jobs."""
-    from dispatch import views
+    """Register the dispatcher's pages and API, `flask dispatch ...` and the periodic jobs."""
+    from dispatch import api, views
     from dispatch.cli import dispatch_cli
     from dispatch.jobs import PERIODIC_JOBS
     from gridmgmt.kernel.queue import register_periodic
 
     views.init_app(app)
+    api.init_app(app)
     app.cli.add_command(dispatch_cli)
     for job, interval in PERIODIC_JOBS.items():
         register_periodic(app, job, interval)

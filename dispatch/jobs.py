@@ -12,7 +12,7 @@ from rq import get_current_job
 from sqlalchemy import text
 
 from dispatch import watch
-from dispatch.batch import dispatch_batch
+from dispatch.batch import WAITING, dispatch_batch
 from gridmgmt.kernel import doorbell
 from gridmgmt.kernel.calendar_store import city_calendar
 from gridmgmt.kernel.clock import now_utc
@@ -88,9 +88,9 @@ def sweep_filed() -> int:
     grace = timedelta(seconds=int(current_app.config.get("DISPATCH_GRACE_SECONDS", 30)))
     with db.transaction() as session:
         waiting = session.scalar(
-            text("""SELECT count(*) FROM cases WHERE status = 'filed'
-                    AND dispatch_state = 'queued' AND filed_at < :before"""),
-            {"before": now_utc() - grace},
+            text("""SELECT count(*) FROM cases WHERE status = :filed
+                    AND dispatch_state = :queued AND filed_at < :before"""),
+            {**WAITING, "before": now_utc() - grace},
         )
     db.session.remove()
     if waiting:

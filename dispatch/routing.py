@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 # How specific a rule's area is: a community rule beats a street rule beats a district rule
 # beats a city-wide rule, at equal priority.
@@ -84,13 +83,3 @@ def choose_unit(
     if not active:
         return Unroutable(f"the community unit {unit_id} owning the cell is inactive")
     return Route(unit_id, None, "default: the community that owns the cell")
-
-
-def dispatch_record(
-    unit: tuple[str, str], rule_id: int | None, why: str, deadline: datetime
-) -> dict[str, object]:
-    """What a dispatch event records: the unit (code, name), the rule, why, the deadline. The
-    dispatcher's batches and a manual dispatch write the same."""
-    code, name = unit
-    return {"unit": code, "unit_name": name, "rule": rule_id, "why": why,
-            "deadline": deadline.isoformat()}  # fmt: skip

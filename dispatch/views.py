@@ -1,4 +1,5 @@
-"""The dispatcher's view of the queue: failed jobs (with retry) and hotspots."""
+"""The dispatcher's pages: the board (filed cases with their routed unit, returns, requests,
+overdue cases, hotspots), dispatching a case, and the queue's failed jobs (with retry)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,21 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Flask, abort, flash, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
+from flask_login import current_user
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import FailedJobRegistry
-from sqlalchemy import text
+from sqlalchemy import select, text
 
+from cases.models import DEADLINE_RUNS, Case, CaseStatus
+from cases.queries import last_notes
+from cases.views import list_cases, run_action
+from dispatch import services
+from dispatch.routing import Unroutable
+from dispatch.services import RoutingData, route_case
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.i18n import gettext as _
-from gridmgmt.kernel.models import Role
+from gridmgmt.kernel.models import Role, Unit
 from gridmgmt.kernel.queue import DISPATCH_QUEUE, PERIODIC_QUEUE, queues
 from gridmgmt.kernel.web import role_required
 
@@ -100,6 +108,54 @@ def recent_hotspots(hours: int = 24) -> list[dict[str, object]]:
         {"hours": hours},
     ).mappings()
     return [dict(r) for r in rows]
+
+
+@bp.get("/board")
+@role_required(Role.DISPATCHER, Role.ADMIN)
+def board() -> ResponseReturnValue:
+    """Filed cases to dispatch (with the routed unit or why none), returns, requests."""
+    session = db.session()
+    filed = list_cases(select(Case).where(Case.status == CaseStatus.FILED).order_by(Case.filed_at))
+    routing = RoutingData.load(session)
+    routes = {c.id: route_case(session, c, routing) for c in filed}
+    returned = list_cases(select(Case).where(Case.status == CaseStatus.RETURNED).order_by(Case.id))
+    requests = list_cases(
+        select(Case).where(Case.pending_request.isnot(None)).order_by(Case.updated_at)
+    )
+    suspended = list_cases(
+        select(Case).where(Case.status == CaseStatus.SUSPENDED).order_by(Case.id)
+    )
+    overdue = list_cases(
+        select(Case)
+        .where(Case.overdue_at.isnot(None), Case.status.in_(DEADLINE_RUNS))
+        .order_by(Case.deadline)
+    )
+    units = list(session.scalars(select(Unit).where(Unit.active).order_by(Unit.kind, Unit.code)))
+    return render_template(
+        "dispatch/board.html",
+        filed=filed,
+        routes=routes,
+        unroutable={cid for cid, r in routes.items() if isinstance(r, Unroutable)},
+        returned=returned,
+        notes=last_notes(session, [c.id for c in returned]),
+        requests=requests,
+        suspended=suspended,
+        overdue=overdue,
+        units=units,
+    )
+
+
+@bp.post("/cases/<int:case_id>/dispatch")
+@role_required(*Role)
+def dispatch_case(case_id: int) -> ResponseReturnValue:
+    """Dispatch a case from its page or the board, to the routed unit or the one chosen
+    (the address of every other action of the case page)."""
+    return run_action(
+        case_id,
+        lambda session, data, context: services.dispatch_case(
+            session, case_id, current_user, data, context
+        ),
+    )
 
 
 def init_app(app: Flask) -> None:

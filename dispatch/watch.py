@@ -1,63 +1,60 @@
 """The dispatcher's watch: deadline warnings, overdue cases and hotspots, set-based.
 
-Warnings and overdue marks do not change a case's status; each is one case event (the table in
-`cases.lifecycle` allows them to the system only) and a timestamp on the case that the unit's
-queue and the dispatcher's board show.
+Warnings and overdue marks do not change a case's status: the transition table allows them
+to the system only, and their effect is a timestamp on the case (shown by the unit's queue
+and the dispatcher's board) with one case event, written for all the cases at once by the
+lifecycle's batch writer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.orm import Session
 
-from cases.lifecycle import SYSTEM, Action, Actor, CaseState, decide
-from cases.models import DEADLINE_RUNS
+from cases.lifecycle import SYSTEM, Action, Actor, CaseState, Request, write_batch
+from cases.models import DEADLINE_RUNS, CaseStatus
 from gridmgmt.kernel.db import sql_in
 
-WATCHED = DEADLINE_RUNS
-
-_MARK = """
-WITH marked AS (
-    UPDATE cases SET {column} = :now, version = version + 1
+# The open cases whose deadline runs, not yet marked, that a mark is due for.
+_DUE = """
+    SELECT id, status, unit_id, deadline FROM cases
     WHERE {running} AND {column} IS NULL AND {condition}
-    RETURNING id, status, unit_id, deadline
-)
-INSERT INTO case_events (case_id, action, from_status, to_status, actor_role, data)
-SELECT id, :action, status, status, :role,
-       json_build_object('unit_id', unit_id, 'deadline', deadline)::jsonb
-FROM marked
-RETURNING case_id
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
 """
 _RUNNING = sql_in("status", DEADLINE_RUNS)
-_WARN = text(
-    _MARK.format(
+_DUE_WARNING = text(
+    _DUE.format(
         running=_RUNNING, column="warned_at", condition="deadline >= :now AND deadline <= :horizon"
     )
 )
-_OVERDUE = text(_MARK.format(running=_RUNNING, column="overdue_at", condition="deadline < :now"))
+_DUE_OVERDUE = text(_DUE.format(running=_RUNNING, column="overdue_at", condition="deadline < :now"))
 
 
-def _allowed(action: Action) -> None:
-    for status in WATCHED:
-        decision = decide(CaseState(status), action, Actor(SYSTEM))
-        assert decision.allowed and decision.to == status, decision.reason
+def _mark(session: Session, action: Action, due: Sequence[Row[Any]], now: datetime) -> list[int]:
+    cases = [
+        (CaseState(CaseStatus(row.status), unit_id=row.unit_id, case_id=row.id,
+                   deadline=row.deadline), Request())
+        for row in due
+    ]  # fmt: skip
+    return write_batch(session, action, Actor(SYSTEM), cases, now)
 
 
 def warn_deadlines(session: Session, now: datetime, before: timedelta) -> list[int]:
     """Warn once about each open case whose deadline falls within `before`; their ids."""
-    _allowed(Action.WARN_DEADLINE)
-    params = {"now": now, "horizon": now + before, "action": Action.WARN_DEADLINE.value}
-    return list(session.scalars(_WARN, {**params, "role": SYSTEM}))
+    due = session.execute(_DUE_WARNING, {"now": now, "horizon": now + before}).all()
+    return _mark(session, Action.WARN_DEADLINE, due, now)
 
 
 def mark_overdue(session: Session, now: datetime) -> list[int]:
     """Mark once each open case whose deadline has passed; their ids."""
-    _allowed(Action.MARK_OVERDUE)
-    params = {"now": now, "action": Action.MARK_OVERDUE.value, "role": SYSTEM}
-    return list(session.scalars(_OVERDUE, params))
+    due = session.execute(_DUE_OVERDUE, {"now": now}).all()
+    return _mark(session, Action.MARK_OVERDUE, due, now)
 
 
 @dataclass(frozen=True)

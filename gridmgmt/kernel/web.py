@@ -43,7 +43,7 @@ MENU: dict[str, list[tuple[str, str]]] = {
         ("Report a problem", "cases.report_form"),
         ("Map", "maps.map_page"),
     ],
-    Role.DISPATCHER: [("Dispatch board", "cases.dispatch_board"), ("Map", "maps.map_page")],
+    Role.DISPATCHER: [("Dispatch board", "dispatch.board"), ("Map", "maps.map_page")],
     Role.UNIT_STAFF: [("Work queue", "cases.work_queue")],
     Role.CITIZEN: [("Report a problem", "cases.report_form"), ("My cases", "cases.my_cases")],
     Role.LEADER: [
@@ -53,7 +53,7 @@ MENU: dict[str, list[tuple[str, str]]] = {
     ],
     Role.ADMIN: [
         ("Inbox", "cases.inbox"),
-        ("Dispatch board", "cases.dispatch_board"),
+        ("Dispatch board", "dispatch.board"),
         ("Map", "maps.map_page"),
         ("Evaluation", "maps.evaluation_page"),
     ],
