@@ -28,12 +28,17 @@ from sqlalchemy.orm import Session
 from gridmgmt import create_app
 from gridmgmt.kernel.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
 from gridmgmt.kernel.db import db
-from tests.support import rolled_back
+from tests.support import allowed_missing, require, rolled_back
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("GRIDMGMT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 POSTGIS_TEMPLATE = "gridmgmt_postgis"
 TEST_TEMPLATE = "gridmgmt_test_tpl"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse a misspelt $GRIDMGMT_ALLOW_MISSING before any test runs."""
+    allowed_missing()
 
 
 def server_url() -> URL:
@@ -239,10 +244,10 @@ def photo_dir(app: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
 
 
 def shared_file(name: str) -> Path:
-    """A file of ../shared/data, skipping the test when the folder is absent."""
+    """A file of ../shared/data ($GRIDMGMT_SHARED_DATA); the test fails when it is absent,
+    unless $GRIDMGMT_ALLOW_MISSING allows `data` (then it is skipped)."""
     path = SHARED_DATA / name
-    if not path.exists():
-        pytest.skip(f"real data {path} is not available")
+    require("data", path.exists(), f"real data {path} is not available")
     return path
 
 

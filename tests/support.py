@@ -1,16 +1,18 @@
 """Helpers the test packages share: a transaction rolled back at the end (for a test or a
-whole module on a seeded demo city), points inside areas, real photos, and a browser-like
-client signed in through the real login form."""
+whole module on a seeded demo city), points inside areas, real photos, a browser-like client
+signed in through the real login form, and `require` for the tools and data tests need."""
 
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from flask import Flask, g, has_app_context
 from flask.testing import FlaskClient
 from PIL import Image
@@ -21,6 +23,48 @@ from werkzeug.test import TestResponse
 
 from gridmgmt.app import demo
 from gridmgmt.kernel.db import db
+
+ALLOW_MISSING = "GRIDMGMT_ALLOW_MISSING"
+MISSING_KINDS = ("browser", "postgres", "data")
+
+
+def allowed_missing() -> set[str]:
+    """The kinds of missing things that $GRIDMGMT_ALLOW_MISSING lets tests skip: a comma list
+    of `browser`, `postgres`, `data`, or `all`.
+
+    Raises:
+        pytest.UsageError: an unknown kind (a typo must not turn into a silent skip later).
+    """
+    raw = {k.strip() for k in os.environ.get(ALLOW_MISSING, "").split(",") if k.strip()}
+    if "all" in raw:
+        return set(MISSING_KINDS)
+    unknown = raw - set(MISSING_KINDS)
+    if unknown:
+        raise pytest.UsageError(
+            f"{ALLOW_MISSING}: unknown kind {', '.join(sorted(unknown))}"
+            f" (known: {', '.join(MISSING_KINDS)}, all)"
+        )
+    return raw
+
+
+def require(kind: str, present: bool, why: str) -> None:
+    """Fail the test when a tool or data it needs is missing (`present` false), so that CI
+    never passes by silently skipping it; skip instead when $GRIDMGMT_ALLOW_MISSING names
+    `kind`. Tests use this, never a bare pytest.skip, for a missing browser, PostgreSQL
+    program or real data file.
+
+    Args:
+        kind: `browser`, `postgres` or `data`.
+        present: whether the thing is there.
+        why: what is missing and how to get it, e.g. "no Chromium at /usr/bin/chromium".
+    """
+    if kind not in MISSING_KINDS:
+        raise ValueError(f"unknown kind {kind!r}: one of {', '.join(MISSING_KINDS)}")
+    if present:
+        return
+    if kind in allowed_missing():
+        pytest.skip(f"{why} (allowed by {ALLOW_MISSING})")
+    pytest.fail(f"{why}; set {ALLOW_MISSING}={kind} to skip these tests instead", pytrace=False)
 
 
 def fresh_request_globals() -> None:

@@ -27,7 +27,7 @@ from gridmgmt import create_app
 from gridmgmt.app.demo import DEMO_PASSWORD
 from gridmgmt.kernel.db import EXTENSION
 from tests.conftest import clone_database, drop_database, template_lock
-from tests.support import point_in
+from tests.support import point_in, require
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = os.environ.get("GRIDMGMT_CHROMIUM", "/usr/bin/chromium")
@@ -124,8 +124,9 @@ def playwright() -> Iterator[Playwright]:
 @pytest.fixture(scope="session")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     """Debian's Chromium, headless (Playwright's own browsers cannot be downloaded here)."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    require(
+        "browser", Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    )
     chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield chromium
     chromium.close()

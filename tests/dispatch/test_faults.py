@@ -60,6 +60,7 @@ from tests.dispatch.conftest import (
     run_flask,
     wait_until,
 )
+from tests.support import require
 
 pytestmark = pytest.mark.slow
 
@@ -409,8 +410,9 @@ class PrivatePostgres:
 @pytest.fixture
 def private_postgres() -> Iterator[PrivatePostgres]:
     """A fresh cluster on a free port; stopped and deleted at the end of the test."""
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip(f"no PostgreSQL 15 server programs in {PG_BIN}")
+    require(
+        "postgres", (PG_BIN / "initdb").exists(), f"no PostgreSQL 15 server programs in {PG_BIN}"
+    )
     # Not under tmp_path: pytest's folders are private to root, the server runs as postgres
     # and must traverse every parent of its data folder.
     as_root = os.geteuid() == 0
