@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from cases.status import CaseStatus
 from gridmgmt.kernel.business_calendar import LimitUnit
 from gridmgmt.kernel.db import Base, Timestamped, enum_check
 
@@ -38,38 +39,6 @@ class CategoryKind(str, Enum):
 
     COMPONENT = "component"
     EVENT = "event"
-
-
-class CaseStatus(str, Enum):
-    """Where a case stands in the seven-step loop (what people see)."""
-
-    REPORTED = "reported"
-    VERIFIED = "verified"
-    INVALID = "invalid"
-    FILED = "filed"
-    REJECTED = "rejected"
-    MERGED = "merged"
-    DISPATCHED = "dispatched"
-    IN_PROGRESS = "in_progress"
-    RETURNED = "returned"
-    SUSPENDED = "suspended"
-    HANDLED = "handled"
-    CHECKING = "checking"
-    CHECKED = "checked"
-    CLOSED = "closed"
-
-
-# Which statuses are open, which ended, and in which a unit's deadline runs: the rules the
-# lifecycle, the deadline watch, the maps and the evaluation share.
-OPEN_STATUSES = frozenset(CaseStatus) - {
-    CaseStatus.CLOSED,
-    CaseStatus.INVALID,
-    CaseStatus.REJECTED,
-    CaseStatus.MERGED,
-}
-ENDED_STATUSES = frozenset(CaseStatus) - OPEN_STATUSES  # closed, and cases that never became one
-# A unit has the case: its deadline counts.
-DEADLINE_RUNS = (CaseStatus.DISPATCHED, CaseStatus.IN_PROGRESS)
 
 
 class DispatchState(str, Enum):

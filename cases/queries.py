@@ -8,11 +8,8 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from cases.models import (
-    OPEN_STATUSES,
-    Case,
-    CaseEvent,
-)
+from cases.models import Case, CaseEvent
+from cases.status import OPEN_STATUSES
 from gridmgmt.kernel.db import sql_in
 from gridmgmt.kernel.errors import NotFound
 from gridmgmt.kernel.models import Role, User

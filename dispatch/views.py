@@ -14,8 +14,9 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from sqlalchemy import select, text
 
-from cases.models import DEADLINE_RUNS, Case, CaseStatus
+from cases.models import Case, CaseStatus
 from cases.queries import last_notes
+from cases.status import DEADLINE_RUNS
 from cases.views import list_cases, run_action
 from dispatch import services
 from dispatch.routing import Unroutable

@@ -17,7 +17,8 @@ from sqlalchemy import Row, text
 from sqlalchemy.orm import Session
 
 from cases.lifecycle import SYSTEM, Action, Actor, CaseState, Request, write_batch
-from cases.models import DEADLINE_RUNS, CaseStatus
+from cases.models import CaseStatus
+from cases.status import DEADLINE_RUNS
 from gridmgmt.kernel.db import sql_in
 
 # The open cases whose deadline runs, not yet marked, that a mark is due for.

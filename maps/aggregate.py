@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 
-from cases.models import DEADLINE_RUNS, OPEN_STATUSES, CaseStatus
+from cases.status import DEADLINE_RUNS, OPEN_STATUSES, CaseStatus
 
 # Yellow → red, five classes (ColorBrewer YlOrRd): readable on a grey map without tiles.
 PALETTE = ("#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026")

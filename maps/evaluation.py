@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from cases.models import DEADLINE_RUNS
+from cases.status import DEADLINE_RUNS
 from gridmgmt.kernel.db import sql_in
 from maps.aggregate import Tally
 from maps.services import CLOSED_ON_TIME

@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from cases.models import DEADLINE_RUNS, ENDED_STATUSES, CaseStatus
+from cases.models import CaseStatus
+from cases.status import DEADLINE_RUNS, ENDED_STATUSES
 from gridmgmt.kernel.db import sql_in
 from maps.aggregate import STATUS_GROUPS, Filters
 

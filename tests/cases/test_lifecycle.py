@@ -1070,3 +1070,93 @@ def test_api_without_csrf_token_is_refused(app: Flask, session: Session, scene: 
 
     assert response.status_code == 400
     assert snapshot(session, case.id) == before
+
+
+# ---------------------------------------------------------------- one writer, two paths
+
+# Transitions both paths of the writer can take: (status the case is brought to, action, who).
+BATCHABLE = [
+    ("filed", "dispatch", None),
+    ("returned", "dispatch", "dispatcher"),
+    ("dispatched", "warn_deadline", None),
+    ("in_progress", "mark_overdue", None),
+    ("dispatched", "accept", "staff"),
+    ("checked", "close", "operator"),
+]
+
+
+def case_columns(session: Session, case_id: int) -> dict[str, Any]:
+    """Every column of the case but its identity."""
+    row = session.execute(select(Case.__table__).where(Case.id == case_id)).mappings().one()
+    return {k: v for k, v in row.items() if k not in ("id", "number")}
+
+
+def event_columns(session: Session, case_id: int) -> list[dict[str, Any]]:
+    """Every column of the case's events but their identity."""
+    rows = session.execute(
+        select(CaseEvent.__table__).where(CaseEvent.case_id == case_id).order_by(CaseEvent.id)
+    ).mappings()
+    return [{k: v for k, v in r.items() if k not in ("id", "case_id")} for r in rows]
+
+
+@pytest.mark.parametrize(("until", "action", "who"), BATCHABLE)
+def test_the_batch_path_writes_what_the_single_path_writes(
+    session: Session,
+    ctx: CaseContext,
+    city: City,
+    people: People,
+    clock: Clock,
+    until: str,
+    action: str,
+    who: str | None,
+) -> None:
+    one, other = (make_case(session, ctx, city, people, until) for _ in range(2))
+    clock.advance(hours=30)  # past the deadlines: a warning and an overdue mark are due
+    actor = lifecycle.actor_of(getattr(people, who) if who else None)
+    roads = session.get(Unit, city.roads_unit_id)
+    assert roads is not None
+    assignment = lifecycle.Assignment(roads.id, roads.code, roads.name, None, "chosen")
+    taken = lifecycle.Action(action)
+    given = lifecycle.Request(assignment=assignment if taken == lifecycle.Action.DISPATCH else None)
+
+    lifecycle.apply_action(session, one, taken, actor, ActionInput(), ctx, lambda: assignment)
+    state = lifecycle.case_state(other)
+    changed = lifecycle.write_batch(
+        session, taken, actor, [(state, given)], clock.now, ctx.calendar
+    )
+    session.expire_all()
+
+    assert changed == [other.id]
+    assert case_columns(session, one.id) == case_columns(session, other.id)
+    assert event_columns(session, one.id) == event_columns(session, other.id)
+    assert event_columns(session, one.id)[-1]["action"] == action
+
+
+def test_the_batch_path_refuses_what_the_table_refuses(
+    session: Session, ctx: CaseContext, city: City, people: People
+) -> None:
+    case = make_case(session, ctx, city, people, "reported")
+    state = lifecycle.case_state(case)
+    system = lifecycle.actor_of(None)
+
+    with pytest.raises(lifecycle.LifecycleError, match="not allowed now"):
+        lifecycle.write_batch(
+            session, lifecycle.Action.CLOSE, system, [(state, lifecycle.Request())], START
+        )
+    assert case_columns(session, case.id)["status"] == "reported"
+
+
+def test_a_stale_row_is_left_alone_by_the_batch(
+    session: Session, ctx: CaseContext, city: City, people: People, clock: Clock
+) -> None:
+    case = make_case(session, ctx, city, people, "dispatched")
+    seen = lifecycle.case_state(case)  # read, then someone accepts it first
+    step(session, ctx, case, "accept", people.staff)
+    system = lifecycle.actor_of(None)
+
+    changed = lifecycle.write_batch(
+        session, lifecycle.Action.WARN_DEADLINE, system, [(seen, lifecycle.Request())], clock.now
+    )
+
+    assert changed == []
+    assert [e["action"] for e in event_columns(session, case.id)][-1] == "accept"
