@@ -24,7 +24,21 @@ from sqlalchemy.orm import selectinload
 from cases import intake, queries
 from cases.intake import ReportInput
 from cases.lifecycle import Upload
-from cases.models import ENDED_STATUSES, Case, CaseSource, Category
+from cases.models import Case, CaseSource, Category
+from cases.schemas import (
+    AttributeValue,
+    CreatedRequest,
+    Discovery,
+    DiscoveryEndpoint,
+    Open311ErrorEntry,
+    Service,
+    ServiceAttribute,
+    ServiceDefinition,
+    ServiceRequest,
+    TokenResult,
+    open311_fields,
+)
+from cases.status import ENDED_STATUSES
 from cases.views import photo_root
 from gridmgmt.kernel.auth import KeyUse, hash_api_key, use_api_key
 from gridmgmt.kernel.db import db
@@ -107,7 +121,8 @@ def respond(
 
 def error_response(fmt: str, status: int, description: str) -> Response:
     """The spec's error list."""
-    return respond(fmt, "errors", "error", [{"code": status, "description": description}], status)
+    errors = [Open311ErrorEntry(code=status, description=description)]
+    return respond(fmt, "errors", "error", errors, status)
 
 
 def _fmt(raw: str) -> str:
@@ -120,65 +135,64 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="seconds") if value else None
 
 
-def service_json(category: Category) -> dict[str, Any]:
+def service_json(category: Category) -> Service:
     """One service of `GET services`."""
-    return {
-        "service_code": category.code,
-        "service_name": category.name_en,
-        "description": category.description_en or category.name_en,
-        "metadata": bool(category.attributes),
-        "type": "realtime",
-        "keywords": ", ".join(category.keywords),
-        "group": f"{category.major.kind.capitalize()}: {category.major.name_en}",
-    }
+    return Service(
+        service_code=category.code,
+        service_name=category.name_en,
+        description=category.description_en or category.name_en,
+        metadata=bool(category.attributes),
+        type="realtime",
+        keywords=", ".join(category.keywords),
+        group=f"{category.major.kind.capitalize()}: {category.major.name_en}",
+    )
 
 
-def definition_json(category: Category) -> dict[str, Any]:
+def definition_json(category: Category) -> ServiceDefinition:
     """A service definition: the attributes a client must or may send."""
-    return {
-        "service_code": category.code,
-        "attributes": [
-            {
-                "variable": True,
-                "code": a["code"],
-                "datatype": a.get("datatype", "string"),
-                "required": bool(a.get("required")),
-                "datatype_description": a.get("description_en", ""),
-                "order": order,
-                "description": a.get("description_en", a["code"]),
-                "values": [
-                    {"key": v["key"], "name": v.get("name_en", v["key"])}
+    return ServiceDefinition(
+        service_code=category.code,
+        attributes=[
+            ServiceAttribute(
+                variable=True,
+                code=a["code"],
+                datatype=a.get("datatype", "string"),
+                required=bool(a.get("required")),
+                datatype_description=a.get("description_en", ""),
+                order=order,
+                description=a.get("description_en", a["code"]),
+                values=[
+                    AttributeValue(key=v["key"], name=v.get("name_en", v["key"]))
                     for v in a.get("values", [])
                 ],
-            }
+            )
             for order, a in enumerate(category.attributes, start=1)
         ],
-    }
+    )
 
 
-def request_json(case: Case, units: dict[int, str], notes: dict[int, str]) -> dict[str, Any]:
+def request_json(case: Case, units: dict[int, str], notes: dict[int, str]) -> ServiceRequest:
     """A service request as the public sees it: no reporter, no contact details."""
     point = to_shape(case.location)
-    public = "closed" if case.status in CLOSED else "open"
-    return {
-        "service_request_id": case.number,
-        "status": public,
-        "status_notes": notes.get(case.id) or case.status.replace("_", " "),
-        "service_name": case.category.name_en,
-        "service_code": case.category.code,
-        "description": case.description,
-        "agency_responsible": units.get(case.unit_id or 0),
-        "service_notice": "",
-        "requested_datetime": _iso(case.reported_at),
-        "updated_datetime": _iso(case.updated_at),
-        "expected_datetime": _iso(case.deadline),
-        "address": case.address or "",
-        "address_id": "",
-        "zipcode": "",
-        "lat": point.y,
-        "long": point.x,
-        "media_url": case.media_url or "",
-    }
+    return ServiceRequest(
+        service_request_id=case.number,
+        status="closed" if case.status in CLOSED else "open",
+        status_notes=notes.get(case.id) or case.status.replace("_", " "),
+        service_name=case.category.name_en,
+        service_code=case.category.code,
+        description=case.description,
+        agency_responsible=units.get(case.unit_id or 0),
+        service_notice="",
+        requested_datetime=_iso(case.reported_at),
+        updated_datetime=_iso(case.updated_at),
+        expected_datetime=_iso(case.deadline),
+        address=case.address or "",
+        address_id="",
+        zipcode="",
+        lat=point.y,
+        long=point.x,
+        media_url=case.media_url or "",
+    )
 
 
 def _api_key_secret() -> str:
@@ -248,20 +262,20 @@ def discovery(fmt: str) -> ResponseReturnValue:
         fmt,
         "discovery",
         "discovery",
-        {
-            "changeset": "2026-11-23T00:00:00Z",
-            "contact": current_app.config.get("OPEN311_CONTACT", ""),
-            "key_service": current_app.config.get("OPEN311_KEY_SERVICE", ""),
-            "endpoints": [
-                {
-                    "specification": "http://wiki.open311.org/GeoReport_v2",
-                    "url": base,
-                    "changeset": "2026-11-23T00:00:00Z",
-                    "type": "production",
-                    "formats": ["application/json", "text/xml"],
-                }
+        Discovery(
+            changeset="2026-11-23T00:00:00Z",
+            contact=current_app.config.get("OPEN311_CONTACT", ""),
+            key_service=current_app.config.get("OPEN311_KEY_SERVICE", ""),
+            endpoints=[
+                DiscoveryEndpoint(
+                    specification="http://wiki.open311.org/GeoReport_v2",
+                    url=base,
+                    changeset="2026-11-23T00:00:00Z",
+                    type="production",
+                    formats=["application/json", "text/xml"],
+                )
             ],
-        },
+        ),
     )
 
 
@@ -299,7 +313,7 @@ def create_request(fmt: str) -> ResponseReturnValue:
     secret = _api_key_secret()
     rate_limit(secret)
     key = _api_key(secret)
-    form = request.form
+    form = open311_fields(request.form)  # the fields of `Open311RequestForm`
     code = (form.get("service_code") or "").strip()
     if not code:
         raise Open311Error(400, "service_code is required")
@@ -308,7 +322,7 @@ def create_request(fmt: str) -> ResponseReturnValue:
         if (form.get("address_string") or form.get("address_id") or "").strip():
             raise Open311Error(400, "this city does not geocode addresses: send lat and long")
         raise Open311Error(400, "lat and long are required")
-    attributes = {m.group(1): v for k, v in form.items() if (m := ATTRIBUTE.fullmatch(k))}
+    attributes = {m.group(1): v for k, v in request.form.items() if (m := ATTRIBUTE.fullmatch(k))}
     device = (form.get("device_id") or "").strip()
     client_key = (
         request.headers.get("Idempotency-Key") or form.get("idempotency_key") or ""
@@ -352,12 +366,12 @@ def create_request(fmt: str) -> ResponseReturnValue:
         number = result.number
     token = number  # the request exists at once: its id is its token
     body = [
-        {
-            "service_request_id": number,
-            "token": token,
-            "service_notice": "",
-            "account_id": form.get("account_id", ""),
-        }
+        CreatedRequest(
+            service_request_id=number,
+            token=token,
+            service_notice="",
+            account_id=form.get("account_id", ""),
+        )
     ]
     return respond(fmt, "service_requests", "request", body, 201 if result.created else 200)
 
@@ -445,7 +459,7 @@ def get_token(token: str, fmt: str) -> ResponseReturnValue:
     _jurisdiction()
     if db.session.scalar(select(Case.id).where(Case.number == token)) is None:
         raise Open311Error(404, f"unknown token {token!r}")
-    body = [{"service_request_id": token, "token": token}]
+    body = [TokenResult(service_request_id=token, token=token)]
     return respond(fmt, "service_requests", "request", body)
 
 

@@ -25,28 +25,23 @@ from flask_login import current_user
 from geoalchemy2.shape import to_shape
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
-from werkzeug.datastructures import MultiDict
 
 from cases import intake, lifecycle, queries
 from cases import photos as photo_store
-from cases.intake import ReportInput
+from cases.forms import action_input, report_input
 from cases.lifecycle import (
     Action,
     ActionInput,
     CaseContext,
     RejectReason,
-    Upload,
     allowed_actions,
     is_overdue,
 )
 from cases.models import Case, CaseSource, CaseStatus, MajorClass, Photo
-from dispatch.batch import RoutingData
-from dispatch.routing import Unroutable
-from dispatch.services import route_case
 from gridmgmt.kernel import clock
 from gridmgmt.kernel.calendar_store import city_calendar
 from gridmgmt.kernel.db import db
-from gridmgmt.kernel.errors import DomainError, InvalidInput
+from gridmgmt.kernel.errors import DomainError
 from gridmgmt.kernel.i18n import gettext as _
 from gridmgmt.kernel.i18n import is_local_path, status_label, translate_message
 from gridmgmt.kernel.models import Role, Unit, User
@@ -79,52 +74,6 @@ def case_context(session: Session) -> CaseContext:
 def signed_in() -> User | None:
     """The signed-in user, or None for an anonymous visitor."""
     return current_user if current_user.is_authenticated else None  # type: ignore[return-value]
-
-
-def uploads(files: MultiDict[str, Any], name: str = "photos") -> list[Upload]:
-    """The non-empty files of a multipart field."""
-    return [Upload(f.filename or "photo", f.read()) for f in files.getlist(name) if f.filename]
-
-
-def report_input(form: MultiDict[str, str], files: MultiDict[str, Any]) -> ReportInput:
-    """A report from form fields (the web form and the JSON API's multipart variant)."""
-    return ReportInput(
-        category_code=form.get("category", ""),
-        lon=form.get("lon", ""),  # type: ignore[arg-type]  # validated by the service
-        lat=form.get("lat", ""),  # type: ignore[arg-type]
-        description=form.get("description", ""),
-        address=form.get("address"),
-        urgent=form.get("urgent") in ("1", "on", "true"),
-        idempotency_key=form.get("idempotency_key") or request.headers.get("Idempotency-Key"),
-        contact={k: form.get(k, "") for k in ("name", "phone", "email")},
-        photos=uploads(files),
-    )
-
-
-def _number(form: MultiDict[str, str], name: str) -> int | None:
-    """An id or version: ASCII digits, else none given; more digits than any id has is an
-    error (Python refuses to read thousands of digits)."""
-    value = form.get(name, "").strip()
-    if not (value.isascii() and value.isdigit()):
-        return None
-    if len(value) > 18:
-        raise InvalidInput(f"{name} is not a known number", field=name)
-    return int(value)
-
-
-def action_input(form: MultiDict[str, str], files: MultiDict[str, Any]) -> ActionInput:
-    """What an action's form (or JSON body) supplies."""
-    return ActionInput(
-        reason=form.get("reason", ""),
-        note=form.get("note", ""),
-        version=_number(form, "version"),
-        photos=uploads(files),
-        unit_id=_number(form, "unit_id"),
-        merge_into=form.get("merge_into"),
-        inspector_id=_number(form, "inspector_id"),
-        extra_value=form.get("extra_value"),
-        extra_unit=form.get("extra_unit"),
-    )
 
 
 def source_for(user: User | None) -> CaseSource:
@@ -187,7 +136,8 @@ def report_submit() -> ResponseReturnValue:
     return redirect(url_for("cases.case_page", case_id=case_id))
 
 
-def _list(query: Any) -> list[Case]:
+def list_cases(query: Any) -> list[Case]:
+    """The first 200 cases of a query, with their classes (for the lists of the pages)."""
     return list(db.session.scalars(query.options(selectinload(Case.category)).limit(200)))
 
 
@@ -195,7 +145,9 @@ def _list(query: Any) -> list[Case]:
 @role_required(Role.INSPECTOR, Role.CITIZEN)
 def my_cases() -> ResponseReturnValue:
     """The cases I reported, newest first."""
-    cases = _list(select(Case).where(Case.reporter_id == current_user.id).order_by(Case.id.desc()))
+    cases = list_cases(
+        select(Case).where(Case.reporter_id == current_user.id).order_by(Case.id.desc())
+    )
     return render_template("cases/list.html", title=_("My cases"), sections=[("", cases)])
 
 
@@ -203,10 +155,10 @@ def my_cases() -> ResponseReturnValue:
 @role_required(Role.INSPECTOR)
 def verification_tasks() -> ResponseReturnValue:
     """Citizen reports to verify and handled cases to check on site (mine or anyone's)."""
-    to_verify = _list(
+    to_verify = list_cases(
         select(Case).where(Case.status == CaseStatus.REPORTED).order_by(Case.reported_at)
     )
-    to_check = _list(
+    to_check = list_cases(
         select(Case)
         .where(
             Case.status == CaseStatus.CHECKING,
@@ -226,15 +178,17 @@ def verification_tasks() -> ResponseReturnValue:
 def inbox() -> ResponseReturnValue:
     """New reports with duplicate suggestions; handled cases to check; checked cases to close."""
     session = db.session()
-    new = _list(
+    new = list_cases(
         select(Case)
         .where(Case.status.in_([CaseStatus.REPORTED, CaseStatus.VERIFIED]))
         .order_by(Case.reported_at)
     )
     duplicates = queries.duplicates_of(session, [c.id for c in new])
-    handled = _list(select(Case).where(Case.status == CaseStatus.HANDLED).order_by(Case.handled_at))
-    checking = _list(select(Case).where(Case.status == CaseStatus.CHECKING).order_by(Case.id))
-    checked = _list(select(Case).where(Case.status == CaseStatus.CHECKED).order_by(Case.id))
+    handled = list_cases(
+        select(Case).where(Case.status == CaseStatus.HANDLED).order_by(Case.handled_at)
+    )
+    checking = list_cases(select(Case).where(Case.status == CaseStatus.CHECKING).order_by(Case.id))
+    checked = list_cases(select(Case).where(Case.status == CaseStatus.CHECKED).order_by(Case.id))
     return render_template(
         "cases/inbox.html",
         new=new,
@@ -248,42 +202,11 @@ def inbox() -> ResponseReturnValue:
     )
 
 
-@bp.get("/board")
-@role_required(Role.DISPATCHER, Role.ADMIN)
-def dispatch_board() -> ResponseReturnValue:
-    """Filed cases to dispatch (with the routed unit or why none), returns, requests."""
-    session = db.session()
-    filed = _list(select(Case).where(Case.status == CaseStatus.FILED).order_by(Case.filed_at))
-    routing = RoutingData.load(session)
-    routes = {c.id: route_case(session, c, routing) for c in filed}
-    returned = _list(select(Case).where(Case.status == CaseStatus.RETURNED).order_by(Case.id))
-    requests = _list(select(Case).where(Case.pending_request.isnot(None)).order_by(Case.updated_at))
-    suspended = _list(select(Case).where(Case.status == CaseStatus.SUSPENDED).order_by(Case.id))
-    overdue = _list(
-        select(Case)
-        .where(Case.overdue_at.isnot(None), Case.status.in_(UNIT_QUEUE[:2]))
-        .order_by(Case.deadline)
-    )
-    units = list(session.scalars(select(Unit).where(Unit.active).order_by(Unit.kind, Unit.code)))
-    return render_template(
-        "cases/board.html",
-        filed=filed,
-        routes=routes,
-        unroutable={cid for cid, r in routes.items() if isinstance(r, Unroutable)},
-        returned=returned,
-        notes=queries.last_notes(session, [c.id for c in returned]),
-        requests=requests,
-        suspended=suspended,
-        overdue=overdue,
-        units=units,
-    )
-
-
 @bp.get("/queue")
 @role_required(Role.UNIT_STAFF)
 def work_queue() -> ResponseReturnValue:
     """My unit's open cases, earliest deadline first; overdue ones marked."""
-    cases = _list(
+    cases = list_cases(
         select(Case)
         .where(Case.unit_id == current_user.unit_id, Case.status.in_(UNIT_QUEUE))
         .order_by(Case.deadline.asc().nulls_last(), Case.id)

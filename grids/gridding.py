@@ -113,6 +113,10 @@ def utm_epsg(lon: float, lat: float) -> int:
     return (32600 if lat >= 0 else 32700) + zone
 
 
+LON_RANGE = (-180.0, 180.0)  # WGS 84 degrees
+LAT_RANGE = (-90.0, 90.0)
+
+
 def check_lon_lat(lon: float, lat: float) -> tuple[float, float]:
     """Validate a WGS 84 coordinate pair and return it as floats.
 
@@ -123,7 +127,7 @@ def check_lon_lat(lon: float, lat: float) -> tuple[float, float]:
         x, y = float(lon), float(lat)
     except (TypeError, ValueError):
         raise InvalidInput(f"coordinates must be numbers, got ({lon!r}, {lat!r})") from None
-    if not (-180.0 <= x <= 180.0) or not (-90.0 <= y <= 90.0):
+    if not (LON_RANGE[0] <= x <= LON_RANGE[1]) or not (LAT_RANGE[0] <= y <= LAT_RANGE[1]):
         raise InvalidInput(
             f"coordinates ({lon}, {lat}) are out of range: longitude -180..180, latitude -90..90"
         )

@@ -1,5 +1,8 @@
-"""OpenAPI 3.0.3 description of the HTTP APIs: Open311 GeoReport v2 and the staff JSON API.
+"""OpenAPI 3.1 description of the HTTP APIs: Open311 GeoReport v2 and the staff JSON API.
 
+The objects' schemas are generated from `cases.schemas`, the definitions the APIs validate
+and serialise with; this module adds what no object says: the paths, their parameters and
+statuses, and Open311's XML element names (taken from `cases.open311`'s own tables).
 `GET /openapi.json` serves the description (built in code, so it follows the app's settings);
 `GET /openapi` is a small page listing every operation. The description is kept truthful by
 `tests/open311/test_schemathesis.py`, which fuzzes every operation against it.
@@ -13,15 +16,16 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from markupsafe import Markup, escape
+from pydantic import TypeAdapter
+from pydantic.json_schema import GenerateJsonSchema
 
-from cases.intake import IDEMPOTENCY_KEY, MAX_DESCRIPTION
-from cases.lifecycle import MAX_PHOTOS, Action
-from cases.models import CaseStatus
-from cases.open311 import DEFAULT_DAYS, MAX_PAGE_SIZE
+from cases import schemas
+from cases.intake import IDEMPOTENCY_KEY
+from cases.open311 import DEFAULT_DAYS, MAX_PAGE_SIZE, PLURALS
 
 bp = Blueprint("openapi", __name__)
 
-OPENAPI_VERSION = "3.0.3"
+OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1.0.0"
 JSON = "application/json"
 XML = "text/xml"
@@ -29,8 +33,21 @@ FORM = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"
 OPEN311_TAG = "Open311 GeoReport v2"
 STAFF_TAG = "Staff JSON API"
-CASE_NUMBER_PATTERN = r"^[0-9]{14,24}$"
+REF = "#/components/schemas/{model}"
 IDEMPOTENCY_PATTERN = rf"^({IDEMPOTENCY_KEY})?$"
+# The element each Open311 record is written as (`respond(fmt, root, item, ...)`).
+XML_NAMES = {
+    "Open311ErrorEntry": "error",
+    "DiscoveryEndpoint": "endpoint",
+    "Discovery": "discovery",
+    "Service": "service",
+    "AttributeValue": "value",
+    "ServiceAttribute": "attribute",
+    "ServiceDefinition": "service_definition",
+    "ServiceRequest": "request",
+    "CreatedRequest": "request",
+    "TokenResult": "request",
+}
 OPEN311_ERRORS = {
     400: "Invalid input: the description says which field and why.",
     403: "api_key missing or not valid.",
@@ -63,36 +80,6 @@ def string(description: str = "", **extra: Any) -> dict[str, Any]:
     return {"type": "string", **({"description": description} if description else {}), **extra}
 
 
-def nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    """The schema, or null."""
-    return {**schema, "nullable": True}
-
-
-def obj(properties: dict[str, Any], xml_name: str | None = None, **extra: Any) -> dict[str, Any]:
-    """A closed object whose properties are all required."""
-    schema: dict[str, Any] = {
-        "type": "object",
-        "required": list(properties),
-        "properties": properties,
-        "additionalProperties": False,
-        **extra,
-    }
-    if xml_name:
-        schema["xml"] = {"name": xml_name}
-    return schema
-
-
-def wrapped_list(item: str, xml_name: str, **extra: Any) -> dict[str, Any]:
-    """An array of `item`; in XML an element `xml_name` holding one element per entry (named
-    by the item schema's own `xml.name`)."""
-    return {
-        "type": "array",
-        "items": ref(item),
-        "xml": {"name": xml_name, "wrapped": True},
-        **extra,
-    }
-
-
 def open311_content(schema: dict[str, Any]) -> dict[str, Any]:
     """The same body as JSON (`.json`) or XML (`.xml`)."""
     return {JSON: {"schema": schema}, XML: {"schema": schema}}
@@ -119,13 +106,7 @@ def open311_errors(*statuses: int) -> dict[str, Any]:
 
 def staff_errors(*statuses: int) -> dict[str, Any]:
     """The staff API's error object for these statuses."""
-    return {
-        str(status): {
-            "description": STAFF_ERRORS[status],
-            "content": {JSON: {"schema": ref("ApiError")}},
-        }
-        for status in statuses
-    }
+    return {str(status): answer(STAFF_ERRORS[status], schemas.ApiError) for status in statuses}
 
 
 # ---------------------------------------------------------------- parameters
@@ -192,268 +173,44 @@ def parameters(jurisdiction: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- schemas
 
 
-def schemas() -> dict[str, Any]:
-    """Component schemas of both APIs."""
-    statuses = [s.value for s in CaseStatus]
-    date_time = string(format="date-time")
+class _Generator(GenerateJsonSchema):
+    """pydantic's JSON Schema (2020-12, as OpenAPI 3.1 takes it), without the titles it makes
+    up from field names."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        """Never: a property's name is its title."""
+        return False
+
+
+def generated(*types: type) -> dict[str, Any]:
+    """The component schemas of these models and TypedDicts (and of what they refer to),
+    named after the classes."""
+    found: dict[str, Any] = {}
+    for kind in types:
+        schema = TypeAdapter(kind).json_schema(ref_template=REF, schema_generator=_Generator)
+        found.update(schema.pop("$defs", {}))
+        found[kind.__name__] = schema
+    return found
+
+
+def with_xml(found: dict[str, Any]) -> dict[str, Any]:
+    """Open311's records with the element names `cases.open311.respond` writes: the record's
+    own (`XML_NAMES`), and a wrapper per list holding one element per entry (`PLURALS`)."""
+    for name, element in XML_NAMES.items():
+        schema = found[name]
+        schema["xml"] = {"name": element}
+        for key, prop in schema["properties"].items():
+            if prop.get("type") == "array":
+                prop["xml"] = {"wrapped": True}
+                if "$ref" not in prop["items"]:
+                    prop["items"]["xml"] = {"name": PLURALS[key]}
+    return found
+
+
+def open311_form(name: str) -> dict[str, Any]:
+    """`POST requests`: the declared fields, and `attribute[CODE]` answers besides them."""
     return {
-        # --- Open311
-        "Open311Error": obj(
-            {
-                "code": {
-                    "type": "integer",
-                    "minimum": 400,
-                    "maximum": 499,
-                    "description": "The HTTP status.",
-                },
-                "description": string("What is wrong, for people."),
-            },
-            xml_name="error",
-        ),
-        "Open311Errors": wrapped_list("Open311Error", "errors", minItems=1),
-        "DiscoveryEndpoint": obj(
-            {
-                "specification": string(format="uri"),
-                "url": string("Base URL of this endpoint.", format="uri"),
-                "changeset": date_time,
-                "type": string(enum=["production", "test"]),
-                "formats": {
-                    "type": "array",
-                    "items": string(enum=[JSON, XML], xml={"name": "format"}),
-                    "xml": {"wrapped": True},
-                },
-            },
-            xml_name="endpoint",
-        ),
-        "Discovery": obj(
-            {
-                "changeset": date_time,
-                "contact": string(),
-                "key_service": string("Where to ask for an api_key."),
-                "endpoints": {
-                    "type": "array",
-                    "items": ref("DiscoveryEndpoint"),
-                    "xml": {"wrapped": True},
-                },
-            },
-            xml_name="discovery",
-        ),
-        "Service": obj(
-            {
-                "service_code": string("Class code: kind letter + major + minor.", example="C0101"),
-                "service_name": string(),
-                "description": string(),
-                "metadata": {
-                    "type": "boolean",
-                    "description": "True when the service has attributes (see its definition).",
-                },
-                "type": string(enum=["realtime", "batch", "blackbox"]),
-                "keywords": string("Comma-separated keywords."),
-                "group": string(example="Component: Public facilities"),
-            },
-            xml_name="service",
-        ),
-        "Services": wrapped_list("Service", "services"),
-        "AttributeValue": obj({"key": string(), "name": string()}, xml_name="value"),
-        "ServiceAttribute": obj(
-            {
-                "variable": {"type": "boolean"},
-                "code": string("Send the answer as the form field `attribute[CODE]`."),
-                "datatype": string(
-                    enum=[
-                        "string",
-                        "number",
-                        "datetime",
-                        "text",
-                        "singlevaluelist",
-                        "multivaluelist",
-                    ]
-                ),
-                "required": {"type": "boolean"},
-                "datatype_description": string(),
-                "order": {"type": "integer", "minimum": 1},
-                "description": string(),
-                "values": {
-                    "type": "array",
-                    "items": ref("AttributeValue"),
-                    "xml": {"wrapped": True},
-                    "description": "The allowed keys of a (single|multi)valuelist; else empty.",
-                },
-            },
-            xml_name="attribute",
-        ),
-        "ServiceDefinition": obj(
-            {
-                "service_code": string(),
-                "attributes": {
-                    "type": "array",
-                    "items": ref("ServiceAttribute"),
-                    "xml": {"wrapped": True},
-                },
-            },
-            xml_name="service_definition",
-        ),
-        "ServiceRequest": obj(
-            {
-                "service_request_id": string("The case number.", pattern=CASE_NUMBER_PATTERN),
-                "status": string(enum=["open", "closed"]),
-                "status_notes": string("The last note on the case, else its detailed status."),
-                "service_name": string(),
-                "service_code": string(),
-                "description": string(),
-                "agency_responsible": nullable(
-                    string("The unit handling the case, once dispatched.")
-                ),
-                "service_notice": string(),
-                "requested_datetime": date_time,
-                "updated_datetime": date_time,
-                "expected_datetime": nullable(string("The deadline.", format="date-time")),
-                "address": string(),
-                "address_id": string(),
-                "zipcode": string(),
-                "lat": {"type": "number", "minimum": -90, "maximum": 90},
-                "long": {"type": "number", "minimum": -180, "maximum": 180},
-                "media_url": string(),
-            },
-            xml_name="request",
-            description="A service request as the public sees it: never the reporter or "
-            "their contact details.",
-        ),
-        "ServiceRequests": wrapped_list("ServiceRequest", "service_requests"),
-        "OneServiceRequest": wrapped_list(
-            "ServiceRequest", "service_requests", minItems=1, maxItems=1
-        ),
-        "CreatedRequest": obj(
-            {
-                "service_request_id": string(pattern=CASE_NUMBER_PATTERN),
-                "token": string("Resolves to the id at `GET tokens/{token}`.", minLength=1),
-                "service_notice": string(),
-                "account_id": string(),
-            },
-            xml_name="request",
-        ),
-        "CreatedRequests": wrapped_list(
-            "CreatedRequest", "service_requests", minItems=1, maxItems=1
-        ),
-        "TokenResult": obj(
-            {
-                "service_request_id": string(pattern=CASE_NUMBER_PATTERN),
-                "token": string(),
-            },
-            xml_name="request",
-        ),
-        "TokenResults": wrapped_list("TokenResult", "service_requests", minItems=1, maxItems=1),
-        "Open311RequestForm": open311_form(multipart=False),
-        "Open311RequestMultipart": open311_form(multipart=True),
-        # --- staff JSON API
-        "ApiError": obj(
-            {
-                "error": {
-                    "type": "object",
-                    "required": ["code", "message"],
-                    "properties": {
-                        "code": string("Machine code, e.g. invalid_input, not_found, conflict."),
-                        "message": string("For people."),
-                    },
-                    "additionalProperties": True,
-                    "description": "May carry details, e.g. `field`, `filename`, `reason`.",
-                }
-            }
-        ),
-        "CaseEvent": obj(
-            {
-                "action": string(enum=[a.value for a in Action]),
-                "from": nullable(string(enum=statuses)),
-                "to": string(enum=statuses),
-                "role": string(),
-                "note": string(),
-                "at": date_time,
-            }
-        ),
-        "CaseSummary": obj(case_properties()),
-        "ReportedCase": obj(
-            {**case_properties(), "url": string("The case page, or the public tracking page.")}
-        ),
-        "Case": obj(
-            {
-                **case_properties(),
-                "events": {"type": "array", "items": ref("CaseEvent")},
-            }
-        ),
-        "ReportBody": report_body("json"),
-        "ReportForm": report_body("form"),
-        "ReportMultipart": report_body("multipart"),
-        "ActionBody": action_body(multipart=False),
-        "ActionMultipart": action_body(multipart=True),
-    }
-
-
-def case_properties() -> dict[str, Any]:
-    """The fields of a case in the staff API (never the reporter's contact details)."""
-    return {
-        "id": {"type": "integer", "format": "int64"},
-        "number": string(pattern=CASE_NUMBER_PATTERN),
-        "status": string(enum=[s.value for s in CaseStatus]),
-        "category": string("Class code."),
-        "category_name": string("In the request's language."),
-        "lon": {"type": "number", "minimum": -180, "maximum": 180},
-        "lat": {"type": "number", "minimum": -90, "maximum": 90},
-        "address": nullable(string()),
-        "urgent": {"type": "boolean"},
-        "deadline": nullable(string(format="date-time")),
-        "unit_id": nullable({"type": "integer"}),
-        "version": {"type": "integer", "minimum": 1, "description": "Send back as `version`."},
-        "rework_count": {"type": "integer", "minimum": 0},
-        "reported_at": string(format="date-time"),
-    }
-
-
-def open311_form(multipart: bool) -> dict[str, Any]:
-    """The fields of `POST requests` (form-encoded, or multipart with photos)."""
-    properties: dict[str, Any] = {
-        "api_key": string("The client's key (or the `api_key` query parameter)."),
-        "jurisdiction_id": string("Optional: empty or this city's id."),
-        "service_code": string("A code of `GET services`.", example="E0102"),
-        "lat": {
-            "type": "number",
-            "minimum": -90,
-            "maximum": 90,
-            "description": "WGS 84 latitude; the point must lie inside the city.",
-        },
-        "long": {
-            "type": "number",
-            "minimum": -180,
-            "maximum": 180,
-            "description": "WGS 84 longitude.",
-        },
-        "address_string": string(
-            "Kept with the case. This city does not geocode: lat and long are required."
-        ),
-        "address_id": string("Not used (no address database): lat and long are required."),
-        "description": string(maxLength=MAX_DESCRIPTION),
-        "email": string("Never published."),
-        "device_id": string("Scopes the idempotency key with the api_key."),
-        "account_id": string("Echoed in the response."),
-        "first_name": string("Never published."),
-        "last_name": string("Never published."),
-        "phone": string("Never published."),
-        "media_url": string(
-            "A photo the client hosts: an http(s) URL.", pattern=r"^(https?://\S{1,2000})?$"
-        ),
-        "idempotency_key": string("As the `Idempotency-Key` header (the header wins)."),
-    }
-    if multipart:
-        properties["media"] = {
-            "type": "array",
-            "maxItems": MAX_PHOTOS,
-            "items": string(format="binary"),
-            "description": "Photos: JPEG, PNG or WebP, up to 10 MB each. They are decoded, "
-            "re-encoded without metadata and kept with the case.",
-        }
-    return {
-        "type": "object",
-        "required": ["service_code", "lat", "long"],
-        "properties": properties,
+        **OPEN311_COMPONENTS[name],
         "additionalProperties": {"type": "string"},
         "description": "Answers to the service's attributes go in free-form fields named "
         "`attribute[CODE]` (e.g. `attribute[cover_state]=missing`), checked against the "
@@ -462,58 +219,35 @@ def open311_form(multipart: bool) -> dict[str, Any]:
     }
 
 
-def report_body(kind: str) -> dict[str, Any]:
-    """The fields of `POST /api/reports` as `json`, `form` or `multipart` (with photos)."""
-    properties: dict[str, Any] = {
-        "category": string("Class code.", example="E0102"),
-        "lon": {"type": "number", "minimum": -180, "maximum": 180},
-        "lat": {"type": "number", "minimum": -90, "maximum": 90},
-        "description": string(maxLength=MAX_DESCRIPTION),
-        "address": string(),
-        "urgent": {"type": "boolean"}
-        if kind == "json"
-        else string("`1`, `on` or `true` for urgent.", enum=["", "0", "1", "on", "true", "false"]),
-        "idempotency_key": string(
-            "8-128 letters, digits or . _ : - (or the Idempotency-Key header).",
-            pattern=IDEMPOTENCY_PATTERN,
-        ),
-        "name": string("Reporter's contact, never published."),
-        "phone": string("Reporter's contact, never published."),
-        "email": string("Reporter's contact, never published."),
+def wrapped_list(item: str, xml_name: str, **extra: Any) -> dict[str, Any]:
+    """An array of `item`; in XML an element `xml_name` holding one element per entry (named
+    by the item schema's own `xml.name`)."""
+    return {
+        "type": "array",
+        "items": ref(item),
+        "xml": {"name": xml_name, "wrapped": True},
+        **extra,
     }
-    if kind == "multipart":
-        properties["photos"] = {
-            "type": "array",
-            "maxItems": MAX_PHOTOS,
-            "items": string(format="binary"),
-            "description": "JPEG, PNG or WebP, up to 10 MB each.",
-        }
-    return {"type": "object", "required": ["category", "lon", "lat"], "properties": properties}
 
 
-def action_body(multipart: bool) -> dict[str, Any]:
-    """The fields of `POST /api/cases/{case_id}/actions/{action}` (each action reads its own)."""
-    properties: dict[str, Any] = {
-        "version": {
-            "type": "integer",
-            "minimum": 0,
-            "description": "The version you saw: a stale one is a 409.",
-        },
-        "reason": string("Return, reject, invalidate, extension and suspension requests."),
-        "note": string("Report done, check fail..."),
-        "unit_id": {"type": "integer", "minimum": 0, "description": "Dispatch to this unit."},
-        "inspector_id": {"type": "integer", "minimum": 0, "description": "Who checks on site."},
-        "merge_into": string("Case number to merge into."),
-        "extra_value": string("Extension asked: amount..."),
-        "extra_unit": string("...in `hours` or `days`."),
+OPEN311_COMPONENTS = with_xml(generated(*schemas.OPEN311_RECORDS))
+
+
+def components() -> dict[str, Any]:
+    """Component schemas of both APIs: generated from `cases.schemas`, plus Open311's lists."""
+    one = {"minItems": 1, "maxItems": 1}
+    return {
+        **OPEN311_COMPONENTS,
+        "Open311RequestForm": open311_form("Open311RequestForm"),
+        "Open311Upload": open311_form("Open311Upload"),
+        "Open311Errors": wrapped_list("Open311ErrorEntry", "errors", minItems=1),
+        "Services": wrapped_list("Service", "services"),
+        "ServiceRequests": wrapped_list("ServiceRequest", "service_requests"),
+        "OneServiceRequest": wrapped_list("ServiceRequest", "service_requests", **one),
+        "CreatedRequests": wrapped_list("CreatedRequest", "service_requests", **one),
+        "TokenResults": wrapped_list("TokenResult", "service_requests", **one),
+        **generated(*schemas.STAFF_MODELS),
     }
-    if multipart:
-        properties["photos"] = {
-            "type": "array",
-            "maxItems": MAX_PHOTOS,
-            "items": string(format="binary"),
-        }
-    return {"type": "object", "properties": properties}
 
 
 # ---------------------------------------------------------------- paths
@@ -647,7 +381,7 @@ def open311_paths() -> dict[str, Any]:
                     "content": {
                         FORM: {"schema": ref("Open311RequestForm")},
                         MULTIPART: {
-                            "schema": ref("Open311RequestMultipart"),
+                            "schema": ref("Open311Upload"),
                             "encoding": {
                                 "media": {"contentType": "image/jpeg, image/png, image/webp"}
                             },
@@ -704,10 +438,29 @@ def open311_paths() -> dict[str, Any]:
     }
 
 
+def answer(description: str, model: type) -> dict[str, Any]:
+    """A staff API answer: the model's JSON."""
+    return {"description": description, "content": {JSON: {"schema": ref(model.__name__)}}}
+
+
+def body(fields: type, upload: type, required: bool) -> dict[str, Any]:
+    """A staff API body: JSON or form fields, or multipart with the photos."""
+    return {
+        "required": required,
+        "content": {
+            JSON: {"schema": ref(fields.__name__)},
+            FORM: {"schema": ref(fields.__name__)},
+            MULTIPART: {"schema": ref(upload.__name__)},
+        },
+    }
+
+
 def staff_paths() -> dict[str, Any]:
     """The staff and reporters' JSON API."""
     signed_in = [{"sessionCookie": []}]
     with_csrf = [{"sessionCookie": [], "csrfToken": []}]
+    reported = schemas.ReportedCase
+    action = {"name": "action", "in": "path", "required": True, "schema": ref("Action")}
     return {
         "/api/reports": {
             "post": {
@@ -718,23 +471,10 @@ def staff_paths() -> dict[str, Any]:
                 "session cookie that holds their CSRF token.",
                 "security": with_csrf,
                 "parameters": [p("staff_idempotency_header")],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        JSON: {"schema": ref("ReportBody")},
-                        FORM: {"schema": ref("ReportForm")},
-                        MULTIPART: {"schema": ref("ReportMultipart")},
-                    },
-                },
+                "requestBody": body(schemas.ReportBody, schemas.ReportUpload, required=True),
                 "responses": {
-                    "201": {
-                        "description": "The new case.",
-                        "content": {JSON: {"schema": ref("ReportedCase")}},
-                    },
-                    "200": {
-                        "description": "A retry with the same key: the first case.",
-                        "content": {JSON: {"schema": ref("ReportedCase")}},
-                    },
+                    "201": answer("The new case.", reported),
+                    "200": answer("A retry with the same key: the first case.", reported),
                     **staff_errors(400, 403, 413, 422),
                 },
             }
@@ -747,10 +487,7 @@ def staff_paths() -> dict[str, Any]:
                 "security": signed_in,
                 "parameters": [p("case_id")],
                 "responses": {
-                    "200": {
-                        "description": "The case.",
-                        "content": {JSON: {"schema": ref("Case")}},
-                    },
+                    "200": answer("The case.", schemas.CaseDetail),
                     **staff_errors(403, 404),
                 },
             }
@@ -759,31 +496,14 @@ def staff_paths() -> dict[str, Any]:
             "post": {
                 "tags": [STAFF_TAG],
                 "operationId": "apiAct",
-                "summary": "Apply an action of the lifecycle to a case",
+                "summary": "Apply an action of the lifecycle to a case (others are a 400)",
                 "security": with_csrf,
-                "parameters": [
-                    p("case_id"),
-                    {
-                        "name": "action",
-                        "in": "path",
-                        "required": True,
-                        "description": "An action of the transition table (others are a 400).",
-                        "schema": string(enum=[a.value for a in Action]),
-                    },
-                ],
-                "requestBody": {
-                    "required": False,
-                    "content": {
-                        JSON: {"schema": ref("ActionBody")},
-                        FORM: {"schema": ref("ActionBody")},
-                        MULTIPART: {"schema": ref("ActionMultipart")},
-                    },
-                },
+                "parameters": [p("case_id"), action],
+                "requestBody": body(schemas.ActionBody, schemas.ActionUpload, required=False),
                 "responses": {
-                    "200": {
-                        "description": "The case after the action, with its events.",
-                        "content": {JSON: {"schema": ref("Case")}},
-                    },
+                    "200": answer(
+                        "The case after the action, with its events.", schemas.CaseDetail
+                    ),
                     **staff_errors(400, 403, 404, 409, 413),
                 },
             }
@@ -813,7 +533,7 @@ def build_spec(
         ],
         "paths": {**open311_paths(), **staff_paths()},
         "components": {
-            "schemas": schemas(),
+            "schemas": components(),
             "parameters": parameters(jurisdiction),
             "securitySchemes": {
                 "sessionCookie": {

@@ -243,13 +243,13 @@ def test_operation_matches_its_description(
 
 
 def test_the_description_covers_every_route(app: Flask) -> None:
-    """The served document is valid OpenAPI 3.0 and has exactly the routes of Open311 and the
+    """The served document is valid OpenAPI 3.1 and has exactly the routes of Open311 and the
     staff JSON API."""
-    from schemathesis.specs.openapi.definitions import OPENAPI_30_VALIDATOR
+    from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
     document = app.test_client().get("/openapi.json").get_json()
-    assert document["openapi"] == "3.0.3"
-    assert [str(e) for e in OPENAPI_30_VALIDATOR.iter_errors(document)] == []
+    assert document["openapi"] == "3.1.0"
+    assert [str(e) for e in OPENAPI_31_VALIDATOR.iter_errors(document)] == []
     routes = {
         (method, rule.rule.replace("<int:", "<"))
         for rule in app.url_map.iter_rules()
