@@ -36,3 +36,5 @@ OPEN_STATUSES = frozenset(CaseStatus) - {
 ENDED_STATUSES = frozenset(CaseStatus) - OPEN_STATUSES  # closed, and cases that never became one
 # A unit has the case: its deadline counts.
 DEADLINE_RUNS = (CaseStatus.DISPATCHED, CaseStatus.IN_PROGRESS)
+# Reports that never became a case (refused, invalid, merged): never in public counts.
+NEVER_CASES = ENDED_STATUSES - {CaseStatus.CLOSED}

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from cases.status import DEADLINE_RUNS
+from cases.status import DEADLINE_RUNS, CaseStatus
 from gridmgmt.kernel.db import sql_in
 from maps.aggregate import Tally
 from maps.services import CLOSED_ON_TIME
@@ -49,7 +49,7 @@ _PARTS = """
     UNION ALL
     SELECT {key}, 1, 1, 0, 0, 0, 0, 0, 0, 0.0
     FROM cases c
-    WHERE c.status = 'suspended' AND c.unit_id IS NOT NULL AND c.dispatched_at < :end
+    WHERE {suspended} AND c.unit_id IS NOT NULL AND c.dispatched_at < :end
       AND (CAST(:urgent AS boolean) IS NULL OR c.urgent = :urgent)
 """
 # Whole days before the rollup's `through` come from the materialised view evaluation_days
@@ -126,7 +126,10 @@ def _tallies(
     params = {**period.params(), "urgent": urgent, "now": now}
     params["live_start"] = params["start"]
     parts = _PARTS.format(
-        key=key, running=sql_in("c.status", DEADLINE_RUNS), closed_on_time=CLOSED_ON_TIME
+        key=key,
+        running=sql_in("c.status", DEADLINE_RUNS),
+        suspended=sql_in("c.status", [CaseStatus.SUSPENDED]),
+        closed_on_time=CLOSED_ON_TIME,
     )
     through = rollup_through(session)
     if through is not None and through > period.start:

@@ -28,7 +28,8 @@ from redis.exceptions import RedisError
 from sqlalchemy import select, text
 
 from cases.models import CaseSource, CaseStatus, Category, MajorClass
-from gridmgmt.kernel.db import db
+from cases.status import NEVER_CASES
+from gridmgmt.kernel.db import db, sql_in
 from gridmgmt.kernel.errors import InvalidInput
 from gridmgmt.kernel.i18n import current_lang
 from gridmgmt.kernel.i18n import gettext as _
@@ -330,14 +331,14 @@ def dashboard() -> ResponseReturnValue:
     )
 
 
-OPEN_DATA_SQL = """
+OPEN_DATA_SQL = f"""
     SELECT c.number, k.code AS category, k.name_en AS category_name, c.status, c.source,
            c.reported_at, c.closed_at, c.deadline, a.code AS community,
            round(ST_X(c.location)::numeric, 4) AS lon, round(ST_Y(c.location)::numeric, 4) AS lat
     FROM cases c JOIN categories k ON k.id = c.category_id
     LEFT JOIN areas a ON a.id = c.community_id
     WHERE c.reported_at >= :start AND c.reported_at < :end
-      AND c.status NOT IN ('invalid', 'rejected', 'merged')
+      AND NOT {sql_in("c.status", NEVER_CASES)}
     ORDER BY c.id
 """
 
