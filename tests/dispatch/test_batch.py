@@ -35,9 +35,10 @@ from cases.lifecycle import ActionInput
 from cases.models import CaseSource
 from cases.views import case_context
 from dispatch import jobs
-from dispatch.batch import BatchResult, RoutingData, dispatch_batch
+from dispatch.batch import BatchResult, dispatch_batch
 from dispatch.jobs import dispatch_cases, find_hotspots, sweep_filed, watch_deadlines
 from dispatch.routing import Route, RuleView, Unroutable, choose_unit
+from dispatch.services import RoutingData
 from gridmgmt import create_app
 from gridmgmt.kernel.business_calendar import BusinessCalendar
 from gridmgmt.kernel.calendar_store import get_calendar
