@@ -5,7 +5,7 @@ VENV := .venv
 STACK := scripts/stack.sh
 PYTEST_ARGS ?=
 
-.PHONY: run test up down migrate lint deps venv
+.PHONY: run test up down migrate lint deps venv translations catalogue
 
 deps:
 	@$(STACK) deps
@@ -16,7 +16,20 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/pip install -q -r requirements.txt
 	touch $@
 
-venv: deps $(VENV)/.installed
+venv: deps $(VENV)/.installed translations
+
+# The compiled catalogues Flask-Babel reads (git-ignored), rebuilt when a .po changes.
+I18N := gridmgmt/translations
+translations: $(I18N)/zh/LC_MESSAGES/messages.mo
+
+$(I18N)/%/LC_MESSAGES/messages.mo: $(I18N)/%/LC_MESSAGES/messages.po $(VENV)/.installed
+	$(VENV)/bin/pybabel -q compile -d $(I18N) -l $* --statistics
+
+# After changing messages in the code or templates: extract them all and merge them into each
+# .po (new ones untranslated, changed ones fuzzy); then translate and run the tests.
+catalogue: $(VENV)/.installed
+	$(VENV)/bin/pybabel -q extract -F babel.cfg --project=gridmgmt -o $(I18N)/messages.pot .
+	$(VENV)/bin/pybabel -q update -i $(I18N)/messages.pot -d $(I18N)
 
 up: venv
 	@$(STACK) up
@@ -24,15 +37,16 @@ up: venv
 migrate: up
 	@eval "$$($(STACK) env)" && export DATABASE_URL REDIS_URL && $(VENV)/bin/alembic upgrade head
 
-run: migrate
+run: migrate translations
 	@scripts/run.sh
 
-test: up
+test: up translations
 	@eval "$$($(STACK) env)" && export DATABASE_URL REDIS_URL && $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 down:
 	@$(STACK) down

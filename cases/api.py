@@ -47,7 +47,7 @@ def create_report() -> ResponseReturnValue:
             else url_for("cases.track_case", number=case.number)
         )
         body = ReportedCase.reported(case, target).json_body()
-    flash(_("Case {number} reported.", number=body["number"]), "ok")  # shown on the next page
+    flash(_("Case %(number)s reported.", number=body["number"]), "ok")  # shown on the next page
     return jsonify(body), 201 if result.created else 200
 
 

@@ -55,26 +55,30 @@ def _limit(raw: Any, where: str) -> tuple[Decimal, str] | tuple[None, None]:
         unit = LimitUnit(raw["unit"]).value
     except (KeyError, TypeError, ValueError, InvalidOperation):
         raise InvalidInput(
-            f"{where}: a limit is {{'value': number > 0, 'unit': 'hours' | 'days'}}"
+            "%(where)s: a limit is {'value': number > 0, 'unit': 'hours' | 'days'}", where=where
         ) from None
     if not value.is_finite() or not 0 < value < MAX_LIMIT:
-        raise InvalidInput(f"{where}: a limit is a number above 0 and below {MAX_LIMIT}")
+        raise InvalidInput(
+            "%(where)s: a limit is a number above 0 and below %(most)s", where=where, most=MAX_LIMIT
+        )
     return value, unit
 
 
 def _minor_values(raw: dict[str, Any], where: str) -> dict[str, Any]:
     missing = [f for f in ("code", "name_zh", "name_en", "limit", "unit_type") if f not in raw]
     if missing:
-        raise InvalidInput(f"{where}: missing {', '.join(missing)}")
+        raise InvalidInput("%(where)s: missing %(fields)s", where=where, fields=", ".join(missing))
     if not _TWO_DIGITS.fullmatch(str(raw["code"])):
-        raise InvalidInput(f"{where}: a minor code is 2 digits")
+        raise InvalidInput("%(where)s: a minor code is 2 digits", where=where)
     try:
         unit_type = UnitType(raw["unit_type"]).value
     except ValueError:
-        raise InvalidInput(f"{where}: unknown unit_type {raw['unit_type']!r}") from None
+        raise InvalidInput(
+            "%(where)s: unknown unit_type %(unit_type)r", where=where, unit_type=raw["unit_type"]
+        ) from None
     limit_value, limit_unit = _limit(raw["limit"], where)
     if limit_value is None:
-        raise InvalidInput(f"{where}: limit is required")
+        raise InvalidInput("%(where)s: limit is required", where=where)
     urgent_value, urgent_unit = _limit(raw.get("urgent_limit"), where)
     values: dict[str, Any] = {f: str(raw.get(f) or "") for f in _TEXT_FIELDS}
     values.update(
@@ -89,7 +93,7 @@ def _minor_values(raw: dict[str, Any], where: str) -> dict[str, Any]:
         attributes=_list_of(raw, "attributes", dict, where),
     )
     if not all(isinstance(a.get("code"), str) and a["code"] for a in values["attributes"]):
-        raise InvalidInput(f"{where}: every attribute needs a 'code'")
+        raise InvalidInput("%(where)s: every attribute needs a 'code'", where=where)
     return values
 
 
@@ -97,7 +101,12 @@ def _list_of(raw: dict[str, Any], field: str, kind: type, where: str) -> list[An
     """An optional list field whose items are all of `kind`."""
     items = raw.get(field) or []
     if not isinstance(items, list) or not all(isinstance(item, kind) for item in items):
-        raise InvalidInput(f"{where}: {field} is a list of {kind.__name__}")
+        raise InvalidInput(
+            "%(where)s: %(field_name)s is a list of %(type)s",
+            where=where,
+            field_name=field,
+            type=kind.__name__,
+        )
     return items
 
 
@@ -105,7 +114,11 @@ def _count(raw: dict[str, Any], field: str, default: int, where: str) -> int:
     """An optional whole number of at least 0."""
     value = raw.get(field, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInput(f"{where}: {field} is a whole number of at least 0")
+        raise InvalidInput(
+            "%(where)s: %(field_name)s is a whole number of at least 0",
+            where=where,
+            field_name=field,
+        )
     return value
 
 
@@ -118,11 +131,13 @@ def read_catalogue(path: str | Path = DEFAULT_CATALOGUE) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+        raise InvalidInput(
+            "cannot read %(path)s: %(reason)s", path=path, reason=exc.strerror
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{path} is not valid JSON: {exc}") from None
+        raise InvalidInput("%(path)s is not valid JSON: %(error)s", path=path, error=exc) from None
     if not isinstance(data, dict) or not isinstance(data.get("majors"), list):
-        raise InvalidInput(f"{path} is not a category catalogue (no 'majors' list)")
+        raise InvalidInput("%(path)s is not a category catalogue (no 'majors' list)", path=path)
     return data
 
 
@@ -140,7 +155,7 @@ def load_catalogue(session: Session, path: str | Path = DEFAULT_CATALOGUE) -> Lo
     for i, raw_major in enumerate(data["majors"], start=1):
         minors = (raw_major.get("minors") or []) if isinstance(raw_major, dict) else None
         if not isinstance(minors, list) or not all(isinstance(m, dict) for m in minors):
-            raise InvalidInput(f"major class {i}: needs a list of minor classes")
+            raise InvalidInput("major class %(index)s: needs a list of minor classes", index=i)
         try:
             kind = CategoryKind(raw_major["kind"])
             major_code = str(raw_major["code"])
@@ -148,7 +163,7 @@ def load_catalogue(session: Session, path: str | Path = DEFAULT_CATALOGUE) -> Lo
                 raise ValueError(major_code)
         except (KeyError, ValueError):
             raise InvalidInput(
-                f"major class {i}: needs kind (component|event) and a 2-digit code"
+                "major class %(index)s: needs kind (component|event) and a 2-digit code", index=i
             ) from None
         where = f"{kind.value} major {major_code}"
         major = majors.get((kind.value, major_code))
@@ -163,7 +178,7 @@ def load_catalogue(session: Session, path: str | Path = DEFAULT_CATALOGUE) -> Lo
             values = _minor_values(raw_minor, minor_where)
             code = category_code(kind, major_code, str(raw_minor["code"]))
             if code in seen:
-                raise InvalidInput(f"{minor_where}: listed twice in the file")
+                raise InvalidInput("%(where)s: listed twice in the file", where=minor_where)
             seen.add(code)
             category = categories.get(code)
             if category is None:

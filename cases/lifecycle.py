@@ -289,7 +289,7 @@ class Decision:
     allowed: bool
     to: S | None = None
     refusal: Refusal | None = None
-    reason: Message = field(default_factory=lambda: Message(""))
+    reason: Message | None = None  # why it was refused
 
     @classmethod
     def refuse(cls, refusal: Refusal, reason: str, **params: Any) -> Decision:
@@ -972,6 +972,8 @@ def actor_of(user: User | None) -> Actor:
 
 def refused(decision: Decision) -> DomainError:
     """The domain error a refusal is answered with."""
+    if decision.allowed or decision.reason is None:
+        raise LifecycleError("only a refusal with its reason is answered with an error")
     if decision.refusal == Refusal.ROLE:
         return Forbidden(decision.reason)
     if decision.refusal == Refusal.UNIT:

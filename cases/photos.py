@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from gridmgmt.kernel.errors import InvalidInput, NotFound
+from gridmgmt.kernel.errors import InvalidInput, Message, NotFound
 
 ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 MAX_BYTES = 10 * 1024 * 1024  # default size limit of an upload
@@ -89,12 +89,15 @@ def store_photo(
             more than MAX_PIXELS, or animated.
     """
     if not data:
-        raise _error(filename, "empty", "the file is empty")
+        raise _error(filename, "empty", Message("the file is empty"))
     if len(data) > max_bytes:
         raise _error(
             filename,
             "too_large",
-            f"it is {len(data)} bytes, more than the {max_bytes} allowed",
+            Message(
+                "it is %(size)s bytes, more than the %(most)s allowed",
+                {"size": len(data), "most": max_bytes},
+            ),
             PhotoTooLarge,
         )
     image, fmt = _decode(data, filename)
@@ -128,8 +131,9 @@ def open_stored(root: Path, relative: str) -> Path:
         NotFound: the name is well-formed but no such file is stored.
     """
     refused = PhotoError(
-        f"{relative!r} is not a stored photo path.",
+        "%(path)r is not a stored photo path.",
         details={"path": relative, "reason": "bad_path"},
+        path=relative,
     )
     if not _STORED_NAME.fullmatch(relative):
         raise refused
@@ -138,15 +142,18 @@ def open_stored(root: Path, relative: str) -> Path:
     if not path.is_relative_to(base):  # a symlink inside the root pointing out of it
         raise refused
     if not path.is_file():
-        raise NotFound(f"No stored photo {relative!r}.", details={"path": relative})
+        raise NotFound("No stored photo %(path)r.", details={"path": relative}, path=relative)
     return path
 
 
-def _error(filename: str, reason: str, why: str, cls: type[PhotoError] = PhotoError) -> PhotoError:
+def _error(
+    filename: str, reason: str, why: Message, cls: type[PhotoError] = PhotoError
+) -> PhotoError:
     """A PhotoError whose message names the file and says why it was refused."""
     name = "".join(ch for ch in filename if ch.isprintable())[:200] or "(unnamed upload)"
     return cls(
-        f"Photo {name!r} was refused: {why}.", details={"filename": filename, "reason": reason}
+        Message("Photo %(name)r was refused: %(why)s.", {"name": name, "why": why}),
+        details={"filename": filename, "reason": reason},
     )
 
 
@@ -159,24 +166,31 @@ def _decode(data: bytes, filename: str) -> tuple[Image.Image, str]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         # Pillow's own, higher limit; the warning is raised when warnings are errors.
         raise _error(
-            filename, "too_many_pixels", f"it has more than the {MAX_PIXELS} pixels allowed"
+            filename,
+            "too_many_pixels",
+            Message("it has more than the %(most)s pixels allowed", {"most": MAX_PIXELS}),
         ) from None
     except Exception as exc:  # Pillow's plugins raise many types on malformed headers
-        raise _error(filename, "corrupt", f"the image cannot be read ({exc})") from None
+        raise _error(
+            filename, "corrupt", Message("the image cannot be read (%(error)s)", {"error": exc})
+        ) from None
 
     # A JPEG with extra images (previews, depth maps: MPO) is a JPEG; only its first is kept.
     fmt = "JPEG" if probe.format == "MPO" else str(probe.format)
     width, height = probe.size
     if not width or not height:
-        raise _error(filename, "corrupt", "the image has no pixels")
+        raise _error(filename, "corrupt", Message("the image has no pixels"))
     if width * height > MAX_PIXELS:
         raise _error(
             filename,
             "too_many_pixels",
-            f"it is {width}x{height} pixels, more than the {MAX_PIXELS} allowed",
+            Message(
+                "it is %(width)sx%(height)s pixels, more than the %(most)s allowed",
+                {"width": width, "height": height, "most": MAX_PIXELS},
+            ),
         )
     if fmt != "JPEG" and getattr(probe, "n_frames", 1) > 1:
-        raise _error(filename, "animated", "animated images are not accepted")
+        raise _error(filename, "animated", Message("animated images are not accepted"))
 
     try:
         probe.verify()
@@ -187,26 +201,37 @@ def _decode(data: bytes, filename: str) -> tuple[Image.Image, str]:
     except MemoryError:
         raise
     except Exception as exc:  # truncated data, bad checksums, broken EXIF...
-        raise _error(filename, "corrupt", f"the image is damaged or truncated ({exc})") from None
+        raise _error(
+            filename,
+            "corrupt",
+            Message("the image is damaged or truncated (%(error)s)", {"error": exc}),
+        ) from None
     return upright, fmt
 
 
-def _why_unidentified(data: bytes) -> tuple[str, str]:
+def _why_unidentified(data: bytes) -> tuple[str, Message]:
     """Reason and explanation for data that no accepted format's decoder recognises."""
-    accepted = ", ".join(ALLOWED_FORMATS)
+    accepted = {"accepted": ", ".join(ALLOWED_FORMATS)}
     if data.startswith(b"%PDF"):
-        return "not_an_image", f"it is a PDF document, not an image; only {accepted} are accepted"
+        return "not_an_image", Message(
+            "it is a PDF document, not an image; only %(accepted)s are accepted", accepted
+        )
     try:
         with Image.open(io.BytesIO(data)) as other:
             other_format = other.format
     except Exception:  # unknown to every plugin, which is the common case
         other_format = None
     if other_format:
-        return "format_not_allowed", f"it is a {other_format} image; only {accepted} are accepted"
+        return "format_not_allowed", Message(
+            "it is a %(format)s image; only %(accepted)s are accepted",
+            {"format": other_format, **accepted},
+        )
     for fmt, signatures in _SIGNATURES.items():
         if data.startswith(signatures) and (fmt != "WEBP" or data[8:12] == b"WEBP"):
-            return "corrupt", f"it looks like a {fmt} image but is damaged or truncated"
-    return "not_an_image", f"it is not an image; only {accepted} are accepted"
+            return "corrupt", Message(
+                "it looks like a %(format)s image but is damaged or truncated", {"format": fmt}
+            )
+    return "not_an_image", Message("it is not an image; only %(accepted)s are accepted", accepted)
 
 
 def _output_mode(image: Image.Image, fmt: str) -> str:

@@ -43,7 +43,7 @@ from gridmgmt.kernel.calendar_store import city_calendar
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.errors import DomainError
 from gridmgmt.kernel.i18n import gettext as _
-from gridmgmt.kernel.i18n import is_local_path, status_label, translate_message
+from gridmgmt.kernel.i18n import is_local_path, status_label
 from gridmgmt.kernel.models import Role, Unit, User
 from gridmgmt.kernel.web import role_required
 from grids.services import territory_centre
@@ -121,7 +121,7 @@ def report_submit() -> ResponseReturnValue:
             )
             case_id, number = result.case_id, result.number
     except DomainError as err:
-        flash(translate_message(err.message), "error")
+        flash(err.render(_), "error")
         return render_template(
             "cases/report.html",
             majors=catalogue(db.session()),
@@ -130,7 +130,7 @@ def report_submit() -> ResponseReturnValue:
             centre=territory_centre(db.session()),
             form=request.form,
         ), err.status
-    flash(_("Case {number} reported.", number=number), "ok")
+    flash(_("Case %(number)s reported.", number=number), "ok")
     if user is None:
         return redirect(url_for("cases.track_case", number=number))
     return redirect(url_for("cases.case_page", case_id=case_id))
@@ -266,13 +266,17 @@ def run_action(case_id: int, perform: Perform) -> ResponseReturnValue:
         with db.transaction() as session:
             case = perform(session, data, case_context(session))
             flash(
-                _("Case {number}: {status}.", number=case.number, status=status_label(case.status)),
+                _(
+                    "Case %(number)s: %(status)s.",
+                    number=case.number,
+                    status=status_label(case.status),
+                ),
                 "ok",
             )
     except DomainError as err:
         if err.status == 404:
             abort(404)
-        flash(translate_message(err.message), "error")
+        flash(err.render(_), "error")
     target = form.get("next", "")
     return redirect(
         target if is_local_path(target) else url_for("cases.case_page", case_id=case_id)

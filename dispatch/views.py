@@ -86,7 +86,7 @@ def retry(job_id: str) -> ResponseReturnValue:
                 registry.requeue(job_id)
             except NoSuchJobError:
                 abort(404)
-            flash(_("Job {job} is queued again.", job=job_id), "ok")
+            flash(_("Job %(job)s is queued again.", job=job_id), "ok")
             return redirect(url_for("dispatch.failed"))
     abort(404)
 

@@ -47,7 +47,11 @@ class Feature:
         if value is None or str(value).strip() == "":
             available = ", ".join(sorted(self.properties)) or "none"
             raise InvalidInput(
-                f"{self.label()} has no field {field!r} (fields: {available})", field=field
+                "%(feature)s has no field %(field_name)r (fields: %(available)s)",
+                field=field,
+                feature=self.label(),
+                field_name=field,
+                available=available,
             )
         return str(value).strip()
 
@@ -62,29 +66,37 @@ def load_layer(path: str | Path) -> dict[str, Any]:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+        raise InvalidInput(
+            "cannot read %(path)s: %(reason)s", path=path, reason=exc.strerror
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"{path} is not valid GeoJSON: {exc}") from None
+        raise InvalidInput(
+            "%(path)s is not valid GeoJSON: %(error)s", path=path, error=exc
+        ) from None
     if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
-        raise InvalidInput(f"{path} is not a GeoJSON FeatureCollection")
+        raise InvalidInput("%(path)s is not a GeoJSON FeatureCollection", path=path)
     crs_object = data.get("crs") or {}
     crs_properties = crs_object.get("properties") if isinstance(crs_object, dict) else None
     if not isinstance(crs_object, dict) or not isinstance(crs_properties or {}, dict):
-        raise InvalidInput(f"{path}: 'crs' is not a GeoJSON CRS object")
+        raise InvalidInput("%(path)s: 'crs' is not a GeoJSON CRS object", path=path)
     crs = (crs_properties or {}).get("name")
     if crs is not None and crs not in WGS84_NAMES:
         raise InvalidInput(
-            f"{path} is in CRS {crs}; gridmgmt imports WGS 84 (EPSG:4326) only: "
-            "reproject first, e.g. ogr2ogr -t_srs EPSG:4326 out.geojson in.geojson"
+            "%(path)s is in CRS %(crs)s; gridmgmt imports WGS 84 (EPSG:4326) only: "
+            "reproject first, e.g. ogr2ogr -t_srs EPSG:4326 out.geojson in.geojson",
+            path=path,
+            crs=crs,
         )
     features = data.get("features")
     if not features:
-        raise InvalidInput(f"{path} has no features")
+        raise InvalidInput("%(path)s has no features", path=path)
     if not isinstance(features, list):
-        raise InvalidInput(f"{path}: 'features' is not a list")
+        raise InvalidInput("%(path)s: 'features' is not a list", path=path)
     for index, feature in enumerate(features, start=1):
         if not isinstance(feature, dict) or not isinstance(feature.get("properties") or {}, dict):
-            raise InvalidInput(f"{path}: feature {index} is not a GeoJSON Feature")
+            raise InvalidInput(
+                "%(path)s: feature %(index)s is not a GeoJSON Feature", path=path, index=index
+            )
     return data
 
 
@@ -101,24 +113,31 @@ def polygon_features(data: dict[str, Any], make_valid: bool = False) -> Iterator
         try:
             geom: BaseGeometry = shape(raw["geometry"])
         except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.ShapelyError):
-            raise InvalidInput(f"{where}: missing or malformed geometry") from None
+            raise InvalidInput("%(where)s: missing or malformed geometry", where=where) from None
         if not isinstance(geom, Polygon | MultiPolygon) or geom.is_empty:
-            raise InvalidInput(f"{where}: geometry is {geom.geom_type}, expected a polygon")
+            raise InvalidInput(
+                "%(where)s: geometry is %(geom_type)s, expected a polygon",
+                where=where,
+                geom_type=geom.geom_type,
+            )
         minx, miny, maxx, maxy = geom.bounds
         if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
             raise InvalidInput(
-                f"{where}: coordinates out of WGS 84 range (bounds {geom.bounds}); "
-                "the file is probably in a projected CRS: reproject it to EPSG:4326"
+                "%(where)s: coordinates out of WGS 84 range (bounds %(bounds)s); the file is "
+                "probably in a projected CRS: reproject it to EPSG:4326",
+                where=where,
+                bounds=geom.bounds,
             )
         if not geom.is_valid:
             if not make_valid:
                 raise InvalidInput(
-                    f"{where}: invalid geometry ({explain_validity(geom)}); "
-                    "fix it or import with --make-valid"
+                    "%(where)s: invalid geometry (%(why)s); fix it or import with --make-valid",
+                    where=where,
+                    why=explain_validity(geom),
                 )
             geom = polygonal_part(shapely.make_valid(geom))
             if geom.is_empty:
-                raise InvalidInput(f"{where}: nothing polygonal is left after repair")
+                raise InvalidInput("%(where)s: nothing polygonal is left after repair", where=where)
         if isinstance(geom, Polygon):
             geom = MultiPolygon([geom])
         yield Feature(index, props, geom)

@@ -44,12 +44,15 @@ def parse_cell_code(code: str) -> CellCode:
     code = code.strip()
     if not _DIGITS.fullmatch(code) or len(code) not in SEQUENCE_WIDTH:
         raise InvalidInput(
-            f"grid cell code {code!r} must be 14 digits (CJ/T 213) or 15 digits (DB11)",
+            "grid cell code %(code)r must be 14 digits (CJ/T 213) or 15 digits (DB11)",
             field="code",
+            code=code,
         )
     sequence = int(code[12:])
     if sequence == 0:
-        raise InvalidInput(f"grid cell code {code!r} has sequence 0; sequences start at 1")
+        raise InvalidInput(
+            "grid cell code %(code)r has sequence 0; sequences start at 1", code=code
+        )
     return CellCode(code, code[:6], code[6:9], code[9:12], sequence)
 
 
@@ -65,15 +68,21 @@ def cell_code(community_code: str, sequence: int, length: int = DEFAULT_CELL_COD
         InvalidInput: the community code is not 12 digits or the sequence does not fit.
     """
     if length not in SEQUENCE_WIDTH:
-        raise InvalidInput(f"cell codes are 14 or 15 digits, not {length}")
+        raise InvalidInput("cell codes are 14 or 15 digits, not %(length)s", length=length)
     if not _DIGITS.fullmatch(community_code) or len(community_code) != 12:
         raise InvalidInput(
-            f"community code {community_code!r} must be 12 digits to number its cells"
+            "community code %(community_code)r must be 12 digits to number its cells",
+            community_code=community_code,
         )
     if not 1 <= sequence <= max_cells(length):
         raise InvalidInput(
-            f"community {community_code} needs cell number {sequence}, but a {length}-digit "
-            f"code holds at most {max_cells(length)} cells per community: use larger cells"
+            "community %(community_code)s needs cell number %(sequence)s, but a "
+            "%(length)s-digit code holds at most %(most)s cells per community: "
+            "use larger cells",
+            community_code=community_code,
+            sequence=sequence,
+            length=length,
+            most=max_cells(length),
         )
     return f"{community_code}{sequence:0{SEQUENCE_WIDTH[length]}d}"
 
@@ -88,19 +97,40 @@ def area_code(level: str, raw: str, parent_code: str | None = None) -> str:
         InvalidInput: unknown level, non-numeric code, wrong length, or not under the parent.
     """
     if level not in LEVEL_CODE_WIDTH:
-        raise InvalidInput(f"unknown level {level!r}; use district, street or community")
+        raise InvalidInput(
+            "unknown level %(level)r; use district, street or community", level=level
+        )
     raw = str(raw).strip()
     width = LEVEL_CODE_WIDTH[level]
     if not _DIGITS.fullmatch(raw):
-        raise InvalidInput(f"{level} code {raw!r} is not numeric", field="code")
+        raise InvalidInput(
+            "%(level)s code %(raw)r is not numeric", field="code", level=level, raw=raw
+        )
     if parent_code is not None and len(raw) <= 3:
         raw = parent_code + raw.zfill(3)
     if len(raw) != width:
-        hint = "" if parent_code else " (or give a short local code with --parent-code)"
-        raise InvalidInput(f"{level} code {raw!r} must be {width} digits{hint}", field="code")
+        if parent_code:
+            raise InvalidInput(
+                "%(level)s code %(raw)r must be %(width)s digits",
+                field="code",
+                level=level,
+                raw=raw,
+                width=width,
+            )
+        raise InvalidInput(
+            "%(level)s code %(raw)r must be %(width)s digits "
+            "(or give a short local code with --parent-code)",
+            field="code",
+            level=level,
+            raw=raw,
+            width=width,
+        )
     if parent_code is not None and not raw.startswith(parent_code):
         raise InvalidInput(
-            f"{level} code {raw} does not start with its parent's code {parent_code}"
+            "%(level)s code %(raw)s does not start with its parent's code %(parent_code)s",
+            level=level,
+            raw=raw,
+            parent_code=parent_code,
         )
     return raw
 
@@ -108,7 +138,7 @@ def area_code(level: str, raw: str, parent_code: str | None = None) -> str:
 def utm_epsg(lon: float, lat: float) -> int:
     """EPSG code of the WGS 84 / UTM zone containing (lon, lat): 326xx north, 327xx south."""
     if not (-180.0 <= lon <= 180.0 and -80.0 <= lat <= 84.0):
-        raise InvalidInput(f"({lon}, {lat}) is outside the UTM range")
+        raise InvalidInput("(%(lon)s, %(lat)s) is outside the UTM range", lon=lon, lat=lat)
     zone = min(int((lon + 180.0) // 6.0) + 1, 60)
     return (32600 if lat >= 0 else 32700) + zone
 
@@ -126,9 +156,14 @@ def check_lon_lat(lon: float, lat: float) -> tuple[float, float]:
     try:
         x, y = float(lon), float(lat)
     except (TypeError, ValueError):
-        raise InvalidInput(f"coordinates must be numbers, got ({lon!r}, {lat!r})") from None
+        raise InvalidInput(
+            "coordinates must be numbers, got (%(lon)r, %(lat)r)", lon=lon, lat=lat
+        ) from None
     if not (LON_RANGE[0] <= x <= LON_RANGE[1]) or not (LAT_RANGE[0] <= y <= LAT_RANGE[1]):
         raise InvalidInput(
-            f"coordinates ({lon}, {lat}) are out of range: longitude -180..180, latitude -90..90"
+            "coordinates (%(lon)s, %(lat)s) are out of range: longitude -180..180, "
+            "latitude -90..90",
+            lon=lon,
+            lat=lat,
         )
     return x, y

@@ -57,12 +57,18 @@ def _find_parent(session: Session, level: AreaLevel, parent_code: str | None) ->
         return None
     parent = session.scalar(select(Area).where(Area.code == parent_code))
     if parent is None:
-        raise NotFound(f"parent area {parent_code} does not exist: import it first")
+        raise NotFound(
+            "parent area %(parent_code)s does not exist: import it first", parent_code=parent_code
+        )
     expected = PARENT_LEVEL.get(level)
     if expected is None or parent.level != expected:
         raise InvalidInput(
-            f"a {level.value} cannot have parent {parent_code} ({parent.level}); "
-            f"its parent must be a {expected.value if expected else 'nothing'}"
+            "a %(level)s cannot have parent %(parent_code)s (%(parent_level)s); its "
+            "parent must be a %(expected)s",
+            level=level.value,
+            parent_code=parent_code,
+            parent_level=parent.level,
+            expected=expected.value if expected else "nothing",
         )
     return parent
 
@@ -90,8 +96,10 @@ def import_units(
         code = gridding.area_code(level.value, feature.get(code_field), parent_code)
         if code in rows:
             raise InvalidInput(
-                f"{feature.label(code_field)}: code {code} appears twice in the file "
-                f"(also feature {rows[code][0].index})"
+                "%(feature)s: code %(code)s appears twice in the file (also feature %(other)s)",
+                feature=feature.label(code_field),
+                code=code,
+                other=rows[code][0].index,
             )
         rows[code] = (feature, feature.get(name_field))
     result = ImportResult()
@@ -99,7 +107,12 @@ def import_units(
     for done, (code, (feature, name)) in enumerate(rows.items(), start=1):
         area = existing.get(code)
         if area is not None and area.level != level:
-            raise Conflict(f"code {code} already belongs to a {area.level}, not a {level.value}")
+            raise Conflict(
+                "code %(code)s already belongs to a %(area_level)s, not a %(level)s",
+                code=code,
+                area_level=area.level,
+                level=level.value,
+            )
         geom = from_shape(feature.geometry, srid=4326)
         if area is None:
             area = Area(
@@ -164,15 +177,21 @@ def import_cells(
     for feature in polygon_features(layer, make_valid=make_valid):
         parsed = gridding.parse_cell_code(feature.get(code_field))
         if len(feature.geometry.geoms) != 1:
-            raise InvalidInput(f"{feature.label(code_field)}: a cell must be one polygon")
+            raise InvalidInput(
+                "%(feature)s: a cell must be one polygon", feature=feature.label(code_field)
+            )
         community_id = communities.get(parsed.community_code)
         if community_id is None:
             raise InvalidInput(
-                f"{feature.label(code_field)}: community {parsed.community_code} "
-                "(the code's first 12 digits) does not exist: import the communities first"
+                "%(feature)s: community %(community)s (the code's first 12 digits) does not "
+                "exist: import the communities first",
+                feature=feature.label(code_field),
+                community=parsed.community_code,
             )
         if parsed.code in rows:
-            raise InvalidInput(f"{feature.label(code_field)}: code appears twice in the file")
+            raise InvalidInput(
+                "%(feature)s: code appears twice in the file", feature=feature.label(code_field)
+            )
         rows[parsed.code] = (community_id, feature)
     result = ImportResult()
     existing = {
@@ -291,15 +310,15 @@ def generate_cells(
         Conflict: old cells that cases refer to.
     """
     if not 1 <= size <= 10_000:
-        raise InvalidInput(f"cell size must be between 1 and 10000 metres, not {size}")
+        raise InvalidInput("cell size must be between 1 and 10000 metres, not %(size)s", size=size)
     query = select(Area).where(Area.level == AreaLevel.COMMUNITY).order_by(Area.code)
     if community_code is not None:
         query = query.where(Area.code == community_code)
     communities = session.scalars(query).all()
+    if not communities and community_code:
+        raise NotFound("community %(code)s does not exist", code=community_code)
     if not communities:
-        raise NotFound(
-            f"community {community_code} does not exist" if community_code else "no communities"
-        )
+        raise NotFound("no communities")
     epsg = territory_epsg(session)
     width = gridding.SEQUENCE_WIDTH[code_length]
     total = 0
@@ -325,9 +344,14 @@ def generate_cells(
         )
         if count > gridding.max_cells(code_length):
             raise InvalidInput(
-                f"community {area.code} ({area.name}) needs {count} cells of {size:g} m, but a "
-                f"{code_length}-digit code holds at most {gridding.max_cells(code_length)}: "
-                "use a larger --size"
+                "community %(code)s (%(name)s) needs %(count)s cells of %(size)g m, but a "
+                "%(code_length)s-digit code holds at most %(most)s: use a larger --size",
+                code=area.code,
+                name=area.name,
+                count=count,
+                size=size,
+                code_length=code_length,
+                most=gridding.max_cells(code_length),
             )
         session.execute(
             _NUMBER_SQL,
@@ -348,8 +372,10 @@ def _delete_cells(session: Session, area: Area) -> None:
     )
     if in_use:
         raise Conflict(
-            f"community {area.code} has cells that {in_use} cases refer to; "
-            "its cells cannot be regenerated"
+            "community %(code)s has cells that %(in_use)s cases refer to; its cells "
+            "cannot be regenerated",
+            code=area.code,
+            in_use=in_use,
         )
     session.execute(text("DELETE FROM grid_cells WHERE community_id = :id"), {"id": area.id})
 
@@ -374,7 +400,9 @@ JOIN areas a ON a.id = g.community_id
 
 def outside_territory(lon: float, lat: float) -> OutsideTerritory:
     """The error of a point in no cell."""
-    return OutsideTerritory(f"({lon}, {lat}) is outside the territory: no unit grid cell there")
+    return OutsideTerritory(
+        "(%(lon)s, %(lat)s) is outside the territory: no unit grid cell there", lon=lon, lat=lat
+    )
 
 
 def locate(session: Session, lon: float, lat: float) -> Location:

@@ -26,7 +26,13 @@ DEFAULT_PERIOD_DAYS = 30
 
 
 class FilterError(ValueError):
-    """A filter value that cannot be right."""
+    """A filter value that cannot be right: an English message id with `%(name)s` fields
+    (`text`, a literal that `pybabel extract` finds) and their values (`params`), turned
+    into an InvalidInput at the edge. Not a DomainError: this module stays free of Flask."""
+
+    def __init__(self, text: str, /, **params: object) -> None:
+        self.text, self.params = text, params
+        super().__init__(text % params if params else text)
 
 
 @dataclass(frozen=True)
@@ -68,9 +74,11 @@ def parse_filters(
         try:
             value = date.fromisoformat(raw)
         except ValueError:
-            raise FilterError(f"{name} must be a date YYYY-MM-DD, not {raw!r}") from None
+            raise FilterError(
+                "%(name)s must be a date YYYY-MM-DD, not %(raw)r", name=name, raw=raw
+            ) from None
         if not 1900 <= value.year <= 9000:
-            raise FilterError(f"{name} must be between the years 1900 and 9000")
+            raise FilterError("%(name)s must be between the years 1900 and 9000", name=name)
         return value
 
     def number(name: str) -> int | None:
@@ -78,13 +86,13 @@ def parse_filters(
         if not raw:
             return None
         if not (raw.isascii() and raw.isdigit()):
-            raise FilterError(f"{name} must be a number, not {raw!r}")
+            raise FilterError("%(name)s must be a number, not %(raw)r", name=name, raw=raw)
         return int(raw)
 
     def choice(name: str, allowed: Iterable[str]) -> str | None:
         raw = (args.get(name) or "").strip() or None
         if raw is not None and raw not in set(allowed):
-            raise FilterError(f"unknown {name} {raw!r}")
+            raise FilterError("unknown %(name)s %(raw)r", name=name, raw=raw)
         return raw
 
     end = day("end", today)

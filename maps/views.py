@@ -31,7 +31,7 @@ from cases.models import CaseSource, CaseStatus, Category, MajorClass
 from cases.status import NEVER_CASES
 from gridmgmt.kernel.db import db, sql_in
 from gridmgmt.kernel.errors import InvalidInput
-from gridmgmt.kernel.i18n import current_lang
+from gridmgmt.kernel.i18n import N_, current_lang
 from gridmgmt.kernel.i18n import gettext as _
 from gridmgmt.kernel.models import Role
 from gridmgmt.kernel.queue import queues
@@ -71,27 +71,27 @@ def filters_from_request() -> Filters:
             [s.value for s in CaseSource],
         )
     except FilterError as err:
-        raise InvalidInput(str(err)) from None
+        raise InvalidInput(err.text, **err.params) from None
 
 
 def map_labels() -> dict[str, str]:
     """The words on the map, in the page's language."""
     words = {
-        "communities": "Communities",
-        "cells": "Unit grid cells",
-        "cell": "Cell",
-        "heat": "Case density",
-        "overdue_cases": "Overdue cases",
-        "tiles": "Base map",
-        "name": "Name",
-        "n": "Cases",
-        "count": "Cases",
-        "open": "Open",
-        "overdue": "Overdue",
-        "on_time": "On time",
-        "on_time_rate": "On-time rate",
-        "deadline": "Deadline",
-        "no_data": "No data",
+        "communities": N_("Communities"),
+        "cells": N_("Unit grid cells"),
+        "cell": N_("Cell"),
+        "heat": N_("Case density"),
+        "overdue_cases": N_("Overdue cases"),
+        "tiles": N_("Base map"),
+        "name": N_("Name"),
+        "n": N_("Cases"),
+        "count": N_("Cases"),
+        "open": N_("Open"),
+        "overdue": N_("Overdue"),
+        "on_time": N_("On time"),
+        "on_time_rate": N_("On-time rate"),
+        "deadline": N_("Deadline"),
+        "no_data": N_("No data"),
     }
     return {key: _(value) for key, value in words.items()}
 
@@ -276,7 +276,9 @@ def evaluation_page() -> ResponseReturnValue:
     if request.args.get("format") == "csv":
         name = request.args.get("table", "units")
         if name not in TABLES:
-            raise InvalidInput(f"unknown table {name!r}; tables are {', '.join(TABLES)}")
+            raise InvalidInput(
+                "unknown table %(name)r; tables are %(tables)s", name=name, tables=", ".join(TABLES)
+            )
         filename = f"evaluation-{name}-{period.start}-{period.end}.csv"
         if name == "inspectors":
             records = iter(
@@ -306,7 +308,7 @@ def evaluation_page() -> ResponseReturnValue:
             )
             return csv_response(records, filename)
         return csv_response(tally_csv(tables[name]), filename)
-    return render_template("maps/evaluation.html", period=period, tables=tables, percent=_percent)
+    return render_template("maps/evaluation.html", period=period, tables=tables)
 
 
 @bp.get("/dashboard")

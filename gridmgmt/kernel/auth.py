@@ -40,23 +40,28 @@ def create_user(
         role = Role(role)
     except ValueError:
         roles = ", ".join(r.value for r in Role)
-        raise InvalidInput(f"unknown role {role!r}; roles are {roles}") from None
+        raise InvalidInput(
+            "unknown role %(role)r; roles are %(roles)s", role=role, roles=roles
+        ) from None
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise InvalidInput(f"a password has at least {MIN_PASSWORD_LENGTH} characters")
+        raise InvalidInput(
+            "a password has at least %(least)s characters", least=MIN_PASSWORD_LENGTH
+        )
     unit = None
     if role == Role.UNIT_STAFF:
         if not unit_code:
             raise InvalidInput("unit staff must be bound to a unit: give --unit CODE")
         unit = session.scalar(select(Unit).where(Unit.code == unit_code))
         if unit is None:
-            raise NotFound(f"unit {unit_code} does not exist")
+            raise NotFound("unit %(unit_code)s does not exist", unit_code=unit_code)
     elif unit_code:
         raise InvalidInput(
-            f"only unit staff belong to a unit; the role {role.value} is on the supervision "
-            "side, and nobody is on both sides"
+            "only unit staff belong to a unit; the role %(role)s is on the supervision "
+            "side, and nobody is on both sides",
+            role=role.value,
         )
     if session.scalar(select(User.id).where(User.username == username)) is not None:
-        raise Conflict(f"user {username} already exists")
+        raise Conflict("user %(username)s already exists", username=username)
     user = User(
         username=username,
         display_name=display_name,
@@ -101,7 +106,7 @@ def create_api_key(session: Session, name: str, trusted: bool = False) -> Issued
     if not name:
         raise InvalidInput("an API key needs a name (the client or channel using it)")
     if session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
-        raise Conflict(f"an API key named {name!r} already exists")
+        raise Conflict("an API key named %(name)r already exists", name=name)
     secret = secrets.token_urlsafe(32)
     key = ApiKey(name=name, key_hash=hash_api_key(secret), prefix=secret[:8], trusted=trusted)
     session.add(key)

@@ -31,12 +31,14 @@ def load_calendar(session: Session, path: str | Path) -> CalendarRecord:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         calendar = BusinessCalendar.from_dict(data)
     except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror}") from None
+        raise InvalidInput(
+            "cannot read %(path)s: %(reason)s", path=path, reason=exc.strerror
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError, CalendarError) as exc:
-        raise InvalidInput(f"{path}: {exc}") from None
+        raise InvalidInput("%(path)s: %(error)s", path=path, error=exc) from None
     code = str(data.get("code") or "").strip()
     if not code:
-        raise InvalidInput(f"{path}: a calendar needs a 'code'")
+        raise InvalidInput("%(path)s: a calendar needs a 'code'", path=path)
     record = session.scalar(select(CalendarRecord).where(CalendarRecord.code == code))
     if record is None:
         record = CalendarRecord(code=code)
@@ -70,7 +72,9 @@ def get_calendar(session: Session, code: str) -> BusinessCalendar:
     """
     record = session.scalar(select(CalendarRecord).where(CalendarRecord.code == code))
     if record is None:
-        raise NotFound(f"business calendar {code!r} is not loaded: flask calendar load FILE")
+        raise NotFound(
+            "business calendar %(code)r is not loaded: flask calendar load FILE", code=code
+        )
     return BusinessCalendar.from_dict(record.to_dict())
 
 

@@ -16,6 +16,11 @@ def _untranslated(text: str) -> str:
     return text
 
 
+def N_(message: str) -> str:
+    """Mark `message` for `pybabel extract` without translating it (gettext_noop)."""
+    return message
+
+
 @dataclass(frozen=True)
 class Message:
     """Words for people, kept apart from their values until they are shown.
@@ -31,7 +36,8 @@ class Message:
 
     def render(self, translate: Callable[[str], str] = _untranslated) -> str:
         """The message in the language of `translate` (English by default)."""
-        template = translate(self.text)
+        # gettext("") is the catalogue's header, not an empty message.
+        template = translate(self.text) if self.text else self.text
         if not self.params:
             return template
         values = {
@@ -138,18 +144,22 @@ def register_error_format(app: Flask, prefix: str, answer: Callable[[int, str], 
     app.extensions.setdefault(ERROR_FORMATS, {})[prefix] = answer
 
 
-def _respond(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Any:
+def _respond(
+    status: int, code: str, message: Message, details: dict[str, Any] | None = None
+) -> Any:
+    """The error in the format of the path: an API's own, JSON, or a page. APIs answer in
+    English; a page renders the message from the catalogue in the reader's language."""
     from flask import current_app, jsonify, render_template, request
+    from flask_babel import gettext
 
+    english = message.render()
     for prefix, answer in current_app.extensions.get(ERROR_FORMATS, {}).items():
         if request.path.startswith(prefix):
-            return answer(status, message)
+            return answer(status, english)
     if wants_json():
-        return jsonify(error={"code": code, "message": message, **(details or {})}), status
-    from gridmgmt.kernel.i18n import translate_message
-
-    message = translate_message(message)  # pages speak the reader's language; APIs English
-    return render_template("error.html", status=status, code=code, message=message), status
+        return jsonify(error={"code": code, "message": english, **(details or {})}), status
+    shown = message.render(gettext)
+    return render_template("error.html", status=status, code=code, message=shown), status
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -170,7 +180,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(DomainError)
     def _domain(err: DomainError) -> Response:
-        return _respond(err.status, err.code, err.message, err.details)
+        return _respond(err.status, err.code, err.text, err.details)
 
     @app.before_request
     def _refuse_unstorable_input() -> None:
@@ -182,14 +192,15 @@ def register_error_handlers(app: Flask) -> None:
         values = [request.path, *request.args.values()]
         if request.method in ("POST", "PUT", "PATCH"):
             if None in request.form or None in request.files:
-                raise BadRequest("a form field has no name")
+                raise BadRequest(N_("a form field has no name"))
             values += list(request.form.values())
             if request.is_json:  # "\u0000" in a JSON string is a NUL too
                 values += list(_strings(request.get_json(silent=True)))
         if any("\x00" in v for v in values if isinstance(v, str)):
-            raise BadRequest("the request contains a NUL character")
+            raise BadRequest(N_("the request contains a NUL character"))
 
     @app.errorhandler(HTTPException)
     def _http(err: HTTPException) -> Response:
         code = (err.name or "error").lower().replace(" ", "_")
-        return _respond(err.code or 500, code, err.description or err.name)
+        # A description of ours is a msgid (marked with N_); werkzeug's own stay English.
+        return _respond(err.code or 500, code, Message(err.description or err.name))

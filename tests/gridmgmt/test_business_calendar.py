@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gridmgmt.kernel import business_calendar as workcalendar
+from gridmgmt.kernel import business_calendar
 from gridmgmt.kernel.business_calendar import BusinessCalendar, CalendarError, LimitUnit
 
-DATA_DIR = Path(workcalendar.__file__).resolve().parent.parent / "data"
+DATA_DIR = Path(business_calendar.__file__).resolve().parent.parent / "data"
 SH = ZoneInfo("Asia/Shanghai")
 LA = ZoneInfo("America/Los_Angeles")
 
@@ -645,7 +645,7 @@ def test_direct_construction_is_validated() -> None:
 
 
 def test_module_is_pure_stdlib() -> None:
-    tree = ast.parse(Path(workcalendar.__file__).read_text(encoding="utf-8"))
+    tree = ast.parse(Path(business_calendar.__file__).read_text(encoding="utf-8"))
     imported: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

@@ -1,27 +1,34 @@
-"""Every English text a page can show has a Chinese translation, with the same placeholders.
+"""The gettext catalogue is complete and in step with the code.
 
-Two sources of text: the literals passed to `_(...)` / `gettext(...)` in templates and code
-(found by scanning), and the labels built at run time, such as
-`_(action.value|replace('_', ' ')|capitalize)`: enumerated per family from the enums (or
-lists) they come from, or read from the literal tuple a template loops over. A new run-time
-call that no family covers fails too. A missing entry would silently show English on a
-Chinese page; these tests name it instead.
+The real `pybabel extract -F babel.cfg` runs over the project into a temporary template; every
+message it finds must have a Chinese translation in
+`gridmgmt/translations/zh/LC_MESSAGES/messages.po` that is neither empty nor fuzzy, and the
+catalogue must compile. Extraction sees only string literals, so a second test reads the code:
+every domain error, `Message(...)` and `Decision.refuse(...)` must be given its message as a
+literal. Words the pages build from stored values (`_(case.source|capitalize)`) are checked
+per family, from the enums they come from.
 """
 
 from __future__ import annotations
 
 import ast
+import configparser
 import importlib
 import inspect
-import os
+import io
 import pkgutil
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from functools import cache
 from pathlib import Path
-from string import Formatter
 
 import pytest
-from flask import Flask
+from babel.messages.catalog import Catalog, Message
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import Translations
 from jinja2 import Environment
 from werkzeug.exceptions import default_exceptions
 
@@ -34,77 +41,278 @@ from gridmgmt.kernel.errors import DomainError
 from gridmgmt.kernel.models import Role
 from gridmgmt.kernel.web import ANONYMOUS_MENU, MENU
 from grids.models import AreaLevel
+from maps.aggregate import FilterError
 from maps.views import map_labels
-from tests.support import fresh_request_globals
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("gridmgmt", "cases", "dispatch", "grids", "maps")
-SKIPPED_DIRS = {"node_modules", "__pycache__", "var", "venv"}
-ZH = i18n.TRANSLATIONS["zh"]
-
-# `_("text")` or `gettext('text', name=...)`: a string literal as the whole first argument.
-# `_("Asks for " ~ x)` or `_(label)` are built at run time: they are covered by the families.
-STRING = r""""(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'"""
-CALL = re.compile(r"(?<![\w.])(?:_|gettext)\(\s*(" + STRING + r")\s*[,)]")
+PACKAGES = ("gridmgmt", "grids", "cases", "dispatch", "maps")
+CATALOGUES = ROOT / "gridmgmt" / "translations"
+PO = CATALOGUES / "zh" / "LC_MESSAGES" / "messages.po"
+MO = PO.with_suffix(".mo")
+PYBABEL = Path(sys.executable).with_name("pybabel")
 
 
-def template_files() -> Iterator[Path]:
-    """Every `**/templates/**/*.html` of the project (not of the virtualenv or hidden dirs)."""
-    for dirpath, dirnames, filenames in os.walk(ROOT):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIPPED_DIRS)
-        folder = Path(dirpath)
-        if "templates" not in folder.relative_to(ROOT).parts:
-            continue
-        yield from (folder / name for name in sorted(filenames) if name.endswith(".html"))
+def read_catalogue(path: Path) -> Catalog:
+    with path.open("rb") as file:
+        return read_po(file)
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
+    """What `pybabel extract -F babel.cfg .` finds in the project (the venv's own pybabel)."""
+    pot = tmp_path_factory.mktemp("catalogue") / "messages.pot"
+    command = [str(PYBABEL), "-q", "extract", "-F", "babel.cfg", "-o", str(pot), "."]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    return read_catalogue(pot)
+
+
+@pytest.fixture(scope="module")
+def zh() -> Catalog:
+    """The Chinese catalogue as kept in git."""
+    return read_catalogue(PO)
+
+
+def messages(catalogue: Catalog) -> dict[str, Message]:
+    """The catalogue's entries by message id, without the header."""
+    return {str(m.id): m for m in catalogue if m.id}
+
+
+def where(message: Message) -> str:
+    return ", ".join(f"{path}:{line}" for path, line in message.locations) or "?"
+
+
+def test_extraction_finds_every_kind_of_message(extracted: Catalog) -> None:
+    found = messages(extracted)
+    for msgid in (
+        "Report a problem",  # a template's `_("...")`
+        "Signed in as %(name)s",  # a template's `_("...", name=...)`
+        "Wrong username or password.",  # `_("...")` in Python
+        "Reported",  # `N_("...")` in i18n.RUNTIME_WORDS
+        "Unit grid cells",  # `N_("...")` in maps.views.map_labels
+        "this case belongs to another unit",  # Decision.refuse(Refusal.UNIT, "...")
+        "unknown category %(code)r",  # InvalidInput("...", code=...)
+        "no such case",  # NotFound("...")
+        "Photo %(name)r was refused: %(why)s.",  # Message("...", {...})
+        "the file is empty",  # a Message given as a value of another
+        "the period starts after it ends",  # FilterError("...")
+        "a form field has no name",  # N_ around a werkzeug BadRequest's description
+    ):
+        assert msgid in found, msgid
+    assert "python-format" in found["unknown category %(code)r"].flags
+    assert "Asks for " not in found  # `_("Asks for " ~ x)` is built at run time
+
+
+def test_every_message_has_a_chinese_translation(extracted: Catalog, zh: Catalog) -> None:
+    translated = messages(zh)
+    untranslated = [m for m in messages(extracted).values() if not _is_done(translated, m)]
+    listing = "\n".join(f"  {m.id!r}  ({where(m)})" for m in untranslated)
+    assert not untranslated, (
+        f"{len(untranslated)} messages without a Chinese translation in {PO.relative_to(ROOT)}"
+        f" (run `make catalogue`, then translate them):\n{listing}"
+    )
+
+
+def _is_done(translated: dict[str, Message], message: Message) -> bool:
+    entry = translated.get(str(message.id))
+    return entry is not None and bool(entry.string) and not entry.fuzzy
+
+
+def test_no_translation_is_empty_or_fuzzy(zh: Catalog) -> None:
+    bad = [m.id for m in messages(zh).values() if not m.string or m.fuzzy]
+    assert not bad, f"empty or fuzzy entries in {PO.relative_to(ROOT)}: {bad}"
+    assert not zh.fuzzy, "the catalogue's header is marked fuzzy: it would not be compiled"
+
+
+def test_the_catalogue_holds_no_message_the_code_no_longer_has(
+    extracted: Catalog, zh: Catalog
+) -> None:
+    stale = sorted(set(messages(zh)) - set(messages(extracted)))
+    assert not stale, f"run `make catalogue` (pybabel update) to retire {stale}"
+
+
+def test_translations_keep_their_placeholders(zh: Catalog) -> None:
+    problems = [f"{m.id!r}: {errors}" for m, errors in zh.check() if errors]
+    assert not problems, "\n".join(problems)
+    # `{lon}`-style fields are filled by JavaScript (report.js), not by Python.
+    for message in messages(zh).values():
+        fields = sorted(re.findall(r"{\w+}", str(message.id)))
+        assert sorted(re.findall(r"{\w+}", str(message.string))) == fields, message.id
+
+
+def test_the_catalogue_compiles(tmp_path: Path) -> None:
+    copy = tmp_path / "zh" / "LC_MESSAGES" / "messages.po"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(PO.read_bytes())
+    command = [str(PYBABEL), "compile", "-d", str(tmp_path), "--statistics"]
+    run = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    compiled = Translations(io.BytesIO(copy.with_suffix(".mo").read_bytes()))
+    assert compiled.gettext("Report a problem") == "上报问题"
+    assert compiled.gettext("Case %(number)s reported.") % {"number": "X1"} == "案件 X1 已上报。"
+
+
+def test_the_app_reads_an_up_to_date_compiled_catalogue(zh: Catalog) -> None:
+    assert MO.is_file(), f"{MO.relative_to(ROOT)} is missing: run `make translations`"
+    built = io.BytesIO()
+    write_mo(built, zh)
+    fresh = Translations(io.BytesIO(built.getvalue()))
+    used = Translations(io.BytesIO(MO.read_bytes()))
+    stale = [
+        str(m.id)
+        for m in messages(zh).values()
+        if used.gettext(str(m.id)) != fresh.gettext(str(m.id))
+    ]
+    assert not stale, f"{MO.relative_to(ROOT)} is older than the .po: run `make translations`"
+
+
+# ---------------------------------------------------------------- literal message ids
+
+# Where a message id is handed on rather than written: the constructors themselves.
+PLUMBING = {
+    ("gridmgmt/kernel/errors.py", "__init__"),  # DomainError(text, **params) → Message(text, ...)
+    ("gridmgmt/kernel/errors.py", "_http"),  # werkzeug's description (ours are marked with N_)
+    ("cases/lifecycle.py", "refuse"),  # Decision.refuse(refusal, reason) → Message(reason, ...)
+}
 
 
 def python_files() -> Iterator[Path]:
     """Every Python module of the application packages."""
     for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            if not SKIPPED_DIRS.intersection(path.relative_to(ROOT).parts):
-                yield path
+        yield from sorted((ROOT / package).rglob("*.py"))
 
 
-def source_strings() -> dict[str, list[str]]:
-    """Each translatable literal → where it occurs ("path:line")."""
-    found: dict[str, list[str]] = {}
-    for path in [*template_files(), *python_files()]:
-        text = path.read_text(encoding="utf-8")
-        for match in CALL.finditer(text):
-            line = text.count("\n", 0, match.start()) + 1
-            where = f"{path.relative_to(ROOT)}:{line}"
-            found.setdefault(ast.literal_eval(match.group(1)), []).append(where)
-    return found
+@cache
+def error_classes() -> frozenset[str]:
+    """The names of DomainError and all its subclasses (every module imported first), and of
+    FilterError, the pure maps module's own error."""
+    for package in PACKAGES:
+        module = importlib.import_module(package)
+        for info in pkgutil.walk_packages(module.__path__, f"{package}."):
+            importlib.import_module(info.name)
+    names = {DomainError.__name__, FilterError.__name__}
+    pending: list[type] = [DomainError]
+    while pending:
+        for sub in pending.pop().__subclasses__():
+            if sub.__module__.split(".")[0] in PACKAGES:
+                names.add(sub.__name__)
+            pending.append(sub)
+    return frozenset(names)
 
 
-def test_scan_finds_strings_of_templates_and_code() -> None:
-    found = source_strings()
-    # One from a template, one with single quotes, one from Python, one with a placeholder.
-    for english in ("Report a problem", "Case number", "Wrong username or password."):
-        assert english in found, english
-    assert "Position: {lon}, {lat}" in found
-    assert "Asks for " not in found  # `_("Asks for " ~ x)` is dynamic, not a literal
+def _callee(call: ast.Call) -> str | None:
+    if isinstance(call.func, ast.Name):
+        return call.func.id
+    if isinstance(call.func, ast.Attribute):
+        return call.func.attr
+    return None
 
 
-def test_every_source_string_has_a_chinese_translation() -> None:
-    missing = {english: where for english, where in source_strings().items() if english not in ZH}
-    listing = "\n".join(
-        f"  {english!r}  ({', '.join(where)})" for english, where in missing.items()
-    )
-    assert not missing, f"{len(missing)} English strings without a zh translation:\n{listing}"
+# Attributes that hold a message built elsewhere (and checked there): an error's `text`, a
+# FilterError's `text`, a refused Decision's `reason`.
+FORWARDED = {"text", "reason"}
 
 
-def placeholders(text: str) -> list[str]:
-    """The `{fields}` of a format string, sorted (`{{` and `}}` are literal braces)."""
-    return sorted(field for _, field, _, _ in Formatter().parse(text) if field is not None)
+def _is_literal_id(node: ast.expr) -> bool:
+    """A literal, a Message(...) (checked on its own) or a message handed on (`err.text`)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return True
+    if isinstance(node, ast.Call) and _callee(node) == "Message":
+        return True
+    return isinstance(node, ast.Attribute) and node.attr in FORWARDED
 
 
-@pytest.mark.parametrize("english", sorted(ZH))
-def test_translation_keeps_placeholders(english: str) -> None:
-    chinese = ZH[english]
-    assert chinese.strip(), f"empty translation of {english!r}"
-    assert placeholders(chinese) == placeholders(english), f"{english!r} → {chinese!r}"
+def constructions(source: str, relative: str) -> Iterator[tuple[str, ast.Call, ast.expr | None]]:
+    """(where, call, message argument) of every construction in `source` that takes a message
+    id (an error class, Message(...), or refuse(refusal, "...")) outside PLUMBING."""
+    takes_id = error_classes() | {"Message"}
+    scopes: list[tuple[ast.AST, str]] = [(ast.parse(source), "")]
+    while scopes:
+        node, function = scopes.pop()
+        for child in ast.iter_child_nodes(node):
+            inner = function
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                inner = child.name
+            scopes.append((child, inner))
+            if not isinstance(child, ast.Call) or (relative, function) in PLUMBING:
+                continue
+            name, index = _callee(child), 0
+            if name == "refuse":
+                index = 1
+            elif name not in takes_id:
+                continue
+            argument = child.args[index] if len(child.args) > index else None
+            yield f"{relative}:{child.lineno}", child, argument
+
+
+def message_ids() -> Iterator[tuple[str, ast.Call, ast.expr | None]]:
+    """The constructions of every module of the application."""
+    for path in python_files():
+        yield from constructions(
+            path.read_text(encoding="utf-8"), path.relative_to(ROOT).as_posix()
+        )
+
+
+def not_literal(found: Iterator[tuple[str, ast.Call, ast.expr | None]]) -> list[str]:
+    return [
+        f"{place}: {ast.unparse(call)[:120]}"
+        for place, call, argument in found
+        if argument is None or not _is_literal_id(argument)
+    ]
+
+
+def test_scan_sees_the_constructions() -> None:
+    seen = {ast.unparse(call)[:40] for _, call, _ in message_ids()}
+    assert any(text.startswith("Decision.refuse(Refusal.") for text in seen), seen
+    assert any(text.startswith("InvalidInput(") for text in seen)
+    assert any(text.startswith("Message(") for text in seen)
+    assert {"PhotoError", "PhotoTooLarge", "OutsideTerritory", "FilterError"} <= error_classes()
+
+
+def test_the_scan_flags_what_extraction_would_miss() -> None:
+    source = """
+def f(code, reason, err):
+    raise InvalidInput("unknown category %(code)r", code=code)
+    raise NotFound(err.text, **err.params)
+    PhotoError(Message("it is empty"))
+    raise Conflict(f"case {code} changed")
+    raise InvalidInput("a" if code else "b")
+    Message(reason)
+    Decision.refuse(Refusal.INPUT, f"{code} needs a reason")
+    raise Forbidden()
+"""
+    flagged = {line.split(": ", 1)[1][:20] for line in not_literal(constructions(source, "x.py"))}
+    assert flagged == {
+        "Conflict(f'case {cod",
+        "InvalidInput('a' if ",
+        "Message(reason)",
+        "Decision.refuse(Refu",
+        "Forbidden()",
+    }
+
+
+def test_every_message_id_is_a_literal() -> None:
+    """A message given as an f-string, a variable or an expression would escape
+    `pybabel extract`: its pages would stay English, and no test would say so."""
+    bad = not_literal(message_ids())
+    assert not bad, "message ids that are not string literals:\n" + "\n".join(bad)
+
+
+def test_babel_cfg_extracts_every_error_class() -> None:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "babel.cfg")
+    python = [s for s in config.sections() if s.startswith("python:")]
+    assert {s.split(":", 1)[1].strip() for s in python} == {f"{p}/**.py" for p in PACKAGES}
+    for section in python:
+        keywords = set(config[section]["keywords"].split())
+        assert error_classes() | {"Message", "refuse:2", "lazy_gettext"} <= keywords, section
+    templates = {s.split(":", 1)[1].strip() for s in config.sections() if s.startswith("jinja2:")}
+    for path in ROOT.glob("*/**/templates/**/*.html"):
+        package = path.relative_to(ROOT).parts[0]
+        assert f"{package}/**/templates/**.html" in templates, path
+
+
+# ---------------------------------------------------------------- words built at run time
 
 
 def _render(expression: str) -> Callable[[str], str]:
@@ -113,25 +321,25 @@ def _render(expression: str) -> Callable[[str], str]:
     return lambda value: template.render(v=value)
 
 
-def _domain_error_codes() -> set[str]:
-    """The codes of every DomainError subclass of the application (modules imported first)."""
-    for package in PACKAGES:
-        module = importlib.import_module(package)
-        for info in pkgutil.walk_packages(module.__path__, f"{package}."):
-            importlib.import_module(info.name)
-    codes = {DomainError.code}
-    pending = [DomainError]
-    while pending:
-        for sub in pending.pop().__subclasses__():
-            codes.add(sub.code)
-            pending.append(sub)
-    return codes
+def _values(enum: type) -> list[str]:
+    return [member.value for member in enum]
 
 
 def _http_error_codes() -> set[str]:
     """The codes `errors._http` makes of werkzeug's HTTP errors, and its "error" fallback."""
     names = [exc().name for exc in default_exceptions.values()]
     return {"error"} | {(name or "error").lower().replace(" ", "_") for name in names}
+
+
+def _domain_error_codes() -> set[str]:
+    error_classes()  # imports every module
+    codes = {DomainError.code}
+    pending: list[type[DomainError]] = [DomainError]
+    while pending:
+        for sub in pending.pop().__subclasses__():
+            codes.add(sub.code)
+            pending.append(sub)
+    return codes
 
 
 def _hotspot_kinds() -> list[str]:
@@ -141,10 +349,6 @@ def _hotspot_kinds() -> list[str]:
     return re.findall(r"'(\w+)'", case.group(1))
 
 
-def _values(enum: type) -> list[str]:
-    return [member.value for member in enum]
-
-
 WORDS = _render("v|replace('_', ' ')|capitalize")
 CAPITALIZED = _render("v|capitalize")
 AS_IS = _render("v")
@@ -152,6 +356,7 @@ AS_IS = _render("v")
 # Family → the English labels pages render, built with the templates' own expressions.
 DYNAMIC: dict[str, Callable[[], list[str]]] = {
     "CaseStatus (status_label)": lambda: [i18n.status_label(s) for s in CaseStatus],
+    "Status groups (map.html)": lambda: [CAPITALIZED(v) for v in ("open", "closed", "overdue")],
     "Action (buttons, timeline)": lambda: [WORDS(v) for v in _values(Action)],
     "RejectReason": lambda: [WORDS(v) for v in _values(RejectReason)],
     "CaseSource": lambda: [CAPITALIZED(v) for v in _values(CaseSource)],
@@ -172,10 +377,15 @@ DYNAMIC: dict[str, Callable[[], list[str]]] = {
 
 
 @pytest.mark.parametrize("family", sorted(DYNAMIC))
-def test_dynamic_labels_have_translations(family: str) -> None:
+def test_words_built_at_run_time_are_extracted_and_translated(
+    family: str, extracted: Catalog, zh: Catalog
+) -> None:
     labels = DYNAMIC[family]()
     assert labels, family
-    missing = sorted({label for label in labels if label not in ZH})
+    found, translated = messages(extracted), messages(zh)
+    not_extracted = sorted({label for label in labels if label not in found})
+    assert not not_extracted, f"{family}: mark {not_extracted} with N_ (i18n.RUNTIME_WORDS)"
+    missing = sorted({label for label in labels if not _is_done(translated, found[label])})
     assert not missing, f"{family}: no zh translation of {missing}"
 
 
@@ -185,258 +395,3 @@ def test_rendered_labels_look_as_on_the_pages() -> None:
     assert WORDS(RejectReason.NOT_CITY_PROBLEM.value) == "Not city problem"
     assert CAPITALIZED(CaseSource.OPEN311.value) == "Open311"
     assert WORDS("request_entity_too_large") == "Request entity too large"
-
-
-# Every `_(...)` / `gettext(...)` whose argument is built at run time, by file, and the family
-# of DYNAMIC that covers its values. One over a literal loop, such as
-# `{% for s in ("open", "closed") %}{{ _(s|capitalize) }}`, is checked directly instead.
-KNOWN_DYNAMIC: dict[tuple[str, str], str] = {
-    ("cases/templates/cases/_action.html", "r.value|replace('_', ' ')|capitalize"): (
-        "RejectReason"
-    ),
-    ("cases/templates/cases/_action.html", "action.value|replace('_', ' ')|capitalize"): (
-        "Action (buttons, timeline)"
-    ),
-    ("cases/templates/cases/_macros.html", '"Asks for " ~ case.pending_request'): (
-        "PendingRequest"
-    ),
-    ("cases/templates/cases/board.html", "h.kind|capitalize"): "Hotspot kinds (board.html)",
-    ("cases/templates/cases/case.html", "case.source|capitalize"): "CaseSource",
-    ("cases/templates/cases/case.html", '"Asks for " ~ case.pending_request'): "PendingRequest",
-    ("cases/templates/cases/case.html", "case.pending_unit"): "LimitUnit (pending_unit)",
-    ("cases/templates/cases/case.html", "e.action|replace('_', ' ')|capitalize"): (
-        "Action (buttons, timeline)"
-    ),
-    ("cases/templates/cases/case.html", "e.actor_role"): "Role and system (timeline)",
-    ("cases/templates/cases/inbox.html", "case.source|capitalize"): "CaseSource",
-    ("cases/templates/cases/report.html", "major.kind|capitalize"): "CategoryKind",
-    ("gridmgmt/templates/base.html", "label"): "Menu labels (base.html)",
-    ("gridmgmt/templates/error.html", "code|replace('_', ' ')|capitalize"): (
-        "Error codes (error.html)"
-    ),
-    ("maps/templates/maps/map.html", "m.kind|capitalize"): "CategoryKind",
-    ("maps/templates/maps/map.html", "s|capitalize"): "CaseSource",
-    ("maps/templates/maps/map.html", "a.level|capitalize"): "AreaLevel",
-    ("gridmgmt/kernel/i18n.py", 'str(value).replace("_", " ").capitalize()'): (
-        "CaseStatus (status_label)"
-    ),
-    ("maps/views.py", "value"): "Map words (maps.views.map_labels)",
-}
-
-CALL_START = re.compile(r"(?<![\w.])(?:_|gettext)\(")
-FOR_LOOP = re.compile(r"\{%-?\s*for\s+(.+?)\s+in\s+(.+?)\s*-?%\}", re.S)
-NAME_AND_FILTERS = re.compile(r"(\w+)\s*(?:\|.*)?", re.S)
-
-
-def test_known_dynamic_families_exist() -> None:
-    assert set(KNOWN_DYNAMIC.values()) <= set(DYNAMIC)
-
-
-def _argument(text: str, start: int) -> str:
-    """The text of a call's arguments from `start` (just after "(") to its closing ")"."""
-    depth, quote, i = 1, "", start
-    while i < len(text):
-        char = text[i]
-        if quote:
-            if char == "\\":
-                i += 1
-            elif char == quote:
-                quote = ""
-        elif char in "\"'":
-            quote = char
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            if depth == 0:
-                return text[start:i]
-        i += 1
-    raise AssertionError(f"unbalanced call at {start}")
-
-
-def dynamic_calls() -> Iterator[tuple[Path, int, str]]:
-    """(file, offset, argument) of every translation call whose argument is not a literal."""
-    for path in [*template_files(), *python_files()]:
-        text = path.read_text(encoding="utf-8")
-        for match in CALL_START.finditer(text):
-            before = text[text.rfind("\n", 0, match.start()) + 1 : match.start()]
-            if CALL.match(text, match.start()) or before.endswith("def "):
-                continue  # a literal (checked by the scan), or `def gettext(...)`
-            if path.suffix == ".py" and "#" in before:
-                continue  # in a comment
-            yield path, match.start(), " ".join(_argument(text, match.end()).split())
-
-
-def _literal_loop_labels(text: str, offset: int, argument: str) -> list[str] | None:
-    """The labels of `_(name|filters)` when the nearest `{% for %}` binding `name` before
-    `offset` loops over a literal tuple or list; else None."""
-    simple = NAME_AND_FILTERS.fullmatch(argument)
-    if not simple:
-        return None
-    name = simple.group(1)
-    loops = [
-        loop
-        for loop in FOR_LOOP.finditer(text, 0, offset)
-        if name in [target.strip() for target in loop.group(1).split(",")]
-    ]
-    if not loops:
-        return None
-    targets = [target.strip() for target in loops[-1].group(1).split(",")]
-    try:
-        items = list(ast.literal_eval(loops[-1].group(2)))
-    except (ValueError, SyntaxError):
-        return None  # a variable, not a literal
-    if len(targets) > 1:
-        items = [item[targets.index(name)] for item in items]
-    template = Environment(autoescape=False).from_string("{{ " + argument + " }}")
-    return [template.render({name: item}) for item in items]
-
-
-def test_dynamic_calls_are_all_covered() -> None:
-    unknown, missing = [], []
-    for path, offset, argument in dynamic_calls():
-        text = path.read_text(encoding="utf-8")
-        where = f"{path.relative_to(ROOT)}:{text.count(chr(10), 0, offset) + 1}"
-        labels = _literal_loop_labels(text, offset, argument) if path.suffix == ".html" else None
-        if labels is not None:
-            missing += [f"{where}: {label!r}" for label in labels if label not in ZH]
-        elif (str(path.relative_to(ROOT)), argument) not in KNOWN_DYNAMIC:
-            unknown.append(f"{where}: _({argument})")
-    assert not missing, "Labels of literal loops without a zh translation:\n" + "\n".join(missing)
-    assert not unknown, (
-        "Labels built at run time: list their values in a family of DYNAMIC, translate them,"
-        " and add (file, argument) to KNOWN_DYNAMIC:\n" + "\n".join(unknown)
-    )
-
-
-# ---------------------------------------------------------------- messages of refusals
-
-# Where the messages a page can show are written: the exceptions the services raise and the
-# refusals of the transition table (the JSON and Open311 APIs answer in English). In
-# grids/services.py only `outside_territory`: the rest are the import commands' messages.
-MESSAGE_SOURCES = {
-    "cases/intake.py": None,
-    "cases/queries.py": None,
-    "cases/views.py": None,
-    "cases/lifecycle.py": None,
-    "cases/photos.py": None,
-    "maps/aggregate.py": None,
-    "maps/views.py": None,
-    "gridmgmt/kernel/errors.py": None,
-    "grids/services.py": "outside_territory",
-}
-RAISING = {
-    "InvalidInput",
-    "Conflict",
-    "Forbidden",
-    "NotFound",
-    "OutsideTerritory",
-    "PhotoError",
-    "FilterError",
-    "BadRequest",
-    "refuse",
-}
-
-
-def _message_template(node: ast.expr) -> str | None:
-    """A string literal as it is; an f-string with `{}` where its values go."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    if isinstance(node, ast.JoinedStr):
-        return "".join(
-            part.value if isinstance(part, ast.Constant) else "{}" for part in node.values
-        )
-    return None
-
-
-def message_templates() -> dict[str, str]:
-    """Each message template of MESSAGE_SOURCES → where it is written."""
-    found: dict[str, str] = {}
-    for name, only in MESSAGE_SOURCES.items():
-        tree = ast.parse((ROOT / name).read_text(encoding="utf-8"))
-        scopes = [
-            node
-            for node in ast.walk(tree)
-            if only is None or (isinstance(node, ast.FunctionDef) and node.name == only)
-        ]
-        for scope in [tree] if only is None else scopes:
-            for node in ast.walk(scope):
-                texts: list[ast.expr] = []
-                if isinstance(node, ast.Call):
-                    func = node.func
-                    called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
-                    if called in RAISING:
-                        texts = list(node.args)
-                    elif called == "_error" and len(node.args) > 2:  # photos: (name, code, why)
-                        texts = [node.args[2]]
-                elif isinstance(node, ast.Return) and isinstance(node.value, ast.Tuple):
-                    texts = node.value.elts[1:2]  # photos' (code, why) of unreadable data
-                for text in texts:
-                    template = _message_template(text)
-                    if template and " " in template:
-                        found.setdefault(template, f"{name}:{node.lineno}")
-    return found
-
-
-def test_message_scan_finds_raised_refused_and_photo_messages() -> None:
-    found = message_templates()
-    assert "unknown category {}" in found  # an f-string raised by the services
-    assert "this case belongs to another unit" in found  # a refusal of the transition table
-    assert "the file is empty" in found  # a photo's reason
-    assert "it is not an image; only {} are accepted" in found  # ...and one returned
-    assert "({}, {}) is outside the territory: no unit grid cell there" in found
-    assert not any("first" in t for t in found), "no import command messages"
-
-
-def test_every_message_a_page_can_show_has_a_chinese_translation() -> None:
-    missing = {t: where for t, where in message_templates().items() if t not in ZH}
-    listing = "\n".join(f"  {t!r}  ({where})" for t, where in missing.items())
-    assert not missing, f"{len(missing)} messages without a zh translation:\n{listing}"
-
-
-@pytest.mark.parametrize("template", sorted(message_templates()))
-def test_a_filled_in_message_is_translated_with_its_values(template: str, app: Flask) -> None:
-    values = [f"«{n}»" for n in range(template.count("{}"))]
-    message = template.format(*values)
-    fresh_request_globals()
-    with app.test_request_context("/", headers={"Accept-Language": "zh"}):
-        translated = i18n.translate_message(message)
-    assert translated == ZH[template].format(*values)
-
-
-def test_the_values_of_a_message_are_translated_in_turn(app: Flask) -> None:
-    message = (
-        "Photo 'x.pdf' was refused: it is a PDF document, not an image; only JPEG are accepted."
-    )
-    fresh_request_globals()
-    with app.test_request_context("/", headers={"Accept-Language": "zh"}):
-        assert i18n.translate_message(message) == (
-            "照片 'x.pdf' 未被接受：这是 PDF 文档，不是图片；只接受 JPEG。"
-        )
-        assert i18n.translate_message("not a known message") == "not a known message"
-    fresh_request_globals()
-    with app.test_request_context("/", headers={"Accept-Language": "en"}):
-        assert i18n.translate_message(message) == message
-
-
-@pytest.mark.parametrize(
-    ("message", "expected"),
-    [
-        # A value that reads like another message stays as the client wrote it.
-        ("unknown category 'x must be a number, not y'", "未知的类别 'x must be a number, not y'"),
-        ("unknown table 'x'; tables are a, b", "未知的表 'x'；可用的表：a, b"),
-        ("lon must be a number, not abc", "lon 须为数字，而不是 abc"),
-        # Nested values stop one level down: no recursion on what a client sends.
-        ("unknown category '" + "x must be a number, not " * 60 + "'", None),
-        # A huge message (a huge value) stays English, and at once.
-        ("unknown category '" + "a" * 5000 + "'", None),
-    ],
-)
-def test_messages_with_values_clients_chose(app: Flask, message: str, expected: str | None) -> None:
-    fresh_request_globals()
-    with app.test_request_context("/", headers={"Accept-Language": "zh"}):
-        translated = i18n.translate_message(message)
-    if expected is None:
-        assert translated.endswith(message[len("unknown category ") :]) or translated == message
-    else:
-        assert translated == expected
