@@ -41,12 +41,14 @@ from gridmgmt.kernel.clock import now_utc
 from gridmgmt.kernel.db import Prepared
 from gridmgmt.kernel.doorbell import ring_after_commit
 from gridmgmt.kernel.errors import (
+    N_,
     Conflict,
     DomainError,
     Forbidden,
     InvalidInput,
     Message,
     NotFound,
+    word,
 )
 from gridmgmt.kernel.models import Role, User
 from grids.services import cell_at
@@ -297,8 +299,23 @@ class Decision:
         return cls(False, refusal=refusal, reason=Message(reason, params))
 
 
-def _phrase(action: Action) -> str:
-    return action.value.replace("_", " ")
+def _phrase(action: Action) -> Message:
+    return word(action.value.replace("_", " "))
+
+
+# The words refusals use for actions, statuses, roles and requests, translated when shown.
+WORDS = (
+    N_("report"), N_("verify"), N_("invalidate"), N_("file"), N_("reject"), N_("merge"),
+    N_("dispatch"), N_("accept"), N_("return"), N_("request extension"),
+    N_("approve extension"), N_("refuse extension"), N_("request suspension"),
+    N_("approve suspension"), N_("refuse suspension"), N_("resume"), N_("report done"),
+    N_("assign check"), N_("check pass"), N_("check fail"), N_("close"), N_("reopen"),
+    N_("warn deadline"), N_("mark overdue"),
+    N_("a new case"), N_("reported"), N_("verified"), N_("invalid"), N_("filed"),
+    N_("rejected"), N_("merged"), N_("dispatched"), N_("in_progress"), N_("returned"),
+    N_("suspended"), N_("handled"), N_("checking"), N_("checked"), N_("closed"),
+    N_("extension"), N_("suspension"),
+)  # fmt: skip
 
 
 def allowed_actions(state: CaseState, actor: Actor, now: datetime) -> list[Action]:
@@ -333,13 +350,13 @@ def decide(
             Refusal.STATE,
             "cannot %(action)s %(status)s: not allowed now",
             action=_phrase(action),
-            status=where,
+            status=word(where),
         )
     if actor.role not in rule.roles:
         return Decision.refuse(
             Refusal.ROLE,
             "a %(role)s cannot %(action)s a case (supervision and handling are kept separate)",
-            role=actor.role,
+            role=word(actor.role),
             action=_phrase(action),
         )
     refusal = _guard(state, actor, action, rule, request, now, reopen_within)
@@ -368,17 +385,19 @@ def _guard(
         return Decision.refuse(
             Refusal.STATE,
             "a %(request)s request is already waiting",
-            request=state.pending_request.value,
+            request=word(state.pending_request.value),
         )
     if action in ANSWER_TO and state.pending_request != ANSWER_TO[action]:
         return Decision.refuse(
-            Refusal.STATE, "no %(request)s request is waiting", request=ANSWER_TO[action].value
+            Refusal.STATE,
+            "no %(request)s request is waiting",
+            request=word(ANSWER_TO[action].value),
         )
     if action == Action.REPORT_DONE and state.pending_request is not None:
         return Decision.refuse(
             Refusal.STATE,
             "the %(request)s request is still waiting",
-            request=state.pending_request.value,
+            request=word(state.pending_request.value),
         )
     if rule.needs_reason and not request.reason.strip():
         return Decision.refuse(Refusal.INPUT, "%(action)s needs a reason", action=_phrase(action))

@@ -21,6 +21,13 @@ def N_(message: str) -> str:
     return message
 
 
+def word(text: str) -> Message:
+    """A word the code names at run time (a role, a status, an action) as a message's value:
+    translated when the message is shown. The words are marked with `N_` where they are
+    listed, so that extraction finds them."""
+    return Message(text)
+
+
 @dataclass(frozen=True)
 class Message:
     """Words for people, kept apart from their values until they are shown.

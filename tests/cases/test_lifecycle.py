@@ -1007,7 +1007,7 @@ def test_refusals_speak_the_reader_s_language_on_pages(
     page = staff.get(refused.headers["Location"]).get_data(as_text=True)
     missing = staff.get(f"/cases/{hidden.id}")
 
-    assert "不能对案件执行“close”（监督与处置相分离）" in page
+    assert "处置单位人员 不能对案件执行“结案”（监督与处置相分离）" in page  # role, action too
     assert missing.status_code == 404
     assert "没有这个案件" in missing.get_data(as_text=True)
     english = browser(app, "staff").api(f"/api/cases/{checked.id}/actions/close")

@@ -173,6 +173,7 @@ PLUMBING = {
     ("gridmgmt/kernel/errors.py", "__init__"),  # DomainError(text, **params) → Message(text, ...)
     ("gridmgmt/kernel/errors.py", "_http"),  # werkzeug's description (ours are marked with N_)
     ("cases/lifecycle.py", "refuse"),  # Decision.refuse(refusal, reason) → Message(reason, ...)
+    ("gridmgmt/kernel/errors.py", "word"),  # a run-time word, listed with N_ where it is named
 }
 
 
@@ -362,6 +363,12 @@ DYNAMIC: dict[str, Callable[[], list[str]]] = {
     "CaseSource": lambda: [CAPITALIZED(v) for v in _values(CaseSource)],
     "CategoryKind": lambda: [CAPITALIZED(v) for v in _values(CategoryKind)],
     "Role and system (timeline)": lambda: [AS_IS(v) for v in [*_values(Role), SYSTEM]],
+    "Words of refusals (cases.lifecycle.WORDS)": lambda: [
+        *(v.replace("_", " ") for v in _values(Action)),
+        *_values(CaseStatus),
+        "a new case",
+        *_values(PendingRequest),
+    ],
     "PendingRequest": lambda: [_render("'Asks for ' ~ v")(v) for v in _values(PendingRequest)],
     "LimitUnit (pending_unit)": lambda: [AS_IS(v) for v in _values(LimitUnit)],
     "Error codes (error.html)": lambda: [
