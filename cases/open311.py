@@ -42,7 +42,8 @@ from cases.status import ENDED_STATUSES
 from cases.views import photo_root
 from gridmgmt.kernel.auth import KeyUse, hash_api_key, use_api_key
 from gridmgmt.kernel.db import db
-from gridmgmt.kernel.errors import NotFound, register_error_format
+from gridmgmt.kernel.errors import NotFound
+from gridmgmt.kernel.http_errors import register_error_format
 from gridmgmt.kernel.models import Unit
 from gridmgmt.kernel.queue import queues
 

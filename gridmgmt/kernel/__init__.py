@@ -12,7 +12,7 @@ def init_app(app: Flask) -> None:
     """Bind the kernel's extensions: database, Redis, errors, languages, sign-in, commands."""
     from gridmgmt.kernel import cli, i18n, web
     from gridmgmt.kernel.db import db
-    from gridmgmt.kernel.errors import register_error_handlers
+    from gridmgmt.kernel.http_errors import register_error_handlers
     from gridmgmt.kernel.queue import queues
 
     db.init_app(app)

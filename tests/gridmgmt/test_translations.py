@@ -171,7 +171,7 @@ def test_the_app_reads_an_up_to_date_compiled_catalogue(zh: Catalog) -> None:
 # Where a message id is handed on rather than written: the constructors themselves.
 PLUMBING = {
     ("gridmgmt/kernel/errors.py", "__init__"),  # DomainError(text, **params) → Message(text, ...)
-    ("gridmgmt/kernel/errors.py", "_http"),  # werkzeug's description (ours are marked with N_)
+    ("gridmgmt/kernel/http_errors.py", "_http"),  # werkzeug's description (ours are marked with N_)
     ("cases/lifecycle.py", "refuse"),  # Decision.refuse(refusal, reason) → Message(reason, ...)
     ("gridmgmt/kernel/errors.py", "word"),  # a run-time word, listed with N_ where it is named
 }
