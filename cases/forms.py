@@ -17,7 +17,8 @@ from pydantic_core import ErrorDetails
 from werkzeug.datastructures import MultiDict
 
 from cases.intake import ReportInput
-from cases.lifecycle import ActionInput, Upload
+from cases.lifecycle import ActionInput
+from cases.photos import Upload
 from cases.schemas import ActionUpload, ReportUpload
 from gridmgmt.kernel.errors import InvalidInput
 

@@ -21,21 +21,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cases.lifecycle import (
-    SYSTEM,
-    Action,
-    Actor,
-    Upload,
-    actor_of,
-    create_case,
-    decode_photos,
-    photo_rows,
-)
+from cases.lifecycle import SYSTEM, Action, Actor, actor_of, create_case
 from cases.models import (
     Case,
     CaseSource,
     PhotoKind,
 )
+from cases.photos import Upload, decode_photos, photo_rows
 from gridmgmt.kernel.db import Prepared
 from gridmgmt.kernel.errors import InvalidInput
 from gridmgmt.kernel.models import Role, User

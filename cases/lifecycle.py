@@ -32,7 +32,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from cases import photos as photo_store
-from cases.models import Case, CaseEvent, CaseStatus, DispatchState, Photo, PhotoKind
+from cases.models import Case, CaseEvent, CaseStatus, DispatchState, PhotoKind
+from cases.photos import Upload
 from cases.queries import get_case
 from cases.status import DEADLINE_RUNS, OPEN_STATUSES
 from cases.status import CaseStatus as S
@@ -52,16 +53,6 @@ from gridmgmt.kernel.errors import (
 )
 from gridmgmt.kernel.models import Role, User
 from grids.services import cell_at
-
-MAX_PHOTOS = 6  # photos at a time: a report, a result, a check
-
-
-@dataclass(frozen=True)
-class Upload:
-    """An uploaded file: its name (for messages) and bytes."""
-
-    filename: str
-    data: bytes
 
 
 class LifecycleError(RuntimeError):
@@ -728,7 +719,7 @@ def write_one(
     if photos:
         if change.photos is None:
             raise LifecycleError(f"{action.value} keeps no photos")
-        photo_rows(session, case.id, photos, change.photos, event.id)
+        photo_store.photo_rows(session, case.id, photos, change.photos, event.id)
     if change.ring:
         ring_after_commit(session, case.id)
     return event
@@ -914,47 +905,6 @@ _INSERT_CASE = Prepared(
 )
 
 
-def decode_photos(uploads: Sequence[Upload], root: Path) -> list[photo_store.StoredPhoto]:
-    """Check, clean and store the uploaded images (no database work: do it before any).
-
-    Raises:
-        InvalidInput: too many photos, or one that is not an accepted image.
-    """
-    if len(uploads) > MAX_PHOTOS:
-        raise InvalidInput(
-            "at most %(most)s photos at a time, not %(given)s", most=MAX_PHOTOS, given=len(uploads)
-        )
-    return [photo_store.store_photo(u.data, root, u.filename) for u in uploads]
-
-
-def photo_rows(
-    session: Session,
-    case_id: int,
-    stored: Sequence[photo_store.StoredPhoto],
-    kind: PhotoKind,
-    event_id: int | None = None,
-) -> list[Photo]:
-    """The rows of stored photos of a case, linked to the event that brought them."""
-    rows = [
-        Photo(
-            case_id=case_id,
-            event_id=event_id,
-            kind=kind.value,
-            sha256=s.sha256,
-            path=s.path,
-            thumb_path=s.thumb_path,
-            mime=s.mime,
-            width=s.width,
-            height=s.height,
-            size_bytes=s.size_bytes,
-        )
-        for s in stored
-    ]
-    session.add_all(rows)
-    session.flush()
-    return rows
-
-
 # ---------------------------------------------------------------- the service
 
 
@@ -1105,7 +1055,7 @@ def apply_action(
     if change.photos is not None and data.photos:
         if context is None:
             raise LifecycleError("photos need the context's photo folder")
-        photos = decode_photos(data.photos, context.photo_root)
+        photos = photo_store.decode_photos(data.photos, context.photo_root)
     write_one(session, case, action, actor, decision, change, now, request, photos)
     return case
 

@@ -23,8 +23,8 @@ from sqlalchemy.orm import selectinload
 
 from cases import intake, queries
 from cases.intake import ReportInput
-from cases.lifecycle import Upload
 from cases.models import Case, CaseSource, Category
+from cases.photos import Upload
 from cases.schemas import (
     AttributeValue,
     CreatedRequest,

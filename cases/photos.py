@@ -2,7 +2,8 @@
 
 An upload is decoded with Pillow, turned upright from its EXIF orientation and re-encoded from
 bare pixels, so nothing the camera wrote (EXIF with GPS, XMP, comments, ICC, PNG text) survives.
-Files live outside the database under a root folder, named by the SHA-256 of the stored bytes.
+Files live outside the database under a root folder, named by the SHA-256 of the stored bytes;
+their rows (`photo_rows`) link them to the case and to the event that brought them.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import io
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+from sqlalchemy.orm import Session
 
+from cases.models import Photo, PhotoKind
 from gridmgmt.kernel.errors import InvalidInput, Message, NotFound
 
 ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -40,6 +44,17 @@ _SIGNATURES = {
     "PNG": (b"\x89PNG\r\n\x1a\n",),
     "WEBP": (b"RIFF",),
 }
+
+
+MAX_PHOTOS = 6  # photos at a time: a report, a result, a check
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An uploaded file: its name (for messages) and bytes."""
+
+    filename: str
+    data: bytes
 
 
 class PhotoError(InvalidInput):
@@ -308,3 +323,44 @@ def _write_once(path: Path, body: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
+
+
+def decode_photos(uploads: Sequence[Upload], root: Path) -> list[StoredPhoto]:
+    """Check, clean and store the uploaded images (no database work: do it before any).
+
+    Raises:
+        InvalidInput: too many photos, or one that is not an accepted image.
+    """
+    if len(uploads) > MAX_PHOTOS:
+        raise InvalidInput(
+            "at most %(most)s photos at a time, not %(given)s", most=MAX_PHOTOS, given=len(uploads)
+        )
+    return [store_photo(u.data, root, u.filename) for u in uploads]
+
+
+def photo_rows(
+    session: Session,
+    case_id: int,
+    stored: Sequence[StoredPhoto],
+    kind: PhotoKind,
+    event_id: int | None = None,
+) -> list[Photo]:
+    """The rows of stored photos of a case, linked to the event that brought them."""
+    rows = [
+        Photo(
+            case_id=case_id,
+            event_id=event_id,
+            kind=kind.value,
+            sha256=s.sha256,
+            path=s.path,
+            thumb_path=s.thumb_path,
+            mime=s.mime,
+            width=s.width,
+            height=s.height,
+            size_bytes=s.size_bytes,
+        )
+        for s in stored
+    ]
+    session.add_all(rows)
+    session.flush()
+    return rows

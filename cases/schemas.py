@@ -32,8 +32,9 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from cases.intake import IDEMPOTENCY_KEY, MAX_DESCRIPTION, ReportInput
-from cases.lifecycle import MAX_PHOTOS, Action, ActionInput, Upload
+from cases.lifecycle import Action, ActionInput
 from cases.models import Case, CaseStatus
+from cases.photos import MAX_PHOTOS, Upload
 from gridmgmt.kernel.i18n import localized
 from grids.gridding import LAT_RANGE, LON_RANGE
 

@@ -26,9 +26,9 @@ from werkzeug.test import TestResponse
 
 from cases import intake, lifecycle, queries
 from cases.intake import ReportInput
-from cases.lifecycle import ActionInput, CaseContext, Upload
+from cases.lifecycle import ActionInput, CaseContext
 from cases.models import Case, CaseEvent, CaseSource, Category, Photo
-from cases.photos import PhotoError
+from cases.photos import PhotoError, Upload
 from dispatch.models import RoutingRule
 from dispatch.services import dispatch_case
 from gridmgmt.kernel.auth import create_user
