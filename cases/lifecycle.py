@@ -32,10 +32,10 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from cases import photos as photo_store
-from cases.models import Case, CaseEvent, CaseStatus, DispatchState, PhotoKind
+from cases.models import Case, CaseEvent, DispatchState, PhotoKind
 from cases.photos import Upload
 from cases.queries import get_case
-from cases.status import DEADLINE_RUNS, OPEN_STATUSES
+from cases.status import DEADLINE_RUNS, OPEN_STATUSES, CaseStatus
 from cases.status import CaseStatus as S
 from gridmgmt.kernel.business_calendar import BusinessCalendar, LimitUnit
 from gridmgmt.kernel.clock import now_utc
