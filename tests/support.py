@@ -7,9 +7,11 @@ from __future__ import annotations
 import io
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,11 +19,14 @@ from flask import Flask, g, has_app_context
 from flask.testing import FlaskClient
 from PIL import Image
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.orm import Session
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.test import TestResponse
 
+from gridmgmt import create_app
 from gridmgmt.app import demo
+from gridmgmt.kernel.db import EXTENSION as DB_EXTENSION
 from gridmgmt.kernel.db import db
 
 ALLOW_MISSING = "GRIDMGMT_ALLOW_MISSING"
@@ -184,3 +189,42 @@ def browser(app: Flask, username: str | None = None) -> Web:
         signed = web.post("/login", {"username": username, "password": demo.DEMO_PASSWORD})
         assert signed.status_code == 302, signed.get_data(as_text=True)[:500]
     return web
+
+
+@contextmanager
+def real_app(database: URL, redis_url: str, photo_dir: Path) -> Iterator[Flask]:
+    """The real app on `database`, storing photos in `photo_dir` (for a live server)."""
+    app = create_app(
+        {
+            "DATABASE_URL": database.render_as_string(hide_password=False),
+            "REDIS_URL": redis_url,
+            "SECRET_KEY": "x",
+            "PHOTO_DIR": str(photo_dir),
+        }
+    )
+    yield app
+    app.extensions[DB_EXTENSION].dispose()
+
+
+class QuietHandler(WSGIRequestHandler):
+    """Werkzeug's request handler without the access log (pytest shows it on failures)."""
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+@contextmanager
+def serving(app: Flask) -> Iterator[str]:
+    """Serve `app` with werkzeug (a thread per request) on a free port; yields its base URL.
+    Tests that attack the server over HTTP (security, browser) talk to it like any client."""
+    server: BaseWSGIServer = make_server(
+        "127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -10,7 +10,6 @@ Set GRIDMGMT_SCREENSHOTS to a folder to keep screenshots of the pages the tests 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,10 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from gridmgmt import create_app
 from gridmgmt.app.demo import DEMO_PASSWORD
-from gridmgmt.kernel.db import EXTENSION
 from tests.conftest import clone_database, drop_database, template_lock
-from tests.support import point_in, require
+from tests.support import point_in, real_app, require, serving
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = os.environ.get("GRIDMGMT_CHROMIUM", "/usr/bin/chromium")
@@ -81,37 +77,15 @@ def live_app(
     browser_db: URL, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Flask]:
     """The real app on the browser database, storing photos in a temporary folder."""
-    app = create_app(
-        {
-            "DATABASE_URL": browser_db.render_as_string(hide_password=False),
-            "REDIS_URL": redis_url,
-            "SECRET_KEY": "x",
-            "PHOTO_DIR": str(tmp_path_factory.mktemp("photos")),
-        }
-    )
-    yield app
-    app.extensions[EXTENSION].dispose()
-
-
-class QuietHandler(WSGIRequestHandler):
-    """Werkzeug's request handler without the access log (pytest shows it on failures)."""
-
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        pass
+    with real_app(browser_db, redis_url, tmp_path_factory.mktemp("photos")) as app:
+        yield app
 
 
 @pytest.fixture(scope="session")
 def live_server(live_app: Flask) -> Iterator[str]:
     """The app served by werkzeug (a thread per request) on a free port; yields its base URL."""
-    server: BaseWSGIServer = make_server(
-        "127.0.0.1", 0, live_app, threaded=True, request_handler=QuietHandler
-    )
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving(live_app) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
