@@ -1,0 +1,60 @@
+"""Fixtures of the security tests: the real app on a clone of the demo city, served over HTTP
+on a free port, attacked the way an outsider or a curious insider would (requests sessions,
+no test client shortcuts)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+
+import pytest
+import requests
+from flask import Flask
+from sqlalchemy.engine import URL
+
+from gridmgmt.app.demo import DEMO_PASSWORD
+from tests.conftest import clone_database, drop_database, template_lock
+from tests.support import real_app, serving
+
+
+@pytest.fixture(scope="session")
+def security_db(demo_database_url: URL) -> Iterator[URL]:
+    """A database of its own for the security tests: a clone of the committed demo city."""
+    name = f"gridmgmt_test_security_{os.getpid()}"
+    assert demo_database_url.database is not None
+    with template_lock():
+        url = clone_database(name, demo_database_url.database)
+    yield url
+    drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def security_app(
+    security_db: URL, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Flask]:
+    """The real app on the security tests' database."""
+    with real_app(security_db, redis_url, tmp_path_factory.mktemp("photos")) as app:
+        yield app
+
+
+@pytest.fixture(scope="session")
+def server(security_app: Flask) -> Iterator[str]:
+    """The base URL of the app served over HTTP."""
+    with serving(security_app) as url:
+        yield url
+
+
+def sign_in(server: str, username: str, password: str = DEMO_PASSWORD) -> requests.Session:
+    """A requests session signed in through the real login form (CSRF token and all)."""
+    session = requests.Session()
+    form = session.get(f"{server}/login").text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    assert token is not None, "the login form carries a CSRF token"
+    answer = session.post(
+        f"{server}/login",
+        data={"username": username, "password": password, "csrf_token": token.group(1)},
+        allow_redirects=False,
+    )
+    assert answer.status_code in (302, 303), answer.text[:300]
+    return session
