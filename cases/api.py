@@ -15,7 +15,8 @@ from cases.forms import action_input, report_input, request_fields
 from cases.lifecycle import ActionInput, CaseContext
 from cases.models import Case
 from cases.schemas import CaseDetail, CaseSummary, ReportedCase
-from cases.views import case_context, photo_root, signed_in, source_for
+from cases.views import case_context, limit_reports, photo_root, signed_in, source_for
+from gridmgmt.kernel import ratelimit
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.errors import Forbidden
 from gridmgmt.kernel.i18n import gettext as _
@@ -32,6 +33,7 @@ def case_json(case: Case, full: bool = True) -> dict[str, Any]:
 def create_report() -> ResponseReturnValue:
     """Report a problem; 201 with the new case, 200 with the first case on a retried key."""
     user = signed_in()
+    limit_reports()
     with db.transaction() as session:
         result = intake.report_case(
             session,
@@ -67,6 +69,12 @@ Perform = Callable[[Session, ActionInput, CaseContext], Case]
 def perform_action(perform: Perform) -> ResponseReturnValue:
     """Apply an action for the signed-in user from the request body, in one transaction, and
     answer with the case."""
+    ratelimit.limit(
+        "actions",
+        per_client="RATE_ACTIONS_PER_CLIENT",
+        per_account="RATE_ACTIONS_PER_ACCOUNT",
+        account=ratelimit.account_of_user(),
+    )
     if signed_in() is None:
         raise Forbidden("sign in to act on cases")
     data = action_input(request_fields(), request.files)

@@ -1,4 +1,10 @@
-"""The category catalogue: load the component and event classes from a JSON file."""
+"""The category catalogue: load the component and event classes from a JSON file.
+
+The file also says who may mark a report urgent (`urgent_roles`, `urgent_trusted_api_keys`):
+an urgent case's shorter limit comes before everyone else's cases, so only the roles listed
+(and, if it says so, trusted Open311 api keys) are believed; citizens and untrusted keys never.
+The app reads this policy from the shipped catalogue file (`urgent_policy`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +22,7 @@ from sqlalchemy.orm import Session
 from cases.models import Category, CategoryKind, MajorClass
 from gridmgmt.kernel.business_calendar import LimitUnit
 from gridmgmt.kernel.errors import InvalidInput
-from gridmgmt.kernel.models import UnitType
+from gridmgmt.kernel.models import Role, UnitType
 
 DEFAULT_CATALOGUE = Path(__file__).parent / "data" / "categories.json"
 MAX_LIMIT = 1_000_000  # categories.limit_value is NUMERIC(8, 2)
@@ -31,6 +38,58 @@ _TEXT_FIELDS = (
     "closing_condition_zh",
     "closing_condition_en",
 )
+
+
+DEFAULT_URGENT_ROLES = (Role.INSPECTOR.value, Role.OPERATOR.value)
+NEVER_URGENT = (Role.CITIZEN.value,)  # no catalogue may let these mark a report urgent
+
+
+@dataclass(frozen=True)
+class UrgentPolicy:
+    """Who may mark a report urgent: the roles of signed-in reporters, and whether trusted
+    Open311 api keys may. Anonymous reporters, citizens and untrusted keys never may."""
+
+    roles: frozenset[str] = frozenset(DEFAULT_URGENT_ROLES)
+    trusted_api_keys: bool = True
+
+    def allows(self, role: str | None, trusted: bool = False) -> bool:
+        """Whether a report by `role` (None: no account) through a channel, `trusted` or not,
+        may be urgent."""
+        if role is not None:
+            return role in self.roles
+        return trusted and self.trusted_api_keys
+
+
+def read_urgent_policy(data: dict[str, Any]) -> UrgentPolicy:
+    """The urgent policy of a catalogue's data (defaults when the file names none).
+
+    Raises:
+        InvalidInput: `urgent_roles` is not a list of roles, or names a role that may never
+            mark a report urgent; `urgent_trusted_api_keys` is not true or false.
+    """
+    roles = data.get("urgent_roles", list(DEFAULT_URGENT_ROLES))
+    known = {r.value for r in Role}
+    if not isinstance(roles, list) or not all(isinstance(r, str) and r in known for r in roles):
+        raise InvalidInput(
+            "urgent_roles is a list of roles among %(roles)s", roles=", ".join(sorted(known))
+        )
+    refused = sorted(set(roles) & set(NEVER_URGENT))
+    if refused:
+        raise InvalidInput("urgent_roles may not name %(role)s", role=refused[0])
+    trusted = data.get("urgent_trusted_api_keys", True)
+    if not isinstance(trusted, bool):
+        raise InvalidInput("urgent_trusted_api_keys is true or false")
+    return UrgentPolicy(frozenset(roles), trusted)
+
+
+@lru_cache(maxsize=4)
+def urgent_policy(path: str | Path = DEFAULT_CATALOGUE) -> UrgentPolicy:
+    """The urgent policy of a catalogue file, read once per process (restart to change it).
+
+    Raises:
+        InvalidInput: the file is unreadable or its policy is wrong.
+    """
+    return read_urgent_policy(read_catalogue(path))
 
 
 @dataclass
@@ -138,6 +197,7 @@ def read_catalogue(path: str | Path = DEFAULT_CATALOGUE) -> dict[str, Any]:
         raise InvalidInput("%(path)s is not valid JSON: %(error)s", path=path, error=exc) from None
     if not isinstance(data, dict) or not isinstance(data.get("majors"), list):
         raise InvalidInput("%(path)s is not a category catalogue (no 'majors' list)", path=path)
+    read_urgent_policy(data)  # a file with a wrong policy is refused as a whole
     return data
 
 

@@ -9,9 +9,10 @@ InvalidInput naming the field, in the API's error format (400).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
-from flask import request
+from flask import request, session
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 from werkzeug.datastructures import MultiDict
@@ -111,7 +112,15 @@ def parse(schema: type[M], fields: Mapping[str, Any]) -> M:
 def report_input(fields: Mapping[str, Any], files: MultiDict[str, Any]) -> ReportInput:
     """A report from the web form, the API's JSON body or its multipart body."""
     body = parse(ReportUpload, {**fields, "photos": uploads(files)})
-    return body.to_input(body.photos, request.headers.get("Idempotency-Key"))
+    data = body.to_input(body.photos, request.headers.get("Idempotency-Key"))
+    return replace(data, client_scope=client_scope())
+
+
+def client_scope() -> str:
+    """Who an anonymous reporter is, to scope their idempotency keys (`intake.scoped_key`):
+    their browser session (the CSRF secret it holds), else their address."""
+    token = session.get("csrf_token")
+    return f"s:{token}" if isinstance(token, str) and token else f"ip:{request.remote_addr}"
 
 
 def action_input(fields: Mapping[str, Any], files: MultiDict[str, Any]) -> ActionInput:

@@ -1,12 +1,20 @@
 """Reports: a problem seen at a place becomes a located case (web form, JSON API, Open311).
 
-A report is checked in full (place, class, text, photos) before any SQL, then written in one
-statement that locates the case in its cell and records its first events. Callers own the
-commit.
+A report is checked in the order of what the checks cost: coordinates, class, text, answers,
+the number and sizes of photos, who may mark it urgent, then (when photos come with it) that a
+cell holds the point; only then are its photos decoded, and written once all of them passed.
+The case is written in one statement that locates it in its cell and records its first events;
+the files a report wrote are removed if its transaction rolls back (`cases.photos`). Callers
+own the commit.
+
+Idempotency keys are scoped to their reporter: the key stored is a hash of (the account, the
+api key, or for an anonymous reporter the browser session or else the client address; the
+client's key), so another reporter's key never finds someone else's case.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -21,18 +29,19 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cases.catalogue import UrgentPolicy, urgent_policy
 from cases.lifecycle import SYSTEM, Action, Actor, actor_of, create_case
 from cases.models import (
     Case,
     CaseSource,
     PhotoKind,
 )
-from cases.photos import Upload, decode_photos, photo_rows
+from cases.photos import StoredPhoto, Upload, check_uploads, decode_photos, photo_rows
 from gridmgmt.kernel.db import Prepared
 from gridmgmt.kernel.errors import InvalidInput
 from gridmgmt.kernel.models import Role, User
 from grids import gridding
-from grids.services import outside_territory
+from grids.services import locate, outside_territory
 
 MAX_DESCRIPTION = 4000
 IDEMPOTENCY_KEY = r"[A-Za-z0-9._:-]{8,128}"  # what a client's retry key may be
@@ -54,6 +63,21 @@ class ReportInput:
     photos: Sequence[Upload] = ()
     media_url: str | None = None
     attributes: dict[str, str] = field(default_factory=dict)
+    client_scope: str | None = None  # who an anonymous reporter is: their session, or address
+
+
+def scoped_key(
+    key: str, reporter_id: int | None, api_key_id: int | None, client_scope: str | None
+) -> str:
+    """The stored form of a client's idempotency key: scoped to its reporter (the account, else
+    the api key, else the anonymous client) and hashed to fit `cases.idempotency_key`."""
+    if reporter_id is not None:
+        owner = f"u{reporter_id}"
+    elif api_key_id is not None:
+        owner = f"k{api_key_id}"
+    else:
+        owner = f"a{client_scope or ''}"
+    return "r1-" + hashlib.sha256(f"{owner}\x1f{key}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -112,11 +136,14 @@ def report_case(
     photo_root: Path,
     api_key_id: int | None = None,
     trusted: bool = False,
+    urgent: UrgentPolicy | None = None,
 ) -> ReportResult:
     """Create a case from a report, located in its unit grid cell.
 
     An inspector's report is verified at once (they are the inspector); a trusted channel's
-    report is filed at once. A retry with the same idempotency key returns the first case.
+    report is filed at once. A retry with the same idempotency key by the same reporter returns
+    the first case. The urgent flag is kept only when `urgent` (default: the shipped
+    catalogue's policy) allows the reporter's role, or the trusted channel; else it is ignored.
 
     Raises:
         InvalidInput: bad coordinates, unknown category, too long a text, a bad photo or key.
@@ -126,20 +153,30 @@ def report_case(
     if key is not None:
         if not _IDEMPOTENCY_KEY.fullmatch(key):
             raise InvalidInput("an idempotency key is 8-128 letters, digits or . _ : -")
+        key = scoped_key(key, reporter.id if reporter else None, api_key_id, data.client_scope)
         existing = session.execute(
             select(Case.id, Case.number).where(Case.idempotency_key == key)
         ).first()
         if existing is not None:
             return ReportResult(session, existing.id, existing.number, False)
+    # The cheap checks first: nothing is decoded or written for a report refused by one.
     lon, lat = gridding.check_lon_lat(data.lon, data.lat)
     category = find_category(session, data.category_code)
     if len(data.description) > MAX_DESCRIPTION:
         raise InvalidInput("a description has at most %(most)s characters", most=MAX_DESCRIPTION)
     attributes = check_attributes(category, data.attributes)
-    photos = decode_photos(data.photos, photo_root)  # before any SQL: decoding takes long
     media_url = (data.media_url or "").strip() or None
     if media_url is not None and not re.fullmatch(r"https?://\S{1,2000}", media_url):
         raise InvalidInput("media_url must be an http(s) URL", field="media_url")
+    check_uploads(data.photos)
+    # Only the roles the catalogue names (and trusted channels, if it says so) mark a report
+    # urgent: anyone else's flag is ignored and the case is created non-urgent.
+    policy = urgent if urgent is not None else urgent_policy()
+    is_urgent = bool(data.urgent) and policy.allows(reporter.role if reporter else None, trusted)
+    photos: list[StoredPhoto] = []
+    if data.photos:
+        locate(session, lon, lat)  # OutsideTerritory before any photo is decoded
+        photos = decode_photos(data.photos, photo_root, session)  # removed on rollback
     # The steps a report takes at once, each asked of the transition table: report; an
     # inspector's own report is verified; a trusted channel's is filed.
     actor = actor_of(reporter)
@@ -151,7 +188,7 @@ def report_case(
     values = {
         "source": source.value,
         "category_id": category.id,
-        "urgent": data.urgent,
+        "urgent": is_urgent,
         "description": data.description.strip(),
         "address": (data.address or "").strip() or None,
         "lon": lon,

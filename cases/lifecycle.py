@@ -1055,7 +1055,8 @@ def apply_action(
     if change.photos is not None and data.photos:
         if context is None:
             raise LifecycleError("photos need the context's photo folder")
-        photos = photo_store.decode_photos(data.photos, context.photo_root)
+        # written only now that the table allowed the action; removed if it rolls back
+        photos = photo_store.decode_photos(data.photos, context.photo_root, session)
     write_one(session, case, action, actor, decision, change, now, request, photos)
     return case
 

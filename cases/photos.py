@@ -4,6 +4,11 @@ An upload is decoded with Pillow, turned upright from its EXIF orientation and r
 bare pixels, so nothing the camera wrote (EXIF with GPS, XMP, comments, ICC, PNG text) survives.
 Files live outside the database under a root folder, named by the SHA-256 of the stored bytes;
 their rows (`photo_rows`) link them to the case and to the event that brought them.
+
+Storing is transactional with the rows: `decode_photos` checks the count and sizes, decodes
+every photo (at most `decode_slots()` at once in a process) and writes files only when all of
+them passed; the files it wrote are remembered on the session and removed if its transaction
+rolls back. Files no row refers to are swept later (`cases.jobs.remove_orphan_photos`).
 """
 
 from __future__ import annotations
@@ -14,14 +19,17 @@ import io
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
-from sqlalchemy.orm import Session
+from sqlalchemy import event
+from sqlalchemy.orm import Session, SessionTransaction
 
 from cases.models import Photo, PhotoKind
+from gridmgmt.kernel.db import AppSession
 from gridmgmt.kernel.errors import InvalidInput, Message, NotFound
 
 ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
@@ -34,8 +42,10 @@ THUMB_QUALITY = 85
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 _THUMB_SUFFIX = ".thumb.jpg"
 _WHITE = (255, 255, 255)
+WRITTEN_KEY = "gridmgmt.photos_written"  # session.info: files this transaction wrote
+DEFAULT_DECODE_SLOTS = 2  # photos a process decodes at once (PHOTO_DECODE_SLOTS)
 # Only names store_photo makes: "ab/cd/abcd<60 hex>[.thumb].<ext>".
-_STORED_NAME = re.compile(
+STORED_NAME = re.compile(
     r"(?P<a>[0-9a-f]{2})/(?P<b>[0-9a-f]{2})/(?P=a)(?P=b)[0-9a-f]{60}(?:\.thumb)?\.(?:jpg|png|webp)"
 )
 # Signatures of the accepted formats, to tell a damaged photo from something that is no photo.
@@ -84,6 +94,85 @@ class StoredPhoto:
     original_sha256: str  # of the uploaded bytes (to recognise re-uploads)
 
 
+@dataclass(frozen=True)
+class CheckedPhoto:
+    """A photo decoded, cleaned and re-encoded in memory: what `write_photo` stores."""
+
+    stored: StoredPhoto
+    body: bytes
+    thumb: bytes
+
+
+def check_upload(data: bytes, filename: str = "", max_bytes: int = MAX_BYTES) -> None:
+    """The checks of an upload that need no decoding: not empty, not over `max_bytes`.
+
+    Raises:
+        PhotoTooLarge: `data` is over `max_bytes` (status 413).
+        PhotoError: `data` is empty.
+    """
+    if not data:
+        raise _error(filename, "empty", Message("the file is empty"))
+    if len(data) > max_bytes:
+        raise _error(
+            filename,
+            "too_large",
+            Message(
+                "it is %(size)s bytes, more than the %(most)s allowed",
+                {"size": len(data), "most": max_bytes},
+            ),
+            PhotoTooLarge,
+        )
+
+
+def prepare_photo(data: bytes, filename: str = "", max_bytes: int = MAX_BYTES) -> CheckedPhoto:
+    """Check an uploaded photo and strip its metadata, in memory (nothing is written).
+
+    At most `decode_slots()` photos are decoded at once in a process; others wait their turn.
+
+    Raises:
+        PhotoTooLarge: `data` is over `max_bytes` (status 413).
+        PhotoError: empty, not an image, a format outside ALLOWED_FORMATS, corrupt or truncated,
+            more than MAX_PIXELS, or animated.
+    """
+    check_upload(data, filename, max_bytes)
+    with _decoding():
+        image, fmt = _decode(data, filename)
+        clean = _convert(image, _output_mode(image, fmt))
+        body = _encode(clean, fmt)
+        thumb = _encode_thumbnail(clean)
+    sha = hashlib.sha256(body).hexdigest()
+    folder = f"{sha[:2]}/{sha[2:4]}"
+    stored = StoredPhoto(
+        sha256=sha,
+        path=f"{folder}/{sha}.{_EXTENSIONS[fmt]}",
+        thumb_path=f"{folder}/{sha}{_THUMB_SUFFIX}",
+        mime=ALLOWED_FORMATS[fmt],
+        width=clean.width,
+        height=clean.height,
+        size_bytes=len(body),
+        original_sha256=hashlib.sha256(data).hexdigest(),
+    )
+    return CheckedPhoto(stored, body, thumb)
+
+
+def write_photo(
+    photo: CheckedPhoto, root: Path, written: list[tuple[Path, int]] | None = None
+) -> list[tuple[Path, int]]:
+    """Store a checked photo and its thumbnail under `root` (created as needed).
+
+    Returns:
+        `written` (or a new list) with the files this call wrote appended as they are written,
+        each with its modification time (ns); files already there are left as they are (only
+        their time is refreshed) and not listed.
+    """
+    written = [] if written is None else written
+    for relative, body in ((photo.stored.path, photo.body), (photo.stored.thumb_path, photo.thumb)):
+        mtime = _write_once(root / relative, body)
+        if mtime is not None:
+            written.append((root / relative, mtime))
+    return written
+
+
 def store_photo(
     data: bytes, root: Path, filename: str = "", max_bytes: int = MAX_BYTES
 ) -> StoredPhoto:
@@ -103,39 +192,9 @@ def store_photo(
         PhotoError: empty, not an image, a format outside ALLOWED_FORMATS, corrupt or truncated,
             more than MAX_PIXELS, or animated.
     """
-    if not data:
-        raise _error(filename, "empty", Message("the file is empty"))
-    if len(data) > max_bytes:
-        raise _error(
-            filename,
-            "too_large",
-            Message(
-                "it is %(size)s bytes, more than the %(most)s allowed",
-                {"size": len(data), "most": max_bytes},
-            ),
-            PhotoTooLarge,
-        )
-    image, fmt = _decode(data, filename)
-    clean = _convert(image, _output_mode(image, fmt))
-    body = _encode(clean, fmt)
-    thumb = _encode_thumbnail(clean)
-
-    sha = hashlib.sha256(body).hexdigest()
-    folder = f"{sha[:2]}/{sha[2:4]}"
-    path = f"{folder}/{sha}.{_EXTENSIONS[fmt]}"
-    thumb_path = f"{folder}/{sha}{_THUMB_SUFFIX}"
-    _write_once(root / path, body)
-    _write_once(root / thumb_path, thumb)
-    return StoredPhoto(
-        sha256=sha,
-        path=path,
-        thumb_path=thumb_path,
-        mime=ALLOWED_FORMATS[fmt],
-        width=clean.width,
-        height=clean.height,
-        size_bytes=len(body),
-        original_sha256=hashlib.sha256(data).hexdigest(),
-    )
+    photo = prepare_photo(data, filename, max_bytes)
+    write_photo(photo, root)
+    return photo.stored
 
 
 def open_stored(root: Path, relative: str) -> Path:
@@ -150,7 +209,7 @@ def open_stored(root: Path, relative: str) -> Path:
         details={"path": relative, "reason": "bad_path"},
         path=relative,
     )
-    if not _STORED_NAME.fullmatch(relative):
+    if not STORED_NAME.fullmatch(relative):
         raise refused
     base = root.resolve()
     path = (base / relative).resolve()
@@ -302,14 +361,19 @@ def _encode_thumbnail(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _write_once(path: Path, body: bytes) -> None:
-    """Write `body` to `path` atomically, unless the file is already there.
+def _write_once(path: Path, body: bytes) -> int | None:
+    """Write `body` to `path` atomically, unless the file is already there; the written file's
+    modification time (ns), or None when it was there.
 
-    Names are content hashes, so an existing file of the right size already holds `body`.
+    Names are content hashes, so an existing file of the right size already holds `body`; its
+    time is refreshed, so that neither the orphan sweep nor a failed report that wrote it
+    removes a file a report is about to use again.
     """
     with contextlib.suppress(FileNotFoundError):
         if path.stat().st_size == len(body):
-            return
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(path)
+            return None
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -319,23 +383,107 @@ def _write_once(path: Path, body: bytes) -> None:
             os.fsync(out.fileno())
         os.chmod(temp, 0o644)  # mkstemp makes 0600; the web server must be able to read it
         os.replace(temp, path)
+        return path.stat().st_mtime_ns
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
 
 
-def decode_photos(uploads: Sequence[Upload], root: Path) -> list[StoredPhoto]:
-    """Check, clean and store the uploaded images (no database work: do it before any).
+# ---------------------------------------------------------------- decoding slots
+
+
+_slots = threading.BoundedSemaphore(DEFAULT_DECODE_SLOTS)
+_slot_count = DEFAULT_DECODE_SLOTS
+
+
+def set_decode_slots(count: int) -> None:
+    """How many photos a process decodes at once (`PHOTO_DECODE_SLOTS`, at least 1); set when
+    the app starts, before any request."""
+    global _slots, _slot_count
+    count = max(1, int(count))
+    if count != _slot_count:
+        _slots, _slot_count = threading.BoundedSemaphore(count), count
+
+
+def decode_slots() -> int:
+    """How many photos a process decodes at once."""
+    return _slot_count
+
+
+@contextlib.contextmanager
+def _decoding() -> Iterator[None]:
+    """Hold one of the process's decoding slots (a decoded photo may take ~160 MB)."""
+    slots = _slots
+    with slots:
+        yield
+
+
+def check_uploads(uploads: Sequence[Upload], max_bytes: int = MAX_BYTES) -> None:
+    """The checks of a batch of uploads that need no decoding: their number and sizes.
 
     Raises:
-        InvalidInput: too many photos, or one that is not an accepted image.
+        InvalidInput: more than MAX_PHOTOS photos.
+        PhotoError: an empty upload, or one over `max_bytes` (PhotoTooLarge).
     """
     if len(uploads) > MAX_PHOTOS:
         raise InvalidInput(
             "at most %(most)s photos at a time, not %(given)s", most=MAX_PHOTOS, given=len(uploads)
         )
-    return [store_photo(u.data, root, u.filename) for u in uploads]
+    for upload in uploads:
+        check_upload(upload.data, upload.filename, max_bytes)
+
+
+def decode_photos(
+    uploads: Sequence[Upload], root: Path, session: Session | None = None
+) -> list[StoredPhoto]:
+    """Check, clean and store the uploaded images: every one is decoded before any is written.
+
+    With a `session`, the files written are removed if the session's transaction rolls back
+    (files that were already there are left alone): call it after the cheap checks, inside the
+    transaction that writes the photos' rows.
+
+    Raises:
+        InvalidInput: too many photos, or one that is not an accepted image.
+    """
+    check_uploads(uploads)
+    checked = [prepare_photo(u.data, u.filename) for u in uploads]
+    written: list[tuple[Path, int]] = (
+        session.info.setdefault(WRITTEN_KEY, []) if session is not None else []
+    )
+    for photo in checked:
+        write_photo(photo, root, written)  # listed as written: a failure midway is undone too
+    return [photo.stored for photo in checked]
+
+
+def remove_written(written: Sequence[tuple[Path, int]]) -> int:
+    """Remove files a failed transaction wrote, unless another writer has touched them since
+    (a report storing the same image again refreshes its time). How many were removed."""
+    removed = 0
+    for path, mtime in written:
+        try:
+            if path.stat().st_mtime_ns != mtime:
+                continue
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+@event.listens_for(AppSession, "after_commit")
+def _keep_on_commit(session: Session) -> None:
+    if session.get_nested_transaction() is None:  # a savepoint's release commits nothing yet
+        session.info.pop(WRITTEN_KEY, None)
+
+
+@event.listens_for(AppSession, "after_soft_rollback")
+def _remove_on_rollback(session: Session, previous: SessionTransaction) -> None:
+    if previous.parent is not None:  # a savepoint: the files may still be kept by the rest
+        return
+    written = session.info.pop(WRITTEN_KEY, None)
+    if written:
+        remove_written(written)
 
 
 def photo_rows(

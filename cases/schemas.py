@@ -35,6 +35,7 @@ from cases.intake import IDEMPOTENCY_KEY, MAX_DESCRIPTION, ReportInput
 from cases.lifecycle import Action, ActionInput
 from cases.models import Case, CaseStatus
 from cases.photos import MAX_PHOTOS, Upload
+from gridmgmt.kernel.errors import InvalidInput
 from gridmgmt.kernel.i18n import localized
 from grids.gridding import LAT_RANGE, LON_RANGE
 
@@ -60,6 +61,8 @@ Photos = Annotated[
     Field(max_length=MAX_PHOTOS, description="JPEG, PNG or WebP, up to 10 MB each."),
 ]
 CONTACT = "Reporter's contact, never published."
+MAX_SHORT_TEXT = 500  # an address
+MAX_CONTACT = 200  # a name, phone, e-mail, code or short value
 
 
 # ---------------------------------------------------------------- staff JSON API: input
@@ -70,20 +73,20 @@ class ReportBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    category: str = Field(description="Class code.", examples=["E0102"])
+    category: str = Field(max_length=MAX_CONTACT, description="Class code.", examples=["E0102"])
     lon: Longitude
     lat: Latitude
     description: str = Field("", max_length=MAX_DESCRIPTION)
-    address: str | None = None
+    address: str | None = Field(None, max_length=MAX_SHORT_TEXT)
     urgent: bool = False
     idempotency_key: str | None = Field(
         None,
         pattern=f"^{IDEMPOTENCY_KEY}$",
         description="8-128 letters, digits or . _ : - (or the Idempotency-Key header).",
     )
-    name: str = Field("", description=CONTACT)
-    phone: str = Field("", description=CONTACT)
-    email: str = Field("", description=CONTACT)
+    name: str = Field("", max_length=MAX_CONTACT, description=CONTACT)
+    phone: str = Field("", max_length=MAX_CONTACT, description=CONTACT)
+    email: str = Field("", max_length=MAX_CONTACT, description=CONTACT)
 
     def to_input(self, photos: list[Upload], idempotency_header: str | None) -> ReportInput:
         """The service's input (the body's key wins over the header)."""
@@ -112,13 +115,23 @@ class ActionBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     version: Id | None = Field(None, description="The version you saw: a stale one is a 409.")
-    reason: str = Field("", description="Return, reject, invalidate, extension, suspension.")
-    note: str = Field("", description="Report done, check fail...")
+    reason: str = Field(
+        "",
+        max_length=MAX_DESCRIPTION,
+        description="Return, reject, invalidate, extension, suspension.",
+    )
+    note: str = Field("", max_length=MAX_DESCRIPTION, description="Report done, check fail...")
     unit_id: Id | None = Field(None, description="Dispatch to this unit.")
     inspector_id: Id | None = Field(None, description="Who checks on site.")
-    merge_into: str | None = Field(None, description="Case number to merge into.")
-    extra_value: str | None = Field(None, description="Extension asked: amount...")
-    extra_unit: str | None = Field(None, description="...in `hours` or `days`.")
+    merge_into: str | None = Field(
+        None, max_length=MAX_CONTACT, description="Case number to merge into."
+    )
+    extra_value: str | None = Field(
+        None, max_length=MAX_CONTACT, description="Extension asked: amount..."
+    )
+    extra_unit: str | None = Field(
+        None, max_length=MAX_CONTACT, description="...in `hours` or `days`."
+    )
 
     def to_input(self, photos: list[Upload]) -> ActionInput:
         """The service's input."""
@@ -486,5 +499,17 @@ OPEN311_RECORDS: tuple[type, ...] = (
 
 def open311_fields(form: Any) -> dict[str, str]:
     """The declared fields of an Open311 POST (`Open311RequestForm`), as text; others
-    (`attribute[CODE]`, unknown names) are read apart."""
-    return {name: form[name] for name in Open311RequestForm.__annotations__ if name in form}
+    (`attribute[CODE]`, unknown names) are read apart.
+
+    Raises:
+        InvalidInput: a field longer than its limit (description and media_url:
+            MAX_DESCRIPTION; any other: MAX_SHORT_TEXT), answered in Open311's error format.
+    """
+    fields = {name: form[name] for name in Open311RequestForm.__annotations__ if name in form}
+    for name, value in fields.items():
+        limit = MAX_DESCRIPTION if name in ("description", "media_url") else MAX_SHORT_TEXT
+        if len(value) > limit:
+            raise InvalidInput(
+                "%(name)s has at most %(limit)s characters", field=name, name=name, limit=limit
+            )
+    return fields

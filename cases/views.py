@@ -38,7 +38,7 @@ from cases.lifecycle import (
     is_overdue,
 )
 from cases.models import Case, CaseSource, CaseStatus, MajorClass, Photo
-from gridmgmt.kernel import clock
+from gridmgmt.kernel import clock, ratelimit
 from gridmgmt.kernel.calendar_store import city_calendar
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.errors import DomainError
@@ -106,10 +106,25 @@ def report_form() -> ResponseReturnValue:
     )
 
 
+def limit_reports() -> None:
+    """Count a report against the limits per client address and per signed-in account.
+
+    Raises:
+        TooManyRequests: past a limit (429 with Retry-After).
+    """
+    ratelimit.limit(
+        "reports",
+        per_client="RATE_REPORTS_PER_CLIENT",
+        per_account="RATE_REPORTS_PER_ACCOUNT",
+        account=ratelimit.account_of_user(),
+    )
+
+
 @bp.post("/report")
 def report_submit() -> ResponseReturnValue:
     """The report form without JavaScript: same service, then the case or tracking page."""
     user = signed_in()
+    limit_reports()  # a refusal is the error page, before any work
     try:
         with db.transaction() as session:
             result = intake.report_case(
@@ -327,7 +342,10 @@ def photo(photo_id: int, size: str = "") -> ResponseReturnValue:
         abort(404)
     queries.get_case(session, row.case_id, current_user)
     path = photo_store.open_stored(photo_root(), row.thumb_path if size else row.path)  # or 404
-    return send_file(path, mimetype="image/jpeg" if size else row.mime, max_age=86400)
+    answer = send_file(path, mimetype="image/jpeg" if size else row.mime, max_age=86400)
+    answer.cache_control.public = False  # a case's photo: this browser only, never a cache
+    answer.cache_control.private = True
+    return answer
 
 
 def init_app(app: Flask) -> None:

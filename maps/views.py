@@ -29,6 +29,7 @@ from sqlalchemy import select, text
 
 from cases.models import CaseSource, CaseStatus, Category, MajorClass
 from cases.status import NEVER_CASES
+from gridmgmt.kernel import ratelimit
 from gridmgmt.kernel.db import db, sql_in
 from gridmgmt.kernel.errors import InvalidInput
 from gridmgmt.kernel.i18n import N_, current_lang
@@ -349,6 +350,12 @@ OPEN_DATA_SQL = f"""
 def open_data(fmt: str) -> ResponseReturnValue:
     """Cases of a period as open data: no reporter, no contact, no description, no photo;
     positions rounded to about 10 m."""
+    ratelimit.limit(
+        "reads",
+        per_client="RATE_READS_PER_CLIENT",
+        per_account="RATE_READS_PER_ACCOUNT",
+        account=ratelimit.account_of_user(),
+    )
     f = filters_from_request()
     start = datetime.combine(f.start, datetime.min.time(), UTC)
     end = datetime.combine(f.end + timedelta(days=1), datetime.min.time(), UTC)

@@ -19,6 +19,8 @@ mkdir -p var
 [ -s var/secret_key ] || "$BIN/python" -c 'import secrets; print(secrets.token_hex(32))' >var/secret_key
 GRIDMGMT_SECRET_KEY=$(cat var/secret_key)
 export GRIDMGMT_SECRET_KEY
+# The demo: plain HTTP on this machine (no Secure session cookie), a made-up key allowed.
+export GRIDMGMT_DEMO=1
 
 "$BIN/flask" demo seed >var/demo-logins.txt
 

@@ -20,6 +20,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from flask import Flask
 from flask.testing import FlaskCliRunner
+from playwright.sync_api import Browser, Playwright, sync_playwright
 from redis import Redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine, make_url
@@ -34,6 +35,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("GRIDMGMT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 POSTGIS_TEMPLATE = "gridmgmt_postgis"
 TEST_TEMPLATE = "gridmgmt_test_tpl"
+# The test apps are served over plain HTTP: a Secure session cookie would never come back.
+os.environ.setdefault("GRIDMGMT_SESSION_COOKIE_SECURE", "false")
+# ...and outside the demo the app needs a secret key (`flask` subprocesses read this one).
+os.environ.setdefault("GRIDMGMT_SECRET_KEY", "test-secret-for-subprocesses")
+os.environ.setdefault("GRIDMGMT_ADMIN_TOTP_REQUIRED", "false")  # the demo admin has none
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -312,3 +318,33 @@ def la_database_url(database_url: URL) -> URL:
     code = [ROOT / "grids" / name for name in ("services.py", "gridding.py", "geojson.py")]
     key = fingerprint(councils, *code, str(LA_CELL_SIZE_M))
     return cached_database("gridmgmt_test_la", key, lambda u: build_la_territory(u, councils))
+
+
+# Debian's Chromium, shared by every module that drives pages (one Playwright per process).
+CHROMIUM = os.environ.get("GRIDMGMT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    """The Playwright driver (sync API)."""
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    """Debian's Chromium, headless (Playwright's own browsers cannot be downloaded here)."""
+    require(
+        "browser", Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    )
+    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield chromium
+    chromium.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gridmgmt.kernel.config import Config
 
@@ -17,6 +18,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     import maps
     from gridmgmt import kernel
     from gridmgmt.app import cli, health, home, openapi, registry
+    from gridmgmt.kernel import ratelimit
 
     app = Flask("gridmgmt")  # templates and static files of the shell live in gridmgmt/
     settings = config if isinstance(config, Config) else Config.from_env()
@@ -33,4 +35,9 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
         package.init_app(app)
     openapi.init_app(app)
     cli.init_app(app)
+    ratelimit.init_app(app)
+    if app.config["TRUSTED_PROXIES"] > 0:  # else X-Forwarded-* from anyone are ignored
+        hops = int(app.config["TRUSTED_PROXIES"])
+        proxied = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
+        app.wsgi_app = proxied  # type: ignore[method-assign]
     return app

@@ -1,12 +1,19 @@
-"""Liveness (`/healthz`) and readiness (`/readyz`: database and Redis reachable)."""
+"""Liveness (`/healthz`) and readiness (`/readyz`: database and Redis reachable).
+
+The details of readiness (what failed, and how) are for the machine's own probes (a loopback
+client) and signed-in administrators; anyone else gets only the status code and the word."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, jsonify
+from ipaddress import ip_address
+
+from flask import Blueprint, Flask, jsonify, request
 from flask.typing import ResponseReturnValue
+from flask_login import current_user
 from sqlalchemy import text
 
 from gridmgmt.kernel.db import db
+from gridmgmt.kernel.models import Role
 from gridmgmt.kernel.queue import queues
 
 bp = Blueprint("health", __name__)
@@ -34,7 +41,25 @@ def readyz() -> ResponseReturnValue:
     except Exception as exc:
         checks["redis"] = f"unreachable: {type(exc).__name__}: {str(exc).strip()[:200]}"
     ready = all(v == "ok" for v in checks.values())
-    return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
+    status = "ready" if ready else "not ready"
+    if not may_see_details():
+        return jsonify(status=status), 200 if ready else 503
+    return jsonify(status=status, checks=checks), 200 if ready else 503
+
+
+def may_see_details() -> bool:
+    """A loopback client (the machine's own probes) or a signed-in administrator.
+    `remote_addr` is the proxy's address unless the app trusts a proxy's headers."""
+    try:
+        loopback = ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return True
+    try:  # loading the user needs the database, which may be what is down
+        return bool(current_user.is_authenticated and current_user.role == Role.ADMIN)
+    except Exception:
+        return False
 
 
 def init_app(app: Flask) -> None:

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 def init_app(app: Flask) -> None:
     """Bind the kernel's extensions: database, Redis, errors, languages, sign-in, commands."""
-    from gridmgmt.kernel import cli, i18n, web
+    from gridmgmt.kernel import cli, i18n, security, web
     from gridmgmt.kernel.db import db
     from gridmgmt.kernel.http_errors import register_error_handlers
     from gridmgmt.kernel.queue import queues
@@ -20,4 +20,5 @@ def init_app(app: Flask) -> None:
     register_error_handlers(app)
     i18n.init_app(app)
     web.init_app(app)
+    security.init_app(app)
     cli.init_app(app)

@@ -6,7 +6,10 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
+import pyotp
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -15,8 +18,30 @@ from gridmgmt.kernel.db import Prepared
 from gridmgmt.kernel.errors import Conflict, InvalidInput, NotFound
 from gridmgmt.kernel.models import ApiKey, Role, Unit, User
 
-MIN_PASSWORD_LENGTH = 8
+MIN_PASSWORD_LENGTH = 12
 _USERNAME = re.compile(r"[A-Za-z0-9_.@-]{2,64}")
+COMMON_PASSWORDS = Path(__file__).resolve().parent.parent / "data" / "common-passwords.txt"
+
+
+@cache
+def common_passwords() -> frozenset[str]:
+    """The shipped list of common passwords (lower case; see gridmgmt/data/README.md)."""
+    lines = COMMON_PASSWORDS.read_text(encoding="utf-8").splitlines()
+    return frozenset(line.strip().lower() for line in lines if line.strip())
+
+
+def check_password_policy(password: str) -> None:
+    """Refuse a password that is short or among the common ones.
+
+    Raises:
+        InvalidInput: the password is too short or too common.
+    """
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(
+            "a password has at least %(least)s characters", least=MIN_PASSWORD_LENGTH
+        )
+    if password.lower() in common_passwords():
+        raise InvalidInput("this password is one of the most common ones: choose another")
 
 
 def create_user(
@@ -43,10 +68,7 @@ def create_user(
         raise InvalidInput(
             "unknown role %(role)r; roles are %(roles)s", role=role, roles=roles
         ) from None
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise InvalidInput(
-            "a password has at least %(least)s characters", least=MIN_PASSWORD_LENGTH
-        )
+    check_password_policy(password)
     unit = None
     if role == Role.UNIT_STAFF:
         if not unit_code:
@@ -74,11 +96,87 @@ def create_user(
     return user
 
 
+@cache
+def _dummy_hash() -> str:
+    """A hash of nobody's password, checked when the username is unknown."""
+    return generate_password_hash(secrets.token_urlsafe(16))
+
+
 def authenticate(session: Session, username: str, password: str) -> User | None:
-    """Return the active user with these credentials, or None."""
+    """Return the active user with these credentials, or None. An unknown or inactive
+    username costs one password check too (against a dummy hash), so that the time of the
+    answer does not tell which usernames exist."""
     user = session.scalar(select(User).where(User.username == username, User.active))
-    if user is None or not check_password_hash(user.password_hash, password):
+    if user is None:
+        check_password_hash(_dummy_hash(), password)
         return None
+    if not check_password_hash(user.password_hash, password):
+        return None
+    return user
+
+
+def find_user(session: Session, username: str) -> User:
+    """The user called `username`.
+
+    Raises:
+        NotFound: no such user.
+    """
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFound("user %(username)s does not exist", username=username)
+    return user
+
+
+def set_password(session: Session, username: str, password: str) -> User:
+    """Give `username` a new password and end all their sessions.
+
+    Raises:
+        NotFound: no such user.
+        InvalidInput: the password is too short or too common.
+    """
+    check_password_policy(password)
+    user = find_user(session, username)
+    user.password_hash = generate_password_hash(password)
+    user.end_sessions()
+    session.flush()
+    return user
+
+
+def set_totp(session: Session, username: str, enable: bool = True) -> str | None:
+    """Give `username` a new second factor (a TOTP secret) and return its provisioning URI
+    for an authenticator app, or remove it (`enable` false: None). Their sessions end.
+
+    Raises:
+        NotFound: no such user.
+    """
+    user = find_user(session, username)
+    user.totp_secret = pyotp.random_base32() if enable else None
+    user.end_sessions()
+    session.flush()
+    if user.totp_secret is None:
+        return None
+    return pyotp.TOTP(user.totp_secret).provisioning_uri(name=username, issuer_name="gridmgmt")
+
+
+def check_second_factor(user: User, code: str) -> bool:
+    """True when `user` has no second factor, or `code` is its current one (30 s steps, one
+    step of clock drift allowed either way)."""
+    if user.totp_secret is None:
+        return True
+    code = code.strip().replace(" ", "")
+    return code.isdigit() and pyotp.TOTP(user.totp_secret).verify(code, valid_window=1)
+
+
+def set_active(session: Session, username: str, active: bool) -> User:
+    """Activate or deactivate `username`; either way, all their sessions end.
+
+    Raises:
+        NotFound: no such user.
+    """
+    user = find_user(session, username)
+    user.active = active
+    user.end_sessions()
+    session.flush()
     return user
 
 

@@ -10,9 +10,10 @@ from contextlib import contextmanager
 import click
 from flask import Flask
 from flask.cli import AppGroup
+from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
-from gridmgmt.kernel import auth
+from gridmgmt.kernel import auth, web
 from gridmgmt.kernel.calendar_store import load_calendar, shipped_calendar
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.errors import DomainError
@@ -42,6 +43,13 @@ def echo_progress(label: str) -> Callable[[int, int], None]:
     return report
 
 
+def read_password(password_stdin: bool) -> str:
+    """A password from standard input (one line) or from a prompt asked twice."""
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
 @users_cli.command("create")
 @click.argument("username")
 @click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
@@ -52,14 +60,70 @@ def create_user_command(
     username: str, role: str, unit_code: str | None, display_name: str | None, password_stdin: bool
 ) -> None:
     """Create USERNAME with one role; the password comes from a prompt or stdin."""
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password = read_password(password_stdin)
     with cli_transaction() as session:
         user = auth.create_user(session, username, password, role, unit_code, display_name)
         where = f" of unit {unit_code}" if user.unit_id else ""
     click.echo(f"created {role} {username}{where}")
+
+
+@users_cli.command("password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def set_password_command(username: str, password_stdin: bool) -> None:
+    """Give USERNAME a new password; all their sessions end."""
+    password = read_password(password_stdin)
+    with cli_transaction() as session:
+        auth.set_password(session, username, password)
+    click.echo(f"new password for {username}; their sessions have ended")
+
+
+@users_cli.command("deactivate")
+@click.argument("username")
+def deactivate_command(username: str) -> None:
+    """Stop USERNAME from signing in; all their sessions end."""
+    with cli_transaction() as session:
+        auth.set_active(session, username, False)
+    click.echo(f"deactivated {username}; their sessions have ended")
+
+
+@users_cli.command("activate")
+@click.argument("username")
+def activate_command(username: str) -> None:
+    """Let a deactivated USERNAME sign in again."""
+    with cli_transaction() as session:
+        auth.set_active(session, username, True)
+    click.echo(f"activated {username}")
+
+
+@users_cli.command("totp")
+@click.argument("username")
+@click.option("--remove", is_flag=True, help="Remove the second factor instead.")
+def totp_command(username: str, remove: bool) -> None:
+    """Give USERNAME a new second factor and print its otpauth:// URI for an authenticator
+    app (the login then asks for its code); their sessions end."""
+    with cli_transaction() as session:
+        uri = auth.set_totp(session, username, enable=not remove)
+    if uri is None:
+        click.echo(f"{username} signs in without a second factor; their sessions have ended")
+        return
+    click.echo(uri)
+    click.echo(f"scan or paste this into {username}'s authenticator app now", err=True)
+
+
+@users_cli.command("unlock")
+@click.argument("username")
+def unlock_command(username: str) -> None:
+    """Lift the lock that wrong passwords put on USERNAME, and end all their sessions (an
+    account someone was guessing at may have been guessed)."""
+    with cli_transaction() as session:
+        auth.find_user(session, username).end_sessions()
+    try:
+        counted = web.lift_signin_lock(username)
+    except RedisError as exc:
+        raise click.ClickException(f"Redis is unreachable: {exc}") from None
+    state = "unlocked" if counted else "had no wrong passwords counted"
+    click.echo(f"{username} {state}; their sessions have ended")
 
 
 @apikey_cli.command("create")

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-import secrets
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,22 @@ class Config:
 
     DATABASE_URL: str = DEFAULT_DATABASE_URL
     REDIS_URL: str = DEFAULT_REDIS_URL
-    SECRET_KEY: str = field(default_factory=lambda: secrets.token_hex(32))
+    SECRET_KEY: str = ""  # required outside the demo (the app refuses to start without it)
+    DEMO: bool = False  # `make run`: plain HTTP on this machine, a random SECRET_KEY allowed
+    SESSION_COOKIE_SECURE: bool = True  # send the session cookie over HTTPS only (off in DEMO)
+    SESSION_IDLE_MINUTES: float = 120.0  # a session unused this long is signed out
+    SESSION_MAX_HOURS: float = 12.0  # ...and any session this long after its sign-in
+    SIGNIN_FAILURES_PER_ACCOUNT: int = 5  # wrong passwords before a username is locked
+    SIGNIN_FAILURES_PER_CLIENT: int = 30  # ...and before a client address is locked
+    SIGNIN_LOCKOUT_MINUTES: int = 15  # how long a lock (and a failure's count) lasts
+    ADMIN_TOTP_REQUIRED: bool = True  # administrators need a second factor (off in DEMO)
     CITY_NAME: str = "Los Angeles (demo)"
     CALENDAR_CODE: str = "us_la"
     DISPLAY_TZ: str = "America/Los_Angeles"
     PHOTO_DIR: str = str(ROOT / "var" / "photos")
     MAX_CONTENT_LENGTH: int = 40 * 1024 * 1024  # a whole upload: several photos and the form
+    PHOTO_DECODE_SLOTS: int = 2  # photos a process decodes at once (each may take ~160 MB)
+    PHOTO_ORPHAN_GRACE_SECONDS: int = 3600  # an unreferenced photo file older than this is swept
     REOPEN_DAYS: int = 7
     DISPATCH_GRACE_SECONDS: int = 30  # a filed case still waiting after this is swept again
     DISPATCH_GATHER_MS: int = 50  # while reports stream in, a drain waits this long for them
@@ -34,6 +43,14 @@ class Config:
     OPEN311_JURISDICTION: str = "la.gridmgmt.example"  # jurisdiction_id clients may send
     OPEN311_RATE_PER_KEY: int = 200  # POST requests a second per api_key
     OPEN311_RATE_PER_IP: int = 100  # ...and per client address
+    # Abuse limits (gridmgmt.kernel.ratelimit), a minute's requests; 0 turns one off.
+    RATE_REPORTS_PER_CLIENT: int = 20  # reports (form, JSON API) per client address
+    RATE_REPORTS_PER_ACCOUNT: int = 10  # ...and per signed-in account
+    RATE_ACTIONS_PER_CLIENT: int = 600  # case actions through the JSON API per client address
+    RATE_ACTIONS_PER_ACCOUNT: int = 120  # ...and per signed-in account
+    RATE_READS_PER_CLIENT: int = 60  # Open311 listings and open data exports per client address
+    RATE_READS_PER_ACCOUNT: int = 120  # ...and per signed-in account or api_key
+    TRUSTED_PROXIES: int = 0  # reverse proxies in front whose X-Forwarded-For/-Proto are believed
     SQL_ECHO: bool = False
     DB_POOL_SIZE: int = 10
     TESTING: bool = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import date, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -86,6 +87,11 @@ class Role(str, Enum):
     ADMIN = "admin"
 
 
+def new_session_token() -> str:
+    """A fresh random session token (256 bits)."""
+    return secrets.token_urlsafe(32)
+
+
 class User(Timestamped, Base):
     """A person who signs in. Unit staff are bound to exactly one unit; nobody else is."""
 
@@ -102,6 +108,11 @@ class User(Timestamped, Base):
     role: Mapped[Role] = mapped_column(String(16), nullable=False)
     unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id"), index=True)
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=true())
+    # Part of every session's key (`get_id`): a new one ends all the user's sessions.
+    session_token: Mapped[str] = mapped_column(
+        String(64), nullable=False, default=new_session_token
+    )
+    totp_secret: Mapped[str | None] = mapped_column(String(32))  # the second factor, if set
 
     unit: Mapped[Unit | None] = relationship()
 
@@ -122,8 +133,13 @@ class User(Timestamped, Base):
         return False
 
     def get_id(self) -> str:
-        """The session key."""
-        return str(self.id)
+        """The session key: the id and the current session token (Flask-Login's alternative
+        token), so that a new token ends every session signed in with the old one."""
+        return f"{self.id}:{self.session_token}"
+
+    def end_sessions(self) -> None:
+        """Sign the user out everywhere: every session key made before this one is refused."""
+        self.session_token = new_session_token()
 
 
 class ApiKey(Timestamped, Base):

@@ -16,25 +16,16 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session
 
 from gridmgmt.app.demo import DEMO_PASSWORD
 from tests.conftest import clone_database, drop_database, template_lock
-from tests.support import point_in, real_app, require, serving
+from tests.support import point_in, real_app, serving
 
 HERE = Path(__file__).resolve().parent
-CHROMIUM = os.environ.get("GRIDMGMT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PHONE: dict[str, Any] = {
     "viewport": {"width": 390, "height": 844},
     "is_mobile": True,
@@ -86,24 +77,6 @@ def live_server(live_app: Flask) -> Iterator[str]:
     """The app served by werkzeug (a thread per request) on a free port; yields its base URL."""
     with serving(live_app) as url:
         yield url
-
-
-@pytest.fixture(scope="session")
-def playwright() -> Iterator[Playwright]:
-    """The Playwright driver (sync API)."""
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="session")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    """Debian's Chromium, headless (Playwright's own browsers cannot be downloaded here)."""
-    require(
-        "browser", Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-    )
-    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    yield chromium
-    chromium.close()
 
 
 def sign_in(page: Page, base_url: str, username: str) -> None:

@@ -14,6 +14,7 @@ from playwright.sync_api import Locator, Page, Request, Response, Route, expect
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from cases.intake import scoped_key
 from tests.browser.conftest import ContextFor
 
 pytestmark = pytest.mark.browser
@@ -374,7 +375,9 @@ def test_offline_retry_makes_one_case(
     rows = cases_described(browser_engine, description)
     assert len(rows) == 1, rows
     assert rows[0][0] == page.locator(".case-number").inner_text()
-    assert rows[0][2] == calls[0]
+    with browser_engine.connect() as conn:  # the key is kept scoped to its reporter
+        inspector = conn.scalar(text("SELECT id FROM users WHERE username = 'inspector'"))
+    assert rows[0][2] == scoped_key(calls[0], inspector, None, None)
     expect(page.locator("img[data-kind=before]")).to_have_count(1)  # the photo kept once
 
 

@@ -15,7 +15,14 @@ from flask.testing import FlaskCliRunner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cases.catalogue import DEFAULT_CATALOGUE, KIND_PREFIX, LoadResult, load_catalogue
+from cases.catalogue import (
+    DEFAULT_CATALOGUE,
+    KIND_PREFIX,
+    LoadResult,
+    UrgentPolicy,
+    load_catalogue,
+    urgent_policy,
+)
 from cases.models import Category, CategoryKind, MajorClass
 from gridmgmt.kernel.errors import InvalidInput
 
@@ -218,6 +225,18 @@ BAD: dict[str, tuple[Breaker, str]] = {
     ),
     "minors-not-a-list": (_set_major("minors", {"01": {}}), "needs a list of minor classes"),
     "major-not-an-object": (lambda data: {"majors": [*data["majors"], ["x"]]}, "needs a list"),
+    "citizens-urgent": (
+        lambda data: {**data, "urgent_roles": ["operator", "citizen"]},
+        "urgent_roles may not name citizen",
+    ),
+    "unknown-urgent-role": (
+        lambda data: {**data, "urgent_roles": ["mayor"]},
+        "urgent_roles is a list of roles",
+    ),
+    "urgent-keys-not-a-flag": (
+        lambda data: {**data, "urgent_trusted_api_keys": "yes"},
+        "urgent_trusted_api_keys is true or false",
+    ),
 }
 
 
@@ -294,3 +313,21 @@ def test_oversized_limit_is_clear_error(
     assert isinstance(result.exception, SystemExit), result.exception
     assert "nothing was changed" in result.output
     assert snapshot(session) == loaded
+
+
+def test_the_shipped_urgent_policy(tmp_path: Path) -> None:
+    policy = urgent_policy()
+    assert policy == UrgentPolicy(frozenset({"inspector", "operator"}), True)
+    assert [policy.allows(r) for r in ("inspector", "operator", "citizen", "dispatcher")] == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert policy.allows(None, trusted=True) and not policy.allows(None, trusted=False)
+    data = shipped()
+    data.update(urgent_roles=["inspector"], urgent_trusted_api_keys=False)
+    strict = urgent_policy(write(tmp_path, data))
+    assert not strict.allows("operator") and not strict.allows(None, trusted=True)
+    del data["urgent_roles"], data["urgent_trusted_api_keys"]
+    assert urgent_policy(write(tmp_path, data, "plain.json")) == UrgentPolicy()

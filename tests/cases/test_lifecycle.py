@@ -644,7 +644,8 @@ def test_idempotent_report(session: Session, ctx: CaseContext, city: City, peopl
 
     assert (first.created, second.created) == (True, False)
     assert second.case.id == first.case.id
-    assert count(session, Case, Case.idempotency_key == "retry-key-0001") == 1
+    stored = intake.scoped_key("retry-key-0001", people.citizen.id, None, None)
+    assert count(session, Case, Case.idempotency_key == stored) == 1
     assert count(session, CaseEvent, CaseEvent.case_id == first.case.id) == 1
 
 

@@ -24,6 +24,9 @@ from cases.photos import (
     PhotoError,
     PhotoTooLarge,
     StoredPhoto,
+    Upload,
+    check_uploads,
+    decode_photos,
     open_stored,
     store_photo,
 )
@@ -399,15 +402,55 @@ def test_storing_the_same_image_twice_does_not_rewrite(tmp_path: Path) -> None:
     data = encode(halves(), "JPEG", exif=camera_exif())
     first = store_photo(data, tmp_path, "a.jpg")
     long_ago = 1_000_000_000
+    inodes = {}
     for relative in (first.path, first.thumb_path):
         os.utime(tmp_path / relative, ns=(long_ago, long_ago))
+        inodes[relative] = (tmp_path / relative).stat().st_ino
 
     second = store_photo(data, tmp_path, "a-again.jpg")
 
     assert second == first
     for relative in (first.path, first.thumb_path):
-        assert (tmp_path / relative).stat().st_mtime_ns == long_ago
+        stat = (tmp_path / relative).stat()
+        assert stat.st_ino == inodes[relative]  # the same file, not written again...
+        assert stat.st_mtime_ns > long_ago  # ...but in use again: the orphan sweep waits
     assert files_under(tmp_path) == sorted([tmp_path / first.path, tmp_path / first.thumb_path])
+
+
+def test_photos_are_all_checked_before_any_is_written(tmp_path: Path) -> None:
+    good = Upload("good.jpg", encode(halves(), "JPEG"))
+    fake = Upload("fake.jpg", b"\xff\xd8\xff" + b"\x00" * 100)
+
+    with pytest.raises(PhotoError):
+        decode_photos([good, fake], tmp_path)
+
+    assert files_under(tmp_path) == []
+
+
+def test_too_many_or_too_big_uploads_are_refused_undecoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_decoding(*args: object) -> None:
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(photos, "_decode", no_decoding)
+    with pytest.raises(InvalidInput):
+        check_uploads([Upload("a.jpg", b"x")] * (photos.MAX_PHOTOS + 1))
+    with pytest.raises(PhotoTooLarge):
+        check_uploads([Upload("a.jpg", b"x" * 11)], max_bytes=10)
+    with pytest.raises(PhotoError):
+        check_uploads([Upload("empty.jpg", b"")])
+
+
+def test_decoding_slots_are_a_setting() -> None:
+    before = photos.decode_slots()
+    try:
+        photos.set_decode_slots(3)
+        assert photos.decode_slots() == 3
+        photos.set_decode_slots(0)
+        assert photos.decode_slots() == 1
+    finally:
+        photos.set_decode_slots(before)
 
 
 def test_same_pixels_with_other_metadata_share_the_stored_file(tmp_path: Path) -> None:

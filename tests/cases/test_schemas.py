@@ -202,7 +202,9 @@ def test_the_form_the_json_body_and_the_multipart_body_parse_alike(app: Flask) -
         }
     )
     body = {"category": GARBAGE, "lon": -118.2351, "lat": 34.0445, "description": "bags"}
-    with app.test_request_context(headers={"Idempotency-Key": "retry-key-1"}):
+    with app.test_request_context(
+        headers={"Idempotency-Key": "retry-key-1"}, environ_base={"REMOTE_ADDR": "127.0.0.1"}
+    ):
         from_form = report_input(form, files("a.jpg"))
         from_json = report_input({**body, "urgent": True, "name": "Ann"}, MultiDict())
         action_form = action_input(MultiDict({"version": "3", "unit_id": ""}), files("b.jpg"))
@@ -217,6 +219,7 @@ def test_the_form_the_json_body_and_the_multipart_body_parse_alike(app: Flask) -
         idempotency_key="retry-key-1",
         contact={"name": "Ann", "phone": "", "email": ""},
         photos=from_form.photos,
+        client_scope="ip:127.0.0.1",  # an anonymous reporter's scope of the key
     )
     assert [p.filename for p in from_form.photos] == ["a.jpg"]
     assert from_json == ReportInput(
@@ -228,6 +231,7 @@ def test_the_form_the_json_body_and_the_multipart_body_parse_alike(app: Flask) -
         idempotency_key="retry-key-1",
         contact={"name": "Ann", "phone": "", "email": ""},
         photos=[],
+        client_scope="ip:127.0.0.1",
     )
     assert action_form == ActionInput(version=3, photos=action_form.photos)
     assert len(action_form.photos) == 1

@@ -156,6 +156,74 @@ def test_password_of_minimum_length_accepted(cli: FlaskCliRunner, session: Sessi
     assert auth.authenticate(session, "exact", password) is not None
 
 
+def test_password_policy_is_twelve_characters() -> None:
+    assert auth.MIN_PASSWORD_LENGTH == 12
+
+
+@pytest.mark.parametrize("password", ["q1w2e3r4t5y6", "1QAZ2WSX3EDC"])
+def test_common_password_refused(cli: FlaskCliRunner, session: Session, password: str) -> None:
+    result = create_user(cli, "commoner", "citizen", password=password)
+
+    assert result.exit_code == 1
+    assert "most common" in result.output
+    assert user_count(session, "commoner") == 0
+
+
+def test_common_password_list_is_shipped() -> None:
+    common = auth.common_passwords()
+    assert len(common) > 19_000
+    assert {"123456", "password", "q1w2e3r4t5y6"} <= common
+    assert "gridmgmt-demo" not in common
+
+
+def test_new_password_ends_sessions(cli: FlaskCliRunner, session: Session) -> None:
+    assert create_user(cli, "changer", "citizen").exit_code == 0
+    old_key = session.scalar(select(User).where(User.username == "changer")).get_id()
+    result = cli.invoke(
+        args=["users", "password", "changer", "--password-stdin"], input="a-new-long-secret\n"
+    )
+    assert result.exit_code == 0, result.output
+    session.expire_all()
+    user = session.scalar(select(User).where(User.username == "changer"))
+    assert user.get_id() != old_key
+    assert auth.authenticate(session, "changer", "a-new-long-secret") is not None
+    assert auth.authenticate(session, "changer", PASSWORD) is None
+
+
+def test_new_password_follows_the_policy(cli: FlaskCliRunner, session: Session) -> None:
+    assert create_user(cli, "stubborn", "citizen").exit_code == 0
+    result = cli.invoke(args=["users", "password", "stubborn", "--password-stdin"], input="x\n")
+    assert result.exit_code == 1
+    assert "at least 12 characters" in result.output
+
+
+def test_deactivated_user_cannot_authenticate(cli: FlaskCliRunner, session: Session) -> None:
+    assert create_user(cli, "leaver", "citizen").exit_code == 0
+    assert cli.invoke(args=["users", "deactivate", "leaver"]).exit_code == 0
+    session.expire_all()
+    assert auth.authenticate(session, "leaver", PASSWORD) is None
+    assert cli.invoke(args=["users", "activate", "leaver"]).exit_code == 0
+    session.expire_all()
+    assert auth.authenticate(session, "leaver", PASSWORD) is not None
+
+
+def test_unknown_user_commands_fail(cli: FlaskCliRunner) -> None:
+    for args in (["deactivate", "ghost"], ["unlock", "ghost"], ["totp", "ghost"]):
+        result = cli.invoke(args=["users", *args])
+        assert result.exit_code == 1
+        assert "user ghost does not exist" in result.output
+
+
+def test_unknown_user_checks_a_dummy_hash(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[str] = []
+    real = auth.check_password_hash
+    monkeypatch.setattr(auth, "check_password_hash", lambda h, p: checked.append(h) or real(h, p))
+    assert auth.authenticate(session, "nobody-at-all", PASSWORD) is None
+    assert checked == [auth._dummy_hash()]
+
+
 def test_bad_username_refused(cli: FlaskCliRunner, session: Session) -> None:
     result = create_user(cli, "has space", "citizen")
 

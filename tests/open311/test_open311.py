@@ -37,6 +37,7 @@ from cases.intake import ReportInput
 from cases.models import Case, CaseSource, Category, Photo
 from dispatch.jobs import dispatch_cases
 from gridmgmt import create_app
+from gridmgmt.kernel import ratelimit
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.errors import NotFound
 from gridmgmt.kernel.models import ApiKey
@@ -743,7 +744,7 @@ def test_the_third_post_in_a_second_is_429(
     limited_app: Flask, session: Session, city: City, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The limiter counts per api_key in one-second windows: pin the clock to one second."""
-    monkeypatch.setattr(open311, "time", SimpleNamespace(time=lambda: 1_795_000_000.25))
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(time=lambda: 1_795_000_000.25))
     client = limited_app.test_client()
 
     statuses = [client.post(f"{OPEN311}/requests.json", data=form(city)) for _ in range(3)]
@@ -751,14 +752,14 @@ def test_the_third_post_in_a_second_is_429(
     assert [r.status_code for r in statuses] == [201, 201, 429]
     assert statuses[2].headers["Retry-After"] == "1"
     assert_error(statuses[2], "json", 429, "at most 2 a second")
-    monkeypatch.setattr(open311, "time", SimpleNamespace(time=lambda: 1_795_000_001.25))
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(time=lambda: 1_795_000_001.25))
     assert client.post(f"{OPEN311}/requests.json", data=form(city)).status_code == 201
 
 
 def test_bad_keys_are_limited_per_address_before_the_database_is_asked(
     limited_app: Flask, session: Session, city: City, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(open311, "time", SimpleNamespace(time=lambda: 1_795_000_000.25))
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(time=lambda: 1_795_000_000.25))
     monkeypatch.setitem(limited_app.config, "OPEN311_RATE_PER_IP", 3)
     asked: list[str] = []
 

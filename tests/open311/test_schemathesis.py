@@ -107,6 +107,12 @@ def fuzz_app(
             "TESTING": False,
             "OPEN311_RATE_PER_KEY": 1_000_000,
             "OPEN311_RATE_PER_IP": 1_000_000,
+            "RATE_REPORTS_PER_CLIENT": 0,  # 0: the limit is not applied
+            "RATE_REPORTS_PER_ACCOUNT": 0,
+            "RATE_ACTIONS_PER_CLIENT": 0,
+            "RATE_ACTIONS_PER_ACCOUNT": 0,
+            "RATE_READS_PER_CLIENT": 0,
+            "RATE_READS_PER_ACCOUNT": 0,
             "PHOTO_DIR": str(tmp_path_factory.mktemp("fuzz-photos")),
         }
     )
