@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 from flask import Flask
-from sqlalchemy.engine import URL
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, Engine
 
 from gridmgmt.app.demo import DEMO_PASSWORD
 from tests.conftest import clone_database, drop_database, template_lock
@@ -45,6 +46,27 @@ def security_app(
             }
         )
         yield app
+
+
+@pytest.fixture(scope="session")
+def engine(security_db: URL) -> Iterator[Engine]:
+    """An engine on the security tests' database, to check what an attack left behind."""
+    engine = create_engine(security_db)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def inside(engine: Engine) -> tuple[float, float]:
+    """A point (lon, lat) inside the demo city's first community (the demo `staff`'s unit)."""
+    with engine.connect() as connection:
+        lon, lat = connection.execute(
+            text(
+                "SELECT ST_X(p), ST_Y(p) FROM areas, ST_PointOnSurface(geom) p "
+                "WHERE level = 'community' ORDER BY code LIMIT 1"
+            )
+        ).one()
+    return float(lon), float(lat)
 
 
 @pytest.fixture(scope="session")

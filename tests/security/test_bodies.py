@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from gridmgmt.app.demo import DEMO_API_KEY
@@ -33,14 +33,6 @@ def roomy_limits(security_app: Flask) -> Iterator[None]:
         for name in [k for k in security_app.config if k.startswith(("RATE_", "OPEN311_RATE_"))]:
             patch.setitem(security_app.config, name, 1_000_000)
         yield
-
-
-@pytest.fixture(scope="module")
-def engine(security_db: URL) -> Iterator[Engine]:
-    """The security database, to prove nothing was stored."""
-    engine = create_engine(security_db)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from babel.messages.pofile import read_po
 from flask import Flask
 from redis import Redis
 from requests.adapters import HTTPAdapter
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
 from gridmgmt import create_app
@@ -126,26 +126,6 @@ def anonymous_reporter(server: str) -> Reporter:
     reporter = Reporter(server)
     client(reporter.http)
     return reporter
-
-
-@pytest.fixture(scope="module")
-def engine(security_db: URL) -> Iterator[Engine]:
-    engine = create_engine(security_db)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def inside(engine: Engine) -> tuple[float, float]:
-    """A point (lon, lat) inside the demo city."""
-    with engine.connect() as connection:
-        lon, lat = connection.execute(
-            text(
-                "SELECT ST_X(p), ST_Y(p) FROM areas, ST_PointOnSurface(geom) p "
-                "WHERE level = 'community' ORDER BY code LIMIT 1"
-            )
-        ).one()
-    return float(lon), float(lat)
 
 
 def fields(point: tuple[float, float], marker: str) -> dict[str, Any]:

@@ -19,8 +19,7 @@ import pytest
 import requests
 from flask import Flask
 from PIL import Image
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import URL
+from sqlalchemy import Engine, text
 
 from cases import photos
 from cases.catalogue import read_urgent_policy, urgent_policy
@@ -127,26 +126,6 @@ def open311(server: str, fields: dict[str, Any], media: list[tuple[str, bytes]] 
         data={k: str(v) for k, v in fields.items()},
         files=files or None,
     )
-
-
-@pytest.fixture(scope="module")
-def engine(security_db: URL) -> Iterator[Engine]:
-    engine = create_engine(security_db)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def inside(engine: Engine) -> tuple[float, float]:
-    """A point (lon, lat) inside the demo city's first community (the demo `staff`'s unit)."""
-    with engine.connect() as connection:
-        lon, lat = connection.execute(
-            text(
-                "SELECT ST_X(p), ST_Y(p) FROM areas, ST_PointOnSurface(geom) p "
-                "WHERE level = 'community' ORDER BY code LIMIT 1"
-            )
-        ).one()
-    return float(lon), float(lat)
 
 
 @pytest.fixture(autouse=True)
