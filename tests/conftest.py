@@ -86,6 +86,18 @@ def drop_database(name: str) -> None:
     engine.dispose()
 
 
+@contextmanager
+def demo_clone(kind: str, demo_database_url: URL) -> Iterator[URL]:
+    """A database of its own for one kind of test: a clone of the committed demo city,
+    dropped afterwards."""
+    name = f"gridmgmt_test_{kind}_{os.getpid()}"
+    assert demo_database_url.database is not None
+    with template_lock():
+        url = clone_database(name, demo_database_url.database)
+    yield url
+    drop_database(name)
+
+
 def database_comment(name: str) -> str | None:
     """The comment of a database (where cached databases keep their key), or None."""
     engine = admin_engine()

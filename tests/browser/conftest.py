@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session
 
 from gridmgmt.app.demo import DEMO_PASSWORD
-from tests.conftest import clone_database, drop_database, template_lock
+from tests.conftest import demo_clone
 from tests.support import point_in, real_app, serving
 
 HERE = Path(__file__).resolve().parent
@@ -47,12 +47,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def browser_db(demo_database_url: URL) -> Iterator[URL]:
     """A database of its own for the browser tests: a clone of the committed demo city."""
-    name = f"gridmgmt_test_browser_{os.getpid()}"
-    assert demo_database_url.database is not None
-    with template_lock():
-        url = clone_database(name, demo_database_url.database)
-    yield url
-    drop_database(name)
+    with demo_clone("browser", demo_database_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

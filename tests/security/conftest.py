@@ -4,7 +4,6 @@ no test client shortcuts)."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 
@@ -15,19 +14,15 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine
 
 from gridmgmt.app.demo import DEMO_PASSWORD
-from tests.conftest import clone_database, drop_database, template_lock
+from tests.conftest import demo_clone
 from tests.support import real_app, serving
 
 
 @pytest.fixture(scope="session")
 def security_db(demo_database_url: URL) -> Iterator[URL]:
     """A database of its own for the security tests: a clone of the committed demo city."""
-    name = f"gridmgmt_test_security_{os.getpid()}"
-    assert demo_database_url.database is not None
-    with template_lock():
-        url = clone_database(name, demo_database_url.database)
-    yield url
-    drop_database(name)
+    with demo_clone("security", demo_database_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
