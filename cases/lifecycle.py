@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from cases import photos as photo_store
 from cases.models import Case, CaseEvent, DispatchState, PhotoKind
 from cases.photos import Upload
+from cases.public import PUBLIC_NOTE
 from cases.queries import get_case
 from cases.status import DEADLINE_RUNS, OPEN_STATUSES, CaseStatus
 from cases.status import CaseStatus as S
@@ -262,6 +263,7 @@ class Request:
 
     reason: str = ""
     note: str = ""
+    public_note: bool = False  # staff chose to show the note to the public
     after_photos: int = 0
     extra_value: str | None = None  # more time asked: amount...
     extra_unit: str | None = None  # ...in hours or days
@@ -273,6 +275,12 @@ class Request:
     def event_note(self) -> str:
         """The note the event keeps: the actor's note, else the reason."""
         return self.note.strip() or self.reason.strip()
+
+    def event_data(self, change: Change) -> dict[str, Any]:
+        """The event's data: the change's record, and the mark of a note shown to the public."""
+        if self.public_note and self.event_note:
+            return {**change.event_data, PUBLIC_NOTE: True}
+        return change.event_data
 
 
 @dataclass(frozen=True)
@@ -712,7 +720,7 @@ def write_one(
         actor_id=actor.user_id,
         actor_role=actor.role,
         note=request.event_note,
-        data=change.event_data,
+        data=request.event_data(change),
     )
     session.add(event)
     session.flush()
@@ -763,7 +771,7 @@ def write_batch(
                 "from_status": state.status.value,
                 "to_status": decision.to.value,
                 "note": request.event_note,
-                "event": change.event_data,
+                "event": request.event_data(change),
             }
         )
     if not rows or columns is None:
@@ -914,6 +922,7 @@ class ActionInput:
 
     reason: str = ""
     note: str = ""
+    public_note: bool = False  # show the note (or reason) to the public
     version: int | None = None  # the version the actor saw: a stale form is a 409
     photos: Sequence[Upload] = ()
     unit_id: int | None = None  # dispatch to this unit instead of the routed one
@@ -1040,6 +1049,7 @@ def apply_action(
     request = Request(
         reason=data.reason,
         note=data.note,
+        public_note=data.public_note,
         after_photos=len(data.photos),
         extra_value=data.extra_value,
         extra_unit=data.extra_unit,

@@ -15,11 +15,10 @@ from xml.etree import ElementTree as ET
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
-from geoalchemy2.shape import to_shape
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from cases import intake, queries
+from cases import intake, public, queries
 from cases.intake import ReportInput
 from cases.models import Case, CaseSource, Category
 from cases.photos import Upload
@@ -36,7 +35,7 @@ from cases.schemas import (
     TokenResult,
     open311_fields,
 )
-from cases.status import ENDED_STATUSES
+from cases.status import CaseStatus
 from cases.views import photo_root
 from gridmgmt.kernel import ratelimit
 from gridmgmt.kernel.auth import KeyUse, use_api_key
@@ -47,7 +46,7 @@ from gridmgmt.kernel.models import Unit
 
 bp = Blueprint("open311", __name__, url_prefix="/open311/v2")
 FORMATS = ("json", "xml")
-CLOSED = {s.value for s in ENDED_STATUSES}  # Open311's "closed": no more work will be done
+LISTED = sorted(s.value for s in public.LISTED_STATUSES)  # what a listing may show
 MAX_PAGE_SIZE = 1000
 MAX_PAGE = 100_000
 DEFAULT_DAYS = 90
@@ -170,27 +169,42 @@ def definition_json(category: Category) -> ServiceDefinition:
     )
 
 
-def request_json(case: Case, units: dict[int, str], notes: dict[int, str]) -> ServiceRequest:
-    """A service request as the public sees it: no reporter, no contact details."""
-    point = to_shape(case.location)
+def status_notes(view: queries.PublicCase) -> str:
+    """What Open311 says of where a case stands (in English, like its service names): a note
+    staff marked public, else the public status text and, for a report that did not become a
+    case, why."""
+    if view.note:
+        return view.note
+    if view.merged_into:
+        return f"{view.text} ({view.merged_into})"
+    if view.reason_text:
+        return f"{view.text}: {view.reason_text}"
+    return view.text
+
+
+def request_json(view: queries.PublicCase, units: dict[int, str]) -> ServiceRequest:
+    """A service request as the public sees it (`cases.public`): no reporter, no contact
+    details, no internal note; a report that did not become a case without its description
+    and address; the position rounded by the coordinate policy."""
+    case = view.case
     return ServiceRequest(
         service_request_id=case.number,
-        status="closed" if case.status in CLOSED else "open",
-        status_notes=notes.get(case.id) or case.status.replace("_", " "),
+        status="closed" if view.status in public.CLOSED_STATUSES else "open",
+        status_notes=status_notes(view),
         service_name=case.category.name_en,
         service_code=case.category.code,
-        description=case.description,
-        agency_responsible=units.get(case.unit_id or 0),
+        description=case.description if view.listed else "",
+        agency_responsible=units.get(case.unit_id or 0) if view.listed else None,
         service_notice="",
         requested_datetime=_iso(case.reported_at),
         updated_datetime=_iso(case.updated_at),
-        expected_datetime=_iso(case.deadline),
-        address=case.address or "",
+        expected_datetime=_iso(case.deadline) if view.listed else None,
+        address=(case.address or "") if view.listed else "",
         address_id="",
         zipcode="",
-        lat=point.y,
-        long=point.x,
-        media_url=case.media_url or "",
+        lat=view.lat,
+        long=view.lon,
+        media_url=(case.media_url or "") if view.listed else "",
     )
 
 
@@ -393,8 +407,8 @@ def _find(query: Any) -> list[dict[str, Any]]:
     cases = list(session.scalars(query.options(selectinload(Case.category))))
     unit_ids = {c.unit_id for c in cases if c.unit_id}
     units = dict(session.execute(select(Unit.id, Unit.name).where(Unit.id.in_(unit_ids))).all())
-    notes = queries.last_notes(session, [c.id for c in cases])
-    return [request_json(c, units, notes) for c in cases]
+    decimals = current_app.config["PUBLIC_COORDINATE_DECIMALS"]
+    return [request_json(v, units) for v in queries.public_cases(session, cases, decimals)]
 
 
 @bp.get("/requests.<fmt>")
@@ -409,13 +423,14 @@ def list_requests(fmt: str) -> ResponseReturnValue:
         per_account="RATE_READS_PER_ACCOUNT",
         account=ratelimit.account_of_key(secret) if secret else ratelimit.account_of_user(),
     )
-    query = select(Case).where(Case.status.notin_(("merged",)))
+    query = select(Case)
     ids = [
         i.strip() for i in (request.args.get("service_request_id") or "").split(",") if i.strip()
     ]
-    if ids:
+    if ids:  # looked up by number: any report, in its public view
         query = query.where(Case.number.in_(ids[:MAX_PAGE_SIZE]))
-    else:
+    else:  # listed: only cases that entered the loop
+        query = query.where(Case.status.in_(LISTED))
         end = _date("end_date") or datetime.now(UTC)
         start = _date("start_date") or end - timedelta(days=DEFAULT_DAYS)
         if start > end:
@@ -426,9 +441,9 @@ def list_requests(fmt: str) -> ResponseReturnValue:
             query = query.join(Category).where(Category.code.in_(codes))
         status = (request.args.get("status") or "").strip()
         if status == "open":
-            query = query.where(Case.status.notin_(CLOSED))
+            query = query.where(Case.status != CaseStatus.CLOSED)
         elif status == "closed":
-            query = query.where(Case.status.in_(CLOSED))
+            query = query.where(Case.status == CaseStatus.CLOSED)
         elif status:
             raise Open311Error(400, "status is open or closed")
     try:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from geoalchemy2.shape import to_shape
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from cases import public
 from cases.models import Case, CaseEvent
-from cases.status import OPEN_STATUSES
+from cases.public import PublicReason, PublicStatus
+from cases.status import OPEN_STATUSES, CaseStatus
 from gridmgmt.kernel.db import sql_in
 from gridmgmt.kernel.errors import NotFound
 from gridmgmt.kernel.models import Role, User
@@ -122,3 +126,84 @@ def public_case(session: Session, case: Case) -> Case:
         seen.add(target.id)
         case = target
     return case
+
+
+def public_notes(session: Session, case_ids: Sequence[int]) -> dict[int, str]:
+    """Each case's latest note that staff marked public (no other note is ever public)."""
+    last = (
+        select(CaseEvent.case_id, func.max(CaseEvent.id).label("id"))
+        .where(
+            CaseEvent.case_id.in_(list(case_ids)),
+            CaseEvent.note != "",
+            CaseEvent.data.has_key(public.PUBLIC_NOTE),
+        )
+        .group_by(CaseEvent.case_id)
+        .subquery()
+    )
+    query = select(CaseEvent.case_id, CaseEvent.note).join(last, last.c.id == CaseEvent.id)
+    return dict(session.execute(query).tuples().all())
+
+
+def reject_reasons(session: Session, case_ids: Sequence[int]) -> dict[int, str]:
+    """The reason code of each rejected case's rejection."""
+    query = (
+        select(CaseEvent.case_id, CaseEvent.data["reason"].astext)
+        .where(CaseEvent.case_id.in_(list(case_ids)), CaseEvent.to_status == CaseStatus.REJECTED)
+        .order_by(CaseEvent.id)
+    )
+    return dict(session.execute(query).tuples().all())  # the latest wins
+
+
+@dataclass(frozen=True)
+class PublicCase:
+    """A case as every public output shows it (`cases.public` has the rules)."""
+
+    case: Case
+    status: PublicStatus
+    listed: bool  # entered the loop: its description, address and unit may be shown
+    note: str  # the latest note staff marked public, or ""
+    reason: PublicReason | None  # why a report did not become a case
+    merged_into: str | None  # the case number a duplicate is followed in
+    lon: float  # rounded by the coordinate policy
+    lat: float
+
+    @property
+    def text(self) -> str:
+        """The public status text (an English message id)."""
+        return public.PUBLIC_TEXT[self.status]
+
+    @property
+    def reason_text(self) -> str | None:
+        """Why it did not become a case (an English message id), if it did not."""
+        return public.PUBLIC_REASON_TEXT[self.reason] if self.reason else None
+
+
+def public_cases(session: Session, cases: Sequence[Case], decimals: int) -> list[PublicCase]:
+    """The public view of cases (a few queries for a whole page)."""
+    ids = [c.id for c in cases]
+    notes = public_notes(session, ids)
+    rejected = [c.id for c in cases if c.status == CaseStatus.REJECTED]
+    reasons = reject_reasons(session, rejected) if rejected else {}
+    targets = {c.merged_into_id for c in cases if c.merged_into_id}
+    numbers = (
+        dict(session.execute(select(Case.id, Case.number).where(Case.id.in_(targets))).all())
+        if targets
+        else {}
+    )
+    views = []
+    for case in cases:
+        point = to_shape(case.location)
+        lon, lat = public.public_point(point.x, point.y, decimals)
+        views.append(
+            PublicCase(
+                case=case,
+                status=public.public_status(case.status),
+                listed=public.is_listed(case.status),
+                note=notes.get(case.id, ""),
+                reason=public.public_reason(case.status, reasons.get(case.id)),
+                merged_into=numbers.get(case.merged_into_id) if case.merged_into_id else None,
+                lon=lon,
+                lat=lat,
+            )
+        )
+    return views

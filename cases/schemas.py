@@ -35,6 +35,7 @@ from cases.intake import IDEMPOTENCY_KEY, MAX_DESCRIPTION, ReportInput
 from cases.lifecycle import Action, ActionInput
 from cases.models import Case, CaseStatus
 from cases.photos import MAX_PHOTOS, Upload
+from cases.public import PUBLIC_NOTE
 from gridmgmt.kernel.errors import InvalidInput
 from gridmgmt.kernel.i18n import localized
 from grids.gridding import LAT_RANGE, LON_RANGE
@@ -121,6 +122,9 @@ class ActionBody(BaseModel):
         description="Return, reject, invalidate, extension, suspension.",
     )
     note: str = Field("", max_length=MAX_DESCRIPTION, description="Report done, check fail...")
+    public_note: bool = Field(
+        False, description="Show the note (or the reason) to the public; notes are internal."
+    )
     unit_id: Id | None = Field(None, description="Dispatch to this unit.")
     inspector_id: Id | None = Field(None, description="Who checks on site.")
     merge_into: str | None = Field(
@@ -138,6 +142,7 @@ class ActionBody(BaseModel):
         return ActionInput(
             reason=self.reason,
             note=self.note,
+            public_note=self.public_note,
             version=self.version,
             photos=photos,
             unit_id=self.unit_id,
@@ -167,6 +172,7 @@ class CaseEvent(BaseModel):
     to: CaseStatus
     role: str
     note: str
+    public_note: bool = Field(description="Staff chose to show this note to the public.")
     at: Timestamp
 
 
@@ -247,6 +253,7 @@ class CaseDetail(CaseSummary):
                 to=e.to_status,
                 role=e.actor_role,
                 note=e.note,
+                public_note=bool(e.data.get(PUBLIC_NOTE)),
                 at=e.created_at,
             )
             for e in case.events
@@ -381,7 +388,11 @@ class ServiceRequest(TypedDict):
     service_request_id: CaseNumber
     status: Literal["open", "closed"]
     status_notes: Annotated[
-        str, Field(description="The last note on the case, else its detailed status.")
+        str,
+        Field(
+            description="The latest note staff marked public, else the public status text;"
+            " for a report that did not become a case, why."
+        ),
     ]
     service_name: str
     service_code: str

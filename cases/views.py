@@ -26,8 +26,9 @@ from geoalchemy2.shape import to_shape
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from cases import intake, lifecycle, queries
+from cases import intake, lifecycle, public, queries
 from cases import photos as photo_store
+from cases.catalogue import urgent_policy
 from cases.forms import action_input, report_input
 from cases.lifecycle import (
     Action,
@@ -103,7 +104,15 @@ def report_form() -> ResponseReturnValue:
         idempotency_key=uuid.uuid4().hex,
         tiles=current_app.config["TILE_URL"],
         centre=territory_centre(db.session()),
+        may_mark_urgent=may_mark_urgent(),
     )
+
+
+def may_mark_urgent() -> bool:
+    """Whether the report form offers "urgent" to this reporter (the catalogue's policy; the
+    service ignores anyone else's flag anyway)."""
+    role = current_user.role if current_user.is_authenticated else None
+    return urgent_policy().allows(role)
 
 
 def limit_reports() -> None:
@@ -143,6 +152,7 @@ def report_submit() -> ResponseReturnValue:
             idempotency_key=request.form.get("idempotency_key") or uuid.uuid4().hex,
             tiles=current_app.config["TILE_URL"],
             centre=territory_centre(db.session()),
+            may_mark_urgent=may_mark_urgent(),
             form=request.form,
         ), err.status
     flash(_("Case %(number)s reported.", number=number), "ok")
@@ -238,12 +248,13 @@ def case_page(case_id: int) -> ResponseReturnValue:
     now = clock.now_utc()
     actions = allowed_actions(lifecycle.case_state(case), lifecycle.actor_of(current_user), now)
     point = to_shape(case.location)
-    people = {
-        u.id: u
-        for u in session.scalars(
-            select(User).where(User.id.in_({e.actor_id for e in case.events if e.actor_id}))
-        )
+    named = {
+        e.actor_id
+        for e in case.events
+        if e.actor_id
+        and public.names_actor(current_user.role, e.actor_role, e.actor_id == current_user.id)
     }
+    people = {u.id: u for u in session.scalars(select(User).where(User.id.in_(named)))}
     return render_template(
         "cases/case.html",
         case=case,
@@ -322,13 +333,27 @@ def track() -> ResponseReturnValue:
 
 @bp.get("/track/<number>")
 def track_case(number: str) -> ResponseReturnValue:
-    """Public tracking: status and timeline, never the reporter's details."""
+    """Public tracking: the public view of a case (`cases.public`) and its public timeline;
+    a report merged into another case shows that case. Never the reporter's details, never
+    an internal note."""
     session = db.session()
     try:
         case = queries.find_by_number(session, number)
     except DomainError:
         return render_template("cases/track.html", case=None, missing=number), 404
-    return render_template("cases/track.html", case=case, shown=queries.public_case(session, case))
+    shown = queries.public_case(session, case)
+    decimals = current_app.config["PUBLIC_COORDINATE_DECIMALS"]
+    views = queries.public_cases(session, [case, shown] if shown is not case else [case], decimals)
+    return render_template(
+        "cases/track.html",
+        case=case,
+        view=views[0],
+        shown=views[-1],
+        steps=public.public_steps(
+            (e.created_at, e.to_status, e.note if e.data.get(public.PUBLIC_NOTE) else "")
+            for e in shown.events
+        ),
+    )
 
 
 @bp.get("/photos/<int:photo_id>")
@@ -354,3 +379,4 @@ def init_app(app: Flask) -> None:
     app.add_template_global(clock.now_utc, "now_utc")
     app.add_template_global(is_overdue, "is_overdue")
     app.add_template_global(Action, "ACTION")
+    app.add_template_global(public.PUBLIC_TEXT, "PUBLIC_TEXT")

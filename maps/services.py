@@ -3,13 +3,16 @@ community, never the cases themselves (except a few raw points when the filter l
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from cases import public
 from cases.models import CaseStatus
 from cases.status import DEADLINE_RUNS, ENDED_STATUSES
 from gridmgmt.kernel.db import sql_in
@@ -203,3 +206,44 @@ def overdue_cases(
 def cases_generation(session: Session) -> int:
     """Changes whenever any case changes: every change appends a case event."""
     return int(session.scalar(text("SELECT COALESCE(max(id), 0) FROM case_events")) or 0)
+
+
+# One chunk of the open-data export: the public view of cases reported in a period (listed
+# cases only, rounded positions), in (reported_at, id) order after the last row sent.
+_OPEN_DATA_CHUNK = text(f"""
+    SELECT c.id, c.number, k.code AS category, k.name_en AS category_name, c.status, c.source,
+           c.reported_at, c.closed_at, c.deadline, a.code AS community,
+           round(ST_X(c.location)::numeric, :decimals) AS lon,
+           round(ST_Y(c.location)::numeric, :decimals) AS lat
+    FROM cases c JOIN categories k ON k.id = c.category_id
+    LEFT JOIN areas a ON a.id = c.community_id
+    WHERE c.reported_at >= :after_at AND c.reported_at < :end
+      AND (c.reported_at, c.id) > (:after_at, :after_id)
+      AND {sql_in("c.status", public.LISTED_STATUSES)}
+    ORDER BY c.reported_at, c.id
+    LIMIT :size
+""")
+
+
+def open_data_chunks(
+    engine: Engine, start: datetime, end: datetime, decimals: int, size: int = 5000
+) -> Iterator[list[dict[str, Any]]]:
+    """The open-data rows of cases reported in [start, end), `size` at a time. Each chunk is
+    read on a connection of its own, given back before the chunk is sent: a slow client holds
+    no database connection while it reads (rows changed between chunks show their newer
+    state; none is sent twice or missed). Statuses are public statuses (`cases.public`)."""
+    after_at, after_id = start, 0
+    while True:
+        with engine.connect() as conn:
+            params = {"after_at": after_at, "after_id": after_id, "end": end,
+                      "decimals": decimals, "size": size}  # fmt: skip
+            rows = [dict(r) for r in conn.execute(_OPEN_DATA_CHUNK, params).mappings()]
+        if not rows:
+            return
+        after_at, after_id = rows[-1]["reported_at"], rows[-1]["id"]
+        for row in rows:
+            del row["id"]
+            row["status"] = public.public_status(row["status"]).value
+        yield rows
+        if len(rows) < size:
+            return

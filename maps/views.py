@@ -7,7 +7,6 @@ import contextlib
 import csv
 import hashlib
 import io
-import itertools
 import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -25,12 +24,11 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 from redis.exceptions import RedisError
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from cases.models import CaseSource, CaseStatus, Category, MajorClass
-from cases.status import NEVER_CASES
 from gridmgmt.kernel import ratelimit
-from gridmgmt.kernel.db import db, sql_in
+from gridmgmt.kernel.db import db
 from gridmgmt.kernel.errors import InvalidInput
 from gridmgmt.kernel.i18n import N_, current_lang
 from gridmgmt.kernel.i18n import gettext as _
@@ -47,6 +45,7 @@ from maps.render import MapData, build_map
 bp = Blueprint("maps", __name__, template_folder="templates")
 SUPERVISORS = (Role.LEADER, Role.ADMIN, Role.OPERATOR, Role.DISPATCHER)
 CACHE_SECONDS = 3600
+GEOJSON = "application/geo+json"
 OPEN_DATA_FIELDS = (
     "number",
     "category",
@@ -334,22 +333,12 @@ def dashboard() -> ResponseReturnValue:
     )
 
 
-OPEN_DATA_SQL = f"""
-    SELECT c.number, k.code AS category, k.name_en AS category_name, c.status, c.source,
-           c.reported_at, c.closed_at, c.deadline, a.code AS community,
-           round(ST_X(c.location)::numeric, 4) AS lon, round(ST_Y(c.location)::numeric, 4) AS lat
-    FROM cases c JOIN categories k ON k.id = c.category_id
-    LEFT JOIN areas a ON a.id = c.community_id
-    WHERE c.reported_at >= :start AND c.reported_at < :end
-      AND NOT {sql_in("c.status", NEVER_CASES)}
-    ORDER BY c.id
-"""
-
-
 @bp.get("/open-data/cases.<any(csv, geojson):fmt>")
 def open_data(fmt: str) -> ResponseReturnValue:
-    """Cases of a period as open data: no reporter, no contact, no description, no photo;
-    positions rounded to about 10 m."""
+    """Cases of a period as open data, in their public view (`cases.public`): listed cases
+    only, public statuses, positions rounded by the coordinate policy; no reporter, contact,
+    description or photo. Streamed in chunks, each read on a connection given back before it
+    is sent."""
     ratelimit.limit(
         "reads",
         per_client="RATE_READS_PER_CLIENT",
@@ -359,41 +348,48 @@ def open_data(fmt: str) -> ResponseReturnValue:
     f = filters_from_request()
     start = datetime.combine(f.start, datetime.min.time(), UTC)
     end = datetime.combine(f.end + timedelta(days=1), datetime.min.time(), UTC)
+    chunks = stats.open_data_chunks(
+        db.engine, start, end, current_app.config["PUBLIC_COORDINATE_DECIMALS"]
+    )
+    filename = f"cases-{f.start}-{f.end}.{fmt}"
 
-    def rows() -> Iterator[dict[str, Any]]:
-        with db.engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, max_row_buffer=2000).execute(
-                text(OPEN_DATA_SQL), {"start": start, "end": end}
-            )
-            for row in result.mappings():
-                yield dict(row)
+    def text_of(value: Any) -> Any:
+        return value.isoformat() if isinstance(value, datetime) else value
 
-    if fmt == "csv":
-        records = iter([list(OPEN_DATA_FIELDS)])
-        body = (
-            [
-                row[k].isoformat() if isinstance(row[k], datetime) else row[k]
-                for k in OPEN_DATA_FIELDS
-            ]
-            for row in rows()
-        )
-        return csv_response(itertools.chain(records, body), f"cases-{f.start}-{f.end}.csv")
+    def csv_text() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(OPEN_DATA_FIELDS)
+        yield buffer.getvalue()
+        for rows in chunks:
+            buffer.seek(0)
+            buffer.truncate()
+            writer.writerows([text_of(row[k]) for k in OPEN_DATA_FIELDS] for row in rows)
+            yield buffer.getvalue()
 
-    def geojson() -> Iterator[str]:
+    def geojson_text() -> Iterator[str]:
         yield '{"type":"FeatureCollection","features":['
-        for i, row in enumerate(rows()):
-            lon, lat = float(row.pop("lon")), float(row.pop("lat"))
-            props = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
-            feature = {
-                "type": "Feature",
-                "geometry": {"type": "Point", "coordinates": [lon, lat]},
-                "properties": props,
-            }
-            yield ("," if i else "") + json.dumps(feature, ensure_ascii=False)
+        first = True
+        for rows in chunks:
+            features = []
+            for row in rows:
+                lon, lat = float(row.pop("lon")), float(row.pop("lat"))
+                features.append(
+                    json.dumps(
+                        {
+                            "type": "Feature",
+                            "geometry": {"type": "Point", "coordinates": [lon, lat]},
+                            "properties": {k: text_of(v) for k, v in row.items()},
+                        },
+                        ensure_ascii=False,
+                    )
+                )
+            yield ("" if first else ",") + ",".join(features)
+            first = False
         yield "]}"
 
-    response = Response(stream_with_context(geojson()), mimetype="application/geo+json")
-    filename = f"cases-{f.start}-{f.end}.geojson"
+    body, mimetype = (csv_text(), "text/csv") if fmt == "csv" else (geojson_text(), GEOJSON)
+    response = Response(stream_with_context(body), mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 

@@ -40,6 +40,7 @@ class Config:
     DEADLINE_WARNING_HOURS: float = 2.0
     TILE_URL: str = ""  # e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png; empty: no tiles
     TILE_ATTRIBUTION: str = ""  # shown on the map with TILE_URL's tiles
+    PUBLIC_COORDINATE_DECIMALS: int = 4  # public outputs round positions: 4 places ≈ 11 m
     OPEN311_JURISDICTION: str = "la.gridmgmt.example"  # jurisdiction_id clients may send
     OPEN311_RATE_PER_KEY: int = 200  # POST requests a second per api_key
     OPEN311_RATE_PER_IP: int = 100  # ...and per client address

@@ -63,7 +63,8 @@ def conforms(document: dict[str, Any], component: str, body: Any) -> list[str]:
 
 
 def old_case_json(case: Case, full: bool = True) -> dict[str, Any]:
-    """The serialiser `case_json` was before it became the models' dump (the oracle)."""
+    """The serialiser `case_json` was before it became the models' dump (the oracle), and
+    the one key added since: whether an event's note is public (issue 11)."""
     point = to_shape(case.location)
     data: dict[str, Any] = {
         "id": case.id,
@@ -89,6 +90,7 @@ def old_case_json(case: Case, full: bool = True) -> dict[str, Any]:
                 "to": e.to_status,
                 "role": e.actor_role,
                 "note": e.note,
+                "public_note": bool(e.data.get("public_note")),
                 "at": e.created_at.isoformat(),
             }
             for e in case.events

@@ -528,7 +528,8 @@ def test_contact_details_are_never_in_a_get_response(
 
 @dataclass(frozen=True)
 class Three:
-    """Three cases: two open (garbage two days ago, a cover yesterday), one closed (3 h ago)."""
+    """Three listed cases: two open (garbage two days ago, dispatched; a cover yesterday,
+    filed), one closed (3 h ago)."""
 
     garbage: str
     cover: str
@@ -541,7 +542,7 @@ def three(session: Session, city: City, photo_dir: Path) -> Three:
     now = datetime.now(UTC).replace(microsecond=0)
     made: dict[str, tuple[str, datetime]] = {}
     for name, code, age, status in (
-        ("garbage", GARBAGE, timedelta(days=2), "reported"),
+        ("garbage", GARBAGE, timedelta(days=2), "dispatched"),
         ("cover", COVER, timedelta(days=1), "filed"),
         ("closed", "E0108", timedelta(hours=3), "closed"),
     ):
@@ -655,7 +656,7 @@ def test_a_closed_case_shows_closed(o311: Open311, three: Three, fmt: str) -> No
     [row] = records(o311.get(f"requests/{three.closed}.{fmt}"), fmt, "service_requests", "request")
 
     assert row["status"] == "closed"
-    assert row["status_notes"] == "closed"
+    assert row["status_notes"] == "Closed"  # the public status text
 
 
 # ---------------------------------------------------------------- paths
