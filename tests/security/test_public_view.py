@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -381,3 +382,72 @@ def test_an_open311_key_reads_the_same_public_view(server: str, loop: Loop) -> N
 
     [row] = answer.json()
     assert row["description"] == "" and row["status"] == "closed"
+
+
+# ---------------------------------------------------------------- a slow reader
+
+
+@pytest.fixture
+def old_cases(engine: Engine, loop: Loop) -> Iterator[int]:
+    """40,000 closed cases reported in January 2001 (a period no other test reads): an export
+    of several megabytes, more than the sockets buffer, so the server must wait for its
+    reader. Copies of the module's first case; deleted afterwards."""
+    count = 40_000
+    with engine.begin() as conn:
+        columns = [
+            c
+            for c in conn.execute(
+                text(
+                    "SELECT column_name FROM information_schema.columns"
+                    " WHERE table_name = 'cases' AND column_name NOT IN"
+                    " ('id', 'number', 'reported_at', 'status', 'closed_at')"
+                    " AND is_generated = 'NEVER' ORDER BY ordinal_position"
+                )
+            ).scalars()
+        ]
+        names = ", ".join(columns)
+        copied = ", ".join(f"c.{n}" for n in columns)
+        conn.execute(
+            text(
+                f"INSERT INTO cases (number, reported_at, status, closed_at, {names})"
+                " SELECT '2001010' || lpad(g::text, 8, '0'),"
+                "        timestamptz '2001-01-02' + g * interval '1 minute', 'closed',"
+                f"       timestamptz '2001-01-03' + g * interval '1 minute', {copied}"
+                " FROM (SELECT * FROM cases ORDER BY id LIMIT 1) c, generate_series(1, :n) g"
+            ),
+            {"n": count},
+        )
+    yield count
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM cases WHERE number LIKE '2001010%'"))
+
+
+def busy_connections(engine: Engine) -> list[str]:
+    """The app's connections to the test database inside a transaction or a query."""
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                text(
+                    "SELECT state FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid() AND application_name = 'gridmgmt'"
+                    " AND state IN ('active', 'idle in transaction')"
+                )
+            ).scalars()
+        )
+
+
+def test_a_slow_open_data_reader_holds_no_database_connection(
+    server: str, engine: Engine, old_cases: int
+) -> None:
+    params = {"start": "2001-01-01", "end": "2001-02-28"}
+    with requests.get(f"{server}/open-data/cases.csv", params=params, stream=True, timeout=60) as a:
+        assert a.status_code == 200
+        head = a.raw.read(4096)  # ...then the client stops reading, like one on a bad line
+        time.sleep(1.0)  # the server has filled the sockets' buffers and waits
+        held = busy_connections(engine)
+        rest = a.raw.read()
+
+    assert head.startswith(b"number,category")
+    assert held == []  # no transaction kept open (a streamed cursor would be "idle in ...")
+    rows = (head + rest).decode().splitlines()
+    assert len(rows) == old_cases + 1 and len(set(rows)) == len(rows)  # none twice, none lost
