@@ -34,14 +34,19 @@ catalogue: $(VENV)/.installed
 up: venv
 	@$(STACK) up
 
+# Migrations run as the tables' owner (MIGRATE_DATABASE_URL); after them the app's role is given
+# exactly its privileges (gridmgmt/kernel/roles.py). The app itself never sees the owner's URL.
 migrate: up
-	@eval "$$($(STACK) env)" && export DATABASE_URL REDIS_URL && $(VENV)/bin/alembic upgrade head
+	@eval "$$($(STACK) env)" && export MIGRATE_DATABASE_URL REDIS_URL \
+		&& $(VENV)/bin/alembic upgrade head
 
 run: migrate translations
 	@scripts/run.sh
 
+# The test apps connect as the app role too; the fixtures migrate and seed as the owner.
 test: up translations
-	@eval "$$($(STACK) env)" && export DATABASE_URL REDIS_URL && $(VENV)/bin/pytest $(PYTEST_ARGS)
+	@eval "$$($(STACK) env)" && export DATABASE_URL MIGRATE_DATABASE_URL REDIS_URL \
+		&& $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

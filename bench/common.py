@@ -13,13 +13,13 @@ from alembic.config import Config as AlembicConfig
 from shapely.geometry import mapping
 from shapely.ops import unary_union
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gridmgmt.kernel.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL  # noqa: E402
+from gridmgmt.kernel.config import STACK_OWNER_ROLE, Config, stack_secret  # noqa: E402
 from grids import services  # noqa: E402
 from grids.geojson import load_layer, polygon_features  # noqa: E402
 
@@ -39,24 +39,50 @@ def la_311_cases(shared: Path = SHARED) -> list[tuple[float, float, str]]:
 
 def bench_redis_url(database: int) -> str:
     """Database `database` of the Redis the app uses: each benchmark flushes its own."""
-    return os.environ.get("REDIS_URL", DEFAULT_REDIS_URL).rsplit("/", 1)[0] + f"/{database}"
+    return Config.from_env().REDIS_URL.rsplit("/", 1)[0] + f"/{database}"
 
 
 STREET = "990100006"
 
 
+def _server() -> URL:
+    """The app's URL (DATABASE_URL, or the private stack's app role)."""
+    return make_url(Config.from_env().DATABASE_URL)
+
+
+def owner_of(url: str) -> str:
+    """The same database as `url`, as the tables' owner (MIGRATE_DATABASE_URL's role, or the
+    private stack's owner role): for migrations and bulk loads (COPY, indexes, ANALYZE)."""
+    app = make_url(url)
+    if "MIGRATE_DATABASE_URL" in os.environ:
+        owner = make_url(os.environ["MIGRATE_DATABASE_URL"])
+    elif app.username == Config.APP_ROLE and stack_secret("pg_owner"):
+        owner = app.set(username=STACK_OWNER_ROLE, password=stack_secret("pg_owner"))
+    else:
+        return url
+    owner_url = app.set(username=owner.username, password=owner.password)
+    return owner_url.render_as_string(hide_password=False)
+
+
 def fresh_database(name: str) -> str:
-    """Drop and recreate database `name` from the PostGIS template, migrated; its URL."""
-    server = make_url(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
-    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
+    """Drop and recreate database `name` from the PostGIS template, owned by the owner role and
+    migrated as it; its URL as the app's role."""
+    server = _server()
+    # Creating databases is the superuser's: trusted on the private stack's loopback.
+    admin = server._replace(username="postgres", password=None)
+    if server.username != Config.APP_ROLE:
+        admin = server
+    owner = make_url(owner_of(server.render_as_string(hide_password=False))).username
+    owned = f' OWNER "{owner}"' if owner != admin.username else ""
+    engine = create_engine(admin.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
         conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        conn.execute(text(f"CREATE DATABASE {name} TEMPLATE gridmgmt_postgis"))
-    admin.dispose()
+        conn.execute(text(f"CREATE DATABASE {name}{owned} TEMPLATE gridmgmt_postgis"))
+    engine.dispose()
     url = server.set(database=name).render_as_string(hide_password=False)
     cfg = AlembicConfig(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", url)
+    cfg.set_main_option("sqlalchemy.url", owner_of(url))
     cfg.attributes["skip_logging"] = True
     command.upgrade(cfg, "head")
     return url

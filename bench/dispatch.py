@@ -34,7 +34,14 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, bench_redis_url, fresh_database, la_311_cases, load_la_territory
+from common import (
+    ROOT,
+    bench_redis_url,
+    fresh_database,
+    la_311_cases,
+    load_la_territory,
+    owner_of,
+)
 
 from cases import intake, lifecycle
 from cases.catalogue import load_catalogue
@@ -186,7 +193,7 @@ def main() -> None:
 
     with Session(engine) as session, session.begin():
         insert_filed(session, points, args.n)
-    with engine.begin() as conn:
+    with create_engine(owner_of(url)).begin() as conn:  # only the owner may ANALYZE
         conn.execute(text("ANALYZE cases"))
     rang = time.perf_counter()
     rang_at = datetime.now(UTC)

@@ -34,7 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import fresh_database, la_311_cases, load_la_territory
+from common import fresh_database, la_311_cases, load_la_territory, owner_of
 
 from cases.catalogue import load_catalogue
 from gridmgmt import create_app
@@ -180,7 +180,7 @@ def main() -> None:
             load_catalogue(session)
             load_calendar(session, shipped_calendar("us_la"))
         engine.dispose()
-        load_cases(url_text, args.n)
+        load_cases(owner_of(url_text), args.n)  # a bulk load: the owner's
 
     engine = create_engine(url_text)
     with Session(engine) as session, session.begin():

@@ -37,12 +37,13 @@ from cases.schemas import (
 )
 from cases.status import CaseStatus
 from cases.views import photo_root
-from gridmgmt.kernel import ratelimit
+from gridmgmt.kernel import ratelimit, security_events
 from gridmgmt.kernel.auth import KeyUse, use_api_key
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.errors import NotFound
 from gridmgmt.kernel.http_errors import register_error_format
 from gridmgmt.kernel.models import Unit
+from gridmgmt.kernel.security_events import SecurityEventKind
 
 bp = Blueprint("open311", __name__, url_prefix="/open311/v2")
 FORMATS = ("json", "xml")
@@ -217,11 +218,28 @@ def _api_key_secret() -> str:
 
 
 def _api_key(secret: str) -> KeyUse:
-    """The active api key with this secret, its use recorded."""
+    """The active api key with this secret, its use recorded; an unknown or revoked key is
+    refused (403) and recorded as a security event (with the key's id when it is revoked,
+    never the secret)."""
     try:
         return use_api_key(db.session(), secret)
-    except NotFound:
+    except NotFound as err:
+        key_id = err.details.get("api_key_id")  # a revoked key is named, an unknown one not
+        reason = "unknown" if key_id is None else "revoked"
+        security_events.record(
+            SecurityEventKind.API_KEY_REFUSED, api_key=key_id, detail={"reason": reason}
+        )
+        if key_id is not None:
+            raise Open311Error(403, "api_key has been revoked") from None
         raise Open311Error(403, "api_key is not valid") from None
+
+
+@bp.before_request
+def _refuse_bad_keys_on_reads() -> None:
+    """A read (GET) needs no api_key, but one that comes with an unknown or revoked key is
+    refused like a POST (403, recorded): a revoked client is refused everywhere."""
+    if request.method == "GET" and (secret := (request.args.get("api_key") or "").strip()):
+        _api_key(secret)
 
 
 def _jurisdiction() -> None:

@@ -14,9 +14,11 @@ from cases import public
 from cases.models import Case, CaseEvent
 from cases.public import PublicReason, PublicStatus
 from cases.status import OPEN_STATUSES, CaseStatus
+from gridmgmt.kernel import security_events
 from gridmgmt.kernel.db import sql_in
 from gridmgmt.kernel.errors import NotFound
 from gridmgmt.kernel.models import Role, User
+from gridmgmt.kernel.security_events import SecurityEventKind
 
 
 def visible_cases(user: User | None) -> Any:
@@ -43,6 +45,11 @@ def get_case(session: Session, case_id: int, user: User | None, lock: bool = Fal
         query = query.with_for_update()
     case = session.scalar(query)
     if case is None:
+        if user is not None and session.scalar(select(Case.id).where(Case.id == case_id)):
+            # It exists but is another unit's (or person's): answered as missing, recorded.
+            security_events.record(
+                SecurityEventKind.CROSS_UNIT, user=user, detail={"case_id": case_id}
+            )
         raise NotFound("no such case")
     return case
 

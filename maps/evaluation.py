@@ -103,10 +103,15 @@ def rollup_through(session: Session) -> date | None:
 
 
 def refresh_rollup(session: Session) -> date:
-    """Recount the rollup of whole past days (concurrently once it has data); its new end."""
+    """Recount the rollup of whole past days (concurrently once it has data); its new end.
+
+    Only the view's owner may refresh it: the app's role calls the owner's SECURITY DEFINER
+    function (migration 0008), which does that and nothing else.
+    """
     populated = rollup_through(session) is not None
-    concurrently = "CONCURRENTLY " if populated else ""
-    session.execute(text(f"REFRESH MATERIALIZED VIEW {concurrently}{ROLLUP}"))
+    session.execute(
+        text("SELECT public.refresh_evaluation_rollup(:concurrent)"), {"concurrent": populated}
+    )
     through: date = session.scalar(
         text("""
             INSERT INTO rollup_state (name, through, refreshed_at)

@@ -1,4 +1,9 @@
-"""Alembic environment: metadata from the models, URL from the app's config."""
+"""Alembic environment: metadata from the models, URL from the app's config.
+
+Migrations run as the owner of the tables (MIGRATE_DATABASE_URL, or DATABASE_URL without one);
+after every upgrade the app's role (APP_ROLE) is given exactly its privileges, when the server
+has that role (gridmgmt.kernel.roles).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from sqlalchemy import create_engine
 from gridmgmt.app.registry import load_models
 from gridmgmt.kernel.config import Config
 from gridmgmt.kernel.db import Base
+from gridmgmt.kernel.roles import grant_app_role
 
 config = context.config
 if config.config_file_name and not config.attributes.get("skip_logging"):
@@ -25,8 +31,8 @@ def include_object(obj, name, type_, reflected, compare_to) -> bool:
 
 
 def database_url() -> str:
-    """The URL given by a caller (tests) or the environment."""
-    return config.get_main_option("sqlalchemy.url") or Config.from_env().DATABASE_URL
+    """The URL given by a caller (tests) or the environment: the owner's."""
+    return config.get_main_option("sqlalchemy.url") or Config.from_env().migrate_database_url
 
 
 def run_migrations_offline() -> None:
@@ -48,6 +54,7 @@ def run_migrations_online() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+            grant_app_role(connection, Config.from_env().APP_ROLE)
     engine.dispose()
 
 

@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/stack.sh env)"
+# Web, worker and scheduler connect as the app role (DATABASE_URL); the owner's URL, which
+# `make migrate` used, is kept from them.
+unset MIGRATE_DATABASE_URL
 export DATABASE_URL REDIS_URL FLASK_APP=wsgi
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}

@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Private PostgreSQL+PostGIS and Redis for gridmgmt, under var/, on non-default ports.
 #   scripts/stack.sh deps   install missing Debian packages (apt-get update once first)
-#   scripts/stack.sh up     start both servers (idempotent) and create the databases
+#   scripts/stack.sh up     start both servers (idempotent), create the roles and the databases
 #   scripts/stack.sh down   stop both servers
-#   scripts/stack.sh env    print DATABASE_URL and REDIS_URL
-# DATABASE_URL / REDIS_URL in the environment mean "use that server instead": nothing is started.
+#   scripts/stack.sh env    print DATABASE_URL (the app's role), MIGRATE_DATABASE_URL (the
+#                           owner's, for migrations) and REDIS_URL (with its password)
+# DATABASE_URL / REDIS_URL in the environment mean "use that server instead": nothing is started
+# (and MIGRATE_DATABASE_URL defaults to DATABASE_URL).
+#
+# Least privilege: migrations run as OWNER_ROLE, which owns the databases and their tables; the
+# web app and the workers connect as APP_ROLE, which owns nothing (gridmgmt.kernel.roles grants
+# it what it needs after every migration). Both are ordinary roles with passwords, required
+# (scram-sha-256) on 127.0.0.1; Redis requires a password too. The passwords are generated once
+# into var/secrets/ (mode 600). `postgres`, the superuser, stays trusted on this machine only
+# for creating databases and roles.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -16,6 +25,9 @@ PGDATA=$VAR/pg/data
 PGRUN=$VAR/pg/run
 DB_NAME=gridmgmt
 TEMPLATE_DB=gridmgmt_postgis
+OWNER_ROLE=gridmgmt_owner
+APP_ROLE=gridmgmt_app
+SECRETS=$VAR/secrets
 PACKAGES=(postgresql-15 postgresql-15-postgis-3 redis-server chromium chromium-driver fonts-wqy-zenhei python3-venv curl wrk)
 
 log() { printf '[stack] %s\n' "$*" >&2; }
@@ -40,6 +52,121 @@ pg_running() { [ -f "$PGDATA/postmaster.pid" ] && as_pg "$PG_BIN/pg_ctl" -D "$PG
 
 psql_admin() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"; }
 
+# A password made once and kept in var/secrets/NAME (mode 600); hex, so it needs no quoting in
+# a URL, a SQL literal or a config file.
+secret() {
+  local file=$SECRETS/$1
+  if [ ! -s "$file" ]; then
+    mkdir -p "$SECRETS"
+    chmod 700 "$SECRETS"
+    local made
+    made=$(mktemp "$SECRETS/.new.XXXXXX")
+    od -An -tx1 -N24 /dev/urandom | tr -d ' \n' >"$made"
+    # Two runs at once keep the first one's: a password is never replaced.
+    mv -n "$made" "$file"
+    rm -f "$made"
+  fi
+  chmod 600 "$file"
+  cat "$file"
+}
+
+# The two roles need their password on 127.0.0.1 (and the socket): these lines go before the
+# `trust` lines initdb wrote, which stay for `postgres` alone on this machine.
+pg_hba() {
+  local hba=$PGDATA/pg_hba.conf
+  grep -q "^# gridmgmt roles" "$hba" && return 0
+  log "pg_hba: $OWNER_ROLE and $APP_ROLE need their password (scram-sha-256)"
+  local tmp
+  tmp=$(mktemp)
+  awk -v roles="$OWNER_ROLE,$APP_ROLE" '
+    !done && /^(local|host)/ {
+      print "# gridmgmt roles: passwords required (scripts/stack.sh)"
+      print "local   all   " roles "                  scram-sha-256"
+      print "host    all   " roles "   127.0.0.1/32   scram-sha-256"
+      print "host    all   " roles "   ::1/128        scram-sha-256"
+      done = 1
+    }
+    { print }' "$hba" >"$tmp"
+  cat "$tmp" >"$hba"  # keeps the file's owner and mode
+  rm -f "$tmp"
+  if pg_running; then as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" reload >/dev/null; fi
+}
+
+# The roles, created when missing, their passwords (re)set from var/secrets; neither is a
+# superuser, and the app's may create neither databases nor roles.
+pg_roles() {
+  local owner_pw app_pw
+  owner_pw=$(secret pg_owner)
+  app_pw=$(secret pg_app)
+  psql_admin -d postgres <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$OWNER_ROLE') THEN
+    CREATE ROLE $OWNER_ROLE LOGIN;
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$APP_ROLE') THEN
+    CREATE ROLE $APP_ROLE LOGIN;
+  END IF;
+END \$\$;
+ALTER ROLE $OWNER_ROLE WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS
+  PASSWORD '$owner_pw';
+ALTER ROLE $APP_ROLE WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS
+  PASSWORD '$app_pw';
+SQL
+}
+
+# A database made before the roles (owned by postgres) is handed to the owner role: the
+# database, and every table, view, sequence, function and type of the project in it (PostGIS's
+# own objects stay with the extension). Nothing to do when the owner has it already.
+pg_hand_over() {
+  local db=$1
+  if psql_admin -d postgres -tAc "SELECT 1 FROM pg_database
+      WHERE datname = '$db' AND pg_get_userbyid(datdba) = '$OWNER_ROLE'" | grep -q 1; then
+    return 0
+  fi
+  log "handing database $db over to $OWNER_ROLE"
+  psql_admin -d postgres -c "ALTER DATABASE $db OWNER TO $OWNER_ROLE"
+  psql_admin -d "$db" <<SQL
+DO \$\$
+DECLARE obj record;
+BEGIN
+  FOR obj IN
+    SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                          WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind,
+           format('%I.%I', n.nspname, c.relname) AS name
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
+      AND pg_get_userbyid(c.relowner) <> '$OWNER_ROLE'
+      AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                      AND d.objid = c.oid AND d.deptype = 'e')
+      -- a sequence owned by a column follows its table
+      AND NOT (c.relkind = 'S' AND EXISTS (SELECT FROM pg_depend d
+               WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'a'))
+  LOOP
+    EXECUTE format('ALTER %s %s OWNER TO $OWNER_ROLE', obj.kind, obj.name);
+  END LOOP;
+  FOR obj IN
+    SELECT p.oid::regprocedure::text AS name FROM pg_proc p
+    JOIN pg_namespace n ON n.oid = p.pronamespace
+    WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> '$OWNER_ROLE'
+      AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                      AND d.objid = p.oid AND d.deptype = 'e')
+  LOOP
+    EXECUTE format('ALTER ROUTINE %s OWNER TO $OWNER_ROLE', obj.name);
+  END LOOP;
+  FOR obj IN
+    SELECT t.oid::regtype::text AS name FROM pg_type t
+    JOIN pg_namespace n ON n.oid = t.typnamespace
+    WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd', 'c') AND t.typrelid = 0
+      AND pg_get_userbyid(t.typowner) <> '$OWNER_ROLE'
+      AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
+                      AND d.objid = t.oid AND d.deptype = 'e')
+  LOOP
+    EXECUTE format('ALTER TYPE %s OWNER TO $OWNER_ROLE', obj.name);
+  END LOOP;
+END \$\$;
+SQL
+}
+
 pg_up() {
   mkdir -p "$VAR/pg" "$PGRUN"
   if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$VAR/pg" "$PGRUN"; fi
@@ -62,10 +189,12 @@ full_page_writes = off
 logging_collector = off
 CONF
   fi
+  pg_hba
   if ! pg_running; then
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
     as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$VAR/pg/server.log" -w -t 60 start >/dev/null
   fi
+  pg_roles
   if ! psql_admin -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$TEMPLATE_DB'" | grep -q 1; then
     log "creating template database $TEMPLATE_DB with PostGIS"
     psql_admin -d postgres -c "CREATE DATABASE $TEMPLATE_DB"
@@ -74,23 +203,49 @@ CONF
   fi
   if ! psql_admin -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$DB_NAME'" | grep -q 1; then
     log "creating database $DB_NAME"
-    psql_admin -d postgres -c "CREATE DATABASE $DB_NAME TEMPLATE $TEMPLATE_DB"
+    psql_admin -d postgres -c "CREATE DATABASE $DB_NAME OWNER $OWNER_ROLE TEMPLATE $TEMPLATE_DB"
   fi
+  pg_hand_over "$DB_NAME"
 }
+
+# redis-cli with the password (from the environment, never on a command line).
+redis_auth() { REDISCLI_AUTH=$(secret redis) redis-cli --no-auth-warning -p "$REDIS_PORT" "$@"; }
+redis_answers() { [ "$(redis_auth ping 2>/dev/null)" = PONG ]; }
+redis_open() { [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
 
 redis_up() {
   mkdir -p "$VAR/redis"
-  if redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then return 0; fi
+  local password
+  password=$(secret redis)
+  if redis_open; then
+    # A server started before passwords: it gets one now, without a restart.
+    log "Redis on 127.0.0.1:$REDIS_PORT had no password: setting it"
+    printf '%s' "$password" | redis-cli -p "$REDIS_PORT" -x config set requirepass >/dev/null
+    redis_answers && return 0
+    log "could not set Redis's password"; return 1
+  fi
+  if redis_answers; then return 0; fi
   log "starting Redis on 127.0.0.1:$REDIS_PORT"
-  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$VAR/redis" --daemonize yes \
-    --pidfile "$VAR/redis/redis.pid" --logfile "$VAR/redis/redis.log" --save '' --appendonly no
-  for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
+  # The password goes in a file of its own (mode 600), not on the command line.
+  (umask 077 && printf 'requirepass %s\n' "$password" >"$VAR/redis/auth.conf")
+  redis-server "$VAR/redis/auth.conf" --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$VAR/redis" \
+    --daemonize yes --pidfile "$VAR/redis/redis.pid" --logfile "$VAR/redis/redis.log" \
+    --save '' --appendonly no
+  for _ in $(seq 50); do redis_answers && return 0; sleep 0.1; done
   log "Redis did not start: see $VAR/redis/redis.log"; return 1
 }
 
+pg_url() { echo "postgresql+psycopg2://$1:$(secret "$2")@127.0.0.1:$PG_PORT/$DB_NAME"; }
+
 print_env() {
-  echo "DATABASE_URL=${DATABASE_URL:-postgresql+psycopg2://postgres@127.0.0.1:$PG_PORT/$DB_NAME}"
-  echo "REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}"
+  if [ -n "${DATABASE_URL:-}" ]; then
+    echo "DATABASE_URL=$DATABASE_URL"
+    echo "MIGRATE_DATABASE_URL=${MIGRATE_DATABASE_URL:-$DATABASE_URL}"
+  else
+    echo "DATABASE_URL=$(pg_url "$APP_ROLE" pg_app)"
+    echo "MIGRATE_DATABASE_URL=$(pg_url "$OWNER_ROLE" pg_owner)"
+  fi
+  echo "REDIS_URL=${REDIS_URL:-redis://:$(secret redis)@127.0.0.1:$REDIS_PORT/0}"
 }
 
 case "${1:-}" in
@@ -101,7 +256,8 @@ case "${1:-}" in
     print_env ;;
   down)
     if pg_running; then log "stopping PostgreSQL"; as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null; fi
-    if redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then log "stopping Redis"; redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null || true; fi ;;
+    if redis_open; then log "stopping Redis"; redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null || true
+    elif redis_answers; then log "stopping Redis"; redis_auth shutdown nosave >/dev/null || true; fi ;;
   env) print_env ;;
   *) echo "usage: $0 deps|up|down|env" >&2; exit 2 ;;
 esac

@@ -4,6 +4,12 @@ Databases: a migrated template `gridmgmt_test_tpl` (rebuilt when the migrations 
 cloned into one database per test run (per xdist worker); each test runs in a transaction
 that is rolled back. Redis: database 1 of the private server (8 + n for xdist worker n),
 flushed by `redis_conn`.
+
+Roles, as in production (scripts/stack.sh): the superuser `postgres` only creates and drops
+databases; they belong to the owner role, which runs the migrations and builds the cached
+databases; the apps and every URL the fixtures hand out connect as the app role (DATABASE_URL),
+which may not alter a table, nor update or delete a case's history. With a DATABASE_URL of
+its own and no MIGRATE_DATABASE_URL, one role does it all, as before.
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from redis import Redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from gridmgmt import create_app
-from gridmgmt.kernel.config import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL
+from gridmgmt.kernel.config import STACK_OWNER_ROLE, Config, stack_secret
 from gridmgmt.kernel.db import db
 from tests.support import allowed_missing, require, rolled_back
 
@@ -35,6 +42,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("GRIDMGMT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 POSTGIS_TEMPLATE = "gridmgmt_postgis"
 TEST_TEMPLATE = "gridmgmt_test_tpl"
+ADMIN_ROLE = "postgres"
+OWNER_ROLE = STACK_OWNER_ROLE
+APP_ROLE = Config.APP_ROLE
 # The test apps are served over plain HTTP: a Secure session cookie would never come back.
 os.environ.setdefault("GRIDMGMT_SESSION_COOKIE_SECURE", "false")
 # ...and outside the demo the app needs a secret key (`flask` subprocesses read this one).
@@ -48,32 +58,71 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def server_url() -> URL:
-    """URL of the PostgreSQL server the tests use (DATABASE_URL or the private one)."""
-    return make_url(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    """URL of the PostgreSQL server the tests use, as the app's role: DATABASE_URL, or the
+    private stack's app role (its password in var/secrets)."""
+    return make_url(Config.from_env().DATABASE_URL)
+
+
+def split_roles() -> bool:
+    """Whether the app connects as the app role (the private stack, or a server set up the
+    same way), not as the owner or a superuser."""
+    return server_url().username == APP_ROLE
+
+
+def owner_url() -> URL:
+    """The URL of the tables' owner (who runs migrations): MIGRATE_DATABASE_URL, the private
+    stack's owner role when the app connects as the app role, else DATABASE_URL itself."""
+    if "MIGRATE_DATABASE_URL" in os.environ:
+        return make_url(os.environ["MIGRATE_DATABASE_URL"])
+    if split_roles():
+        return server_url().set(username=OWNER_ROLE, password=stack_secret("pg_owner"))
+    return server_url()
+
+
+def admin_url() -> URL:
+    """The superuser's URL (CREATE/DROP DATABASE): $ADMIN_DATABASE_URL, `postgres` (trusted
+    on the private stack's loopback) when the app connects as the app role, else DATABASE_URL
+    itself."""
+    if "ADMIN_DATABASE_URL" in os.environ:
+        return make_url(os.environ["ADMIN_DATABASE_URL"])
+    if split_roles():
+        return server_url()._replace(username=ADMIN_ROLE, password=None)  # trusted: none
+    return server_url()
+
+
+def as_owner(url: URL) -> URL:
+    """The same database as `url` (an app's URL), as the owner role."""
+    if url.username != server_url().username:
+        return url  # another server's (or role's) URL: left alone
+    owner = owner_url()
+    return url.set(username=owner.username, password=owner.password)
 
 
 def admin_engine() -> Engine:
     """An autocommit engine on the `postgres` database, for CREATE/DROP DATABASE."""
     return create_engine(
-        server_url().set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=None
+        admin_url().set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=None
     )
 
 
 def alembic_config(url: URL) -> AlembicConfig:
-    """Alembic config pointing at `url`."""
+    """Alembic config pointing at `url`'s database, as its owner (migrations create tables)."""
     cfg = AlembicConfig(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", url.render_as_string(hide_password=False))
+    cfg.set_main_option("sqlalchemy.url", as_owner(url).render_as_string(hide_password=False))
     cfg.attributes["skip_logging"] = True
     return cfg
 
 
 def clone_database(name: str, template: str) -> URL:
-    """(Re)create database `name` as a copy of `template` and return its URL."""
+    """(Re)create database `name` as a copy of `template`, owned by the owner role; its URL
+    (as the app's role)."""
+    owner = owner_url().username
+    owned = f' OWNER "{owner}"' if owner and owner != admin_url().username else ""
     engine = admin_engine()
     with engine.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"{owned} TEMPLATE "{template}"'))
     engine.dispose()
     return server_url().set(database=name)
 
@@ -123,8 +172,11 @@ def set_database_comment(name: str, comment: str) -> None:
 
 
 def migrations_fingerprint() -> str:
-    """Changes whenever a migration file changes (edited in place or added)."""
-    return fingerprint(*sorted((ROOT / "migrations").rglob("*.py")))
+    """Changes whenever a migration file changes (edited in place or added), the app role's
+    grants change, or the roles the databases are built for do."""
+    migrations = sorted((ROOT / "migrations").rglob("*.py"))
+    roles = f"{owner_url().username} {server_url().username}"
+    return fingerprint(*migrations, ROOT / "gridmgmt" / "kernel" / "roles.py", roles)
 
 
 def ensure_test_template() -> None:
@@ -132,12 +184,8 @@ def ensure_test_template() -> None:
     key = migrations_fingerprint()
     if database_comment(TEST_TEMPLATE) == key:
         return
-    engine = admin_engine()
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{TEST_TEMPLATE}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{TEST_TEMPLATE}" TEMPLATE "{POSTGIS_TEMPLATE}"'))
-    engine.dispose()
-    command.upgrade(alembic_config(server_url().set(database=TEST_TEMPLATE)), "head")
+    url = clone_database(TEST_TEMPLATE, POSTGIS_TEMPLATE)
+    command.upgrade(alembic_config(url), "head")  # as the owner; then the app role's grants
     set_database_comment(TEST_TEMPLATE, key)
 
 
@@ -153,11 +201,13 @@ def cached_database(name: str, key: str, build: Callable[[URL], None]) -> URL:
     """Return a database built once by `build` and kept while `key` stays the same.
 
     The key lives in the database's comment; a stale or half-built database is rebuilt.
+    `build` writes as the owner; the URL returned is the app role's.
     """
     key = fingerprint(key, migrations_fingerprint())
     with template_lock():
         if database_comment(name) != key:
-            build(clone_database(name, TEST_TEMPLATE))
+            ensure_test_template()  # another run may have rebuilt it meanwhile
+            build(as_owner(clone_database(name, TEST_TEMPLATE)))
             set_database_comment(name, key)
     return server_url().set(database=name)
 
@@ -187,6 +237,23 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[URL]:
     drop_database(name)
 
 
+def analyze_cases(url: URL) -> None:
+    """ANALYZE the cases after a bulk insert, as autovacuum would later (only the owner may)."""
+    engine = create_engine(as_owner(url), poolclass=NullPool)
+    with engine.begin() as connection:
+        connection.execute(text("ANALYZE cases"))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def owner_engine(database_url: URL) -> Iterator[Engine]:
+    """An engine on this run's database as the tables' owner, for the few tests that need
+    what the app's role may not do (move a sequence, meet the append-only trigger itself)."""
+    engine = create_engine(as_owner(database_url))
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def redis_url(request: pytest.FixtureRequest) -> str:
     """A database of the test Redis for this run: 1, or 8 + n for xdist worker `gw<n>`, so
@@ -196,8 +263,7 @@ def redis_url(request: pytest.FixtureRequest) -> str:
     number = 1 if worker == "main" else 8 + int(worker.removeprefix("gw"))
     if number > 15:
         raise pytest.UsageError("the test Redis has databases for 8 xdist workers at most")
-    base = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
-    return f"{base.rsplit('/', 1)[0]}/{number}"
+    return f"{Config.from_env().REDIS_URL.rsplit('/', 1)[0]}/{number}"
 
 
 @pytest.fixture(scope="session")

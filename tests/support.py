@@ -4,10 +4,15 @@ signed in through the real login form, and `require` for the tools and data test
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
+import signal
+import socket
+import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask, g, has_app_context
 from flask.testing import FlaskClient
 from PIL import Image
@@ -29,13 +35,15 @@ from gridmgmt.app import demo
 from gridmgmt.kernel.db import EXTENSION as DB_EXTENSION
 from gridmgmt.kernel.db import db
 
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
 ALLOW_MISSING = "GRIDMGMT_ALLOW_MISSING"
-MISSING_KINDS = ("browser", "postgres", "data")
+MISSING_KINDS = ("browser", "postgres", "data", "tools")
 
 
 def allowed_missing() -> set[str]:
     """The kinds of missing things that $GRIDMGMT_ALLOW_MISSING lets tests skip: a comma list
-    of `browser`, `postgres`, `data`, or `all`.
+    of `browser`, `postgres`, `data`, `tools` (nginx, openssl, systemd-analyze), or `all`.
 
     Raises:
         pytest.UsageError: an unknown kind (a typo must not turn into a silent skip later).
@@ -59,7 +67,7 @@ def require(kind: str, present: bool, why: str) -> None:
     program or real data file.
 
     Args:
-        kind: `browser`, `postgres` or `data`.
+        kind: `browser`, `postgres`, `data` or `tools`.
         present: whether the thing is there.
         why: what is missing and how to get it, e.g. "no Chromium at /usr/bin/chromium".
     """
@@ -228,3 +236,70 @@ def serving(app: Flask) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# ---------------------------------------------------------------- real processes
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(url: str, seconds: float = 30.0, **kwargs: Any) -> None:
+    """Wait until `url` answers at all (any status)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            requests.get(url, timeout=2, **kwargs)
+            return
+        except (requests.ConnectionError, requests.Timeout):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def app_environment(database: URL, redis_url: str, photo_dir: Path, **settings: str) -> dict:
+    """The environment of an app process (gunicorn, `flask dispatch worker`...) on a test
+    database: this process's environment, the URLs, a secret key and `GRIDMGMT_*` settings."""
+    return {
+        **os.environ,
+        "FLASK_APP": "wsgi",
+        "DATABASE_URL": database.render_as_string(hide_password=False),
+        "REDIS_URL": redis_url,
+        "GRIDMGMT_SECRET_KEY": "test-secret-for-processes",
+        "GRIDMGMT_PHOTO_DIR": str(photo_dir),
+        **{f"GRIDMGMT_{name}": value for name, value in settings.items()},
+    }
+
+
+def start_group(command: list[str], env: dict, log: Path) -> subprocess.Popen[bytes]:
+    """Start `command` from the checkout as a process group of its own (so that a test can
+    kill it with everything it forked), its output in `log`."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+
+def stop_group(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Send `sig` to a process group and wait for its leader (gone already: nothing)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    process.wait(timeout=30)
+
+
+def gunicorn(env: dict, port: int, log: Path, workers: int = 1) -> subprocess.Popen[bytes]:
+    """The real gunicorn with the project's gunicorn.conf.py on 127.0.0.1:`port`, ready."""
+    env = {**env, "GRIDMGMT_WEB_BIND": f"127.0.0.1:{port}", "GRIDMGMT_WEB_WORKERS": str(workers)}
+    process = start_group([str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py",
+                           "wsgi:app"], env, log)  # fmt: skip
+    try:
+        wait_for(f"http://127.0.0.1:{port}/healthz")
+    except BaseException:
+        stop_group(process, signal.SIGKILL)
+        raise
+    return process

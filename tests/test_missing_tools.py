@@ -79,7 +79,7 @@ def test_a_run_fails_on_missing_things_unless_allowed(
         ("", set()),
         ("postgres", {"postgres"}),
         (" browser , data ", {"browser", "data"}),
-        ("all", {"browser", "postgres", "data"}),
+        ("all", {"browser", "postgres", "data", "tools"}),
     ],
 )
 def test_require_skips_only_the_allowed_kinds(

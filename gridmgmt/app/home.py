@@ -26,6 +26,9 @@ dt{font-weight:600}</style></head><body>
 <dt>Categories 部件/事件小类</dt><dd>{{ categories }}</dd>
 </dl>
 <p><a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a></p>
+{% if current_user.is_authenticated and current_user.role == "admin" %}
+<p><a href="{{ url_for('security.events') }}">Security events 安全事件</a></p>
+{% endif %}
 </body></html>"""
 
 

@@ -49,8 +49,10 @@ XML_NAMES = {
     "TokenResult": "request",
 }
 OPEN311_ERRORS = {
-    400: "Invalid input: the description says which field and why.",
-    403: "api_key missing or not valid.",
+    400: "Invalid input (the description says which field and why), or a malformed request"
+    " (text that is not UTF-8, a NUL character, an over-long value): any operation.",
+    403: "api_key missing (POST), or an api_key given that is not valid or was revoked (any"
+    " operation).",
     404: "Unknown service, request, token, format or jurisdiction.",
     413: "The upload is larger than the server accepts.",
     429: "Too many requests this second for this api_key or client address.",
@@ -86,9 +88,10 @@ def open311_content(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def open311_errors(*statuses: int) -> dict[str, Any]:
-    """The spec's error list for these statuses (429 also carries Retry-After)."""
+    """The spec's error list for these statuses and the two any operation may answer (400 for
+    a malformed request, 403 for a refused api_key); 429 also carries Retry-After."""
     responses: dict[str, Any] = {}
-    for status in statuses:
+    for status in sorted({400, 403, *statuses}):
         response: dict[str, Any] = {
             "description": OPEN311_ERRORS[status],
             "content": open311_content(ref("Open311Errors")),

@@ -10,7 +10,7 @@ from functools import cache
 from pathlib import Path
 
 import pyotp
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -113,6 +113,23 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
     if not check_password_hash(user.password_hash, password):
         return None
     return user
+
+
+def find_account(session: Session, username: str) -> User | None:
+    """The user called `username`, active or not, or None (for the audit trail of a failed
+    sign-in: whose account was tried)."""
+    return session.scalar(select(User).where(User.username == username))
+
+
+def signin_failure_reason(authenticated: User | None, account: User | None) -> str:
+    """Why a sign-in failed, for the audit trail only (the page says "wrong username or
+    password" whatever it was): `wrong_code` when the password was right (`authenticated`),
+    else `unknown_user`, `inactive_user` or `wrong_password` by the `account` tried."""
+    if authenticated is not None:
+        return "wrong_code"
+    if account is None:
+        return "unknown_user"
+    return "wrong_password" if account.active else "inactive_user"
 
 
 def find_user(session: Session, username: str) -> User:
@@ -221,12 +238,13 @@ class KeyUse:
     trusted: bool
 
 
+# Found whatever its state (a revoked key is refused, but as itself: the audit trail names it).
 _FIND_API_KEY = Prepared(
     "gridmgmt_find_api_key",
     """
-    SELECT id, name, trusted,
+    SELECT id, name, trusted, active AND revoked_at IS NULL AS usable,
            coalesce(last_used_at < now() - interval '1 minute', true) AS use_stale
-    FROM api_keys WHERE key_hash = :key_hash AND active
+    FROM api_keys WHERE key_hash = :key_hash
 """,
 )
 
@@ -248,11 +266,48 @@ def use_api_key(session: Session, secret: str) -> KeyUse:
     the row, and it is rolled back with a request that fails.
 
     Raises:
-        NotFound: no such active key.
+        NotFound: no such key, or a revoked (or deactivated) one: then its `details` name
+            the key (`api_key_id`), for the audit trail.
     """
     row = _FIND_API_KEY.execute(session, {"key_hash": hash_api_key(secret)}).first()
     if row is None:
         raise NotFound("unknown or revoked API key")
+    if not row.usable:
+        raise NotFound("unknown or revoked API key", details={"api_key_id": row.id})
     if row.use_stale:
         session.execute(_RECORD_USE, {"id": row.id})
     return KeyUse(row.id, row.name, row.trusted)
+
+
+def find_api_key(session: Session, name_or_id: str) -> ApiKey:
+    """The api key called `name_or_id`, else the one with that id.
+
+    Raises:
+        NotFound: no such key.
+    """
+    key = session.scalar(select(ApiKey).where(ApiKey.name == name_or_id.strip()))
+    if key is None and name_or_id.strip().isdigit():
+        key = session.get(ApiKey, int(name_or_id.strip()))
+    if key is None:
+        raise NotFound("no API key named %(name)r", name=name_or_id)
+    return key
+
+
+def revoke_api_key(session: Session, name_or_id: str) -> ApiKey:
+    """Revoke a key for good: from now on every request with it is refused (and recorded as a
+    security event). Revoking a revoked key changes nothing.
+
+    Raises:
+        NotFound: no such key.
+    """
+    key = find_api_key(session, name_or_id)
+    if key.revoked_at is None:
+        key.revoked_at = session.scalar(select(func.now()))
+        key.active = False
+        session.flush()
+    return key
+
+
+def api_keys(session: Session) -> list[ApiKey]:
+    """Every api key, revoked ones included, by name."""
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.name)))

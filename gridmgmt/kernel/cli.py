@@ -143,6 +143,45 @@ def create_apikey_command(name: str, trusted: bool) -> None:
     )
 
 
+@apikey_cli.command("revoke")
+@click.argument("name_or_id")
+def revoke_apikey_command(name_or_id: str) -> None:
+    """Revoke the API key called NAME_OR_ID (or with that id): every request with it is then
+    refused, and recorded as a security event. It cannot be undone: create a new key."""
+    with cli_transaction() as session:
+        key = auth.revoke_api_key(session, name_or_id)
+        name, when = key.name, key.revoked_at
+    click.echo(f"API key {name!r} revoked ({when:%Y-%m-%d %H:%M:%S %Z})")
+
+
+@apikey_cli.command("list")
+def list_apikeys_command() -> None:
+    """List the API keys: id, name, first characters, trusted, last use, revoked."""
+    with cli_transaction() as session:
+        keys = auth.api_keys(session)
+        rows = [
+            (
+                str(k.id),
+                k.name,
+                f"{k.prefix}…",
+                "trusted" if k.trusted else "",
+                f"used {k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never used",
+                f"REVOKED {k.revoked_at:%Y-%m-%d %H:%M}"
+                if k.revoked_at
+                else ("inactive" if not k.active else "active"),
+            )
+            for k in keys
+        ]
+    if not rows:
+        click.echo("no API keys", err=True)
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
 @calendar_cli.command("load")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @click.option(

@@ -1,4 +1,9 @@
-"""Configuration from the environment, with defaults that match `scripts/stack.sh`."""
+"""Configuration from the environment, with defaults that match `scripts/stack.sh`.
+
+The private stack's roles have passwords, kept in var/secrets/ (made by `scripts/stack.sh
+up`): without DATABASE_URL, REDIS_URL and MIGRATE_DATABASE_URL in the environment, the defaults
+are its URLs with those passwords (the app's role, Redis, the owner's role), when they exist.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,33 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:55432/gridmgmt"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:56379/0"
+SECRETS = ROOT / "var" / "secrets"
+STACK_OWNER_ROLE = "gridmgmt_owner"
+
+
+def stack_secret(name: str) -> str | None:
+    """A password of the private stack (var/secrets/`name`), or None."""
+    path = SECRETS / name
+    try:
+        return path.read_text().strip() or None
+    except OSError:  # absent, or not readable by this user
+        return None
+
+
+def stack_defaults(app_role: str) -> dict[str, str]:
+    """The private stack's URLs with their passwords, for those of them that have one."""
+    defaults = {}
+    for field, secret, role in (
+        ("DATABASE_URL", "pg_app", app_role),
+        ("MIGRATE_DATABASE_URL", "pg_owner", STACK_OWNER_ROLE),
+    ):
+        password = stack_secret(secret)
+        if password:
+            defaults[field] = DEFAULT_DATABASE_URL.replace("postgres@", f"{role}:{password}@", 1)
+    password = stack_secret("redis")
+    if password:
+        defaults["REDIS_URL"] = DEFAULT_REDIS_URL.replace("//", f"//:{password}@", 1)
+    return defaults
 
 
 @dataclass
@@ -18,6 +50,10 @@ class Config:
 
     DATABASE_URL: str = DEFAULT_DATABASE_URL
     REDIS_URL: str = DEFAULT_REDIS_URL
+    # Migrations connect as the owner of the tables (empty: as DATABASE_URL); the web app and
+    # the workers as APP_ROLE, which gridmgmt.kernel.roles grants only what they need.
+    MIGRATE_DATABASE_URL: str = ""
+    APP_ROLE: str = "gridmgmt_app"
     SECRET_KEY: str = ""  # required outside the demo (the app refuses to start without it)
     DEMO: bool = False  # `make run`: plain HTTP on this machine, a random SECRET_KEY allowed
     SESSION_COOKIE_SECURE: bool = True  # send the session cookie over HTTPS only (off in DEMO)
@@ -55,10 +91,15 @@ class Config:
     SQL_ECHO: bool = False
     DB_POOL_SIZE: int = 10
     TESTING: bool = False
+    # Seeing how it is doing (gridmgmt.kernel.metrics, gridmgmt.kernel.logs).
+    METRICS_TOKEN: str = ""  # /metrics wants `Authorization: Bearer <it>`; empty: loopback only
+    LOG_FORMAT: str = "json"  # one JSON object a line; `text`: readable lines (make run)
+    LOG_LEVEL: str = "INFO"  # DEBUG also shows the periodic jobs that found nothing to do
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Config:
-        """Build a config from `GRIDMGMT_*` variables (and plain DATABASE_URL / REDIS_URL)."""
+        """Build a config from `GRIDMGMT_*` variables (and plain DATABASE_URL, REDIS_URL and
+        MIGRATE_DATABASE_URL)."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
@@ -75,7 +116,15 @@ class Config:
                 values[f.name] = float(raw)
             else:
                 values[f.name] = raw
-        return cls(**values)
+        stack = stack_defaults(values.get("APP_ROLE", cls.APP_ROLE))
+        if "DATABASE_URL" in values:  # another server: its migrations use DATABASE_URL too
+            stack.pop("MIGRATE_DATABASE_URL", None)
+        return cls(**{**stack, **values})
+
+    @property
+    def migrate_database_url(self) -> str:
+        """The URL migrations use: MIGRATE_DATABASE_URL, or DATABASE_URL without one."""
+        return self.MIGRATE_DATABASE_URL or self.DATABASE_URL
 
     def as_flask(self) -> dict[str, Any]:
         """Return the settings as a mapping for `app.config.update`."""

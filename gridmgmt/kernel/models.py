@@ -154,6 +154,12 @@ class ApiKey(Timestamped, Base):
     trusted: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=true())
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # refused since
+
+    @property
+    def usable(self) -> bool:
+        """Whether requests with this key are accepted (active and never revoked)."""
+        return self.active and self.revoked_at is None
 
 
 class CalendarRecord(Timestamped, Base):

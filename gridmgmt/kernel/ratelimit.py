@@ -26,8 +26,10 @@ from flask import Flask, Response, current_app, g, request
 from flask_login import current_user
 from redis.exceptions import RedisError
 
+from gridmgmt.kernel import security_events
 from gridmgmt.kernel.errors import DomainError
 from gridmgmt.kernel.queue import queues
+from gridmgmt.kernel.security_events import SecurityEventKind
 
 log = logging.getLogger(__name__)
 PREFIX = "gridmgmt:rate:"  # every counter's key starts with this
@@ -136,6 +138,10 @@ def limit(
         return
     g.rate_retry_after = refusal.retry_after
     log.info("rate limit %s passed by %s", name, client_address())
+    security_events.record(
+        SecurityEventKind.RATE_LIMITED,
+        detail={"limit": name, "most": refusal.limit, "window": refusal.window},
+    )
     if refusal.window == 1:
         raise TooManyRequests("too many requests: at most %(limit)s a second", limit=refusal.limit)
     raise TooManyRequests("too many requests: at most %(limit)s a minute", limit=refusal.limit)

@@ -30,12 +30,19 @@ from flask_login import LoginManager, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFProtect
 from redis.exceptions import RedisError
 
-from gridmgmt.kernel.auth import authenticate, check_second_factor
+from gridmgmt.kernel import security_events
+from gridmgmt.kernel.auth import (
+    authenticate,
+    check_second_factor,
+    find_account,
+    signin_failure_reason,
+)
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.i18n import gettext as _
 from gridmgmt.kernel.i18n import is_local_path
 from gridmgmt.kernel.models import Role, User
 from gridmgmt.kernel.queue import queues
+from gridmgmt.kernel.security_events import SecurityEventKind
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__, template_folder="templates")
@@ -68,6 +75,7 @@ MENU: dict[str, list[tuple[str, str]]] = {
         ("Dispatch board", "dispatch.board"),
         ("Map", "maps.map_page"),
         ("Evaluation", "maps.evaluation_page"),
+        ("Security events", "security.events"),
     ],
 }
 ANONYMOUS_MENU = [("Report a problem", "cases.report_form"), ("Track a case", "cases.track")]
@@ -148,15 +156,22 @@ def signin_locked_for(username: str) -> int:
     return max((max(wait, 1) for wait in waits), default=0)
 
 
-def record_signin_failure(username: str) -> None:
-    """Count a wrong password for `username` and for this client."""
+def record_signin_failure(username: str, user: User | None = None) -> None:
+    """Count a wrong password for `username` (the account `user`, if it exists) and for this
+    client; the failure that reaches a limit starts a lock and is recorded as a lockout."""
     keys = _throttle_keys(username)
     window = int(current_app.config["SIGNIN_LOCKOUT_MINUTES"]) * 60
     try:
         counts = queues.count_hits([key for key, _ in keys], window)
-        for (key, limit), count in zip(keys, counts, strict=True):
+        for scope, (key, limit), count in zip(("account", "client"), keys, counts, strict=True):
             if count == limit:
                 queues.redis.expire(key, window)
+                security_events.record(
+                    SecurityEventKind.SIGNIN_LOCKOUT,
+                    username=username,
+                    user=user,
+                    detail={"scope": scope, "failures": count, "minutes": window // 60},
+                )
     except RedisError:
         log.warning("sign-in throttling is off: Redis is unreachable")
 
@@ -201,6 +216,9 @@ def login() -> ResponseReturnValue:
         username = request.form.get("username", "").strip()
         wait = signin_locked_for(username)
         if wait:
+            security_events.record(
+                SecurityEventKind.SIGNIN_THROTTLED, username=username, detail={"retry_after": wait}
+            )
             minutes = math.ceil(wait / 60)
             flash(
                 _(
@@ -213,7 +231,14 @@ def login() -> ResponseReturnValue:
         user = authenticate(db.session(), username, request.form.get("password", ""))
         # A wrong second factor answers as a wrong password: it tells nothing about which.
         if user is None or not check_second_factor(user, request.form.get("code", "")):
-            record_signin_failure(username)
+            account = user or find_account(db.session(), username)
+            security_events.record(
+                SecurityEventKind.SIGNIN_FAILED,
+                username=username,
+                user=account,
+                detail={"reason": signin_failure_reason(user, account)},
+            )
+            record_signin_failure(username, account)
             flash(_("Wrong username or password."), "error")
             return render_template("auth/login.html"), 401
         if (

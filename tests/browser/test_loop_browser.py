@@ -285,7 +285,7 @@ def test_whole_loop(
 
     anonymous = context_for(None).new_page()
     anonymous.goto(f"/track/{number}")
-    expect(anonymous.locator(".public-status .status-closed")).to_have_text("Closed")
+    expect(anonymous.locator(".public-status .public-closed")).to_have_text("Closed")
 
 
 def test_rework_loop(

@@ -8,13 +8,12 @@ from collections.abc import Callable, Iterator
 import pytest
 from geoalchemy2.shape import from_shape, to_shape
 from shapely.geometry import Point
-from sqlalchemy import func, select, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from cases.catalogue import load_catalogue
 from cases.models import Case, CaseEvent, CaseStatus, Category
-from gridmgmt.kernel.db import db
 
 NUMBER = re.compile(r"^[0-9]{8}[0-9]{6,}$")
 MakeCase = Callable[..., Case]
@@ -80,22 +79,23 @@ def test_two_cases_get_different_numbers(session: Session, make_case: MakeCase) 
     assert int(second.number[8:]) > int(first.number[8:])
 
 
-def _setval(value: int, is_called: bool) -> None:
-    # on a connection of its own: sequences ignore rollbacks, and the test's may be aborted
-    with db.engine.connect() as conn:
+def _setval(owner: Engine, value: int, is_called: bool) -> None:
+    # on a connection of its own: sequences ignore rollbacks, and the test's may be aborted;
+    # as the owner: the app's role may draw numbers, not move the sequence
+    with owner.connect() as conn:
         conn.execute(text("SELECT setval('case_number_seq', :v, :c)"), {"v": value, "c": is_called})
         conn.commit()
 
 
 @pytest.fixture
-def sequence_near_six_digits(session: Session) -> Iterator[None]:
+def sequence_near_six_digits(session: Session, owner_engine: Engine) -> Iterator[None]:
     """Move case_number_seq to 999,999, then put it back."""
     last, called = session.execute(text("SELECT last_value, is_called FROM case_number_seq")).one()
-    _setval(999999, True)
+    _setval(owner_engine, 999999, True)
     try:
         yield
     finally:
-        _setval(last, called)
+        _setval(owner_engine, last, called)
 
 
 def test_case_numbers_stay_unique_past_six_digits(
@@ -127,8 +127,13 @@ def _event_row(session: Session, event_id: int) -> tuple[str, str] | None:
     return None if row is None else (row.note, row.to_status)
 
 
+# The app's role may not update or delete events at all (gridmgmt.kernel.roles); the trigger
+# refuses the owner too (test_the_trigger_refuses_even_the_owner).
+REFUSED = "permission denied for table case_events"
+
+
 def test_orm_update_of_event_refused(session: Session, event: CaseEvent) -> None:
-    with pytest.raises(DBAPIError, match="append-only: UPDATE refused"), session.begin_nested():
+    with pytest.raises(DBAPIError, match=REFUSED), session.begin_nested():
         event.note = "rewritten"
         session.flush()
 
@@ -136,7 +141,7 @@ def test_orm_update_of_event_refused(session: Session, event: CaseEvent) -> None
 
 
 def test_orm_delete_of_event_refused(session: Session, event: CaseEvent) -> None:
-    with pytest.raises(DBAPIError, match="append-only: DELETE refused"), session.begin_nested():
+    with pytest.raises(DBAPIError, match=REFUSED), session.begin_nested():
         session.delete(event)
         session.flush()
 
@@ -156,7 +161,7 @@ def test_raw_sql_change_of_event_refused(
     session: Session, event: CaseEvent, sql: str, operation: str
 ) -> None:
     with (
-        pytest.raises(DBAPIError, match=f"append-only: {operation} refused") as excinfo,
+        pytest.raises(DBAPIError, match=REFUSED) as excinfo,
         session.begin_nested(),
     ):
         session.execute(text(sql), {"id": event.id})
@@ -165,6 +170,34 @@ def test_raw_sql_change_of_event_refused(
     assert excinfo.value.orig.pgcode == "42501"  # insufficient_privilege
     assert _event_row(session, event.id) == ("first", "reported")
     assert session.scalar(select(func.count()).select_from(CaseEvent)) == 1
+
+
+@pytest.mark.parametrize(
+    ("sql", "operation"),
+    [
+        ("UPDATE case_events SET note = 'rewritten'", "UPDATE"),
+        ("DELETE FROM case_events", "DELETE"),
+        ("TRUNCATE case_events CASCADE", "TRUNCATE"),
+    ],
+)
+def test_the_trigger_refuses_even_the_owner(owner_engine: Engine, sql: str, operation: str) -> None:
+    with owner_engine.connect() as connection, Session(bind=connection) as owner:
+        load_catalogue(owner)
+        case = Case(
+            source="citizen",
+            status="reported",
+            category=owner.scalar(select(Category).where(Category.code == "E0101")),
+            location=from_shape(Point(-118.2437, 34.0522), srid=4326),
+        )
+        owner.add(case)
+        owner.flush()
+        owner.add(
+            CaseEvent(case_id=case.id, action="report", to_status="reported", actor_role="citizen")
+        )
+        owner.flush()
+        with pytest.raises(DBAPIError, match=f"append-only: {operation} refused"):
+            connection.execute(text(sql))
+        connection.rollback()
 
 
 def test_more_events_can_be_appended(session: Session, event: CaseEvent) -> None:

@@ -21,6 +21,7 @@ from dispatch.jobs import dispatch_cases
 from gridmgmt import create_app
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.queue import queues
+from tests.conftest import analyze_cases
 from tests.dispatch.conftest import insert_filed, la_requests
 
 pytestmark = pytest.mark.slow
@@ -37,11 +38,11 @@ def test_every_la_case_goes_to_its_council_or_to_the_board(
     engine = create_engine(la_db)
     with engine.begin() as conn:
         insert_filed(conn, requests, COMMUNITY_CLASS)
-        conn.execute(text("ANALYZE cases"))
         cells = conn.execute(
             text("""SELECT g.code, a.code, ST_AsBinary(g.geom) FROM grid_cells g
                     JOIN areas a ON a.id = g.community_id ORDER BY g.code""")
         ).all()
+    analyze_cases(la_db)
     codes = [code for code, _, _ in cells]
     council_of_cell = {code: council for code, council, _ in cells}
     tree = shapely.STRtree(shapely.from_wkb([bytes(wkb) for _, _, wkb in cells]))

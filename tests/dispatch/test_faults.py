@@ -46,7 +46,7 @@ from gridmgmt import create_app
 from gridmgmt.app.demo import DEMO_PASSWORD, seed_demo
 from gridmgmt.kernel.db import EXTENSION as DB_EXTENSION
 from gridmgmt.kernel.queue import DISPATCH_QUEUE, PERIODIC_QUEUE
-from tests.conftest import alembic_config
+from tests.conftest import alembic_config, analyze_cases
 from tests.dispatch.conftest import (
     DISPATCHER,
     DISPATCHER_PASSWORD,
@@ -279,7 +279,7 @@ def test_a_worker_killed_mid_drain_loses_and_duplicates_nothing(
     engine = create_engine(la_db, poolclass=NullPool)
     with engine.begin() as conn:
         insert_filed(conn, list(islice(cycle(la_requests()), total)), COMMUNITY_CLASS)
-        conn.execute(text("ANALYZE cases"))
+    analyze_cases(la_db)
     first = spawn_worker(la_db, private_redis.url)
     with private_redis.client() as redis:
         Queue(DISPATCH_QUEUE, connection=redis).enqueue("dispatch.jobs.dispatch_cases", [])
