@@ -15,7 +15,7 @@ from sqlalchemy import create_engine
 from gridmgmt.app.registry import load_models
 from gridmgmt.kernel.config import Config
 from gridmgmt.kernel.db import Base
-from gridmgmt.kernel.roles import grant_app_role
+from gridmgmt.kernel.roles import SetupError, ensure_postgis, grant_app_role
 
 config = context.config
 if config.config_file_name and not config.attributes.get("skip_logging"):
@@ -53,6 +53,10 @@ def run_migrations_online() -> None:
             compare_type=True,
         )
         with context.begin_transaction():
+            try:
+                ensure_postgis(connection)
+            except SetupError as err:  # a fresh server: say what to run, no traceback
+                raise SystemExit(f"gridmgmt: cannot migrate: {err}") from None
             context.run_migrations()
             grant_app_role(connection, Config.from_env().APP_ROLE)
     engine.dispose()

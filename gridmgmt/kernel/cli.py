@@ -11,9 +11,12 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 from redis.exceptions import RedisError
+from sqlalchemy import create_engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
-from gridmgmt.kernel import auth, web
+from gridmgmt.kernel import auth, roles, web
 from gridmgmt.kernel.calendar_store import load_calendar, shipped_calendar
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.errors import DomainError
@@ -22,6 +25,7 @@ from gridmgmt.kernel.models import Role
 users_cli = AppGroup("users", help="People who sign in (one role each).")
 apikey_cli = AppGroup("apikey", help="Open311 API keys.")
 calendar_cli = AppGroup("calendar", help="Business calendars (working hours, holidays, 调休).")
+database_cli = AppGroup("database", help="Setting a PostgreSQL server up for gridmgmt.")
 
 
 @contextmanager
@@ -197,7 +201,35 @@ def load_calendar_command(file: str | None, shipped: str | None) -> None:
     click.echo(f"calendar {record.code}: {record.timezone}, {days} holidays and make-up days")
 
 
+@database_cli.command("setup")
+@click.option(
+    "--admin-url",
+    envvar="GRIDMGMT_ADMIN_DATABASE_URL",
+    required=True,
+    help="A superuser's URL on the server, e.g. postgresql://postgres@db.internal/postgres.",
+)
+@click.option("--database", default="gridmgmt", show_default=True)
+@click.option("--owner", default="gridmgmt_owner", show_default=True, help="Owns the tables.")
+@click.option("--app-role", default="gridmgmt_app", show_default=True, help="The services'.")
+def database_setup_command(admin_url: str, database: str, owner: str, app_role: str) -> None:
+    """Create the owner and app roles (new passwords), the database and PostGIS in it, then
+    print the two URLs: the owner's for migrations (migrate.env), the app's for the services
+    (gridmgmt.env). Run again, it sets new passwords and changes nothing else."""
+    engine = create_engine(admin_url, poolclass=NullPool)
+    try:
+        made = roles.create_database(engine, database, owner, app_role)
+    except DBAPIError as err:
+        raise click.ClickException(f"the server refused: {err.orig}") from None
+    finally:
+        engine.dispose()
+    click.echo(f"database {database}: owner {owner}, app role {app_role}, PostGIS enabled")
+    click.echo(f"MIGRATE_DATABASE_URL={made.owner_url.render_as_string(hide_password=False)}")
+    click.echo(f"GRIDMGMT_DATABASE_URL={made.app_url.render_as_string(hide_password=False)}")
+    click.echo(f"GRIDMGMT_APP_ROLE={app_role}")
+    click.echo("next: alembic upgrade head with MIGRATE_DATABASE_URL (it grants the app role)")
+
+
 def init_app(app: Flask) -> None:
     """Add the kernel's command groups to the app's `flask` CLI."""
-    for group in (users_cli, apikey_cli, calendar_cli):
+    for group in (users_cli, apikey_cli, calendar_cli, database_cli):
         app.cli.add_command(group)

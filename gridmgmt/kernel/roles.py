@@ -16,9 +16,15 @@ it exactly this, and takes back anything else it was given:
 
 from __future__ import annotations
 
-from sqlalchemy import text
-from sqlalchemy.engine import Connection
+import secrets
+from dataclasses import dataclass
 
+from sqlalchemy import String, create_engine, text
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
+
+INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE
 APPEND_ONLY = ("case_events", "security_events")
 READ_ONLY = ("alembic_version",)
 DEFINER_FUNCTIONS = ("refresh_evaluation_rollup(boolean)",)
@@ -76,3 +82,99 @@ def grant_app_role(connection: Connection, role: str, schema: str = "public") ->
         if there is not None:
             connection.execute(text(f"GRANT EXECUTE ON FUNCTION {where}.{signature} TO {grantee}"))
     return True
+
+
+# ---------------------------------------------------------------- a fresh server
+
+POSTGIS_PACKAGE = "postgresql-15-postgis-3"
+
+
+class SetupError(Exception):
+    """The database server lacks something the migrations need; the message says what to run."""
+
+
+def ensure_postgis(connection: Connection) -> None:
+    """Make sure PostGIS is enabled in the connected database: create the extension when this
+    role may (a superuser, or the database's owner where PostGIS is trusted), else stop.
+
+    Raises:
+        SetupError: PostGIS is not installed on the server, or this role may not enable it;
+            the message gives the command that fixes it.
+    """
+    enabled = "SELECT 1 FROM pg_extension WHERE extname = 'postgis'"
+    if connection.execute(text(enabled)).first():
+        return
+    database = connection.scalar(text("SELECT current_database()"))
+    role = connection.scalar(text("SELECT current_user"))
+    available = "SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'"
+    if not connection.execute(text(available)).first():
+        raise SetupError(
+            f"PostGIS is not installed on the database server. Install it there (Debian: "
+            f"apt-get install {POSTGIS_PACKAGE}), then as a superuser: "
+            f'psql -d {database} -c "CREATE EXTENSION postgis"'
+        )
+    try:
+        with connection.begin_nested():
+            connection.execute(text("CREATE EXTENSION postgis"))
+    except DBAPIError as err:
+        if getattr(err.orig, "pgcode", None) != INSUFFICIENT_PRIVILEGE:
+            raise
+        raise SetupError(
+            f"PostGIS is not enabled in database {database} and role {role} may not enable "
+            f'it. As a superuser run: psql -d {database} -c "CREATE EXTENSION postgis" '
+            f"(or set the database up with `flask database setup`)"
+        ) from None
+
+
+@dataclass(frozen=True)
+class DatabaseSetup:
+    """What `create_database` made: the URLs of the owner (migrations) and of the app."""
+
+    owner_url: URL
+    app_url: URL
+
+
+def create_database(
+    admin: Engine,
+    database: str,
+    owner: str = "gridmgmt_owner",
+    app: str = "gridmgmt_app",
+    owner_password: str | None = None,
+    app_password: str | None = None,
+) -> DatabaseSetup:
+    """Set a server up for gridmgmt as its superuser (`admin`): the owner and app roles (no
+    superusers, login with a password; a role that exists gets the new password), the database
+    owned by the owner, PostGIS in it. Idempotent. Passwords not given are made up.
+
+    Then migrate with the owner's URL and give the services the app's.
+    """
+    passwords = {
+        owner: owner_password or secrets.token_urlsafe(24),
+        app: app_password or secrets.token_urlsafe(24),
+    }
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        quote = conn.dialect.identifier_preparer.quote
+        for role, password in passwords.items():
+            verb = "ALTER" if role_exists(conn, role) else "CREATE"
+            options = "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
+            # PASSWORD takes no bind parameter: a literal, quoted by the driver.
+            literal = conn.dialect.statement_compiler(conn.dialect, None).render_literal_value(
+                password, String()
+            )
+            conn.execute(text(f"{verb} ROLE {quote(role)} {options} PASSWORD {literal}"))
+        there = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": database})
+        if not there.first():
+            conn.execute(text(f"CREATE DATABASE {quote(database)} OWNER {quote(owner)}"))
+        else:
+            conn.execute(text(f"ALTER DATABASE {quote(database)} OWNER TO {quote(owner)}"))
+    target = admin.url.set(database=database)
+    engine = create_engine(target, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
+    finally:
+        engine.dispose()
+    return DatabaseSetup(
+        owner_url=target.set(username=owner, password=passwords[owner]),
+        app_url=target.set(username=app, password=passwords[app]),
+    )
