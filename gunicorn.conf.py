@@ -82,3 +82,34 @@ def post_worker_init(worker: object) -> None:
     what requests create. Measured: full collections took 50-190 ms before, a tail of every
     latency figure."""
     gc.freeze()
+
+
+# Metrics (gridmgmt.kernel.metrics): every worker, and the RQ worker and scheduler, count in
+# one folder (prometheus-client's multiprocess mode); wsgi.py sets the same default.
+os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.path.join(os.path.dirname(__file__), "var", "metrics")
+)
+
+
+def on_starting(server: object) -> None:
+    """Create the metrics folder and remove the files of processes that are gone (the RQ
+    worker's and scheduler's, still running, stay: they share the folder)."""
+    folder = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):
+        pid = name.rsplit("_", 1)[-1].removesuffix(".db")
+        if not (name.endswith(".db") and pid.isdigit()):
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # gone: its counts started before this server
+            os.remove(os.path.join(folder, name))
+        except PermissionError:  # alive, another user's
+            pass
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A worker is gone: prometheus-client drops its live gauges."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

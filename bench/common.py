@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 from gridmgmt.kernel.config import STACK_OWNER_ROLE, Config, stack_secret  # noqa: E402
 from grids import services  # noqa: E402
 from grids.geojson import load_layer, polygon_features  # noqa: E402
+from grids.services import cell_at  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 LA_311 = "la311_requests_2020-01.csv"
@@ -106,3 +107,18 @@ def load_la_territory(session: Session, size: float = 250.0, shared: Path = SHAR
         file=sys.stderr,
     )
     return cells
+
+
+def base_points(session: Session) -> list[tuple[float, float, int, int, int]]:
+    """The geocoded LA 311 points inside the territory with their cell, community and unit."""
+    points = la_311_cases()
+    rows = session.execute(
+        text(f"""
+            SELECT p.lon, p.lat, g.id, g.community_id, u.id
+            FROM unnest(CAST(:lons AS float8[]), CAST(:lats AS float8[])) AS p(lon, lat)
+            CROSS JOIN LATERAL ({cell_at("ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)")}) AS g
+            JOIN units u ON u.community_id = g.community_id
+        """),
+        {"lons": [p[0] for p in points], "lats": [p[1] for p in points]},
+    ).all()
+    return [tuple(r) for r in rows]

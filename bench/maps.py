@@ -34,14 +34,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import fresh_database, la_311_cases, load_la_territory, owner_of
+from common import base_points, fresh_database, load_la_territory, owner_of
 
 from cases.catalogue import load_catalogue
 from gridmgmt import create_app
 from gridmgmt.kernel.calendar_store import load_calendar, shipped_calendar
 from gridmgmt.kernel.config import Config
 from gridmgmt.kernel.db import db
-from grids.services import cell_at
 from maps import views
 from maps.aggregate import Filters
 from maps.evaluation import refresh_rollup
@@ -54,21 +53,6 @@ COLUMNS = ("number", "source", "status", "category_id", "urgent", "location", "c
 STATUSES = (
     ["closed"] * 85 + ["dispatched"] * 5 + ["in_progress"] * 5 + ["handled"] * 3 + ["reported"] * 2
 )
-
-
-def base_points(session: Session) -> list[tuple[float, float, int, int, int]]:
-    """The geocoded LA 311 points inside the territory with their cell, community and unit."""
-    points = la_311_cases()
-    rows = session.execute(
-        text(f"""
-            SELECT p.lon, p.lat, g.id, g.community_id, u.id
-            FROM unnest(CAST(:lons AS float8[]), CAST(:lats AS float8[])) AS p(lon, lat)
-            CROSS JOIN LATERAL ({cell_at("ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)")}) AS g
-            JOIN units u ON u.community_id = g.community_id
-        """),
-        {"lons": [p[0] for p in points], "lats": [p[1] for p in points]},
-    ).all()
-    return [tuple(r) for r in rows]
 
 
 def rows(n: int, points: list, categories: list[int], now: datetime):

@@ -37,8 +37,9 @@ from cases.models import (
     PhotoKind,
 )
 from cases.photos import StoredPhoto, Upload, check_uploads, decode_photos, photo_rows
+from gridmgmt.kernel import logs, metrics
 from gridmgmt.kernel.db import Prepared
-from gridmgmt.kernel.errors import InvalidInput
+from gridmgmt.kernel.errors import DomainError, InvalidInput
 from gridmgmt.kernel.models import Role, User
 from grids import gridding
 from grids.services import locate, outside_territory
@@ -118,6 +119,7 @@ class ReportResult:
         self.case_id = case_id
         self.number = number
         self.created = created
+        logs.note_case(number)  # the request's or job's further log lines name it
 
     @cached_property
     def case(self) -> Case:
@@ -145,10 +147,33 @@ def report_case(
     the first case. The urgent flag is kept only when `urgent` (default: the shipped
     catalogue's policy) allows the reporter's role, or the trusted channel; else it is ignored.
 
+    Counted for /metrics: a new case as accepted, a refusal by its code, both by `source`.
+
     Raises:
         InvalidInput: bad coordinates, unknown category, too long a text, a bad photo or key.
         OutsideTerritory: the point is in no unit grid cell.
     """
+    try:
+        result = _report(session, data, reporter, source, photo_root, api_key_id, trusted, urgent)
+    except DomainError as refusal:
+        metrics.count_report_refused(source.value, refusal.code)
+        raise
+    if result.created:  # not an idempotent retry
+        metrics.count_report_accepted(source.value)
+    return result
+
+
+def _report(
+    session: Session,
+    data: ReportInput,
+    reporter: User | None,
+    source: CaseSource,
+    photo_root: Path,
+    api_key_id: int | None,
+    trusted: bool,
+    urgent: UrgentPolicy | None,
+) -> ReportResult:
+    """`report_case`, uncounted."""
     key = (data.idempotency_key or "").strip() or None
     if key is not None:
         if not _IDEMPOTENCY_KEY.fullmatch(key):

@@ -10,6 +10,7 @@ report being written is not raced) and with no `photos` row naming them, are rem
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from gridmgmt.kernel.db import db
 
 BATCH = 1000  # files looked up in one query
 DEFAULT_GRACE_SECONDS = 3600
+log = logging.getLogger(__name__)  # one INFO line when a sweep removed files, else DEBUG
 
 
 def _old_files(root: Path, older_than: float) -> Iterator[tuple[str, Path]]:
@@ -91,6 +93,10 @@ def remove_orphan_photos() -> int:
     with db.transaction() as session:
         removed = sweep_orphan_photos(session, Path(config["PHOTO_DIR"]), grace)
     db.session.remove()
+    if removed:
+        log.info("removed %d photo files no case refers to", removed)
+    else:
+        log.debug("no orphan photo file to remove")
     return removed
 
 

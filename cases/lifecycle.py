@@ -38,6 +38,7 @@ from cases.public import PUBLIC_NOTE
 from cases.queries import get_case
 from cases.status import DEADLINE_RUNS, OPEN_STATUSES, CaseStatus
 from cases.status import CaseStatus as S
+from gridmgmt.kernel import logs
 from gridmgmt.kernel.business_calendar import BusinessCalendar, LimitUnit
 from gridmgmt.kernel.clock import now_utc
 from gridmgmt.kernel.db import Prepared
@@ -1003,6 +1004,7 @@ def locked_case(session: Session, case_id: int, user: User | None, version: int 
         Conflict: the case changed since `version`.
     """
     case = get_case(session, case_id, user, lock=True)
+    logs.note_case(case.number)  # the request's further log lines name it
     if version is not None and version != case.version:
         raise Conflict(
             "case %(number)s changed since you opened it (now %(status)s): reload it",

@@ -262,7 +262,8 @@ class Photo(Timestamped, Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), nullable=False, index=True)
-    event_id: Mapped[int | None] = mapped_column(ForeignKey("case_events.id"))
+    # The event it came with; no foreign key: case_events is partitioned (migration 0010).
+    event_id: Mapped[int | None] = mapped_column(BigInteger)
     kind: Mapped[PhotoKind] = mapped_column(String(8), nullable=False)
     sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     path: Mapped[str] = mapped_column(Text, nullable=False)

@@ -9,10 +9,12 @@ if TYPE_CHECKING:
 
 
 def init_app(app: Flask) -> None:
-    """Register the dispatcher's pages and API, `flask dispatch ...` and the periodic jobs."""
-    from dispatch import api, views
+    """Register the dispatcher's pages and API, `flask dispatch ...`, the periodic jobs and
+    the state /metrics reads."""
+    from dispatch import api, metrics, views
     from dispatch.cli import dispatch_cli
     from dispatch.jobs import PERIODIC_JOBS
+    from gridmgmt.kernel.metrics import register_probe
     from gridmgmt.kernel.queue import register_periodic
 
     views.init_app(app)
@@ -20,3 +22,4 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(dispatch_cli)
     for job, interval in PERIODIC_JOBS.items():
         register_periodic(app, job, interval)
+    register_probe(app, "dispatch", metrics.probe)  # its state, read by each /metrics scrape

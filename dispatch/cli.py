@@ -14,11 +14,20 @@ from rq.cron import CronScheduler
 from werkzeug.utils import import_string
 
 from gridmgmt.kernel import doorbell
+from gridmgmt.kernel.logs import JobLogging
 from gridmgmt.kernel.queue import DISPATCH_QUEUE, PERIODIC_QUEUE, periodic_jobs, queues
 
 dispatch_cli = AppGroup("dispatch", help="The dispatch worker and the periodic scheduler.")
 log = logging.getLogger(__name__)
 RECONNECT_SECONDS = 2.0
+
+
+class LoggingSimpleWorker(JobLogging, SimpleWorker):
+    """RQ's SimpleWorker, each job's log lines naming it (`gridmgmt.kernel.logs`)."""
+
+
+class LoggingWorker(JobLogging, Worker):
+    """RQ's forking Worker, each job's log lines naming it."""
 
 
 def _keep_running(what: str, run: object, once: bool) -> None:
@@ -40,11 +49,10 @@ def _keep_running(what: str, run: object, once: bool) -> None:
 @click.option("--name", help="Worker name (default: random).")
 def worker_command(fork: bool, burst: bool, name: str | None) -> None:
     """Run an RQ worker on the dispatch and periodic queues (non-forking by default)."""
-    worker_class = Worker if fork else SimpleWorker
+    worker_class = LoggingWorker if fork else LoggingSimpleWorker
+    kind = Worker if fork else SimpleWorker
     names = [DISPATCH_QUEUE, PERIODIC_QUEUE]
-    click.echo(
-        f"{worker_class.__name__} on queues {', '.join(names)} ({current_app.config['REDIS_URL']})"
-    )
+    click.echo(f"{kind.__name__} on queues {', '.join(names)} ({current_app.config['REDIS_URL']})")
 
     def run() -> None:
         worker = worker_class([queues.get(n) for n in names], connection=queues.redis, name=name)

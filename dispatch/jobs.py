@@ -4,6 +4,7 @@ command opens."""
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 
@@ -13,7 +14,7 @@ from sqlalchemy import text
 
 from dispatch import watch
 from dispatch.batch import WAITING, dispatch_batch
-from gridmgmt.kernel import doorbell
+from gridmgmt.kernel import doorbell, metrics
 from gridmgmt.kernel.calendar_store import city_calendar
 from gridmgmt.kernel.clock import now_utc
 from gridmgmt.kernel.db import db
@@ -22,6 +23,8 @@ from gridmgmt.kernel.queue import queues
 HEARTBEAT_KEY = "gridmgmt:heartbeat"
 BATCH_SIZE = 1000
 DRAIN_SECONDS = 20.0  # then the job hands over to a fresh one, so retries stay short
+# Periodic jobs log one INFO line when they did something, DEBUG lines otherwise.
+log = logging.getLogger(__name__)
 
 
 _sleep = time.sleep  # the gathering pause (tests replace it, not the time module's)
@@ -40,6 +43,7 @@ def heartbeat() -> str:
     stamp = now_utc().isoformat(timespec="seconds")
     if job is not None:
         job.connection.set(HEARTBEAT_KEY, stamp)
+    log.debug("heartbeat at %s", stamp)  # liveness, not work: /metrics shows its age
     return stamp
 
 
@@ -62,9 +66,14 @@ def dispatch_cases(case_ids: list[int], drain: bool = True) -> dict[str, int]:
     dispatched = unroutable = 0
     only = None if drain else list(case_ids)
     while True:
+        batch_started = time.perf_counter()
         with db.transaction() as session:
             result = dispatch_batch(
                 session, city_calendar(session), now_utc(), BATCH_SIZE, only=only
+            )
+        if result.taken:
+            metrics.observe_dispatch_batch(
+                time.perf_counter() - batch_started, len(result.dispatched), len(result.unroutable)
             )
         dispatched += len(result.dispatched)
         unroutable += len(result.unroutable)
@@ -76,6 +85,10 @@ def dispatch_cases(case_ids: list[int], drain: bool = True) -> dict[str, int]:
     db.session.remove()
     if drain:
         _LastDrain.ended = time.monotonic()
+    if dispatched or unroutable:
+        log.info("dispatched %d cases, %d unroutable", dispatched, unroutable)
+    else:
+        log.debug("no case was waiting for dispatch")
     return {"dispatched": dispatched, "unroutable": unroutable, "rang": len(case_ids)}
 
 
@@ -95,6 +108,9 @@ def sweep_filed() -> int:
     db.session.remove()
     if waiting:
         doorbell.ring(force=True)
+        log.info("rang for %d filed cases waiting over %s", waiting, grace)
+    else:
+        log.debug("no filed case waiting over %s", grace)
     return int(waiting or 0)
 
 
@@ -106,6 +122,10 @@ def watch_deadlines() -> dict[str, int]:
         warned = watch.warn_deadlines(session, now, before)
         overdue = watch.mark_overdue(session, now)
     db.session.remove()
+    if warned or overdue:
+        log.info("deadlines: warned %d cases, marked %d overdue", len(warned), len(overdue))
+    else:
+        log.debug("deadlines: nothing to warn about or mark overdue")
     return {"warned": len(warned), "overdue": len(overdue)}
 
 
@@ -114,6 +134,10 @@ def find_hotspots() -> dict[str, int]:
     with db.transaction() as session:
         found = watch.detect_hotspots(session, now_utc())
     db.session.remove()
+    if any(found.values()):
+        log.info("hotspots: %s", ", ".join(f"{len(ids)} {kind}" for kind, ids in found.items()))
+    else:
+        log.debug("hotspots: none")
     return {kind: len(ids) for kind, ids in found.items()}
 
 

@@ -24,6 +24,7 @@ GRIDMGMT_SECRET_KEY=$(cat var/secret_key)
 export GRIDMGMT_SECRET_KEY
 # The demo: plain HTTP on this machine (no Secure session cookie), a made-up key allowed.
 export GRIDMGMT_DEMO=1
+export GRIDMGMT_LOG_FORMAT=text  # readable lines here; JSON lines in production
 
 "$BIN/flask" demo seed >var/demo-logins.txt
 
@@ -38,7 +39,7 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-"$BIN/gunicorn" --bind "$HOST:$PORT" --access-logfile - --log-level warning wsgi:app &
+"$BIN/gunicorn" --bind "$HOST:$PORT" --log-level warning wsgi:app &  # the app logs requests
 pids+=($!)
 "$BIN/flask" dispatch worker &
 pids+=($!)

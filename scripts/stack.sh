@@ -28,7 +28,7 @@ TEMPLATE_DB=gridmgmt_postgis
 OWNER_ROLE=gridmgmt_owner
 APP_ROLE=gridmgmt_app
 SECRETS=$VAR/secrets
-PACKAGES=(postgresql-15 postgresql-15-postgis-3 redis-server chromium chromium-driver fonts-wqy-zenhei python3-venv curl wrk nginx-light openssl)
+PACKAGES=(postgresql-15 postgresql-15-postgis-3 redis-server chromium chromium-driver fonts-wqy-zenhei python3-venv curl wrk nginx-light openssl prometheus)
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 

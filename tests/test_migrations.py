@@ -43,6 +43,13 @@ def config(fresh_url: URL) -> AlembicConfig:
     return alembic_config(fresh_url)
 
 
+def partitions(engine: Engine) -> set[str]:
+    """The partitions of the partitioned tables (migration 0010): the tables the models know
+    are their parents."""
+    with engine.connect() as conn:
+        return set(conn.scalars(text("SELECT relname FROM pg_class WHERE relispartition")))
+
+
 def include_object(
     obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
 ) -> bool:
@@ -69,13 +76,22 @@ def _volatile(diff: Any) -> bool:
 
 def differences(engine: Engine) -> list[Any]:
     load_models()
+    parts = partitions(engine)
+
+    def project_object(
+        obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        if type_ == "table" and name in parts:
+            return False
+        return include_object(obj, name, type_, reflected, compare_to)
+
     with engine.connect() as conn:
         context = MigrationContext.configure(
             conn,
             opts={
                 "compare_type": True,
                 "compare_server_default": True,
-                "include_object": include_object,
+                "include_object": project_object,
             },
         )
         return [d for d in compare_metadata(context, Base.metadata) if not _volatile(d)]
@@ -87,7 +103,7 @@ def case_number_default(engine: Engine) -> str:
 
 
 def project_tables(engine: Engine) -> set[str]:
-    names = set(inspect(engine).get_table_names()) - POSTGIS_TABLES
+    names = set(inspect(engine).get_table_names()) - POSTGIS_TABLES - partitions(engine)
     return names - {"alembic_version"}
 
 

@@ -9,12 +9,15 @@ if TYPE_CHECKING:
 
 
 def init_app(app: Flask) -> None:
-    """Bind the kernel's extensions: database, Redis, errors, languages, sign-in, commands."""
-    from gridmgmt.kernel import cli, i18n, security, web
+    """Bind the kernel's extensions: logs and metrics (first: they time and name each
+    request), database, Redis, errors, languages, sign-in, commands."""
+    from gridmgmt.kernel import cli, i18n, logs, metrics, security, web
     from gridmgmt.kernel.db import db
     from gridmgmt.kernel.http_errors import register_error_handlers
     from gridmgmt.kernel.queue import queues
 
+    logs.init_app(app)
+    metrics.init_app(app)
     db.init_app(app)
     queues.init_app(app)
     register_error_handlers(app)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 from redis.exceptions import RedisError
 from sqlalchemy import create_engine
@@ -16,8 +16,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from gridmgmt.kernel import auth, roles, web
+from gridmgmt.kernel import auth, partitions, roles, web
 from gridmgmt.kernel.calendar_store import load_calendar, shipped_calendar
+from gridmgmt.kernel.config import Config
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.errors import DomainError
 from gridmgmt.kernel.models import Role
@@ -227,6 +228,28 @@ def database_setup_command(admin_url: str, database: str, owner: str, app_role: 
     click.echo(f"GRIDMGMT_DATABASE_URL={made.app_url.render_as_string(hide_password=False)}")
     click.echo(f"GRIDMGMT_APP_ROLE={app_role}")
     click.echo("next: alembic upgrade head with MIGRATE_DATABASE_URL (it grants the app role)")
+
+
+@database_cli.command("retention")
+def database_retention_command() -> None:
+    """Drop the event logs' months older than their retention settings
+    (GRIDMGMT_CASE_EVENTS_RETENTION_MONTHS, GRIDMGMT_SECURITY_EVENTS_RETENTION_MONTHS; 0 keeps
+    everything). Runs as the tables' owner: MIGRATE_DATABASE_URL."""
+    config = Config.from_env()
+    if not config.MIGRATE_DATABASE_URL:
+        raise click.ClickException("set MIGRATE_DATABASE_URL: only the owner drops history")
+    engine = create_engine(config.MIGRATE_DATABASE_URL, poolclass=NullPool)
+    try:
+        with Session(engine) as session, session.begin():
+            dropped = partitions.apply_retention(session, current_app.config)
+    except DBAPIError as err:
+        raise click.ClickException(f"the server refused: {err.orig}") from None
+    finally:
+        engine.dispose()
+    if not dropped:
+        click.echo("no retention set: every month is kept")
+    for table, count in dropped.items():
+        click.echo(f"{table}: {count} old monthly partitions dropped")
 
 
 def init_app(app: Flask) -> None:

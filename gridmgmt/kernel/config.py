@@ -88,6 +88,16 @@ class Config:
     RATE_READS_PER_CLIENT: int = 60  # Open311 listings and open data exports per client address
     RATE_READS_PER_ACCOUNT: int = 120  # ...and per signed-in account or api_key
     TRUSTED_PROXIES: int = 0  # reverse proxies in front whose X-Forwarded-For/-Proto are believed
+    # The event logs' monthly partitions (gridmgmt.kernel.partitions): made this many months
+    # ahead; whole months older than a retention are dropped (0: kept forever; else >= 6).
+    PARTITION_MONTHS_AHEAD: int = 3
+    CASE_EVENTS_RETENTION_MONTHS: int = 0  # a case's history
+    SECURITY_EVENTS_RETENTION_MONTHS: int = 0  # the audit trail of refused requests
+    # Reads on a hot standby (gridmgmt.kernel.db.reads_replica): empty, none.
+    READ_DATABASE_URL: str = ""  # e.g. `scripts/stack.sh standby env`; the app's role there
+    READ_STATEMENT_TIMEOUT_MS: int = 5000  # a read on the replica longer than this fails
+    READ_MAX_LAG_SECONDS: float = 30.0  # further behind than this, reads go to the primary
+    READ_CHECK_SECONDS: float = 2.0  # how long a process trusts its verdict on the replica
     SQL_ECHO: bool = False
     DB_POOL_SIZE: int = 10
     TESTING: bool = False

@@ -8,7 +8,10 @@ it exactly this, and takes back anything else it was given:
   append-only ones (a case's history, the security log) and only SELECT on the migrations'
   version stamp and on views;
 - USAGE, SELECT on sequences (nextval), EXECUTE on the SECURITY DEFINER functions the app
-  calls for what only an owner may do (refreshing the evaluation rollup);
+  calls for what only an owner may do (refreshing the evaluation rollup, creating the event
+  logs' monthly partitions) — but not dropping old ones: retention is the owner's;
+- on a partition (migration 0010), what it has on the partitioned table it belongs to:
+  privileges on the parent do not apply to a partition named directly;
 - nothing else: no TRUNCATE, REFERENCES or TRIGGER, no ownership, so it can neither alter
   nor drop a table, nor disable a trigger. PUBLIC's defaults (CONNECT, TEMP, USAGE on the
   schema) are left as they are: the gridding uses temporary tables.
@@ -27,13 +30,22 @@ from sqlalchemy.pool import NullPool
 INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE
 APPEND_ONLY = ("case_events", "security_events")
 READ_ONLY = ("alembic_version",)
-DEFINER_FUNCTIONS = ("refresh_evaluation_rollup(boolean)",)
+DEFINER_FUNCTIONS = (
+    "refresh_evaluation_rollup(boolean)",
+    "create_event_partitions(integer)",
+)
+# The owner's alone: dropping old months of the event logs shortens history, which the app's
+# role must never be able to do (`flask database retention` runs it with the owner's URL).
+OWNER_ONLY_FUNCTIONS = ("drop_event_partitions(text, integer)",)
 TABLE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
 APPEND_PRIVILEGES = "SELECT, INSERT"
 
-# The schema's own relations (not an extension's, such as PostGIS's spatial_ref_sys).
+# The schema's own relations (not an extension's, such as PostGIS's spatial_ref_sys), each
+# with the table whose privileges it gets: a partition its root's, anything else its own.
 _RELATIONS = """
-    SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    SELECT c.relname, c.relkind, COALESCE(root.relname, c.relname) AS root
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_class root ON root.oid = pg_partition_root(c.oid)
     WHERE n.nspname = :schema AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
       AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                       AND d.objid = c.oid AND d.deptype = 'e')
@@ -68,19 +80,23 @@ def grant_app_role(connection: Connection, role: str, schema: str = "public") ->
         return False
     quote = connection.dialect.identifier_preparer.quote
     grantee, where = quote(role), quote(schema)
-    for name, kind in connection.execute(text(_RELATIONS), {"schema": schema}).all():
+    for name, kind, root in connection.execute(text(_RELATIONS), {"schema": schema}).all():
         relation = f"{where}.{quote(name)}"
         privileges = {"S": "USAGE, SELECT", "v": "SELECT", "m": "SELECT"}.get(
-            kind, table_privileges(name)
+            kind, table_privileges(root)
         )
         keyword = "SEQUENCE " if kind == "S" else ""
         connection.execute(text(f"REVOKE ALL ON {keyword}{relation} FROM {grantee}"))
         connection.execute(text(f"GRANT {privileges} ON {keyword}{relation} TO {grantee}"))
-    for signature in DEFINER_FUNCTIONS:
+    for signature in (*DEFINER_FUNCTIONS, *OWNER_ONLY_FUNCTIONS):
         function = f"{schema}.{signature}"
         there = connection.scalar(text("SELECT to_regprocedure(:f)"), {"f": function})
         if there is not None:
-            connection.execute(text(f"GRANT EXECUTE ON FUNCTION {where}.{signature} TO {grantee}"))
+            verb = "GRANT" if signature in DEFINER_FUNCTIONS else "REVOKE"
+            to = "TO" if verb == "GRANT" else "FROM"
+            connection.execute(
+                text(f"{verb} EXECUTE ON FUNCTION {where}.{signature} {to} {grantee}")
+            )
     return True
 
 

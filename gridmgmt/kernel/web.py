@@ -30,7 +30,7 @@ from flask_login import LoginManager, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFProtect
 from redis.exceptions import RedisError
 
-from gridmgmt.kernel import security_events
+from gridmgmt.kernel import metrics, security_events
 from gridmgmt.kernel.auth import (
     authenticate,
     check_second_factor,
@@ -219,6 +219,7 @@ def login() -> ResponseReturnValue:
             security_events.record(
                 SecurityEventKind.SIGNIN_THROTTLED, username=username, detail={"retry_after": wait}
             )
+            metrics.count_sign_in_failure("throttled")
             minutes = math.ceil(wait / 60)
             flash(
                 _(
@@ -232,12 +233,14 @@ def login() -> ResponseReturnValue:
         # A wrong second factor answers as a wrong password: it tells nothing about which.
         if user is None or not check_second_factor(user, request.form.get("code", "")):
             account = user or find_account(db.session(), username)
+            reason = signin_failure_reason(user, account)
             security_events.record(
                 SecurityEventKind.SIGNIN_FAILED,
                 username=username,
                 user=account,
-                detail={"reason": signin_failure_reason(user, account)},
+                detail={"reason": reason},
             )
+            metrics.count_sign_in_failure(reason)
             record_signin_failure(username, account)
             flash(_("Wrong username or password."), "error")
             return render_template("auth/login.html"), 401

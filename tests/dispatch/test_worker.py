@@ -73,7 +73,7 @@ def test_scheduler_registers_every_periodic_job(
     result = cli.invoke(args=["dispatch", "scheduler"])
 
     assert result.exit_code == 0, result.output
-    assert f"6 periodic jobs on queue {PERIODIC_QUEUE}" in result.output
+    assert f"7 periodic jobs on queue {PERIODIC_QUEUE}" in result.output
     [scheduler] = one_shot_scheduler.instances
     registered = [(job.func, job.interval, job.queue_name) for job in scheduler.get_jobs()]
     intervals = {
@@ -83,14 +83,17 @@ def test_scheduler_registers_every_periodic_job(
         "find_hotspots": 300,
         "refresh_evaluation": 600,
         "remove_orphan_photos": 3600,
+        "maintain_partitions": 3600,
     }
     assert {func.__name__: interval for func, interval, _ in registered} == intervals
     # each package registers its own, by dotted path: the dispatcher's, the maps' rollup and
-    # the cases' sweep of orphan photos
+    # the cases' sweep of orphan photos, the kernel's event log partitions
     modules = {func.__name__: func.__module__ for func, _, _ in registered}
     assert modules["refresh_evaluation"] == "maps.jobs"
     assert modules["remove_orphan_photos"] == "cases.jobs"
-    others = {modules[name] for name in intervals} - {"maps.jobs", "cases.jobs"}
+    assert modules["maintain_partitions"] == "gridmgmt.kernel.partitions"
+    own = {"maps.jobs", "cases.jobs", "gridmgmt.kernel.partitions"}
+    others = {modules[name] for name in intervals} - own
     assert others == {"dispatch.jobs"}
     assert {queue for _, _, queue in registered} == {PERIODIC_QUEUE}
     # every interval job is due at once: one job each on the periodic queue of the app's Redis
@@ -106,7 +109,7 @@ def test_worker_command_processes_scheduled_job(
     assert cli.invoke(args=["dispatch", "scheduler"]).exit_code == 0
     periodic = Queue(PERIODIC_QUEUE, connection=redis_conn)
     jobs = periodic.get_jobs()
-    assert len(jobs) == 6
+    assert len(jobs) == 7
 
     result = cli.invoke(args=["dispatch", "worker", "--burst", "--name", "test-burst"])
 
