@@ -13,7 +13,7 @@ from gridmgmt.kernel.config import Config
 from tests.conftest import ROOT
 from tests.support import require
 
-UNITS = ROOT / "deploy" / "systemd"
+UNITS = (ROOT / "deploy" / "systemd", ROOT / "deploy" / "backup")
 
 
 def test_the_units_verify(tmp_path: Path) -> None:
@@ -22,11 +22,15 @@ def test_the_units_verify(tmp_path: Path) -> None:
     env_file = tmp_path / "gridmgmt.env"
     env_file.write_text((ROOT / "deploy" / "gridmgmt.env").read_text())
     names = []
-    for unit in sorted(UNITS.iterdir()):
+    units = [u for folder in UNITS for u in sorted(folder.iterdir())
+             if u.suffix in (".service", ".timer", ".target")]  # fmt: skip
+    for unit in units:
         body = unit.read_text()
-        assert "/opt/gridmgmt" in body or unit.suffix == ".target"
-        body = body.replace("/opt/gridmgmt", str(ROOT)).replace(
-            "/etc/gridmgmt/gridmgmt.env", str(env_file)
+        assert "/opt/gridmgmt" in body or unit.suffix in (".target", ".timer")
+        body = (
+            body.replace("/opt/gridmgmt", str(ROOT))
+            .replace("/etc/gridmgmt/gridmgmt.env", str(env_file))
+            .replace("/etc/gridmgmt/backup.env", str(env_file))
         )
         (tmp_path / unit.name).write_text(body)
         names.append(unit.name.replace("@.service", "@1.service"))
@@ -38,7 +42,8 @@ def test_the_units_verify(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr  # not even a warning
     assert {"gridmgmt-web.service", "gridmgmt-worker@1.service", "gridmgmt-scheduler.service",
-            "gridmgmt.target"} <= set(names)  # fmt: skip
+            "gridmgmt.target", "gridmgmt-backup-base.timer",
+            "gridmgmt-backup-photos.service"} <= set(names)  # fmt: skip
 
 
 def environment_file() -> dict[str, str]:
