@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup
 from redis.exceptions import RedisError
 from sqlalchemy import create_engine
@@ -234,14 +234,14 @@ def database_setup_command(admin_url: str, database: str, owner: str, app_role: 
 def database_retention_command() -> None:
     """Drop the event logs' months older than their retention settings
     (GRIDMGMT_CASE_EVENTS_RETENTION_MONTHS, GRIDMGMT_SECURITY_EVENTS_RETENTION_MONTHS; 0 keeps
-    everything). Runs as the tables' owner: MIGRATE_DATABASE_URL."""
+    everything; read from the environment, like the owner's MIGRATE_DATABASE_URL it runs as)."""
     config = Config.from_env()
     if not config.MIGRATE_DATABASE_URL:
         raise click.ClickException("set MIGRATE_DATABASE_URL: only the owner drops history")
     engine = create_engine(config.MIGRATE_DATABASE_URL, poolclass=NullPool)
     try:
         with Session(engine) as session, session.begin():
-            dropped = partitions.apply_retention(session, current_app.config)
+            dropped = partitions.apply_retention(session, config.as_flask())
     except DBAPIError as err:
         raise click.ClickException(f"the server refused: {err.orig}") from None
     finally:

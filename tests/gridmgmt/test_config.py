@@ -36,4 +36,5 @@ def test_every_readme_setting_is_a_config_field() -> None:
     # Settings of the tools around the app, not of the app's config.
     tools = {"PG_PORT", "REDIS_PORT", "WEB_WORKERS", "WEB_THREADS", "FUZZ_EXAMPLES", "SHARED_DATA"}
     tools |= {"ALLOW_MISSING", "CHROMIUM"}  # the tests' own settings
+    tools |= {"BACKUP_ROOT", "BACKUP_KEEP"}  # deploy/backup/gridmgmt-backup
     assert named - known - tools == set()

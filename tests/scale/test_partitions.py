@@ -490,7 +490,7 @@ def test_retention_command_runs_as_the_owner(
     partitions_app: Flask, url: URL, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runner = partitions_app.test_cli_runner()
-    monkeypatch.setitem(partitions_app.config, "SECURITY_EVENTS_RETENTION_MONTHS", 6)
+    monkeypatch.setenv("GRIDMGMT_SECURITY_EVENTS_RETENTION_MONTHS", "6")
     monkeypatch.setenv("MIGRATE_DATABASE_URL", as_owner(url).render_as_string(hide_password=False))
 
     result = runner.invoke(args=["database", "retention"])
