@@ -76,6 +76,8 @@ def find_duplicates(session: Session, case: Case, limit: int = 5) -> list[tuple[
 
 # For each case, the open cases of its class within its class's radius, reported at most its
 # class's window before it: nearest first, at most :limit each (one query for a whole list).
+# The bounding box lets the GiST index of `location` find the few cases nearby; the distance on
+# the geography alone could use no index and read every open case of the class.
 _DUPLICATES = text(f"""
     SELECT n.id AS for_id, d.id, d.distance
     FROM cases n
@@ -86,6 +88,11 @@ _DUPLICATES = text(f"""
         WHERE c.id <> n.id AND c.category_id = n.category_id
           AND {sql_in("c.status", OPEN_STATUSES)} AND c.merged_into_id IS NULL
           AND c.reported_at >= n.reported_at - make_interval(hours => k.duplicate_window_hours)
+          -- the spatial index first: a box at least the radius wide each way (a degree of
+          -- latitude is at least 110,574 m, of longitude at most 111,320 m × cos(latitude)),
+          -- then the exact test
+          AND c.location && ST_Expand(n.location, k.duplicate_radius_m
+                / (110574.0 * greatest(cos(radians(abs(ST_Y(n.location)))), 0.01)))
           AND ST_DWithin(c.location::geography, n.location::geography, k.duplicate_radius_m)
         ORDER BY distance, c.id
         LIMIT :limit
