@@ -29,9 +29,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from cases.status import CaseStatus
+from cases.status import OPEN_STATUSES, CaseStatus
 from gridmgmt.kernel.business_calendar import LimitUnit
-from gridmgmt.kernel.db import Base, Timestamped, enum_check
+from gridmgmt.kernel.db import Base, Timestamped, enum_check, sql_in
 
 
 class CategoryKind(str, Enum):
@@ -178,6 +178,14 @@ class Case(Base):
                 "rework_count",
                 "dispatched_at",
             ],
+        ),
+        Index(  # the open cases near a point: the inbox's duplicate suggestions
+            "ix_cases_open_location",
+            "location",
+            postgresql_using="gist",
+            postgresql_where=text(
+                f"{sql_in('status', sorted(OPEN_STATUSES))} AND merged_into_id IS NULL"
+            ),
         ),
         Index(
             "ix_cases_open_deadline",

@@ -39,7 +39,7 @@ from cases.status import CaseStatus
 from cases.views import photo_root
 from gridmgmt.kernel import ratelimit, security_events
 from gridmgmt.kernel.auth import KeyUse, use_api_key
-from gridmgmt.kernel.db import db
+from gridmgmt.kernel.db import db, reads_replica
 from gridmgmt.kernel.errors import NotFound
 from gridmgmt.kernel.http_errors import register_error_format
 from gridmgmt.kernel.models import Unit
@@ -305,6 +305,7 @@ def discovery(fmt: str) -> ResponseReturnValue:
 
 
 @bp.get("/services.<fmt>")
+@reads_replica
 def list_services(fmt: str) -> ResponseReturnValue:
     """Every active class of the catalogue."""
     fmt = _fmt(fmt)
@@ -320,6 +321,7 @@ def list_services(fmt: str) -> ResponseReturnValue:
 
 @bp.get("/services/<code>.<fmt>")
 @bp.get("/service/<code>.<fmt>")
+@reads_replica
 def service_definition(code: str, fmt: str) -> ResponseReturnValue:
     """A class's attributes (also at the singular path some clients use)."""
     fmt = _fmt(fmt)
@@ -430,6 +432,7 @@ def _find(query: Any) -> list[dict[str, Any]]:
 
 
 @bp.get("/requests.<fmt>")
+@reads_replica
 def list_requests(fmt: str) -> ResponseReturnValue:
     """Service requests by id list, or by service, period and status (newest first, paged)."""
     fmt = _fmt(fmt)
@@ -472,16 +475,21 @@ def list_requests(fmt: str) -> ResponseReturnValue:
     if page > MAX_PAGE:
         raise Open311Error(400, f"page is at most {MAX_PAGE}")
     query = query.order_by(Case.reported_at.desc(), Case.id.desc()).offset((page - 1) * size)
-    return respond(fmt, "service_requests", "request", _find(query.limit(size)))
+    found = _find(query.limit(size))
+    if ids and len(found) < len(set(ids[:MAX_PAGE_SIZE])):
+        db.confirm_absent()  # a client's own new request may not be on the replica yet
+    return respond(fmt, "service_requests", "request", found)
 
 
 @bp.get("/requests/<number>.<fmt>")
+@reads_replica
 def get_request(number: str, fmt: str) -> ResponseReturnValue:
     """One service request, as a one-element list."""
     fmt = _fmt(fmt)
     _jurisdiction()
     found = _find(select(Case).where(Case.number == number))
     if not found:
+        db.confirm_absent()  # a client's own new request may not be on the replica yet
         raise Open311Error(404, f"no service request {number!r}")
     return respond(fmt, "service_requests", "request", found)
 

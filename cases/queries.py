@@ -86,7 +86,7 @@ _DUPLICATES = text(f"""
         SELECT c.id, ST_Distance(c.location::geography, n.location::geography) AS distance
         FROM cases c
         WHERE c.id <> n.id AND c.category_id = n.category_id
-          AND {sql_in("c.status", OPEN_STATUSES)} AND c.merged_into_id IS NULL
+          AND {sql_in("c.status", sorted(OPEN_STATUSES))} AND c.merged_into_id IS NULL
           AND c.reported_at >= n.reported_at - make_interval(hours => k.duplicate_window_hours)
           -- the spatial index first: a box at least the radius wide each way (a degree of
           -- latitude is at least 110,574 m, of longitude at most 111,320 m × cos(latitude)),

@@ -3,13 +3,13 @@ community, never the cases themselves (except a few raw points when the filter l
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from cases import public
@@ -225,19 +225,31 @@ _OPEN_DATA_CHUNK = text(f"""
 """)
 
 
+Rows = list[dict[str, Any]]
+
+
 def open_data_chunks(
-    engine: Engine, start: datetime, end: datetime, decimals: int, size: int = 5000
-) -> Iterator[list[dict[str, Any]]]:
+    read: Callable[[Callable[[Connection], Rows]], Rows],
+    start: datetime,
+    end: datetime,
+    decimals: int,
+    size: int = 5000,
+) -> Iterator[Rows]:
     """The open-data rows of cases reported in [start, end), `size` at a time. Each chunk is
-    read on a connection of its own, given back before the chunk is sent: a slow client holds
-    no database connection while it reads (rows changed between chunks show their newer
-    state; none is sent twice or missed). Statuses are public statuses (`cases.public`)."""
+    read by `read` (`db.read`: the replica, else the primary) on a connection of its own, given
+    back before the chunk is sent: a slow client holds no database connection while it reads
+    (rows changed between chunks show their newer state; none is sent twice or missed; a
+    chunk the replica fails to give is read from the primary). Statuses are public statuses
+    (`cases.public`)."""
     after_at, after_id = start, 0
     while True:
-        with engine.connect() as conn:
-            params = {"after_at": after_at, "after_id": after_id, "end": end,
-                      "decimals": decimals, "size": size}  # fmt: skip
-            rows = [dict(r) for r in conn.execute(_OPEN_DATA_CHUNK, params).mappings()]
+        params = {"after_at": after_at, "after_id": after_id, "end": end,
+                  "decimals": decimals, "size": size}  # fmt: skip
+        rows = read(
+            lambda conn, params=params: [
+                dict(r) for r in conn.execute(_OPEN_DATA_CHUNK, params).mappings()
+            ]
+        )
         if not rows:
             return
         after_at, after_id = rows[-1]["reported_at"], rows[-1]["id"]

@@ -28,7 +28,7 @@ from sqlalchemy import select
 
 from cases.models import CaseSource, CaseStatus, Category, MajorClass
 from gridmgmt.kernel import ratelimit
-from gridmgmt.kernel.db import db
+from gridmgmt.kernel.db import db, reads_replica
 from gridmgmt.kernel.errors import InvalidInput
 from gridmgmt.kernel.i18n import N_, current_lang
 from gridmgmt.kernel.i18n import gettext as _
@@ -154,6 +154,7 @@ def cached_page(f: Filters) -> str:
 
 @bp.get("/maps")
 @role_required(*SUPERVISORS)
+@reads_replica
 def map_page() -> ResponseReturnValue:
     """Filters, legend and the map (in a frame built from the same query string)."""
     f = filters_from_request()
@@ -174,6 +175,7 @@ def map_page() -> ResponseReturnValue:
 
 @bp.get("/maps/frame")
 @role_required(*SUPERVISORS)
+@reads_replica
 def map_frame() -> ResponseReturnValue:
     """The Folium map itself (cached until a case changes)."""
     return Response(cached_page(filters_from_request()), mimetype="text/html")
@@ -269,6 +271,7 @@ def csv_response(records: Iterator[list[object]], filename: str) -> Response:
 
 @bp.get("/evaluation")
 @role_required(*SUPERVISORS)
+@reads_replica
 def evaluation_page() -> ResponseReturnValue:
     """Indicators and rankings of units, areas and inspectors; `?table=X&format=csv` exports."""
     period = period_from_request()
@@ -313,6 +316,7 @@ def evaluation_page() -> ResponseReturnValue:
 
 @bp.get("/dashboard")
 @role_required(*SUPERVISORS)
+@reads_replica
 def dashboard() -> ResponseReturnValue:
     """Trends: new cases per day by major class, on-time closure rate per week."""
     today = datetime.now(UTC).date()
@@ -348,10 +352,13 @@ def open_data(fmt: str) -> ResponseReturnValue:
     f = filters_from_request()
     start = datetime.combine(f.start, datetime.min.time(), UTC)
     end = datetime.combine(f.end + timedelta(days=1), datetime.min.time(), UTC)
-    chunks = stats.open_data_chunks(
-        db.engine, start, end, current_app.config["PUBLIC_COORDINATE_DECIMALS"]
+    chunks = stats.open_data_chunks(  # each chunk from the replica, else the primary
+        db.read, start, end, current_app.config["PUBLIC_COORDINATE_DECIMALS"]
     )
     filename = f"cases-{f.start}-{f.end}.{fmt}"
+    # The checks above (the signed-in user, the limits) used the request's session: give its
+    # connection back now, not when the slow reader has the last byte.
+    db.session.close()
 
     def text_of(value: Any) -> Any:
         return value.isoformat() if isinstance(value, datetime) else value

@@ -5,6 +5,12 @@
 #   scripts/stack.sh down   stop both servers
 #   scripts/stack.sh env    print DATABASE_URL (the app's role), MIGRATE_DATABASE_URL (the
 #                           owner's, for migrations) and REDIS_URL (with its password)
+#   scripts/stack.sh standby up|down [fast|immediate]|purge|env
+#                           a hot standby of the private PostgreSQL (pg_basebackup -R, streaming
+#                           as REPLICA_ROLE) in $GRIDMGMT_STANDBY_DIR (var/pg/standby) on port
+#                           $GRIDMGMT_STANDBY_PORT (55433): `up` makes (once) and starts it and
+#                           waits until it streams, `down` stops it, `purge` stops and deletes
+#                           it, `env` prints READ_DATABASE_URL (the app's role on the standby)
 # DATABASE_URL / REDIS_URL in the environment mean "use that server instead": nothing is started
 # (and MIGRATE_DATABASE_URL defaults to DATABASE_URL).
 #
@@ -27,6 +33,9 @@ DB_NAME=gridmgmt
 TEMPLATE_DB=gridmgmt_postgis
 OWNER_ROLE=gridmgmt_owner
 APP_ROLE=gridmgmt_app
+REPLICA_ROLE=gridmgmt_replica  # streams the WAL to standbys (REPLICATION, nothing else)
+STANDBY_DIR=${GRIDMGMT_STANDBY_DIR:-$VAR/pg/standby}
+STANDBY_PORT=${GRIDMGMT_STANDBY_PORT:-55433}
 SECRETS=$VAR/secrets
 PACKAGES=(postgresql-15 postgresql-15-postgis-3 redis-server chromium chromium-driver fonts-wqy-zenhei python3-venv curl wrk nginx-light openssl prometheus)
 
@@ -114,6 +123,42 @@ ALTER ROLE $APP_ROLE WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATIO
 SQL
 }
 
+# The replication role and its pg_hba lines (before the `trust` lines), made when missing;
+# its password is (re)set from var/secrets/pg_replica. Only a reload: wal_level `replica` (the
+# default) and max_wal_senders are already what streaming needs. Two runs at once take turns.
+pg_replication() {
+  local pw hba=$PGDATA/pg_hba.conf
+  pw=$(secret pg_replica)
+  (
+    flock 9
+    if ! grep -q "^# gridmgmt replication" "$hba"; then
+      log "pg_hba: $REPLICA_ROLE may stream the WAL with its password (scram-sha-256)"
+      local tmp
+      tmp=$(mktemp)
+      awk -v role="$REPLICA_ROLE" '
+        !done && /^(local|host)/ {
+          print "# gridmgmt replication: standbys stream as " role " (scripts/stack.sh standby)"
+          print "host    replication   " role "   127.0.0.1/32   scram-sha-256"
+          print "host    replication   " role "   ::1/128        scram-sha-256"
+          done = 1
+        }
+        { print }' "$hba" >"$tmp"
+      cat "$tmp" >"$hba"
+      rm -f "$tmp"
+      as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" reload >/dev/null
+    fi
+    psql_admin -d postgres <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$REPLICA_ROLE') THEN
+    CREATE ROLE $REPLICA_ROLE LOGIN REPLICATION;
+  END IF;
+END \$\$;
+ALTER ROLE $REPLICA_ROLE WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS
+  PASSWORD '$pw';
+SQL
+  ) 9>"$VAR/pg/replication.lock"
+}
+
 # A database made before the roles (owned by postgres) is handed to the owner role: the
 # database, and every table, view, sequence, function and type of the project in it (PostGIS's
 # own objects stay with the extension). Nothing to do when the owner has it already.
@@ -195,6 +240,7 @@ CONF
     as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$VAR/pg/server.log" -w -t 60 start >/dev/null
   fi
   pg_roles
+  pg_replication
   if ! psql_admin -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='$TEMPLATE_DB'" | grep -q 1; then
     log "creating template database $TEMPLATE_DB with PostGIS"
     psql_admin -d postgres -c "CREATE DATABASE $TEMPLATE_DB"
@@ -206,6 +252,105 @@ CONF
     psql_admin -d postgres -c "CREATE DATABASE $DB_NAME OWNER $OWNER_ROLE TEMPLATE $TEMPLATE_DB"
   fi
   pg_hand_over "$DB_NAME"
+}
+
+# ---- the hot standby: a copy of the whole cluster that replays the primary's WAL as it comes.
+SB_DATA=$STANDBY_DIR/data
+
+standby_running() {
+  [ -f "$SB_DATA/postmaster.pid" ] && as_pg "$PG_BIN/pg_ctl" -D "$SB_DATA" status >/dev/null 2>&1
+}
+
+psql_standby() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$STANDBY_PORT" -U postgres "$@"; }
+
+standby_up() {
+  pg_running || { log "the primary is not running: scripts/stack.sh up first"; return 1; }
+  pg_replication
+  mkdir -p "$STANDBY_DIR"
+  if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$STANDBY_DIR"; fi
+  chmod 700 "$STANDBY_DIR"
+  if [ ! -f "$SB_DATA/PG_VERSION" ]; then
+    log "pg_basebackup of 127.0.0.1:$PG_PORT into $SB_DATA"
+    rm -rf "$SB_DATA"
+    # -R: standby.signal and primary_conninfo (with the replication role's password) in
+    # postgresql.auto.conf, readable by the server's owner only.
+    # The password goes through the environment, never on a command line. A busy primary may
+    # recycle a WAL segment before the backup's temporary slot holds it: then once again.
+    local try
+    for try in 1 2 3; do
+      if (
+        PGPASSWORD=$(secret pg_replica)
+        export PGPASSWORD
+        as_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$PG_PORT" -U "$REPLICA_ROLE" \
+          -D "$SB_DATA" -R -X stream -c fast --no-sync
+      ); then break; fi
+      [ "$try" = 3 ] && return 1
+      log "pg_basebackup failed: trying again"
+      rm -rf "$SB_DATA"
+    done
+    cat >>"$SB_DATA/postgresql.conf" <<CONF
+# gridmgmt hot standby (scripts/stack.sh standby): read-only, TCP on its own port
+port = $STANDBY_PORT
+unix_socket_directories = ''
+hot_standby = on
+shared_buffers = 128MB
+# every data-modifying statement sent to it is logged (it refuses them all): there must be none
+log_statement = 'mod'
+log_line_prefix = '%m [%p] %q%a@%d '
+CONF
+  fi
+  local logged=0
+  [ -f "$STANDBY_DIR/server.log" ] && logged=$(stat -c %s "$STANDBY_DIR/server.log")
+  if ! standby_running; then
+    log "starting the hot standby on 127.0.0.1:$STANDBY_PORT"
+    if ! as_pg "$PG_BIN/pg_ctl" -D "$SB_DATA" -l "$STANDBY_DIR/server.log" -w -t 120 start \
+        >/dev/null; then
+      tail -n 20 "$STANDBY_DIR/server.log" >&2
+      return 1
+    fi
+  fi
+  # After a crash it first replays its own WAL since its last restartpoint, then streams.
+  for _ in $(seq 1200); do
+    if [ "$(psql_standby -d postgres -tAc "SELECT count(*) FROM pg_stat_wal_receiver
+        WHERE status = 'streaming'" 2>/dev/null)" = 1 ]; then return 0; fi
+    # Down too long (there is no slot): the primary recycled WAL it needs. Made again, once.
+    if [ -z "${SB_REMADE:-}" ] && [ "$(tail -c "+$((logged + 1))" "$STANDBY_DIR/server.log" |
+        grep -c "has already been removed")" != 0 ]; then
+      log "the primary no longer has the WAL this standby needs: making it again"
+      standby_down immediate
+      rm -rf "$SB_DATA"
+      SB_REMADE=1 standby_up
+      return
+    fi
+    sleep 0.1
+  done
+  log "the standby does not stream: $STANDBY_DIR/server.log says"
+  tail -n 20 "$STANDBY_DIR/server.log" >&2
+  return 1
+}
+
+standby_down() {
+  if standby_running; then
+    log "stopping the hot standby on 127.0.0.1:$STANDBY_PORT"
+    as_pg "$PG_BIN/pg_ctl" -D "$SB_DATA" -m "${1:-fast}" -w stop >/dev/null
+  fi
+}
+
+standby_env() {
+  echo "READ_DATABASE_URL=postgresql+psycopg2://$APP_ROLE:$(secret pg_app)@127.0.0.1:$STANDBY_PORT/$DB_NAME"
+}
+
+standby() {
+  case "${1:-}" in
+    up) standby_up; standby_env ;;
+    down) standby_down "${2:-fast}" ;;  # `down immediate`: as if it crashed
+    purge)
+      standby_down immediate
+      rm -rf "$SB_DATA" "$STANDBY_DIR/server.log"
+      rmdir "$STANDBY_DIR" 2>/dev/null || true ;;
+    env) standby_env ;;
+    *) echo "usage: $0 standby up|down [fast|immediate]|purge|env" >&2; exit 2 ;;
+  esac
 }
 
 # redis-cli with the password (from the environment, never on a command line).
@@ -255,9 +400,11 @@ case "${1:-}" in
     [ -n "${REDIS_URL:-}" ] || redis_up
     print_env ;;
   down)
+    standby_down
     if pg_running; then log "stopping PostgreSQL"; as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null; fi
     if redis_open; then log "stopping Redis"; redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null || true
     elif redis_answers; then log "stopping Redis"; redis_auth shutdown nosave >/dev/null || true; fi ;;
   env) print_env ;;
-  *) echo "usage: $0 deps|up|down|env" >&2; exit 2 ;;
+  standby) shift; standby "$@" ;;
+  *) echo "usage: $0 deps|up|down|env|standby" >&2; exit 2 ;;
 esac

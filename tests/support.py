@@ -33,6 +33,7 @@ from werkzeug.test import TestResponse
 from gridmgmt import create_app
 from gridmgmt.app import demo
 from gridmgmt.kernel.db import EXTENSION as DB_EXTENSION
+from gridmgmt.kernel.db import READ_EXTENSION as DB_READ_EXTENSION
 from gridmgmt.kernel.db import db
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -200,18 +201,22 @@ def browser(app: Flask, username: str | None = None) -> Web:
 
 
 @contextmanager
-def real_app(database: URL, redis_url: str, photo_dir: Path) -> Iterator[Flask]:
-    """The real app on `database`, storing photos in `photo_dir` (for a live server)."""
+def real_app(database: URL, redis_url: str, photo_dir: Path, **settings: Any) -> Iterator[Flask]:
+    """The real app on `database`, storing photos in `photo_dir` (for a live server), with
+    other `settings` of its config."""
     app = create_app(
         {
             "DATABASE_URL": database.render_as_string(hide_password=False),
             "REDIS_URL": redis_url,
             "SECRET_KEY": "x",
             "PHOTO_DIR": str(photo_dir),
+            **settings,
         }
     )
     yield app
     app.extensions[DB_EXTENSION].dispose()
+    if replica := app.extensions.get(DB_READ_EXTENSION):
+        replica.engine.dispose()
 
 
 class QuietHandler(WSGIRequestHandler):

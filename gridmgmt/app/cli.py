@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 
-from gridmgmt.app import demo
+from gridmgmt.app import demo, setup_check
 from gridmgmt.kernel.cli import cli_transaction
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.queue import queues
 
 demo_cli = AppGroup("demo", help="The seeded demo city.")
+setup_cli = AppGroup("setup", help="What a working city needs.")
 
 
 @demo_cli.command("seed")
@@ -24,6 +29,31 @@ def seed_command() -> None:
     click.echo(f"demo Open311 api_key: {demo.DEMO_API_KEY}")
 
 
+@setup_cli.command("check")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per check.")
+def check_command(as_json: bool) -> None:
+    """List what a working city needs, each ok or a problem with its fix; exit 1 when
+    something blocks dispatch."""
+    with db.transaction() as session:
+        checks = setup_check.run_checks(session, queues.redis, current_app.config["CALENDAR_CODE"])
+        session.rollback()  # read only
+    for check in checks:
+        if as_json:
+            click.echo(json.dumps(setup_check.as_json(check), ensure_ascii=False))
+            continue
+        state = "ok" if check.ok else ("PROBLEM" if check.blocking else "warning")
+        click.echo(f"{state:<8} {check.name:<18} {check.message}")
+        if not check.ok and check.fix is not None:
+            click.echo(f"{'':<8} {'':<18} fix: {check.fix}")
+    blocking = setup_check.blocking_failures(checks)
+    if blocking:
+        names = ", ".join(check.name for check in blocking)
+        click.echo(f"dispatch is blocked by: {names}", err=True)
+        raise SystemExit(1)
+    click.echo("nothing blocks dispatch", err=True)
+
+
 def init_app(app: Flask) -> None:
     """Add the shell's command groups to the app's `flask` CLI."""
     app.cli.add_command(demo_cli)
+    app.cli.add_command(setup_cli)

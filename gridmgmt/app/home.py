@@ -27,7 +27,11 @@ dt{font-weight:600}</style></head><body>
 </dl>
 <p><a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a></p>
 {% if current_user.is_authenticated and current_user.role == "admin" %}
-<p><a href="{{ url_for('security.events') }}">Security events 安全事件</a></p>
+<p><a href="{{ url_for('admin.setup') }}">Setup check 配置检查</a> ·
+<a href="{{ url_for('admin.people') }}">People 人员</a> ·
+<a href="{{ url_for('admin.keys') }}">API keys API 密钥</a> ·
+<a href="{{ url_for('admin.audit') }}">Audit log 管理审计日志</a> ·
+<a href="{{ url_for('security.events') }}">Security events 安全事件</a></p>
 {% endif %}
 </body></html>"""
 

@@ -7,6 +7,7 @@ def load_models() -> None:
     """Import every models module so `Base.metadata` knows all tables."""
     import cases.models  # noqa: F401
     import dispatch.models  # noqa: F401
+    import gridmgmt.kernel.audit
     import gridmgmt.kernel.models
     import gridmgmt.kernel.security_events  # noqa: F401
     import grids.models  # noqa: F401

@@ -10,7 +10,7 @@ from functools import cache
 from pathlib import Path
 
 import pyotp
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -44,6 +44,29 @@ def check_password_policy(password: str) -> None:
         raise InvalidInput("this password is one of the most common ones: choose another")
 
 
+def unit_for_role(session: Session, role: Role, unit_code: str | None) -> Unit | None:
+    """The unit a person of `role` belongs to: unit staff name one, nobody else may.
+
+    Raises:
+        InvalidInput: a unit missing for unit staff, or given for another role.
+        NotFound: the unit does not exist.
+    """
+    if role == Role.UNIT_STAFF:
+        if not unit_code:
+            raise InvalidInput("unit staff must be bound to a unit: give --unit CODE")
+        unit = session.scalar(select(Unit).where(Unit.code == unit_code))
+        if unit is None:
+            raise NotFound("unit %(unit_code)s does not exist", unit_code=unit_code)
+        return unit
+    if unit_code:
+        raise InvalidInput(
+            "only unit staff belong to a unit; the role %(role)s is on the supervision "
+            "side, and nobody is on both sides",
+            role=role.value,
+        )
+    return None
+
+
 def create_user(
     session: Session,
     username: str,
@@ -69,19 +92,7 @@ def create_user(
             "unknown role %(role)r; roles are %(roles)s", role=role, roles=roles
         ) from None
     check_password_policy(password)
-    unit = None
-    if role == Role.UNIT_STAFF:
-        if not unit_code:
-            raise InvalidInput("unit staff must be bound to a unit: give --unit CODE")
-        unit = session.scalar(select(Unit).where(Unit.code == unit_code))
-        if unit is None:
-            raise NotFound("unit %(unit_code)s does not exist", unit_code=unit_code)
-    elif unit_code:
-        raise InvalidInput(
-            "only unit staff belong to a unit; the role %(role)s is on the supervision "
-            "side, and nobody is on both sides",
-            role=role.value,
-        )
+    unit = unit_for_role(session, role, unit_code)
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise Conflict("user %(username)s already exists", username=username)
     user = User(
@@ -130,6 +141,11 @@ def signin_failure_reason(authenticated: User | None, account: User | None) -> s
     if account is None:
         return "unknown_user"
     return "wrong_password" if account.active else "inactive_user"
+
+
+def record_signin(session: Session, user_id: int) -> None:
+    """Note the time of a successful sign-in (shown on the administrators' people page)."""
+    session.execute(update(User).where(User.id == user_id).values(last_signin_at=func.now()))
 
 
 def find_user(session: Session, username: str) -> User:
@@ -192,6 +208,30 @@ def set_active(session: Session, username: str, active: bool) -> User:
     """
     user = find_user(session, username)
     user.active = active
+    user.end_sessions()
+    session.flush()
+    return user
+
+
+def set_role(session: Session, username: str, role: Role | str, unit_code: str | None) -> User:
+    """Give `username` another role (and unit): the rules of `create_user` hold (one role,
+    unit staff bound to a unit, nobody else). Their sessions end: what they may do changed.
+
+    Raises:
+        NotFound: no such user or unit.
+        InvalidInput: unknown role, or a unit given wrongly.
+    """
+    user = find_user(session, username)
+    try:
+        role = Role(role)
+    except ValueError:
+        roles = ", ".join(r.value for r in Role)
+        raise InvalidInput(
+            "unknown role %(role)r; roles are %(roles)s", role=role, roles=roles
+        ) from None
+    unit = unit_for_role(session, role, unit_code)
+    user.role = role.value
+    user.unit = unit
     user.end_sessions()
     session.flush()
     return user
@@ -305,6 +345,29 @@ def revoke_api_key(session: Session, name_or_id: str) -> ApiKey:
         key.revoked_at = session.scalar(select(func.now()))
         key.active = False
         session.flush()
+    return key
+
+
+def update_api_key(session: Session, key_id: int, name: str, trusted: bool) -> ApiKey:
+    """Rename a key and mark it trusted or not (its secret stays the same).
+
+    Raises:
+        NotFound: no such key.
+        InvalidInput: empty name.
+        Conflict: another key has this name.
+    """
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound("no API key named %(name)r", name=str(key_id))
+    name = name.strip()
+    if not name:
+        raise InvalidInput("an API key needs a name (the client or channel using it)")
+    taken = session.scalar(select(ApiKey.id).where(ApiKey.name == name, ApiKey.id != key.id))
+    if taken is not None:
+        raise Conflict("an API key named %(name)r already exists", name=name)
+    key.name = name
+    key.trusted = trusted
+    session.flush()
     return key
 
 

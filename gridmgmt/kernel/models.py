@@ -113,6 +113,7 @@ class User(Timestamped, Base):
         String(64), nullable=False, default=new_session_token
     )
     totp_secret: Mapped[str | None] = mapped_column(String(32))  # the second factor, if set
+    last_signin_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     unit: Mapped[Unit | None] = relationship()
 

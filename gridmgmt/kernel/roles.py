@@ -5,8 +5,8 @@ APP_ROLE), which is no superuser and owns nothing. After every upgrade `grant_ap
 it exactly this, and takes back anything else it was given:
 
 - SELECT, INSERT, UPDATE, DELETE on the project's tables, but only SELECT, INSERT on the
-  append-only ones (a case's history, the security log) and only SELECT on the migrations'
-  version stamp and on views;
+  append-only ones (a case's history, the security log, the administrators' audit log) and
+  only SELECT on the migrations' version stamp and on views;
 - USAGE, SELECT on sequences (nextval), EXECUTE on the SECURITY DEFINER functions the app
   calls for what only an owner may do (refreshing the evaluation rollup, creating the event
   logs' monthly partitions) — but not dropping old ones: retention is the owner's;
@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE
-APPEND_ONLY = ("case_events", "security_events")
+APPEND_ONLY = ("case_events", "security_events", "admin_audit")
 READ_ONLY = ("alembic_version",)
 DEFINER_FUNCTIONS = (
     "refresh_evaluation_rollup(boolean)",

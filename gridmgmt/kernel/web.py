@@ -35,6 +35,7 @@ from gridmgmt.kernel.auth import (
     authenticate,
     check_second_factor,
     find_account,
+    record_signin,
     signin_failure_reason,
 )
 from gridmgmt.kernel.db import db
@@ -76,6 +77,10 @@ MENU: dict[str, list[tuple[str, str]]] = {
         ("Map", "maps.map_page"),
         ("Evaluation", "maps.evaluation_page"),
         ("Security events", "security.events"),
+        ("Setup check", "admin.setup"),
+        ("People", "admin.people"),
+        ("API keys", "admin.keys"),
+        ("Audit log", "admin.audit"),
     ],
 }
 ANONYMOUS_MENU = [("Report a problem", "cases.report_form"), ("Track a case", "cases.track")]
@@ -261,6 +266,8 @@ def login() -> ResponseReturnValue:
         with contextlib.suppress(RedisError):
             lift_signin_lock(username)
         login_user(user)
+        with db.transaction() as db_session:
+            record_signin(db_session, user.id)
         now = time.time()
         session[SIGNED_IN_AT] = now
         session[SEEN_AT] = now

@@ -37,4 +37,5 @@ def test_every_readme_setting_is_a_config_field() -> None:
     tools = {"PG_PORT", "REDIS_PORT", "WEB_WORKERS", "WEB_THREADS", "FUZZ_EXAMPLES", "SHARED_DATA"}
     tools |= {"ALLOW_MISSING", "CHROMIUM"}  # the tests' own settings
     tools |= {"BACKUP_ROOT", "BACKUP_KEEP"}  # deploy/backup/gridmgmt-backup
+    tools |= {"STANDBY_DIR", "STANDBY_PORT"}  # `scripts/stack.sh standby`
     assert named - known - tools == set()

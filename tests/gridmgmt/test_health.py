@@ -55,14 +55,18 @@ def test_healthz(app: Flask) -> None:
     assert response.get_json() == {"status": "ok"}
 
 
-def test_readyz_ready(app: Flask) -> None:
+def test_readyz_reachable_but_not_configured(app: Flask) -> None:
+    # The test database is migrated but empty: reachable, and nothing to dispatch with (the
+    # ready answer of a configured city: tests/admin/test_setup_check.py).
+    app.extensions.pop("gridmgmt.setup_status", None)
     response = app.test_client().get("/readyz")
 
-    assert response.status_code == 200
+    assert response.status_code == 503
     assert response.is_json
     body = response.get_json()
-    assert body["status"] == "ready"
+    assert body["status"] == "not configured"
     assert body["checks"] == {"database": "ok", "redis": "ok"}
+    assert "territory" in body["not_configured"]
 
 
 def test_readyz_names_unreachable_database(make_app: Callable[..., Flask]) -> None:
@@ -97,7 +101,7 @@ def test_second_app_does_not_rebind_first_app(app: Flask, make_app: Callable[...
     response = app.test_client().get("/readyz")
 
     assert response.get_json()["checks"] == {"database": "ok", "redis": "ok"}
-    assert response.status_code == 200
+    assert response.status_code == 503  # reachable; the empty test database is not configured
 
 
 def _shown(html: str, label: str) -> int:

@@ -1,0 +1,337 @@
+"""The administrators' pages through the app (test client, on a seeded demo city rolled back
+after each test): people, api keys, who may see them, and the audit row of every change."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from redis import Redis
+from sqlalchemy import select, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from gridmgmt.kernel.audit import AdminAudit, AuditAction
+from gridmgmt.kernel.auth import hash_api_key
+from gridmgmt.kernel.db import db
+from gridmgmt.kernel.models import ApiKey, Role, User
+from gridmgmt.kernel.web import _account_key
+from tests.support import Web, browser, nested, seeded_demo
+
+PAGES = ["/admin/setup", "/admin/people", "/admin/keys", "/admin/audit"]
+OTHERS = ["inspector", "operator", "dispatcher", "staff", "leader", "citizen"]
+STRONG = "correct-horse-battery-9"
+
+
+@pytest.fixture(scope="module")
+def city(app: Flask) -> Iterator[Connection]:
+    with seeded_demo() as connection:
+        yield connection
+
+
+@pytest.fixture
+def session(city: Connection, redis_conn: Redis) -> Iterator[Session]:
+    db.session.remove()
+    with nested(city) as session:
+        yield session
+
+
+@pytest.fixture
+def admin(app: Flask, session: Session) -> Web:
+    return browser(app, "admin")
+
+
+def audit_rows(session: Session, action: AuditAction) -> list[AdminAudit]:
+    session.expire_all()
+    return list(
+        session.scalars(
+            select(AdminAudit).where(AdminAudit.action == action.value).order_by(AdminAudit.id)
+        )
+    )
+
+
+def user(session: Session, username: str) -> User:
+    session.expire_all()
+    found = session.scalar(select(User).where(User.username == username))
+    assert found is not None
+    return found
+
+
+# ---------------------------------------------------------------- who may see the pages
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_admin_sees_the_page(admin: Web, path: str) -> None:
+    answer = admin.get(path)
+
+    assert answer.status_code == 200
+    assert answer.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("role", OTHERS)
+def test_other_roles_are_refused(app: Flask, session: Session, role: str) -> None:
+    web = browser(app, role)
+
+    for path in [*PAGES, "/admin/people/1"]:
+        assert web.get(path).status_code == 403, (role, path)
+    assert web.post("/admin/people", {"username": "intruder", "role": "admin"}).status_code == 403
+    assert web.post("/admin/keys", {"name": "intruder"}).status_code == 403
+    assert session.scalar(select(User).where(User.username == "intruder")) is None
+
+
+def test_anonymous_goes_to_login(app: Flask, session: Session) -> None:
+    web = browser(app)
+
+    for path in PAGES:
+        answer = web.get(path)
+        assert answer.status_code == 302 and "/login" in answer.headers["Location"], path
+
+
+def test_admin_home_and_menu_link_the_pages(admin: Web) -> None:
+    home = admin.get("/").get_data(as_text=True)
+    inbox = admin.get("/admin/setup").get_data(as_text=True)
+
+    for path in PAGES:
+        assert f'href="{path}"' in home, path
+        assert f'href="{path}"' in inbox, path  # the menu
+
+
+# ---------------------------------------------------------------- people
+
+
+def test_create_person_is_audited(admin: Web, session: Session) -> None:
+    answer = admin.post(
+        "/admin/people",
+        {"username": "newop", "display_name": "New Op", "role": "operator", "password": STRONG},
+    )
+
+    assert answer.status_code == 200, answer.get_data(as_text=True)[:300]
+    created = user(session, "newop")
+    assert created.role == "operator" and created.unit_id is None
+    (row,) = audit_rows(session, AuditAction.USER_CREATED)
+    assert row.actor == "admin" and row.target_type == "user" and row.target_id == str(created.id)
+    assert row.before is None
+    assert row.after == {
+        "username": "newop",
+        "display_name": "New Op",
+        "role": "operator",
+        "unit": None,
+        "active": True,
+    }
+    assert "password" not in str(row.after)
+
+
+def test_create_unit_staff_needs_a_unit(admin: Web, session: Session) -> None:
+    answer = admin.post(
+        "/admin/people", {"username": "nounit", "role": "unit_staff", "password": STRONG}
+    )
+
+    assert answer.status_code == 400
+    assert "unit staff must be bound to a unit" in answer.get_data(as_text=True)
+    assert session.scalar(select(User).where(User.username == "nounit")) is None
+    assert audit_rows(session, AuditAction.USER_CREATED) == []
+
+
+def test_create_with_made_up_password_shows_it_once(
+    app: Flask, admin: Web, session: Session
+) -> None:
+    answer = admin.post(
+        "/admin/people", {"username": "w2", "role": "unit_staff", "unit": "DEPT-WATER"}
+    )
+
+    page = answer.get_data(as_text=True)
+    found = re.search(r'data-secret="password">([^<]+)<', page)
+    assert found, page[:500]
+    assert user(session, "w2").unit.code == "DEPT-WATER"  # type: ignore[union-attr]
+    signed = browser(app).post("/login", {"username": "w2", "password": found.group(1)})
+    assert signed.status_code == 302
+    assert found.group(1) not in admin.get("/admin/people").get_data(as_text=True)
+    assert user(session, "w2").last_signin_at is not None
+
+
+def test_change_role_is_audited_and_rules_hold(admin: Web, session: Session) -> None:
+    target = user(session, "operator")
+
+    moved = admin.post(f"/admin/people/{target.id}/role", {"role": "dispatcher"})
+    wrong = admin.post(f"/admin/people/{target.id}/role", {"role": "unit_staff", "unit": ""})
+
+    assert moved.status_code == 303 and wrong.status_code == 303
+    assert user(session, "operator").role == "dispatcher"
+    (row,) = audit_rows(session, AuditAction.USER_ROLE_CHANGED)
+    assert (row.before["role"], row.after["role"]) == ("operator", "dispatcher")
+    page = admin.get(f"/admin/people/{target.id}").get_data(as_text=True)
+    assert "unit staff must be bound to a unit" in page
+    to_unit = admin.post(
+        f"/admin/people/{target.id}/role", {"role": "unit_staff", "unit": "DEPT-WATER"}
+    )
+    assert to_unit.status_code == 303
+    changed = user(session, "operator")
+    assert changed.role == "unit_staff" and changed.unit.code == "DEPT-WATER"  # type: ignore[union-attr]
+    assert len(audit_rows(session, AuditAction.USER_ROLE_CHANGED)) == 2
+
+
+def test_deactivate_and_reactivate(app: Flask, admin: Web, session: Session) -> None:
+    target = user(session, "leader")
+    leader = browser(app, "leader")
+    assert leader.get("/evaluation").status_code == 200
+
+    admin.post(f"/admin/people/{target.id}/active", {"active": "0"})
+
+    assert user(session, "leader").active is False
+    assert leader.get("/evaluation").status_code == 302  # their session ended
+    admin.post(f"/admin/people/{target.id}/active", {"active": "1"})
+    assert user(session, "leader").active is True
+    (off,) = audit_rows(session, AuditAction.USER_DEACTIVATED)
+    (on,) = audit_rows(session, AuditAction.USER_ACTIVATED)
+    assert (off.before["active"], off.after["active"]) == (True, False)
+    assert (on.before["active"], on.after["active"]) == (False, True)
+
+
+def test_admin_cannot_lock_themselves_out(admin: Web, session: Session) -> None:
+    me = user(session, "admin")
+
+    admin.post(f"/admin/people/{me.id}/active", {"active": "0"})
+    admin.post(f"/admin/people/{me.id}/role", {"role": "citizen"})
+
+    still = user(session, "admin")
+    assert still.active and still.role == Role.ADMIN.value
+    assert audit_rows(session, AuditAction.USER_DEACTIVATED) == []
+    assert audit_rows(session, AuditAction.USER_ROLE_CHANGED) == []
+
+
+def test_reset_password(app: Flask, admin: Web, session: Session) -> None:
+    target = user(session, "inspector")
+
+    weak = admin.post(f"/admin/people/{target.id}/password", {"password": "short"})
+    typed = admin.post(f"/admin/people/{target.id}/password", {"password": STRONG})
+
+    assert weak.status_code == 303
+    assert typed.status_code == 200
+    assert (
+        browser(app).post("/login", {"username": "inspector", "password": STRONG}).status_code
+        == 302
+    )
+    (row,) = audit_rows(session, AuditAction.USER_PASSWORD_RESET)
+    assert row.before == row.after  # the facts kept say nothing about passwords
+    assert STRONG not in str(row.after)
+
+
+def test_unlock_lifts_the_sign_in_lock(
+    app: Flask, admin: Web, session: Session, redis_conn: Redis
+) -> None:
+    target = user(session, "dispatcher")
+    with app.test_request_context():
+        key = _account_key("dispatcher")
+    redis_conn.set(key, 99, ex=600)
+
+    answer = admin.post(f"/admin/people/{target.id}/unlock")
+
+    assert answer.status_code == 303
+    assert redis_conn.get(key) is None
+    (row,) = audit_rows(session, AuditAction.USER_UNLOCKED)
+    assert row.target_id == str(target.id)
+
+
+def test_people_search(admin: Web) -> None:
+    page = admin.get("/admin/people?q=wat").get_data(as_text=True)
+
+    assert 'data-username="water"' in page
+    assert 'data-username="leader"' not in page
+    by_role = admin.get("/admin/people?role=unit_staff").get_data(as_text=True)
+    assert 'data-username="staff"' in by_role and 'data-username="admin"' not in by_role
+
+
+# ---------------------------------------------------------------- api keys
+
+
+def test_create_key_shows_the_secret_once(admin: Web, session: Session) -> None:
+    answer = admin.post("/admin/keys", {"name": "hotline", "trusted": "1"})
+
+    page = answer.get_data(as_text=True)
+    found = re.search(r'data-secret="api-key">([^<]+)<', page)
+    assert found, page[:500]
+    key = session.scalar(select(ApiKey).where(ApiKey.name == "hotline"))
+    assert key is not None and key.trusted and key.key_hash == hash_api_key(found.group(1))
+    assert found.group(1) not in admin.get("/admin/keys").get_data(as_text=True)
+    (row,) = audit_rows(session, AuditAction.API_KEY_CREATED)
+    assert row.after == {"name": "hotline", "prefix": key.prefix, "trusted": True, "revoked": False}
+
+
+def test_change_and_revoke_key(admin: Web, session: Session) -> None:
+    key = session.scalar(select(ApiKey).where(ApiKey.name == "demo-app"))
+    assert key is not None
+
+    admin.post(f"/admin/keys/{key.id}", {"name": "demo-app-2", "trusted": "1"})
+    admin.post(f"/admin/keys/{key.id}/revoke")
+
+    session.expire_all()
+    assert key.name == "demo-app-2" and key.trusted and key.revoked_at is not None
+    (changed,) = audit_rows(session, AuditAction.API_KEY_CHANGED)
+    assert (changed.before["name"], changed.after["name"]) == ("demo-app", "demo-app-2")
+    (revoked,) = audit_rows(session, AuditAction.API_KEY_REVOKED)
+    assert (revoked.before["revoked"], revoked.after["revoked"]) == (False, True)
+    assert not key.usable
+
+
+# ---------------------------------------------------------------- the audit log
+
+
+def test_audit_page_lists_changes_newest_first_and_filters(admin: Web, session: Session) -> None:
+    admin.post("/admin/keys", {"name": "first-key"})
+    admin.post("/admin/keys", {"name": "second-key"})
+    target = user(session, "citizen")
+    admin.post(f"/admin/people/{target.id}/active", {"active": "0"})
+
+    page = admin.get("/admin/audit").get_data(as_text=True)
+    actions = re.findall(r'data-action="([a-z_]+)"', page)
+    assert actions[:3] == ["user_deactivated", "api_key_created", "api_key_created"]
+    assert page.index("second-key") < page.index("first-key")
+    assert 'href="/admin/security"' in page
+    only = admin.get("/admin/audit?action=user_deactivated").get_data(as_text=True)
+    assert re.findall(r'data-action="([a-z_]+)"', only) == ["user_deactivated"]
+    nobody = admin.get("/admin/audit?who=nobody").get_data(as_text=True)
+    assert "data-action=" not in nobody
+    by_admin = admin.get("/admin/audit?who=adm").get_data(as_text=True)
+    assert len(re.findall(r"data-action=", by_admin)) == 3
+
+
+REFUSED = "permission denied for table admin_audit"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE admin_audit SET actor = 'someone else'",
+        "DELETE FROM admin_audit",
+        "TRUNCATE admin_audit",
+    ],
+)
+def test_app_role_cannot_rewrite_the_audit_log(admin: Web, session: Session, sql: str) -> None:
+    admin.post("/admin/keys", {"name": "audited"})
+
+    with pytest.raises(DBAPIError, match=REFUSED), session.begin_nested():
+        session.execute(text(sql))
+
+
+@pytest.mark.parametrize(
+    ("sql", "operation"),
+    [
+        ("UPDATE admin_audit SET actor = 'someone else'", "UPDATE"),
+        ("DELETE FROM admin_audit", "DELETE"),
+        ("TRUNCATE admin_audit", "TRUNCATE"),
+    ],
+)
+def test_the_trigger_refuses_even_the_owner(owner_engine: Engine, sql: str, operation: str) -> None:
+    with owner_engine.connect() as conn, conn.begin() as outer:
+        conn.execute(
+            text(
+                "INSERT INTO admin_audit (actor, action, target_type) "
+                "VALUES ('admin', 'user_created', 'user')"
+            )
+        )
+        with pytest.raises(DBAPIError, match=f"admin_audit is append-only: {operation} refused"):
+            conn.execute(text(sql))
+        outer.rollback()
