@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 import click
@@ -52,7 +53,8 @@ def worker_command(fork: bool, burst: bool, name: str | None) -> None:
     worker_class = LoggingWorker if fork else LoggingSimpleWorker
     kind = Worker if fork else SimpleWorker
     names = [DISPATCH_QUEUE, PERIODIC_QUEUE]
-    click.echo(f"{kind.__name__} on queues {', '.join(names)} ({current_app.config['REDIS_URL']})")
+    where = redacted_url(current_app.config["REDIS_URL"])  # the line goes to the logs
+    click.echo(f"{kind.__name__} on queues {', '.join(names)} ({where})")
 
     def run() -> None:
         worker = worker_class([queues.get(n) for n in names], connection=queues.redis, name=name)
@@ -81,3 +83,8 @@ def ring_command() -> None:
     """Enqueue a dispatch of every filed case now (what the sweep does)."""
     doorbell.ring(force=True)
     click.echo("dispatch job enqueued")
+
+
+def redacted_url(url: str) -> str:
+    """A connection URL without its password."""
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)

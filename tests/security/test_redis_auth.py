@@ -4,6 +4,8 @@ workers; with it, both work."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -13,6 +15,7 @@ from redis.exceptions import AuthenticationError
 from rq import Queue
 
 from gridmgmt.kernel.queue import DISPATCH_QUEUE
+from tests.support import ROOT, VENV_BIN
 
 JOB = "cases.jobs.remove_orphan_photos"  # any job path: it is only enqueued, never run
 
@@ -51,3 +54,21 @@ def test_with_the_password_both_work(redis_conn: Redis) -> None:
     queue = Queue(DISPATCH_QUEUE, connection=redis_conn)
     job = queue.enqueue(JOB)
     assert job.id in queue.job_ids
+
+
+def test_the_workers_first_line_hides_the_redis_password(
+    redis_url: str, database_url: object
+) -> None:
+    password = urlsplit(redis_url).password
+    assert password, "the private Redis has a password"
+    env = {**os.environ, "REDIS_URL": redis_url, "GRIDMGMT_SECRET_KEY": "x", "FLASK_APP": "wsgi"}
+    env["DATABASE_URL"] = database_url.render_as_string(hide_password=False)  # type: ignore[attr-defined]
+
+    run = subprocess.run(
+        [str(VENV_BIN / "flask"), "dispatch", "worker", "--burst"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+    assert run.returncode == 0, run.stderr[-1000:]
+    assert "on queues" in run.stdout
+    assert password not in run.stdout + run.stderr
