@@ -179,6 +179,7 @@ class Case(Base):
                 "dispatched_at",
             ],
         ),
+        Index("ix_cases_reported_at_id", "reported_at", "id"),  # exports' and listings' keyset
         Index(  # the open cases near a point: the inbox's duplicate suggestions
             "ix_cases_open_location",
             "location",

@@ -209,7 +209,9 @@ def cases_generation(session: Session) -> int:
 
 
 # One chunk of the open-data export: the public view of cases reported in a period (listed
-# cases only, rounded positions), in (reported_at, id) order after the last row sent.
+# cases only, rounded positions), in (reported_at, id) order after the last row sent (from the
+# period's start with id 0). The row comparison alone bounds it from below, so the index on
+# (reported_at, id) is read in order and stops at the chunk's end.
 _OPEN_DATA_CHUNK = text(f"""
     SELECT c.id, c.number, k.code AS category, k.name_en AS category_name, c.status, c.source,
            c.reported_at, c.closed_at, c.deadline, a.code AS community,
@@ -217,8 +219,7 @@ _OPEN_DATA_CHUNK = text(f"""
            round(ST_Y(c.location)::numeric, :decimals) AS lat
     FROM cases c JOIN categories k ON k.id = c.category_id
     LEFT JOIN areas a ON a.id = c.community_id
-    WHERE c.reported_at >= :after_at AND c.reported_at < :end
-      AND (c.reported_at, c.id) > (:after_at, :after_id)
+    WHERE (c.reported_at, c.id) > (:after_at, :after_id) AND c.reported_at < :end
       AND {sql_in("c.status", public.LISTED_STATUSES)}
     ORDER BY c.reported_at, c.id
     LIMIT :size
