@@ -3,6 +3,7 @@ community, never the cases themselves (except a few raw points when the filter l
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -260,3 +261,71 @@ def open_data_chunks(
         yield rows
         if len(rows) < size:
             return
+
+
+# The CSV export's chunks, written by PostgreSQL itself: where the chunk of `size` rows after
+# the last one sent ends...
+_OPEN_DATA_END = text(f"""
+    SELECT c.reported_at, c.id FROM cases c
+    WHERE (c.reported_at, c.id) > (:after_at, :after_id) AND c.reported_at < :end
+      AND {sql_in("c.status", public.LISTED_STATUSES)}
+    ORDER BY c.reported_at, c.id OFFSET :last LIMIT 1
+""")
+# ...and its rows as CSV (`COPY` takes no parameters: the driver binds them into the text).
+_PUBLIC_STATUS_SQL = (
+    "CASE c.status "
+    + " ".join(f"WHEN '{s.value}' THEN '{p.value}'" for s, p in public.PUBLIC_STATUS.items())
+    + " END"
+)
+_OPEN_DATA_COPY = f"""
+    COPY (
+        SELECT c.number, k.code, k.name_en, {_PUBLIC_STATUS_SQL}, c.source,
+               to_json(c.reported_at) #>> '{{}}', to_json(c.closed_at) #>> '{{}}',
+               to_json(c.deadline) #>> '{{}}', a.code,
+               round(ST_X(c.location)::numeric, %(decimals)s),
+               round(ST_Y(c.location)::numeric, %(decimals)s)
+        FROM cases c JOIN categories k ON k.id = c.category_id
+        LEFT JOIN areas a ON a.id = c.community_id
+        WHERE (c.reported_at, c.id) > (%(after_at)s, %(after_id)s)
+          AND (c.reported_at, c.id) < (%(until_at)s, %(until_id)s)
+          AND {sql_in("c.status", public.LISTED_STATUSES)}
+        ORDER BY c.reported_at, c.id
+    ) TO STDOUT WITH (FORMAT csv)
+"""
+
+
+def open_data_csv(
+    read: Callable[[Callable[[Connection], Any]], Any],
+    start: datetime,
+    end: datetime,
+    decimals: int,
+    size: int = 5000,
+) -> Iterator[str]:
+    """The open-data rows of `open_data_chunks` as CSV text, a chunk at a time, formatted by
+    PostgreSQL (`COPY … TO STDOUT`): Python only passes the text on. Each chunk is one short
+    read (the end of the chunk, then its rows) on a connection given back before it is sent;
+    times are ISO 8601 as `datetime.isoformat` writes them."""
+    after_at, after_id = start, 0
+
+    def chunk(conn: Connection) -> tuple[str, tuple[datetime, int] | None]:
+        params = {"after_at": after_at, "after_id": after_id, "end": end, "last": size - 1}
+        last = conn.execute(_OPEN_DATA_END, params).first()
+        # Rows before (until_at, until_id): up to the chunk's last row, or the period's end.
+        until = (last[0], last[1] + 1) if last else (end, 0)
+        cursor = conn.connection.cursor()
+        statement = cursor.mogrify(
+            _OPEN_DATA_COPY,
+            {"after_at": after_at, "after_id": after_id, "until_at": until[0],
+             "until_id": until[1], "decimals": decimals},
+        ).decode()  # fmt: skip
+        buffer = io.StringIO()
+        cursor.copy_expert(statement, buffer)
+        return buffer.getvalue(), ((last[0], last[1]) if last else None)
+
+    while True:
+        body, until = read(chunk)
+        if body:
+            yield body
+        if until is None:
+            return
+        after_at, after_id = until

@@ -364,15 +364,10 @@ def open_data(fmt: str) -> ResponseReturnValue:
         return value.isoformat() if isinstance(value, datetime) else value
 
     def csv_text() -> Iterator[str]:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(OPEN_DATA_FIELDS)
-        yield buffer.getvalue()
-        for rows in chunks:
-            buffer.seek(0)
-            buffer.truncate()
-            writer.writerows([text_of(row[k]) for k in OPEN_DATA_FIELDS] for row in rows)
-            yield buffer.getvalue()
+        yield ",".join(OPEN_DATA_FIELDS) + "\n"
+        yield from stats.open_data_csv(
+            db.read, start, end, current_app.config["PUBLIC_COORDINATE_DECIMALS"]
+        )
 
     def geojson_text() -> Iterator[str]:
         yield '{"type":"FeatureCollection","features":['
