@@ -304,7 +304,7 @@ def open_data_csv(
     """The open-data rows of `open_data_chunks` as CSV text, a chunk at a time, formatted by
     PostgreSQL (`COPY … TO STDOUT`): Python only passes the text on. Each chunk is one short
     read (the end of the chunk, then its rows) on a connection given back before it is sent;
-    times are ISO 8601 as `datetime.isoformat` writes them."""
+    times are ISO 8601 with their offset (JSON's form: no trailing zeros of microseconds)."""
     after_at, after_id = start, 0
 
     def chunk(conn: Connection) -> tuple[str, tuple[datetime, int] | None]:
