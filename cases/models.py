@@ -180,6 +180,11 @@ class Case(Base):
             ],
         ),
         Index("ix_cases_reported_at_id", "reported_at", "id"),  # exports' and listings' keyset
+        Index(  # the reports merged into a case (and the self-reference's checks on delete)
+            "ix_cases_merged_into_id",
+            "merged_into_id",
+            postgresql_where=text("merged_into_id IS NOT NULL"),
+        ),
         Index(  # the open cases near a point: the inbox's duplicate suggestions
             "ix_cases_open_location",
             "location",

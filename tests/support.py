@@ -308,3 +308,29 @@ def gunicorn(env: dict, port: int, log: Path, workers: int = 1) -> subprocess.Po
         stop_group(process, signal.SIGKILL)
         raise
     return process
+
+
+def copy_case(connection: Connection, model: str, count: int, prefix: str, step: str) -> None:
+    """Insert `count` closed copies of the case numbered `model`, numbered `prefix` + 8 digits
+    and reported in January 2001 (a period no other test reads), one every `step` (an SQL
+    interval, e.g. '1 minute'): volume for the exports, in one statement."""
+    columns = connection.execute(
+        text(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_name = 'cases' AND column_name NOT IN"
+            " ('id', 'number', 'reported_at', 'status', 'closed_at')"
+            " AND is_generated = 'NEVER' ORDER BY ordinal_position"
+        )
+    ).scalars()
+    names = list(columns)
+    connection.execute(
+        text(
+            f"INSERT INTO cases (number, reported_at, status, closed_at, {', '.join(names)})"
+            " SELECT :prefix || lpad(g::text, 8, '0'),"
+            "        timestamptz '2001-01-02' + g * CAST(:step AS interval), 'closed',"
+            "        timestamptz '2001-01-03' + g * CAST(:step AS interval),"
+            f"       {', '.join(f'c.{n}' for n in names)}"
+            " FROM (SELECT * FROM cases WHERE number = :model) c, generate_series(1, :n) g"
+        ),
+        {"prefix": prefix, "step": step, "model": model, "n": count},
+    )

@@ -36,7 +36,7 @@ from gridmgmt.app.demo import DEMO_PASSWORD
 from gridmgmt.kernel.auth import create_api_key
 from gridmgmt.kernel.db import EXTENSION, READ_EXTENSION, Replica, replica_failure
 from tests.conftest import admin_url, demo_clone, server_url
-from tests.support import ROOT, free_port, real_app, require, serving
+from tests.support import ROOT, copy_case, free_port, real_app, require, serving
 
 STACK = ROOT / "scripts" / "stack.sh"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -538,28 +538,7 @@ def old_cases(
     count = 100_000
     model = report(lenient, trusted_key, inside, "the model of the old cases")
     with primary.begin() as conn:
-        columns = list(
-            conn.execute(
-                text(
-                    "SELECT column_name FROM information_schema.columns"
-                    " WHERE table_name = 'cases' AND column_name NOT IN"
-                    " ('id', 'number', 'reported_at', 'status', 'closed_at')"
-                    " AND is_generated = 'NEVER' ORDER BY ordinal_position"
-                )
-            ).scalars()
-        )
-        names = ", ".join(columns)
-        copied = ", ".join(f"c.{n}" for n in columns)
-        conn.execute(
-            text(
-                f"INSERT INTO cases (number, reported_at, status, closed_at, {names})"
-                " SELECT '2001020' || lpad(g::text, 8, '0'),"
-                "        timestamptz '2001-01-02' + g * interval '20 seconds', 'closed',"
-                f"       timestamptz '2001-01-03' + g * interval '20 seconds', {copied}"
-                " FROM (SELECT * FROM cases WHERE number = :model) c, generate_series(1, :n) g"
-            ),
-            {"n": count, "model": model},
-        )
+        copy_case(conn, model, count, "2001020", "20 seconds")
     standby.catch_up()
     with lenient.replica.engine.connect() as conn:  # visible there, as on the primary
         wait_until(

@@ -29,6 +29,7 @@ from gridmgmt.app.demo import DEMO_API_KEY
 from tests.security.conftest import sign_in
 from tests.security.test_bodies import with_csrf
 from tests.security.test_reports import jpeg
+from tests.support import copy_case
 
 GARBAGE = "E0102"  # handled by the first community's unit (demo user `staff`)
 OPEN311 = "/open311/v2"
@@ -391,32 +392,10 @@ def test_an_open311_key_reads_the_same_public_view(server: str, loop: Loop) -> N
 def old_cases(engine: Engine, loop: Loop) -> Iterator[int]:
     """40,000 closed cases reported in January 2001 (a period no other test reads): an export
     of several megabytes, more than the sockets buffer, so the server must wait for its
-    reader. Copies of the module's first case; deleted afterwards."""
+    reader. Copies of the module's handled case; deleted afterwards."""
     count = 40_000
     with engine.begin() as conn:
-        columns = [
-            c
-            for c in conn.execute(
-                text(
-                    "SELECT column_name FROM information_schema.columns"
-                    " WHERE table_name = 'cases' AND column_name NOT IN"
-                    " ('id', 'number', 'reported_at', 'status', 'closed_at')"
-                    " AND is_generated = 'NEVER' ORDER BY ordinal_position"
-                )
-            ).scalars()
-        ]
-        names = ", ".join(columns)
-        copied = ", ".join(f"c.{n}" for n in columns)
-        conn.execute(
-            text(
-                f"INSERT INTO cases (number, reported_at, status, closed_at, {names})"
-                " SELECT '2001010' || lpad(g::text, 8, '0'),"
-                "        timestamptz '2001-01-02' + g * interval '1 minute', 'closed',"
-                f"       timestamptz '2001-01-03' + g * interval '1 minute', {copied}"
-                " FROM (SELECT * FROM cases ORDER BY id LIMIT 1) c, generate_series(1, :n) g"
-            ),
-            {"n": count},
-        )
+        copy_case(conn, loop.handled["number"], count, "2001010", "1 minute")
     yield count
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM cases WHERE number LIKE '2001010%'"))
