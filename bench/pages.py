@@ -1,6 +1,6 @@
 """Time every staff and public page at volume, one request at a time, to the last byte.
 
-    .venv/bin/python bench/pages.py [-n 1000000] [--runs 15] [--reuse]
+    .venv/bin/python bench/pages.py [-n 1000000] [--runs 15] [--reuse] [--database NAME]
 
 Builds `gridmgmt_bench_pages` (the 99 LA councils, 250 m cells, the catalogue, the LA
 calendar, one community unit each, one user per role) and loads N cases with COPY, as a city
@@ -43,7 +43,7 @@ from gridmgmt.kernel.calendar_store import load_calendar, shipped_calendar
 from gridmgmt.kernel.config import Config
 from maps.evaluation import refresh_rollup
 
-BENCH_DB = "gridmgmt_bench_pages"
+BENCH_DB = "gridmgmt_bench_pages"  # --database names another (keep a 1 M and a 10 M one)
 PASSWORD = "bench-pages-password-1"
 # Recent cases (the last 14 days) by status, out of 100; older ones are closed but for 0.5 %.
 RECENT = {"closed": 55, "dispatched": 8, "in_progress": 10, "handled": 4, "checking": 2,
@@ -204,9 +204,9 @@ def copy_all(url: str, n: int) -> None:
     engine.dispose()
 
 
-def build(n: int) -> str:
+def build(n: int, name: str = BENCH_DB) -> str:
     """A fresh database with the territory, the catalogue, the calendar, users and N cases."""
-    url = fresh_database(BENCH_DB)
+    url = fresh_database(name)
     engine = create_engine(url)
     with Session(engine) as session, session.begin():
         load_la_territory(session)
@@ -240,10 +240,11 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=1_000_000, help="cases to load")
     parser.add_argument("--runs", type=int, default=15, help="timed requests per page")
     parser.add_argument("--reuse", action="store_true", help="keep an already loaded database")
+    parser.add_argument("--database", default=BENCH_DB, help="the bench database's name")
     args = parser.parse_args()
 
-    url = (Config.from_env().DATABASE_URL.rsplit("/", 1)[0] + f"/{BENCH_DB}"
-           if args.reuse else build(args.n))  # fmt: skip
+    url = (Config.from_env().DATABASE_URL.rsplit("/", 1)[0] + f"/{args.database}"
+           if args.reuse else build(args.n, args.database))  # fmt: skip
     redis_url = bench_redis_url(4)
     app = create_app({"DATABASE_URL": url, "REDIS_URL": redis_url, "SECRET_KEY": "bench",
                       "SESSION_COOKIE_SECURE": False, "ADMIN_TOTP_REQUIRED": False,
