@@ -199,6 +199,18 @@ class Case(Base):
             postgresql_where=text("status IN ('dispatched', 'in_progress')"),
             postgresql_include=["unit_id", "community_id", "urgent", "dispatched_at"],
         ),
+        Index(  # the dispatcher's board: extension and suspension requests waiting
+            "ix_cases_pending_request",
+            "updated_at",
+            postgresql_where=text("pending_request IS NOT NULL"),
+        ),
+        Index(  # the dispatcher's board: cases still running past their deadline
+            "ix_cases_overdue_open",
+            "deadline",
+            postgresql_where=text(
+                "overdue_at IS NOT NULL AND status IN ('dispatched', 'in_progress')"
+            ),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -46,6 +46,7 @@ from gridmgmt.kernel.errors import DomainError
 from gridmgmt.kernel.i18n import gettext as _
 from gridmgmt.kernel.i18n import is_local_path, status_label
 from gridmgmt.kernel.models import Role, Unit, User
+from gridmgmt.kernel.settings import city_settings
 from gridmgmt.kernel.web import role_required
 from grids.services import territory_centre
 
@@ -102,7 +103,7 @@ def report_form() -> ResponseReturnValue:
         "cases/report.html",
         majors=catalogue(db.session()),
         idempotency_key=uuid.uuid4().hex,
-        tiles=current_app.config["TILE_URL"],
+        tiles=city_settings().tile_url,
         centre=territory_centre(db.session()),
         may_mark_urgent=may_mark_urgent(),
     )
@@ -150,7 +151,7 @@ def report_submit() -> ResponseReturnValue:
             "cases/report.html",
             majors=catalogue(db.session()),
             idempotency_key=request.form.get("idempotency_key") or uuid.uuid4().hex,
-            tiles=current_app.config["TILE_URL"],
+            tiles=city_settings().tile_url,
             centre=territory_centre(db.session()),
             may_mark_urgent=may_mark_urgent(),
             form=request.form,
@@ -275,7 +276,7 @@ def case_page(case_id: int) -> ResponseReturnValue:
         else [],
         duplicates=queries.find_duplicates(session, case) if Action.MERGE in actions else [],
         reject_reasons=list(RejectReason),
-        tiles=current_app.config["TILE_URL"],
+        tiles=city_settings().tile_url,
     )
 
 

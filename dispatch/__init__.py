@@ -11,13 +11,14 @@ if TYPE_CHECKING:
 def init_app(app: Flask) -> None:
     """Register the dispatcher's pages and API, `flask dispatch ...`, the periodic jobs and
     the state /metrics reads."""
-    from dispatch import api, metrics, views
+    from dispatch import admin, api, metrics, views
     from dispatch.cli import dispatch_cli
     from dispatch.jobs import PERIODIC_JOBS
     from gridmgmt.kernel.metrics import register_probe
     from gridmgmt.kernel.queue import register_periodic
 
     views.init_app(app)
+    admin.init_app(app)
     api.init_app(app)
     app.cli.add_command(dispatch_cli)
     for job, interval in PERIODIC_JOBS.items():

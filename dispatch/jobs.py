@@ -18,6 +18,7 @@ from gridmgmt.kernel import doorbell, metrics
 from gridmgmt.kernel.calendar_store import city_calendar
 from gridmgmt.kernel.clock import now_utc
 from gridmgmt.kernel.db import db
+from gridmgmt.kernel.errors import NotFound
 from gridmgmt.kernel.queue import queues
 
 HEARTBEAT_KEY = "gridmgmt:heartbeat"
@@ -68,9 +69,17 @@ def dispatch_cases(case_ids: list[int], drain: bool = True) -> dict[str, int]:
     while True:
         batch_started = time.perf_counter()
         with db.transaction() as session:
-            result = dispatch_batch(
-                session, city_calendar(session), now_utc(), BATCH_SIZE, only=only
-            )
+            try:
+                calendar = city_calendar(session)
+            except NotFound as err:
+                # Configuration, not a passing failure: retrying cannot fix it, so the job
+                # ends without one. The cases stay filed and queued; the sweep rings for them
+                # until the calendar is loaded; the board and /readyz say why they wait.
+                log.warning("dispatch is blocked: %s", err.text.render())
+                db.session.remove()
+                return {"dispatched": dispatched, "unroutable": unroutable,
+                        "rang": len(case_ids), "blocked": 1}  # fmt: skip
+            result = dispatch_batch(session, calendar, now_utc(), BATCH_SIZE, only=only)
         if result.taken:
             metrics.observe_dispatch_batch(
                 time.perf_counter() - batch_started, len(result.dispatched), len(result.unroutable)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import Blueprint, Flask, abort, flash, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
@@ -12,13 +13,14 @@ from flask_login import current_user
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import FailedJobRegistry
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import selectinload
 
 from cases.models import Case, CaseStatus
 from cases.queries import last_notes
 from cases.status import DEADLINE_RUNS
-from cases.views import list_cases, run_action
-from dispatch import services
+from cases.views import run_action
+from dispatch import readiness, services
 from dispatch.routing import Unroutable
 from dispatch.services import RoutingData, route_case
 from gridmgmt.kernel.db import db
@@ -111,37 +113,66 @@ def recent_hotspots(hours: int = 24) -> list[dict[str, object]]:
     return [dict(r) for r in rows]
 
 
+BOARD_LIMIT = 50  # cases shown in each section of the board; the rest are counted
+
+
+@dataclass(frozen=True)
+class Section:
+    """The first cases of one list of the board, and how many there are in all."""
+
+    cases: list[Case]
+    total: int
+
+
+def board_section(*where: Any, order: Any) -> Section:
+    """The first `BOARD_LIMIT` cases matching `where` (with their classes), and their count
+    (counted only when there are more)."""
+    session = db.session()
+    query = select(Case).where(*where)
+    cases = list(
+        session.scalars(
+            query.options(selectinload(Case.category)).order_by(order).limit(BOARD_LIMIT)
+        )
+    )
+    if len(cases) < BOARD_LIMIT:
+        return Section(cases, len(cases))
+    return Section(cases, session.scalar(select(func.count()).select_from(Case).where(*where)))
+
+
 @bp.get("/board")
 @role_required(Role.DISPATCHER, Role.ADMIN)
 def board() -> ResponseReturnValue:
-    """Filed cases to dispatch (with the routed unit or why none), returns, requests."""
+    """Filed cases to dispatch (with the routed unit or why none), returns, requests; and, while
+    the city's configuration blocks dispatch, a banner that says what and how to fix it."""
     session = db.session()
-    filed = list_cases(select(Case).where(Case.status == CaseStatus.FILED).order_by(Case.filed_at))
+    filed = board_section(Case.status == CaseStatus.FILED, order=Case.filed_at)
     routing = RoutingData.load(session)
-    routes = {c.id: route_case(session, c, routing) for c in filed}
-    returned = list_cases(select(Case).where(Case.status == CaseStatus.RETURNED).order_by(Case.id))
-    requests = list_cases(
-        select(Case).where(Case.pending_request.isnot(None)).order_by(Case.updated_at)
+    routes = {c.id: route_case(session, c, routing) for c in filed.cases}
+    returned = board_section(Case.status == CaseStatus.RETURNED, order=Case.id)
+    unroutable = {cid for cid, r in routes.items() if isinstance(r, Unroutable)}
+    # The list of units is long (a city has hundreds): only the cases that need a person's
+    # choice carry it; a routed case is dispatched to its unit, or another chosen on its page.
+    units = (
+        list(session.scalars(select(Unit).where(Unit.active).order_by(Unit.kind, Unit.code)))
+        if unroutable or returned.cases
+        else []
     )
-    suspended = list_cases(
-        select(Case).where(Case.status == CaseStatus.SUSPENDED).order_by(Case.id)
-    )
-    overdue = list_cases(
-        select(Case)
-        .where(Case.overdue_at.isnot(None), Case.status.in_(DEADLINE_RUNS))
-        .order_by(Case.deadline)
-    )
-    units = list(session.scalars(select(Unit).where(Unit.active).order_by(Unit.kind, Unit.code)))
     return render_template(
         "dispatch/board.html",
+        blocked=readiness.blocked_by(),
+        titles=readiness.TITLES,
+        render=lambda message: message.render(_),
         filed=filed,
         routes=routes,
-        unroutable={cid for cid, r in routes.items() if isinstance(r, Unroutable)},
+        unit_names=routing.units,
+        unroutable=unroutable,
         returned=returned,
-        notes=last_notes(session, [c.id for c in returned]),
-        requests=requests,
-        suspended=suspended,
-        overdue=overdue,
+        notes=last_notes(session, [c.id for c in returned.cases]),
+        requests=board_section(Case.pending_request.isnot(None), order=Case.updated_at),
+        suspended=board_section(Case.status == CaseStatus.SUSPENDED, order=Case.id),
+        overdue=board_section(
+            Case.overdue_at.isnot(None), Case.status.in_(DEADLINE_RUNS), order=Case.deadline
+        ),
         units=units,
     )
 

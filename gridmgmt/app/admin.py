@@ -1,5 +1,6 @@
 """The administrators' pages: the setup check (`/admin/setup`), people (`/admin/people`), api
-keys (`/admin/keys`) and the audit log of their changes (`/admin/audit`).
+keys (`/admin/keys`), the city's settings (`/admin/settings`) and the audit log of their
+changes (`/admin/audit`).
 
 Every change goes through the kernel's services (`gridmgmt.kernel.auth`, which keeps the role
 rules) and writes its `admin_audit` row in the same transaction (`gridmgmt.kernel.audit`).
@@ -31,8 +32,8 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
-from gridmgmt.app import setup_check
-from gridmgmt.kernel import auth, web
+from dispatch import readiness
+from gridmgmt.kernel import auth, settings, web
 from gridmgmt.kernel.audit import (
     ACTION_LABELS,
     AdminAudit,
@@ -45,8 +46,9 @@ from gridmgmt.kernel.audit import (
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.errors import N_, Conflict, DomainError, NotFound
 from gridmgmt.kernel.i18n import gettext as _
-from gridmgmt.kernel.models import ApiKey, Role, Unit, User
+from gridmgmt.kernel.models import ApiKey, CalendarRecord, Role, Unit, User
 from gridmgmt.kernel.queue import queues
+from gridmgmt.kernel.settings import FALLBACKS, city_settings
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 PAGE_SIZE = 100
@@ -102,13 +104,13 @@ def _text(name: str, limit: int = 200) -> str:
 def setup() -> ResponseReturnValue:
     """What a working city needs, each ok or a problem with its fix."""
     session = db.session()
-    checks = setup_check.run_checks(session, queues.redis, current_app.config["CALENDAR_CODE"])
-    blocking = setup_check.blocking_failures(checks)
+    checks = readiness.run_checks(session, queues.redis, city_settings().calendar_code)
+    blocking = readiness.blocking_failures(checks)
     page = render_template(
         "admin/setup.html",
         checks=checks,
         blocking=blocking,
-        titles=setup_check.TITLES,
+        titles=readiness.TITLES,
         render=lambda message: message.render(_) if message is not None else "",
     )
     return page, 200, NO_STORE
@@ -473,6 +475,58 @@ def revoke_key(key_id: int) -> ResponseReturnValue:
     ):
         flash(_("The API key was revoked: requests with it are refused from now on."), "ok")
     return redirect(url_for("admin.keys"), 303)
+
+
+# ---------------------------------------------------------------- city settings
+
+
+def _settings_page(form: dict[str, str] | None = None, status: int = 200) -> ResponseReturnValue:
+    session = db.session()
+    page = render_template(
+        "admin/settings.html",
+        current=settings.read_settings(session),
+        stored=settings.stored_settings(session),
+        fallbacks={field: current_app.config.get(key, "") for field, key in FALLBACKS.items()},
+        calendars=session.execute(
+            select(CalendarRecord.code, CalendarRecord.name).order_by(CalendarRecord.code)
+        ).all(),
+        form=form,
+    )
+    return page, status, NO_STORE
+
+
+@bp.get("/settings")
+@web.role_required(Role.ADMIN)
+def city_settings_page() -> ResponseReturnValue:
+    """What belongs to the city: its name, its calendar, the base map's tiles."""
+    return _settings_page()
+
+
+@bp.post("/settings")
+@web.role_required(Role.ADMIN)
+def change_city_settings() -> ResponseReturnValue:
+    """Store the city's settings (an empty field: the server's configuration)."""
+    values = {field: _text(field, 1000) for field in FALLBACKS}
+    try:
+        with db.transaction() as session:
+            before, after = settings.change_settings(session, values)
+            if before != after:
+                record_change(
+                    session,
+                    _actor(),
+                    AuditAction.SETTINGS_CHANGED,
+                    "settings",
+                    "city",
+                    before.facts(),
+                    after.facts(),
+                )
+    except DomainError as err:
+        _error(err)
+        return _settings_page(form=values, status=400)
+    settings.forget()
+    readiness.forget_blocked()  # the calendar may have changed
+    flash(_("The city's settings were saved.") if before != after else _("Nothing changed."), "ok")
+    return redirect(url_for("admin.city_settings_page"), 303)
 
 
 def init_app(app: Flask) -> None:

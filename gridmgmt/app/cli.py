@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import AppGroup
 
-from gridmgmt.app import demo, setup_check
+from dispatch import readiness
+from gridmgmt.app import demo
 from gridmgmt.kernel.cli import cli_transaction
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.queue import queues
+from gridmgmt.kernel.settings import city_settings
 
 demo_cli = AppGroup("demo", help="The seeded demo city.")
 setup_cli = AppGroup("setup", help="What a working city needs.")
@@ -35,17 +37,17 @@ def check_command(as_json: bool) -> None:
     """List what a working city needs, each ok or a problem with its fix; exit 1 when
     something blocks dispatch."""
     with db.transaction() as session:
-        checks = setup_check.run_checks(session, queues.redis, current_app.config["CALENDAR_CODE"])
+        checks = readiness.run_checks(session, queues.redis, city_settings().calendar_code)
         session.rollback()  # read only
     for check in checks:
         if as_json:
-            click.echo(json.dumps(setup_check.as_json(check), ensure_ascii=False))
+            click.echo(json.dumps(readiness.as_json(check), ensure_ascii=False))
             continue
         state = "ok" if check.ok else ("PROBLEM" if check.blocking else "warning")
         click.echo(f"{state:<8} {check.name:<18} {check.message}")
         if not check.ok and check.fix is not None:
             click.echo(f"{'':<8} {'':<18} fix: {check.fix}")
-    blocking = setup_check.blocking_failures(checks)
+    blocking = readiness.blocking_failures(checks)
     if blocking:
         names = ", ".join(check.name for check in blocking)
         click.echo(f"dispatch is blocked by: {names}", err=True)

@@ -1,31 +1,25 @@
 """Liveness (`/healthz`) and readiness (`/readyz`: database and Redis reachable, and nothing
 in the city's configuration blocking dispatch: else "not configured", naming the checks of
-`gridmgmt.app.setup_check` that fail).
+`dispatch.readiness` that fail).
 
 The details of readiness (what failed, and how) are for the machine's own probes (a loopback
 client) and signed-in administrators; anyone else gets only the status code and the word."""
 
 from __future__ import annotations
 
-import time
 from ipaddress import ip_address
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from sqlalchemy import text
 
-from gridmgmt.app import setup_check
-from gridmgmt.kernel.clock import now_utc
+from dispatch import readiness
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.models import Role
 from gridmgmt.kernel.queue import queues
 
 bp = Blueprint("health", __name__)
-SETUP_CACHE = "gridmgmt.setup_status"
-# Probes ask every few seconds; the configuration changes rarely (the routing check reads
-# the areas, rules and classes: a few ms on a city of 100 communities).
-SETUP_CACHE_SECONDS = 10.0
 
 
 @bp.get("/healthz")
@@ -68,19 +62,10 @@ def readyz() -> ResponseReturnValue:
 
 def not_configured() -> list[str]:
     """The names of the configuration checks that block dispatch (cached a few seconds)."""
-    cached = current_app.extensions.get(SETUP_CACHE)
-    if cached is not None and time.monotonic() - cached[0] < SETUP_CACHE_SECONDS:
-        return list(cached[1])
-    session = db.session()
     try:
-        checks = setup_check.configuration_checks(
-            session, current_app.config["CALENDAR_CODE"], now_utc().date()
-        )
+        return [check.name for check in readiness.blocked_by()]
     finally:
-        session.rollback()  # read only; the request's session is left clean
-    names = [check.name for check in setup_check.blocking_failures(checks)]
-    current_app.extensions[SETUP_CACHE] = (time.monotonic(), names)
-    return names
+        db.session.rollback()  # read only; the request's session is left clean
 
 
 def may_see_details() -> bool:

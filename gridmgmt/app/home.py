@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, current_app, render_template_string
+from flask import Blueprint, Flask, render_template_string
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select
 
 from cases.models import Category
 from gridmgmt.kernel.db import db
+from gridmgmt.kernel.settings import city_settings
 from grids.models import Area, GridCell
 
 bp = Blueprint("home", __name__)
@@ -42,7 +43,7 @@ def index() -> ResponseReturnValue:
     session = db.session()
     return render_template_string(
         PAGE,
-        city=current_app.config["CITY_NAME"],
+        city=city_settings().name,
         communities=session.scalar(
             select(func.count()).select_from(Area).where(Area.level == "community")
         ),

@@ -22,6 +22,7 @@ from pydantic.json_schema import GenerateJsonSchema
 from cases import schemas
 from cases.intake import IDEMPOTENCY_KEY
 from cases.open311 import DEFAULT_DAYS, MAX_PAGE_SIZE, PLURALS
+from gridmgmt.kernel.settings import city_settings
 
 bp = Blueprint("openapi", __name__)
 
@@ -569,7 +570,7 @@ def openapi_json() -> Response:
         _built_spec(
             request.script_root or "/",
             current_app.config.get("OPEN311_JURISDICTION", ""),
-            current_app.config.get("CITY_NAME", ""),
+            city_settings().name,
             current_app.config.get("SESSION_COOKIE_NAME", "session"),
         )
     )
@@ -583,7 +584,7 @@ def _markdown_code(text: str) -> Markup:
 @bp.get("/openapi")
 def openapi_page() -> Response:
     """A plain page listing every operation, with a link to the description."""
-    spec = _built_spec("/", "", current_app.config.get("CITY_NAME", ""))
+    spec = _built_spec("/", "", city_settings().name)
     rows = [
         f"<tr><td><code>{escape(method.upper())}</code></td>"
         f"<td><code>{escape(path)}</code></td>"

@@ -9,6 +9,7 @@ def load_models() -> None:
     import dispatch.models  # noqa: F401
     import gridmgmt.kernel.audit
     import gridmgmt.kernel.models
-    import gridmgmt.kernel.security_events  # noqa: F401
+    import gridmgmt.kernel.security_events
+    import gridmgmt.kernel.settings  # noqa: F401
     import grids.models  # noqa: F401
     import maps.models  # noqa: F401

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 def init_app(app: Flask) -> None:
     """Bind the kernel's extensions: logs and metrics (first: they time and name each
     request), database, Redis, errors, languages, sign-in, commands."""
-    from gridmgmt.kernel import cli, i18n, logs, metrics, security, web
+    from gridmgmt.kernel import cli, i18n, logs, metrics, security, settings, web
     from gridmgmt.kernel.db import db
     from gridmgmt.kernel.http_errors import register_error_handlers
     from gridmgmt.kernel.queue import queues
@@ -24,4 +24,5 @@ def init_app(app: Flask) -> None:
     i18n.init_app(app)
     web.init_app(app)
     security.init_app(app)
+    settings.init_app(app)
     cli.init_app(app)

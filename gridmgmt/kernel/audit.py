@@ -36,6 +36,17 @@ class AuditAction(str, Enum):
     API_KEY_CREATED = "api_key_created"
     API_KEY_CHANGED = "api_key_changed"  # name and/or trusted
     API_KEY_REVOKED = "api_key_revoked"
+    UNIT_CREATED = "unit_created"
+    UNIT_CHANGED = "unit_changed"  # name, type and/or active
+    RULE_CREATED = "rule_created"
+    RULE_CHANGED = "rule_changed"  # category, area, unit, priority, note and/or active
+    CATEGORY_CHANGED = "category_changed"  # limits, duplicate radius and window, active
+    CATALOGUE_LOADED = "catalogue_loaded"
+    CALENDAR_LOADED = "calendar_loaded"
+    CALENDAR_DAY_CHANGED = "calendar_day_changed"  # a holiday or make-up working day
+    TERRITORY_IMPORTED = "territory_imported"
+    CELLS_GENERATED = "cells_generated"
+    SETTINGS_CHANGED = "settings_changed"
 
 
 # What the audit page calls each action (`_(label)` there).
@@ -49,6 +60,17 @@ ACTION_LABELS: dict[AuditAction, str] = {
     AuditAction.API_KEY_CREATED: N_("API key created"),
     AuditAction.API_KEY_CHANGED: N_("API key changed"),
     AuditAction.API_KEY_REVOKED: N_("API key revoked"),
+    AuditAction.UNIT_CREATED: N_("Unit created"),
+    AuditAction.UNIT_CHANGED: N_("Unit changed"),
+    AuditAction.RULE_CREATED: N_("Routing rule created"),
+    AuditAction.RULE_CHANGED: N_("Routing rule changed"),
+    AuditAction.CATEGORY_CHANGED: N_("Class changed"),
+    AuditAction.CATALOGUE_LOADED: N_("Catalogue loaded"),
+    AuditAction.CALENDAR_LOADED: N_("Calendar loaded"),
+    AuditAction.CALENDAR_DAY_CHANGED: N_("Calendar day changed"),
+    AuditAction.TERRITORY_IMPORTED: N_("Territory imported"),
+    AuditAction.CELLS_GENERATED: N_("Cells generated"),
+    AuditAction.SETTINGS_CHANGED: N_("City settings changed"),
 }
 
 

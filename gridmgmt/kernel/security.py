@@ -31,7 +31,9 @@ import secrets
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, g, request
+
+from gridmgmt.kernel.settings import city_settings
 
 # Pages whose HTML is not rendered by a template of ours at this request (the Folium map,
 # the same bytes from Redis for every request, so no nonce can be in them): the policy of the
@@ -95,7 +97,7 @@ def set_headers(response: Response) -> Response:
     hashes = script_hashes(response) if request.endpoint in HASHED_AT_SERVING else []
     headers = response.headers
     headers["Content-Security-Policy"] = content_security_policy(
-        csp_nonce(), current_app.config.get("TILE_URL", ""), hashes
+        csp_nonce(), city_settings().tile_url, hashes
     )
     headers["X-Frame-Options"] = "SAMEORIGIN"
     headers["X-Content-Type-Options"] = "nosniff"

@@ -39,6 +39,7 @@ from gridmgmt.kernel.auth import (
     signin_failure_reason,
 )
 from gridmgmt.kernel.db import db
+from gridmgmt.kernel.errors import N_
 from gridmgmt.kernel.i18n import gettext as _
 from gridmgmt.kernel.i18n import is_local_path
 from gridmgmt.kernel.models import Role, User
@@ -54,36 +55,45 @@ F = TypeVar("F", bound=Callable[..., Any])
 # What each role finds in the menu: (label, endpoint).
 MENU: dict[str, list[tuple[str, str]]] = {
     Role.INSPECTOR: [
-        ("Report a problem", "cases.report_form"),
-        ("My cases", "cases.my_cases"),
-        ("Verification tasks", "cases.verification_tasks"),
+        (N_("Report a problem"), "cases.report_form"),
+        (N_("My cases"), "cases.my_cases"),
+        (N_("Verification tasks"), "cases.verification_tasks"),
     ],
     Role.OPERATOR: [
-        ("Inbox", "cases.inbox"),
-        ("Report a problem", "cases.report_form"),
-        ("Map", "maps.map_page"),
+        (N_("Inbox"), "cases.inbox"),
+        (N_("Report a problem"), "cases.report_form"),
+        (N_("Map"), "maps.map_page"),
     ],
-    Role.DISPATCHER: [("Dispatch board", "dispatch.board"), ("Map", "maps.map_page")],
-    Role.UNIT_STAFF: [("Work queue", "cases.work_queue")],
-    Role.CITIZEN: [("Report a problem", "cases.report_form"), ("My cases", "cases.my_cases")],
+    Role.DISPATCHER: [(N_("Dispatch board"), "dispatch.board"), (N_("Map"), "maps.map_page")],
+    Role.UNIT_STAFF: [(N_("Work queue"), "cases.work_queue")],
+    Role.CITIZEN: [
+        (N_("Report a problem"), "cases.report_form"),
+        (N_("My cases"), "cases.my_cases"),
+    ],
     Role.LEADER: [
-        ("Map", "maps.map_page"),
-        ("Evaluation", "maps.evaluation_page"),
-        ("Dashboard", "maps.dashboard"),
+        (N_("Map"), "maps.map_page"),
+        (N_("Evaluation"), "maps.evaluation_page"),
+        (N_("Dashboard"), "maps.dashboard"),
     ],
     Role.ADMIN: [
-        ("Inbox", "cases.inbox"),
-        ("Dispatch board", "dispatch.board"),
-        ("Map", "maps.map_page"),
-        ("Evaluation", "maps.evaluation_page"),
-        ("Security events", "security.events"),
-        ("Setup check", "admin.setup"),
-        ("People", "admin.people"),
-        ("API keys", "admin.keys"),
-        ("Audit log", "admin.audit"),
+        (N_("Setup check"), "admin.setup"),
+        (N_("People"), "admin.people"),
+        (N_("Units"), "dispatch_admin.units"),
+        (N_("Routing"), "dispatch_admin.routing"),
+        (N_("Catalogue"), "catalogue_admin.catalogue"),
+        (N_("Calendar"), "calendar_admin.calendar_page"),
+        (N_("Territory"), "grids_admin.territory"),
+        (N_("City settings"), "admin.city_settings_page"),
+        (N_("API keys"), "admin.keys"),
+        (N_("Audit log"), "admin.audit"),
+        (N_("Security events"), "security.events"),
+        (N_("Dispatch board"), "dispatch.board"),
     ],
 }
-ANONYMOUS_MENU = [("Report a problem", "cases.report_form"), ("Track a case", "cases.track")]
+ANONYMOUS_MENU = [
+    (N_("Report a problem"), "cases.report_form"),
+    (N_("Track a case"), "cases.track"),
+]
 
 
 # Session keys: when the user signed in and when the session was last used (Unix seconds).
@@ -293,7 +303,12 @@ def logout() -> ResponseReturnValue:
 
 def _menu() -> dict[str, Any]:
     entries = MENU.get(current_user.role, []) if current_user.is_authenticated else ANONYMOUS_MENU
-    return {"nav_links": [(label, url_for(endpoint)) for label, endpoint in entries]}
+    there = current_app.view_functions  # a page of a package the app was built without: left out
+    return {
+        "nav_links": [
+            (label, url_for(endpoint)) for label, endpoint in entries if endpoint in there
+        ],
+    }
 
 
 def init_app(app: Flask) -> None:

@@ -1,4 +1,4 @@
-"""The setup check (`gridmgmt.app.setup_check`, `flask setup check`, `/readyz`): each missing
+"""The setup check (`dispatch.readiness`, `flask setup check`, `/readyz`): each missing
 piece of a city is caught, and the demo city with a live worker passes."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from cases.models import Category
+from dispatch import readiness
 from dispatch.jobs import HEARTBEAT_KEY
-from gridmgmt.app import health, setup_check
-from gridmgmt.app.setup_check import Check
+from dispatch.readiness import Check
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.models import CalendarRecord, Role, Unit, User
 from gridmgmt.kernel.queue import queues
@@ -44,7 +44,7 @@ def live_worker(redis: Redis, now: datetime | None = None) -> None:
 
 
 def test_fresh_database_lacks_everything(session: Session, redis_conn: Redis) -> None:
-    checks = by_name(setup_check.run_checks(session, queues.redis, CODE, NOW))
+    checks = by_name(readiness.run_checks(session, queues.redis, CODE, NOW))
 
     for name in ("territory", "cells", "catalogue", "calendar", "people_operator", "worker"):
         assert not checks[name].ok, name
@@ -70,7 +70,7 @@ def test_cli_exits_1_and_names_what_blocks(cli, redis_conn: Redis) -> None:  # t
 
 
 def test_readyz_not_configured(app: Flask, session: Session) -> None:
-    app.extensions.pop(health.SETUP_CACHE, None)
+    app.extensions.pop(readiness.BLOCKED_CACHE, None)
 
     answer = app.test_client().get("/readyz")  # the test client is a loopback client
 
@@ -103,9 +103,9 @@ def demo(city: Connection, redis_conn: Redis) -> Iterator[Session]:
 
 
 def test_demo_city_with_a_worker_passes(demo: Session) -> None:
-    checks = setup_check.run_checks(demo, queues.redis, CODE, datetime.now(UTC))
+    checks = readiness.run_checks(demo, queues.redis, CODE, datetime.now(UTC))
 
-    assert setup_check.blocking_failures(checks) == []
+    assert readiness.blocking_failures(checks) == []
     named = by_name(checks)
     assert all(named[n].ok for n in named if n != "calendar_coverage"), [
         (c.name, str(c.message)) for c in checks if not c.ok
@@ -122,7 +122,7 @@ def test_demo_cli_exits_0(app: Flask, demo: Session) -> None:
 
 
 def test_demo_readyz_ready(app: Flask, demo: Session) -> None:
-    app.extensions.pop(health.SETUP_CACHE, None)
+    app.extensions.pop(readiness.BLOCKED_CACHE, None)
 
     answer = app.test_client().get("/readyz")
 
@@ -133,7 +133,7 @@ def test_demo_readyz_ready(app: Flask, demo: Session) -> None:
 def test_no_worker_heartbeat(demo: Session, redis_conn: Redis) -> None:
     redis_conn.flushdb()  # no worker registered, no heartbeat
 
-    checks = by_name(setup_check.run_checks(demo, queues.redis, CODE, NOW))
+    checks = by_name(readiness.run_checks(demo, queues.redis, CODE, NOW))
 
     assert checks["worker"].blocks
     assert checks["scheduler"].blocks
@@ -143,7 +143,7 @@ def test_no_worker_heartbeat(demo: Session, redis_conn: Redis) -> None:
 def test_stale_heartbeats(demo: Session) -> None:
     later = datetime.now(UTC) + timedelta(minutes=15)
 
-    checks = by_name(setup_check.run_checks(demo, queues.redis, CODE, later))
+    checks = by_name(readiness.run_checks(demo, queues.redis, CODE, later))
 
     assert checks["worker"].blocks  # rq's own heartbeat is 15 minutes old
     assert checks["scheduler"].blocks
@@ -158,7 +158,7 @@ def test_failed_jobs_are_a_warning(demo: Session, redis_conn: Redis) -> None:
     job = queue.enqueue("dispatch.jobs.heartbeat")
     FailedJobRegistry(queue=queue).add(job, ttl=600, exc_string="boom")
 
-    check = by_name(setup_check.run_checks(demo, queues.redis, CODE, NOW))["failed_jobs"]
+    check = by_name(readiness.run_checks(demo, queues.redis, CODE, NOW))["failed_jobs"]
 
     assert not check.ok and not check.blocking
     assert "dispatch 1" in str(check.message)
@@ -167,7 +167,7 @@ def test_failed_jobs_are_a_warning(demo: Session, redis_conn: Redis) -> None:
 def test_without_catalogue(demo: Session) -> None:
     demo.execute(update(Category).values(active=False))
 
-    check = setup_check.check_catalogue(demo)
+    check = readiness.check_catalogue(demo)
 
     assert check.blocks
 
@@ -175,23 +175,23 @@ def test_without_catalogue(demo: Session) -> None:
 def test_without_calendar(demo: Session) -> None:
     demo.execute(delete(CalendarRecord).where(CalendarRecord.code == CODE))
 
-    checks = by_name(setup_check.configuration_checks(demo, CODE, NOW.date()))
+    checks = by_name(readiness.configuration_checks(demo, CODE, NOW.date()))
 
     assert checks["calendar"].blocks
     assert "us_la" in str(checks["calendar"].message)
 
 
 def test_calendar_not_covering_the_next_12_months(demo: Session) -> None:
-    checks = by_name(setup_check.configuration_checks(demo, CODE, datetime(2026, 6, 1).date()))
+    checks = by_name(readiness.configuration_checks(demo, CODE, datetime(2026, 6, 1).date()))
 
     coverage = checks["calendar_coverage"]
     assert not coverage.ok and not coverage.blocking
     assert "2027" in str(coverage.message)
     assert (
-        by_name(setup_check.configuration_checks(demo, CODE, NOW.date()))["calendar_coverage"].ok
+        by_name(readiness.configuration_checks(demo, CODE, NOW.date()))["calendar_coverage"].ok
         is False
     )  # Jan 2026 + 12 months reaches 2027 too
-    assert by_name(setup_check.configuration_checks(demo, CODE, datetime(2025, 1, 1).date()))[
+    assert by_name(readiness.configuration_checks(demo, CODE, datetime(2025, 1, 1).date()))[
         "calendar_coverage"
     ].ok
 
@@ -201,7 +201,7 @@ def test_community_without_cells(demo: Session) -> None:
     assert community is not None
     demo.execute(delete(GridCell).where(GridCell.community_id == community.id))
 
-    check = setup_check.check_cells(demo)
+    check = readiness.check_cells(demo)
 
     assert check.blocks
     assert "990100006046" in str(check.message)
@@ -214,8 +214,8 @@ def test_class_unroutable_in_a_community(demo: Session) -> None:
     assert community is not None
     demo.execute(update(Unit).where(Unit.community_id == community.id).values(active=False))
 
-    check = setup_check.check_routing(demo)
-    holes = setup_check.routing_holes(demo)
+    check = readiness.check_routing(demo)
+    holes = readiness.routing_holes(demo)
 
     assert check.blocks
     assert holes and {community_code for _cls, community_code, _r in holes} == {"990100006046"}
@@ -228,7 +228,7 @@ def test_class_unroutable_in_a_community(demo: Session) -> None:
 def test_no_operator(demo: Session) -> None:
     demo.execute(update(User).where(User.role == Role.OPERATOR.value).values(active=False))
 
-    checks = by_name(setup_check.check_people(demo))
+    checks = by_name(readiness.check_people(demo))
 
     assert checks["people_operator"].blocks
     assert checks["people_dispatcher"].ok and checks["people_inspector"].ok
@@ -241,7 +241,7 @@ def test_no_dispatcher_or_inspector_is_a_warning(demo: Session) -> None:
         .values(active=False)
     )
 
-    checks = by_name(setup_check.check_people(demo))
+    checks = by_name(readiness.check_people(demo))
 
     assert not checks["people_dispatcher"].ok and not checks["people_dispatcher"].blocking
     assert not checks["people_inspector"].ok and not checks["people_inspector"].blocking

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from cases.catalogue import load_catalogue
 from cases.models import Category
+from dispatch import readiness
 from gridmgmt import create_app
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.queue import queues
@@ -58,7 +59,7 @@ def test_healthz(app: Flask) -> None:
 def test_readyz_reachable_but_not_configured(app: Flask) -> None:
     # The test database is migrated but empty: reachable, and nothing to dispatch with (the
     # ready answer of a configured city: tests/admin/test_setup_check.py).
-    app.extensions.pop("gridmgmt.setup_status", None)
+    app.extensions.pop(readiness.BLOCKED_CACHE, None)
     response = app.test_client().get("/readyz")
 
     assert response.status_code == 503

@@ -1,4 +1,5 @@
-"""What a working city needs, checked: `flask setup check`, `/admin/setup` and `/readyz`.
+"""What a working city needs to dispatch, checked: `flask setup check`, `/admin/setup`,
+`/readyz` and the dispatcher's board (its banner while dispatch is blocked).
 
 Each check is a function of the session (or of Redis) returning a `Check`: its name, whether
 it passed, whether its failure blocks dispatch, what it found and what fixes it (a command or
@@ -14,11 +15,13 @@ the command, not by `/readyz`, whose answer must not flap with a worker's restar
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from flask import current_app
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Worker
@@ -31,10 +34,12 @@ from dispatch.jobs import HEARTBEAT_KEY
 from dispatch.routing import Unroutable
 from dispatch.services import RoutingData
 from gridmgmt.kernel.clock import now_utc
+from gridmgmt.kernel.db import db
 from gridmgmt.kernel.errors import N_, Message, word
 from gridmgmt.kernel.metrics import age_seconds
 from gridmgmt.kernel.models import CalendarDay, CalendarRecord, Role, User
 from gridmgmt.kernel.queue import DISPATCH_QUEUE, PERIODIC_QUEUE
+from gridmgmt.kernel.settings import city_settings
 from grids.models import Area, AreaLevel, GridCell
 
 SHOWN = 10  # problems listed by name in a message; the rest are counted
@@ -480,6 +485,30 @@ def run_checks(
 def blocking_failures(checks: list[Check]) -> list[Check]:
     """The checks whose failure blocks dispatch."""
     return [check for check in checks if check.blocks]
+
+
+# Probes and the board ask often; the configuration changes rarely (the routing check reads
+# the areas, rules and classes: a few ms on a city of 100 communities).
+BLOCKED_CACHE = "dispatch.readiness.blocked"
+BLOCKED_CACHE_SECONDS = 10.0
+
+
+def blocked_by() -> list[Check]:
+    """The configuration checks that fail and block dispatch now, in this process's app
+    (cached `BLOCKED_CACHE_SECONDS`; read in the app's session, which it only reads)."""
+    cached = current_app.extensions.get(BLOCKED_CACHE)
+    if cached is not None and time.monotonic() - cached[0] < BLOCKED_CACHE_SECONDS:
+        return list(cached[1])
+    session = db.session()
+    checks = configuration_checks(session, city_settings().calendar_code, now_utc().date())
+    failing = blocking_failures(checks)
+    current_app.extensions[BLOCKED_CACHE] = (time.monotonic(), failing)
+    return list(failing)
+
+
+def forget_blocked() -> None:
+    """Check again next time (after a change made in this process)."""
+    current_app.extensions.pop(BLOCKED_CACHE, None)
 
 
 def as_json(check: Check, render: Callable[[str], str] | None = None) -> dict[str, Any]:
