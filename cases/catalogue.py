@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from cases.models import Category, CategoryKind, MajorClass
 from gridmgmt.kernel.business_calendar import LimitUnit
-from gridmgmt.kernel.errors import InvalidInput
+from gridmgmt.kernel.errors import N_, InvalidInput, NotFound, word
 from gridmgmt.kernel.models import Role, UnitType
 
 DEFAULT_CATALOGUE = Path(__file__).parent / "data" / "categories.json"
@@ -99,6 +99,7 @@ class LoadResult:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    changed: list[str] = field(default_factory=list, compare=False)  # codes created or updated
 
 
 def category_code(kind: CategoryKind, major: str, minor: str) -> str:
@@ -188,11 +189,23 @@ def read_catalogue(path: str | Path = DEFAULT_CATALOGUE) -> dict[str, Any]:
         InvalidInput: unreadable or not a catalogue.
     """
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise InvalidInput(
             "cannot read %(path)s: %(reason)s", path=path, reason=exc.strerror
         ) from None
+    return parse_catalogue(raw, str(path))
+
+
+def parse_catalogue(raw: bytes, path: str) -> dict[str, Any]:
+    """The catalogue in `raw` (a file's bytes; `path` names it in the messages), with the
+    same checks as `read_catalogue`.
+
+    Raises:
+        InvalidInput: not UTF-8 JSON, or not a catalogue.
+    """
+    try:
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInput("%(path)s is not valid JSON: %(error)s", path=path, error=exc) from None
     if not isinstance(data, dict) or not isinstance(data.get("majors"), list):
@@ -207,7 +220,17 @@ def load_catalogue(session: Session, path: str | Path = DEFAULT_CATALOGUE) -> Lo
     Loading the same file twice changes nothing. Classes missing from the file are left
     alone (cases refer to them).
     """
-    data = read_catalogue(path)
+    return apply_catalogue(session, read_catalogue(path))
+
+
+def apply_catalogue(session: Session, data: dict[str, Any]) -> LoadResult:
+    """Create or update every class of a catalogue read by `read_catalogue` or
+    `parse_catalogue`, in the caller's transaction (an error leaves the caller to roll back:
+    nothing is half loaded); `LoadResult.changed` names the classes created or updated.
+
+    Raises:
+        InvalidInput: a class of the file is wrong (the first one found).
+    """
     result = LoadResult()
     majors = {(m.kind, m.code): m for m in session.scalars(select(MajorClass))}
     categories = {c.code: c for c in session.scalars(select(Category))}
@@ -246,13 +269,149 @@ def load_catalogue(session: Session, path: str | Path = DEFAULT_CATALOGUE) -> Lo
                     Category(code=code, major=major, minor_code=str(raw_minor["code"]), **values)
                 )
                 result.created += 1
+                result.changed.append(code)
                 continue
             changed = {k: v for k, v in values.items() if getattr(category, k) != v}
             for key, value in changed.items():
                 setattr(category, key, value)
             if changed:
                 result.updated += 1
+                result.changed.append(code)
             else:
                 result.unchanged += 1
     session.flush()
     return result
+
+
+# ---------------------------------------------------------------- administration
+
+
+MAX_UPLOAD_BYTES = 2 * 1024 * 1024  # the shipped catalogue of 95 classes is 113 KB
+# The most an administrator may set (a longer limit or window is a typing mistake).
+MAX_LIMIT_FOR = {LimitUnit.HOURS.value: Decimal(8760), LimitUnit.DAYS.value: Decimal(365)}
+MAX_DUPLICATE_RADIUS_M = 2000
+MAX_DUPLICATE_WINDOW_HOURS = 8760
+_CENT = Decimal("0.01")
+# The names of the values in the messages (translated when shown).
+LIMIT_WORD = N_("limit")
+URGENT_LIMIT_WORD = N_("urgent limit")
+RADIUS_WORD = N_("duplicate radius (m)")
+WINDOW_WORD = N_("duplicate window (hours)")
+UNIT_WORDS = {LimitUnit.HOURS.value: N_("hours"), LimitUnit.DAYS.value: N_("days")}
+
+
+def category_facts(category: Category) -> dict[str, Any]:
+    """What the audit log keeps of a class: what the administration page may change."""
+
+    def number(value: Decimal | None) -> str | None:
+        return None if value is None else f"{value.normalize():f}"
+
+    return {
+        "code": category.code,
+        "name": category.name_en or category.name_zh,
+        "limit_value": number(category.limit_value),
+        "limit_unit": str(getattr(category.limit_unit, "value", category.limit_unit)),
+        "urgent_limit_value": number(category.urgent_limit_value),
+        "urgent_limit_unit": (
+            None
+            if category.urgent_limit_unit is None
+            else str(getattr(category.urgent_limit_unit, "value", category.urgent_limit_unit))
+        ),
+        "duplicate_radius_m": category.duplicate_radius_m,
+        "duplicate_window_hours": category.duplicate_window_hours,
+        "active": category.active,
+    }
+
+
+@dataclass(frozen=True)
+class CategoryChange:
+    """The values an administrator sets on a class (urgent value and unit both None: the
+    class has no urgent limit)."""
+
+    limit_value: Decimal
+    limit_unit: str
+    urgent_limit_value: Decimal | None
+    urgent_limit_unit: str | None
+    duplicate_radius_m: int
+    duplicate_window_hours: int
+    active: bool
+
+
+def _checked_limit(value: Decimal, unit: str, label: str) -> tuple[Decimal, str]:
+    """A limit within its unit's range, with at most two decimals (NUMERIC(8, 2))."""
+    if unit not in MAX_LIMIT_FOR:
+        raise InvalidInput("%(what)s: the unit is hours or days", what=word(label))
+    most = MAX_LIMIT_FOR[unit]
+    if not value.is_finite() or not 0 < value <= most:
+        raise InvalidInput(
+            "%(what)s: a number above 0 and at most %(most)s %(unit)s",
+            what=word(label),
+            most=most,
+            unit=word(UNIT_WORDS[unit]),
+        )
+    if value != value.quantize(_CENT):
+        raise InvalidInput("%(what)s: at most two decimals", what=word(label))
+    return value.quantize(_CENT), unit
+
+
+def _checked_count(value: int, most: int, label: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+        raise InvalidInput(
+            "%(what)s: a whole number from 0 to %(most)s", what=word(label), most=most
+        )
+    return value
+
+
+def update_category(
+    session: Session, code: str, change: CategoryChange
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Set a class's limits, duplicate radius and window and active flag, in the caller's
+    transaction; its facts before and after (`category_facts`). The new limits apply to
+    cases dispatched from then on.
+
+    Raises:
+        NotFound: no class with this code.
+        InvalidInput: a value out of range, or an urgent limit not shorter than the normal
+            one (compared when both are in the same unit); nothing is changed.
+    """
+    limit_value, limit_unit = _checked_limit(change.limit_value, change.limit_unit, LIMIT_WORD)
+    urgent_value: Decimal | None = None
+    urgent_unit: str | None = None
+    if change.urgent_limit_value is not None or change.urgent_limit_unit is not None:
+        if change.urgent_limit_value is None or change.urgent_limit_unit is None:
+            raise InvalidInput("urgent limit: give both a number and a unit, or neither")
+        urgent_value, urgent_unit = _checked_limit(
+            change.urgent_limit_value, change.urgent_limit_unit, URGENT_LIMIT_WORD
+        )
+        if urgent_unit == limit_unit and urgent_value >= limit_value:
+            raise InvalidInput("the urgent limit must be shorter than the normal limit")
+    radius = _checked_count(change.duplicate_radius_m, MAX_DUPLICATE_RADIUS_M, RADIUS_WORD)
+    window = _checked_count(change.duplicate_window_hours, MAX_DUPLICATE_WINDOW_HOURS, WINDOW_WORD)
+    category = session.scalar(select(Category).where(Category.code == code).with_for_update())
+    if category is None:
+        raise NotFound("no class %(code)s in the catalogue", code=code)
+    before = category_facts(category)
+    category.limit_value, category.limit_unit = limit_value, limit_unit  # type: ignore[assignment]
+    category.urgent_limit_value = urgent_value
+    category.urgent_limit_unit = urgent_unit  # type: ignore[assignment]
+    category.duplicate_radius_m = radius
+    category.duplicate_window_hours = window
+    category.active = bool(change.active)
+    session.flush()
+    return before, category_facts(category)
+
+
+def load_catalogue_bytes(session: Session, raw: bytes, name: str) -> LoadResult:
+    """Load an uploaded catalogue file (`name` names it in the messages) with the checks of
+    `flask categories load`, in the caller's transaction.
+
+    Raises:
+        InvalidInput: too big, not JSON, not a catalogue, or a wrong class (the first one).
+    """
+    if len(raw) > MAX_UPLOAD_BYTES:
+        raise InvalidInput(
+            "%(path)s is larger than %(most)s MB: not a catalogue",
+            path=name,
+            most=MAX_UPLOAD_BYTES // (1024 * 1024),
+        )
+    return apply_catalogue(session, parse_catalogue(raw, name))

@@ -17,7 +17,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     import grids
     import maps
     from gridmgmt import kernel
-    from gridmgmt.app import admin, cli, health, home, openapi, registry, security
+    from gridmgmt.app import admin, calendars, cli, health, home, openapi, registry, security
     from gridmgmt.kernel import partitions, ratelimit
 
     app = Flask("gridmgmt")  # templates and static files of the shell live in gridmgmt/
@@ -33,6 +33,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     home.init_app(app)
     security.init_app(app)  # the administrators' audit trail
     admin.init_app(app)  # setup check, people, api keys, the audit log of their changes
+    calendars.init_app(app)  # the business calendars: year view, holidays, uploads
     # Each domain package wires its own pages, APIs, commands and periodic jobs.
     for package in (grids, cases, dispatch, maps):
         package.init_app(app)
