@@ -10,8 +10,9 @@ if TYPE_CHECKING:
 
 def init_app(app: Flask) -> None:
     """Register the territory endpoints and `flask grids ...`."""
-    from grids import views
+    from grids import admin, views
     from grids.cli import grids_cli
 
     views.init_app(app)
+    admin.init_app(app)  # /admin/territory
     app.cli.add_command(grids_cli)

@@ -57,22 +57,41 @@ class Feature:
 
 
 def load_layer(path: str | Path) -> dict[str, Any]:
-    """Read a GeoJSON FeatureCollection in EPSG:4326.
+    """Read a GeoJSON FeatureCollection in EPSG:4326 from a file.
 
     Raises:
         InvalidInput: unreadable file, not a FeatureCollection, no features, or another CRS.
     """
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise InvalidInput(
             "cannot read %(path)s: %(reason)s", path=path, reason=exc.strerror
         ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    return parse_layer(data, str(path))
+
+
+def parse_layer(data: bytes | str, path: str) -> dict[str, Any]:
+    """Parse a GeoJSON FeatureCollection in EPSG:4326 (a file's or an upload's bytes).
+
+    Args:
+        data: the GeoJSON text (UTF-8 bytes or str).
+        path: the file's name, for the messages.
+
+    Raises:
+        InvalidInput: not JSON, not a FeatureCollection, no features, or another CRS.
+    """
+    try:
+        layer = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidInput(
             "%(path)s is not valid GeoJSON: %(error)s", path=path, error=exc
         ) from None
+    return _checked_layer(layer, path)
+
+
+def _checked_layer(data: Any, path: str) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
         raise InvalidInput("%(path)s is not a GeoJSON FeatureCollection", path=path)
     crs_object = data.get("crs") or {}
@@ -108,39 +127,48 @@ def polygon_features(data: dict[str, Any], make_valid: bool = False) -> Iterator
             or is invalid (unless `make_valid`, which repairs it and keeps its polygonal part).
     """
     for index, raw in enumerate(data["features"], start=1):
-        props = dict(raw.get("properties") or {})
-        where = f"feature {index}"
-        try:
-            geom: BaseGeometry = shape(raw["geometry"])
-        except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.ShapelyError):
-            raise InvalidInput("%(where)s: missing or malformed geometry", where=where) from None
-        if not isinstance(geom, Polygon | MultiPolygon) or geom.is_empty:
+        yield polygon_feature(index, raw, make_valid)
+
+
+def polygon_feature(index: int, raw: dict[str, Any], make_valid: bool = False) -> Feature:
+    """The layer's `index`-th (1-based) feature `raw` as a valid MultiPolygon.
+
+    Raises:
+        InvalidInput: as `polygon_features`.
+    """
+    props = dict(raw.get("properties") or {})
+    where = f"feature {index}"
+    try:
+        geom: BaseGeometry = shape(raw["geometry"])
+    except (KeyError, TypeError, ValueError, AttributeError, shapely.errors.ShapelyError):
+        raise InvalidInput("%(where)s: missing or malformed geometry", where=where) from None
+    if not isinstance(geom, Polygon | MultiPolygon) or geom.is_empty:
+        raise InvalidInput(
+            "%(where)s: geometry is %(geom_type)s, expected a polygon",
+            where=where,
+            geom_type=geom.geom_type,
+        )
+    minx, miny, maxx, maxy = geom.bounds
+    if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
+        raise InvalidInput(
+            "%(where)s: coordinates out of WGS 84 range (bounds %(bounds)s); the file is "
+            "probably in a projected CRS: reproject it to EPSG:4326",
+            where=where,
+            bounds=geom.bounds,
+        )
+    if not geom.is_valid:
+        if not make_valid:
             raise InvalidInput(
-                "%(where)s: geometry is %(geom_type)s, expected a polygon",
+                "%(where)s: invalid geometry (%(why)s); fix it or import with --make-valid",
                 where=where,
-                geom_type=geom.geom_type,
+                why=explain_validity(geom),
             )
-        minx, miny, maxx, maxy = geom.bounds
-        if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
-            raise InvalidInput(
-                "%(where)s: coordinates out of WGS 84 range (bounds %(bounds)s); the file is "
-                "probably in a projected CRS: reproject it to EPSG:4326",
-                where=where,
-                bounds=geom.bounds,
-            )
-        if not geom.is_valid:
-            if not make_valid:
-                raise InvalidInput(
-                    "%(where)s: invalid geometry (%(why)s); fix it or import with --make-valid",
-                    where=where,
-                    why=explain_validity(geom),
-                )
-            geom = polygonal_part(shapely.make_valid(geom))
-            if geom.is_empty:
-                raise InvalidInput("%(where)s: nothing polygonal is left after repair", where=where)
-        if isinstance(geom, Polygon):
-            geom = MultiPolygon([geom])
-        yield Feature(index, props, geom)
+        geom = polygonal_part(shapely.make_valid(geom))
+        if geom.is_empty:
+            raise InvalidInput("%(where)s: nothing polygonal is left after repair", where=where)
+    if isinstance(geom, Polygon):
+        geom = MultiPolygon([geom])
+    return Feature(index, props, geom)
 
 
 def polygonal_part(geom: BaseGeometry) -> MultiPolygon:

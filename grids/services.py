@@ -7,13 +7,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from geoalchemy2.shape import from_shape
+from shapely.geometry import MultiPolygon
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from gridmgmt.kernel.errors import Conflict, InvalidInput, NotFound, OutsideTerritory
-from gridmgmt.kernel.models import Unit, UnitKind, UnitType
+from gridmgmt.kernel.audit import AuditAction, record_change
+from gridmgmt.kernel.errors import (
+    Conflict,
+    DomainError,
+    InvalidInput,
+    NotFound,
+    OutsideTerritory,
+)
+from gridmgmt.kernel.models import Unit, UnitKind, UnitType, User
 from grids import gridding
-from grids.geojson import Feature, polygon_features
+from grids.geojson import Feature, polygon_feature, polygon_features
 from grids.models import Area, AreaLevel, GridCell
 
 Progress = Callable[[int, int], None]
@@ -73,6 +81,95 @@ def _find_parent(session: Session, level: AreaLevel, parent_code: str | None) ->
     return parent
 
 
+@dataclass(frozen=True)
+class FeatureProblem:
+    """One problem of one feature of a layer (a feature may have several)."""
+
+    index: int  # 1-based position in the file
+    code: str | None  # the feature's code property as written, when it has one
+    error: DomainError
+
+
+@dataclass
+class LayerImport:
+    """What the import of a checked layer did: its features' problems (then nothing was
+    imported, `result` is None) or the import's result."""
+
+    total: int  # features in the layer
+    problems: list[FeatureProblem] = field(default_factory=list)
+    result: ImportResult | None = None
+
+    @property
+    def rejected(self) -> int:
+        """How many features have problems."""
+        return len({p.index for p in self.problems})
+
+
+def _unit_rows(
+    session: Session,
+    layer: dict[str, Any],
+    level: AreaLevel,
+    code_field: str,
+    name_field: str,
+    parent_code: str | None,
+    make_valid: bool,
+    problems: list[FeatureProblem] | None,
+) -> dict[str, tuple[Feature, str]]:
+    """The layer's features by full code, with their names. With `problems` None the first
+    problem raises (the command line's way); else each problem of each feature (its geometry,
+    its code, its name) is appended to `problems` and the feature left out."""
+
+    def problem(index: int, raw_code: Any, error: DomainError) -> None:
+        if problems is None:
+            raise error
+        problems.append(FeatureProblem(index, None if raw_code is None else str(raw_code), error))
+
+    rows: dict[str, tuple[Feature, str]] = {}
+    for index, raw in enumerate(layer["features"], start=1):
+        raw_code = (raw.get("properties") or {}).get(code_field)
+        feature: Feature | None = None
+        code = name = None
+        try:
+            feature = polygon_feature(index, raw, make_valid=make_valid)
+        except DomainError as err:
+            problem(index, raw_code, err)
+        checked = feature or Feature(index, dict(raw.get("properties") or {}), MultiPolygon())
+        try:
+            code = gridding.area_code(level.value, checked.get(code_field), parent_code)
+            if code in rows:
+                raise InvalidInput(
+                    "%(feature)s: code %(code)s appears twice in the file (also feature %(other)s)",
+                    feature=checked.label(code_field),
+                    code=code,
+                    other=rows[code][0].index,
+                )
+        except DomainError as err:
+            code = None
+            problem(index, raw_code, err)
+        try:
+            name = checked.get(name_field)
+        except DomainError as err:
+            problem(index, raw_code, err)
+        if feature is not None and code is not None and name is not None:
+            rows[code] = (feature, name)
+    others = session.execute(
+        select(Area.code, Area.level).where(Area.code.in_(list(rows)), Area.level != level.value)
+    ).all()
+    for code, area_level in others:
+        problem(
+            rows[code][0].index,
+            rows[code][0].properties.get(code_field),
+            Conflict(
+                "code %(code)s already belongs to a %(area_level)s, not a %(level)s",
+                code=code,
+                area_level=area_level,
+                level=level.value,
+            ),
+        )
+        del rows[code]
+    return rows
+
+
 def import_units(
     session: Session,
     layer: dict[str, Any],
@@ -91,28 +188,13 @@ def import_units(
     level = AreaLevel(level)
     parent = _find_parent(session, level, parent_code)
     total = len(layer["features"])
-    rows: dict[str, tuple[Feature, str]] = {}
-    for feature in polygon_features(layer, make_valid=make_valid):
-        code = gridding.area_code(level.value, feature.get(code_field), parent_code)
-        if code in rows:
-            raise InvalidInput(
-                "%(feature)s: code %(code)s appears twice in the file (also feature %(other)s)",
-                feature=feature.label(code_field),
-                code=code,
-                other=rows[code][0].index,
-            )
-        rows[code] = (feature, feature.get(name_field))
+    rows = _unit_rows(
+        session, layer, level, code_field, name_field, parent_code, make_valid, problems=None
+    )
     result = ImportResult()
     existing = {a.code: a for a in session.scalars(select(Area).where(Area.code.in_(list(rows))))}
     for done, (code, (feature, name)) in enumerate(rows.items(), start=1):
         area = existing.get(code)
-        if area is not None and area.level != level:
-            raise Conflict(
-                "code %(code)s already belongs to a %(area_level)s, not a %(level)s",
-                code=code,
-                area_level=area.level,
-                level=level.value,
-            )
         geom = from_shape(feature.geometry, srid=4326)
         if area is None:
             area = Area(
@@ -134,6 +216,27 @@ def import_units(
     if level == AreaLevel.COMMUNITY:
         ensure_community_units(session, result.codes)
     return result
+
+
+def check_units(
+    session: Session,
+    layer: dict[str, Any],
+    level: AreaLevel | str,
+    code_field: str,
+    name_field: str,
+    parent_code: str | None = None,
+    make_valid: bool = False,
+) -> list[FeatureProblem]:
+    """Every problem of every feature that `import_units` would refuse, without importing.
+
+    Raises:
+        NotFound, InvalidInput: the parent area is missing or of the wrong level.
+    """
+    level = AreaLevel(level)
+    _find_parent(session, level, parent_code)
+    problems: list[FeatureProblem] = []
+    _unit_rows(session, layer, level, code_field, name_field, parent_code, make_valid, problems)
+    return problems
 
 
 def ensure_community_units(session: Session, community_codes: list[str]) -> int:
@@ -434,6 +537,7 @@ class Problem:
     area_m2: float
     lon: float
     lat: float
+    shape: str | None = None  # the defect itself as GeoJSON, when asked for (maps)
 
     def describe(self) -> str:
         """One line for people."""
@@ -483,17 +587,28 @@ _CHECK_QUERIES = {
 
 
 def check_territory(
-    session: Session, tolerance_m2: float = 1.0, kinds: Iterable[str] = tuple(_CHECK_QUERIES)
+    session: Session,
+    tolerance_m2: float = 1.0,
+    kinds: Iterable[str] = tuple(_CHECK_QUERIES),
+    shapes: bool = False,
 ) -> TerritoryReport:
     """Find overlaps between cells and between communities, cells outside their community,
-    and parts of communities that no cell covers, each larger than `tolerance_m2`."""
+    and parts of communities that no cell covers, each larger than `tolerance_m2` (with
+    `shapes`, each problem also carries its geometry as GeoJSON, simplified to ~1 m)."""
     problems: list[Problem] = []
+    # The polygonal part only: an intersection may bring lines and points beside its area.
+    shape_sql = (
+        "ST_AsGeoJSON(ST_SimplifyPreserveTopology(ST_CollectionExtract(g, 3), 0.00001), 7)"
+        if shapes
+        else "NULL"
+    )
     for kind in kinds:
         sql = _CHECK_QUERIES[kind]
         rows = session.execute(
             text(f"""
-                SELECT first, second, m2, ST_X(p), ST_Y(p) FROM (
-                    SELECT first, second, ST_Area(g::geography) AS m2, ST_PointOnSurface(g) AS p
+                SELECT first, second, m2, ST_X(p), ST_Y(p), {shape_sql} FROM (
+                    SELECT first, second, g, ST_Area(g::geography) AS m2,
+                           ST_PointOnSurface(g) AS p
                     FROM ({sql}) AS found(first, second, g)
                     WHERE NOT ST_IsEmpty(g)
                 ) AS measured
@@ -536,3 +651,186 @@ def community_outlines(session: Session, tolerance_deg: float = 0.00005) -> dict
         {"tolerance": tolerance_deg},
     )
     return dict(features)
+
+
+# ---------------------------------------------------------------- the administration page
+
+
+@dataclass(frozen=True)
+class AreaSummary:
+    """One area as the territory page lists it: its cells (and communities, for a district or
+    a street: those below it) and, for a community, its community unit."""
+
+    id: int
+    level: str
+    code: str
+    name: str
+    parent_code: str | None
+    area_m2: float
+    communities: int
+    cells: int
+    unit_code: str | None
+    unit_name: str | None
+    unit_active: bool | None
+
+
+_SUMMARY_SQL = text("""
+    SELECT a.id, a.level, a.code, a.name, a.parent_id, p.code, a.area_m2,
+           COALESCE(c.cells, 0), u.code, u.name, u.active
+    FROM areas a
+    LEFT JOIN areas p ON p.id = a.parent_id
+    LEFT JOIN (SELECT community_id, count(*) AS cells FROM grid_cells GROUP BY community_id) c
+      ON c.community_id = a.id
+    LEFT JOIN units u ON u.community_id = a.id
+    ORDER BY a.code
+""")
+
+
+def territory_summary(session: Session) -> list[AreaSummary]:
+    """Every area, by code, with its cell count; districts and streets count the communities
+    and cells below them (one query, rolled up here: a city has a few thousand areas)."""
+    rows = session.execute(_SUMMARY_SQL).all()
+    parents = {row[0]: row[4] for row in rows}
+    communities: dict[int, int] = {}
+    cells: dict[int, int] = {}
+    for row in rows:
+        if row[1] != AreaLevel.COMMUNITY.value:
+            continue
+        seen: set[int] = set()
+        above = parents.get(row[0])
+        while above is not None and above not in seen:  # `seen`: a cycle cannot hang the page
+            seen.add(above)
+            communities[above] = communities.get(above, 0) + 1
+            cells[above] = cells.get(above, 0) + row[7]
+            above = parents.get(above)
+    return [
+        AreaSummary(
+            id=row[0],
+            level=row[1],
+            code=row[2],
+            name=row[3],
+            parent_code=row[5],
+            area_m2=row[6],
+            communities=communities.get(row[0], 0),
+            cells=row[7] if row[1] == AreaLevel.COMMUNITY.value else cells.get(row[0], 0),
+            unit_code=row[8],
+            unit_name=row[9],
+            unit_active=row[10],
+        )
+        for row in rows
+    ]
+
+
+def _level_count(session: Session, level: AreaLevel) -> int:
+    return session.scalar(select(func.count()).select_from(Area).where(Area.level == level)) or 0
+
+
+def upload_units(
+    session: Session,
+    actor: User | None,
+    layer: dict[str, Any],
+    level: AreaLevel | str,
+    code_field: str,
+    name_field: str,
+    parent_code: str | None = None,
+    make_valid: bool = False,
+    source: str = "",
+) -> LayerImport:
+    """Check every feature of a layer; when none has a problem, import it as `import_units`
+    does and write the audit row, in the caller's transaction (the administration page's
+    import). A layer with problems is not imported at all: they are returned, every one.
+
+    Raises:
+        NotFound, InvalidInput: the parent area is missing or of the wrong level.
+    """
+    level = AreaLevel(level)
+    outcome = LayerImport(len(layer["features"]))
+    outcome.problems = check_units(
+        session, layer, level, code_field, name_field, parent_code, make_valid
+    )
+    if outcome.problems:
+        return outcome
+    before = {"level": level.value, "areas": _level_count(session, level)}
+    result = import_units(
+        session, layer, level, code_field, name_field, parent_code, make_valid=make_valid
+    )
+    after = {
+        "name": source or None,
+        "level": level.value,
+        "areas": _level_count(session, level),
+        "created": result.created,
+        "updated": result.updated,
+        "parent_code": parent_code,
+        "make_valid": make_valid,
+    }
+    record_change(
+        session, actor, AuditAction.TERRITORY_IMPORTED, "territory", level.value, before, after
+    )
+    outcome.result = result
+    return outcome
+
+
+@dataclass
+class CellsMade:
+    """What one generation made: the cells of each community, by code."""
+
+    size: float
+    total: int = 0
+    communities: dict[str, tuple[str, int]] = field(default_factory=dict)  # code: (name, cells)
+
+
+def make_cells(
+    session: Session,
+    actor: User | None,
+    size: float,
+    community_code: str | None = None,
+    code_length: int = gridding.DEFAULT_CELL_CODE_LENGTH,
+) -> CellsMade:
+    """Generate cells as `generate_cells` does (one community, or all) and write the audit
+    row in the caller's transaction (the administration page's generation).
+
+    Raises:
+        as `generate_cells`.
+    """
+    if code_length not in gridding.SEQUENCE_WIDTH:
+        raise InvalidInput("cell codes are 14 or 15 digits, not %(length)s", length=code_length)
+    old_cells = select(func.count()).select_from(GridCell)
+    area = None
+    if community_code is not None:
+        area = session.scalar(
+            select(Area).where(Area.code == community_code, Area.level == AreaLevel.COMMUNITY)
+        )
+        if area is None:
+            raise NotFound("community %(code)s does not exist", code=community_code)
+        old_cells = old_cells.where(GridCell.community_id == area.id)
+    before_cells = session.scalar(old_cells) or 0
+    made = CellsMade(size)
+
+    def count(done: Area, cells: int) -> None:
+        made.communities[done.code] = (done.name, cells)
+
+    made.total = generate_cells(session, size, community_code, code_length, progress=count)
+    settings = {"cell_size_m": size, "code_length": code_length}
+    if area is not None:
+        facts = {"name": area.name, "code": area.code}
+        record_change(
+            session,
+            actor,
+            AuditAction.CELLS_GENERATED,
+            "area",
+            area.id,
+            {**facts, "cells": before_cells},
+            {**facts, "cells": made.total, **settings},
+        )
+    else:
+        communities = len(made.communities)
+        record_change(
+            session,
+            actor,
+            AuditAction.CELLS_GENERATED,
+            "territory",
+            "all",
+            {"communities": communities, "cells": before_cells},
+            {"communities": communities, "cells": made.total, **settings},
+        )
+    return made
