@@ -28,6 +28,7 @@ PAGES = {
     "people": ("/admin/people", {"en": "People", "zh": "人员"}),
     "keys": ("/admin/keys", {"en": "API keys", "zh": "API 密钥"}),
     "audit": ("/admin/audit", {"en": "Audit log", "zh": "管理审计日志"}),
+    "settings": ("/admin/settings", {"en": "City settings", "zh": "城市设置"}),
 }
 LOCALES = {"en": "en-US", "zh": "zh-CN"}
 TIMEOUT = 5_000
@@ -203,3 +204,27 @@ def test_key_forms_change_and_audit(
     assert actions == ["api_key_revoked", "api_key_created"]
     assert re.search(r"Revoked\s*: no → yes", page.locator("table").inner_text())
     screenshot(page, "admin-audit-rows-desktop-en")
+
+
+def test_settings_form_changes_the_city_and_is_audited(
+    context_for: ContextFor, admin_engine: Engine, screenshot: Callable[[Page, str], None]
+) -> None:
+    page = context_for("admin", **DESKTOP).new_page()
+    page.goto("/admin/settings")
+    page.fill("#setting-name", "Browser City")
+    page.fill("#setting-attribution", "© Browser GIS")
+    try:
+        with page.expect_navigation():
+            page.click("form.settings-form button[type=submit]")
+        assert page.locator(".brand .city").inner_text() == "Browser City"
+        assert page.locator("[data-setting=tile_attribution]").inner_text() == "© Browser GIS"
+        screenshot(page, "admin-settings-saved-desktop-en")
+        page.goto("/admin/audit?action=settings_changed")
+        assert "Browser City" in page.locator("table").inner_text()
+    finally:
+        page.goto("/admin/settings")
+        page.fill("#setting-name", "")
+        page.fill("#setting-attribution", "")
+        with page.expect_navigation():
+            page.click("form.settings-form button[type=submit]")
+    assert page.locator(".brand .city").inner_text() != "Browser City"
