@@ -18,7 +18,7 @@ from gridmgmt.kernel import doorbell, metrics
 from gridmgmt.kernel.calendar_store import city_calendar
 from gridmgmt.kernel.clock import now_utc
 from gridmgmt.kernel.db import db
-from gridmgmt.kernel.errors import NotFound
+from gridmgmt.kernel.errors import NotConfigured
 from gridmgmt.kernel.queue import queues
 
 HEARTBEAT_KEY = "gridmgmt:heartbeat"
@@ -71,7 +71,7 @@ def dispatch_cases(case_ids: list[int], drain: bool = True) -> dict[str, int]:
         with db.transaction() as session:
             try:
                 calendar = city_calendar(session)
-            except NotFound as err:
+            except NotConfigured as err:
                 # Configuration, not a passing failure: retrying cannot fix it, so the job
                 # ends without one. The cases stay filed and queued; the sweep rings for them
                 # until the calendar is loaded; the board and /readyz say why they wait.

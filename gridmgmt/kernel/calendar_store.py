@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.orm import Session
 
 from gridmgmt.kernel.business_calendar import BusinessCalendar, CalendarError
-from gridmgmt.kernel.errors import Conflict, InvalidInput, NotFound
+from gridmgmt.kernel.errors import Conflict, InvalidInput, NotConfigured, NotFound
 from gridmgmt.kernel.models import CalendarDay, CalendarRecord
 from gridmgmt.kernel.settings import city_settings
 
@@ -278,13 +278,20 @@ def city_calendar(session: Session) -> BusinessCalendar:
     again when its stored fingerprint changes (one small query a call: `calendar_stamp`).
 
     Raises:
-        NotFound: the city's calendar is not loaded.
+        NotConfigured: the city's calendar is not loaded (no deadline can be computed).
     """
     cache = current_app.extensions.setdefault(_CACHE_KEY, {})
     code = city_settings().calendar_code
     stamp = calendar_stamp(session, code)
     kept = cache.get(code)
     if stamp is None or kept is None or kept[0] != stamp:
-        calendar = get_calendar(session, code)  # NotFound when the calendar is gone
+        try:
+            calendar = get_calendar(session, code)
+        except NotFound:
+            raise NotConfigured(
+                "the city's business calendar %(code)s is not loaded: flask calendar load FILE"
+                " (or /admin/calendar)",
+                code=code,
+            ) from None
         cache[code] = kept = (stamp, calendar)
     return kept[1]

@@ -118,6 +118,14 @@ class Forbidden(DomainError):
     status = 403
 
 
+class NotConfigured(DomainError):
+    """The city's configuration lacks what this needs (its calendar, say): retrying will not
+    help until an administrator fixes it (`flask setup check` says what)."""
+
+    code = "not_configured"
+    status = 503
+
+
 class OutsideTerritory(DomainError):
     """A point lies in no unit grid cell of the city."""
 

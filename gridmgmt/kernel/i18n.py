@@ -133,6 +133,8 @@ RUNTIME_WORDS: tuple[str, ...] = (
     N_("Not city problem"),
     N_("Duplicate"),
     N_("Outside territory"),
+    # An error code not named elsewhere (`error.html`: the code's words)
+    N_("Not configured"),
     # Case sources (`_(case.source|capitalize)`)
     N_("Inspector"),
     N_("Citizen"),

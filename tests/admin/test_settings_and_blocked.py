@@ -205,6 +205,10 @@ def test_a_missing_calendar_blocks_dispatch_without_burning_retries(
     with owner.begin() as conn:  # filed, and the job that rang for it not yet run
         conn.execute(dispatch_state, {"id": case_id})
     remove_calendar(in_city, owner)
+    refused = operator.api(f"/api/cases/{case_id}/actions/dispatch", {})
+    assert refused.status_code == 503  # a person's action: the same reason, never a 404 or 500
+    assert refused.get_json()["error"]["code"] == "not_configured"
+    assert "calendar us_la is not loaded" in refused.get_json()["error"]["message"]
 
     result = dispatch_cases([case_id])  # no exception: RQ would not retry it
 

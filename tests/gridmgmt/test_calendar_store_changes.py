@@ -25,7 +25,7 @@ from gridmgmt.kernel.calendar_store import (
     shipped_calendar,
     upload_calendar,
 )
-from gridmgmt.kernel.errors import Conflict, InvalidInput, NotFound
+from gridmgmt.kernel.errors import Conflict, InvalidInput, NotConfigured, NotFound
 from gridmgmt.kernel.models import CalendarDay, CalendarRecord
 
 LA = ZoneInfo("America/Los_Angeles")
@@ -140,7 +140,7 @@ def test_a_reload_of_the_file_is_noticed(city: Session, tmp_path: Any) -> None:
 def test_city_calendar_not_loaded(app: Flask, session: Session, monkeypatch: Any) -> None:
     monkeypatch.setitem(app.config, "CALENDAR_CODE", "atlantis")
 
-    with pytest.raises(NotFound, match="not loaded"):
+    with pytest.raises(NotConfigured, match="not loaded"):  # a 503 for a person's action
         city_calendar(session)
 
 
