@@ -161,8 +161,8 @@ def find_changes(
     """A page of changes, newest first, and the id the next page starts below (None: last).
 
     Args:
-        who: only changes whose actor, or the person or key changed, starts with this
-            (case-insensitive).
+        who: only changes whose actor, or the person, key or thing changed (by its name or
+            code; a routing rule by its class), starts with this (case-insensitive).
         action: only this action ("" or unknown: all).
         before: only changes with a smaller id (the previous page's last).
         size: changes a page.
@@ -175,6 +175,9 @@ def find_changes(
                 AdminAudit.actor.ilike(pattern, escape="\\"),
                 AdminAudit.after["username"].astext.ilike(pattern, escape="\\"),
                 AdminAudit.after["name"].astext.ilike(pattern, escape="\\"),
+                # units, classes, calendars and areas by their code; rules by their class
+                AdminAudit.after["code"].astext.ilike(pattern, escape="\\"),
+                AdminAudit.after["category"].astext.ilike(pattern, escape="\\"),
             )
         )
     if action in {a.value for a in AuditAction}:

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from gridmgmt.kernel.audit import AdminAudit, AuditAction
+from gridmgmt.kernel.audit import AdminAudit, AuditAction, find_changes, record_change
 from gridmgmt.kernel.auth import hash_api_key
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.models import ApiKey, Role, User
@@ -337,3 +337,15 @@ def test_the_trigger_refuses_even_the_owner(owner_engine: Engine, sql: str, oper
         with pytest.raises(DBAPIError, match=f"admin_audit is append-only: {operation} refused"):
             conn.execute(text(sql))
         outer.rollback()
+
+
+def test_the_audit_finds_things_by_code_and_rules_by_class(session: Session) -> None:
+    unit = record_change(
+        session, None, AuditAction.UNIT_CREATED, "unit", 1, None, {"code": "DEPT-X"}
+    )
+    rule = record_change(
+        session, None, AuditAction.RULE_CREATED, "rule", 2, None, {"category": "E0102", "unit": "U"}
+    )
+
+    assert [r.id for r in find_changes(session, "dept-x")[0]] == [unit.id]
+    assert [r.id for r in find_changes(session, "E01")[0]] == [rule.id]
