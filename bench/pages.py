@@ -1,6 +1,7 @@
 """Time every staff and public page at volume, one request at a time, to the last byte.
 
     .venv/bin/python bench/pages.py [-n 1000000] [--runs 15] [--reuse] [--database NAME]
+                                    [--only PAGE[,PAGE...]]
 
 Builds `gridmgmt_bench_pages` (the 99 LA councils, 250 m cells, the catalogue, the LA
 calendar, one community unit each, one user per role) and loads N cases with COPY, as a city
@@ -81,6 +82,11 @@ EVENT_COLUMNS = ("id", "case_id", "action", "from_status", "to_status", "actor_r
 PHOTO_COLUMNS = ("case_id", "event_id", "kind", "sha256", "path", "thumb_path", "mime",
                  "width", "height", "size_bytes")  # fmt: skip
 NULL = r"\N"
+# The pages timed, in order (`--only` picks some by these names).
+PAGES = ("inbox", "board", "queue", "case page", "case page (unit)", "tasks", "track",
+         "open311 default", "open311 open", "open311 service+period", "open311 deep page",
+         "open data month", "open data geojson", "map month", "map year", "evaluation month",
+         "evaluation year", "dashboard")  # fmt: skip
 
 
 def ts(value: datetime | None) -> str:
@@ -241,7 +247,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15, help="timed requests per page")
     parser.add_argument("--reuse", action="store_true", help="keep an already loaded database")
     parser.add_argument("--database", default=BENCH_DB, help="the bench database's name")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="time only these pages, by name, comma-separated (e.g. 'map year,dashboard')",
+    )
     args = parser.parse_args()
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    if unknown := sorted(set(only) - set(PAGES)):
+        parser.error(f"unknown pages {unknown}; pages are: {', '.join(PAGES)}")
 
     url = (Config.from_env().DATABASE_URL.rsplit("/", 1)[0] + f"/{args.database}"
            if args.reuse else build(args.n, args.database))  # fmt: skip
@@ -301,12 +315,16 @@ def main() -> None:
         ),
         ("open311 deep page", anonymous, f"{o311}?page=40&page_size=100", None),
         ("open data month", anonymous, f"/open-data/cases.csv?{month}", None),
+        ("open data geojson", anonymous, f"/open-data/cases.geojson?{month}", None),
         ("map month", people["leader"], f"/maps/frame?{month}", redis.flushdb),
         ("map year", people["leader"], f"/maps/frame?{year}", redis.flushdb),
         ("evaluation month", people["leader"], f"/evaluation?{month}", None),
         ("evaluation year", people["leader"], f"/evaluation?{year}", None),
         ("dashboard", people["leader"], "/dashboard", None),
     ]
+    assert [label for label, *_ in pages] == list(PAGES)
+    if only:
+        pages = [page for page in pages if page[0] in only]
     p95s: dict[str, float] = {}
     for label, client, path, before in pages:
         times, size = [], 0

@@ -273,3 +273,67 @@ def svg_chart(
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+Days = tuple[tuple[date, date], ...]  # day ranges [from, to)
+
+
+@dataclass(frozen=True)
+class RollupPlan:
+    """Where the map reads each day of a period from: whole months of the monthly rollup, days
+    of the daily one, and days counted live from the cases (today, and old edges of months)."""
+
+    months: tuple[date, ...] = ()  # first days of the months read whole from the monthly rollup
+    days: Days = ()  # read from the daily rollup
+    live: Days = ()  # counted live
+    rolled: Days = ()  # months and days together: the days whose open cases are counted live
+
+
+def _next_month(day: date) -> date:
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+
+
+def _merged(ranges: list[tuple[date, date]]) -> Days:
+    merged: list[tuple[date, date]] = []
+    for start, end in sorted(r for r in ranges if r[0] < r[1]):
+        if merged and merged[-1][1] >= start:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return tuple(merged)
+
+
+def plan_rollup(start: date, end: date, through: date | None, days_kept: int) -> RollupPlan:
+    """How to count the days `start`..`end` (inclusive) from rollups of the days before
+    `through` (None: no rollup yet): the monthly rollup has each month's row for the days of
+    the month before `through`, the daily one the `days_kept` days before `through`.
+
+    A month is read whole when the period holds all the days its row counts; the other days
+    before `through` come from the daily rollup where it has them, else live; days from
+    `through` on are live.
+    """
+    stop = end + timedelta(days=1)
+    if through is None or through <= start:
+        return RollupPlan(live=((start, stop),))
+    rolled_end = min(stop, through)
+    daily_from = through - timedelta(days=days_kept)
+    months: list[date] = []
+    days: list[tuple[date, date]] = []
+    live: list[tuple[date, date]] = []
+    rolled: list[tuple[date, date]] = []
+    cursor = start
+    while cursor < rolled_end:
+        month = cursor.replace(day=1)
+        covers = min(_next_month(month), through)  # the days the month's row counts
+        if cursor == month and covers <= stop:
+            months.append(month)
+            rolled.append((cursor, covers))
+            cursor = covers
+            continue
+        part_end = min(_next_month(month), rolled_end)
+        live.append((cursor, min(part_end, daily_from)))
+        days.append((max(cursor, daily_from), part_end))
+        cursor = part_end
+    live.append((rolled_end, stop))
+    rolled.extend(days)
+    return RollupPlan(tuple(months), _merged(days), _merged(live), _merged(rolled))

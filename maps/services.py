@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 
 from cases import public
 from cases.models import CaseStatus
-from cases.status import DEADLINE_RUNS, ENDED_STATUSES
+from cases.status import DEADLINE_RUNS, ENDED_STATUSES, OPEN_STATUSES
 from gridmgmt.kernel.db import sql_in
-from maps.aggregate import STATUS_GROUPS, Filters
+from maps.aggregate import STATUS_GROUPS, Days, Filters, plan_rollup
 
 RAW_POINTS_MAX = 5000
 CELL_POLYGONS_MAX = 3000
@@ -122,21 +122,96 @@ def _params(f: Filters) -> tuple[str, dict[str, Any]]:
     return where, params
 
 
+# The map's rollups (migration 0017), refreshed with the evaluation's: per cell and day of
+# report (the last MAP_DAYS_KEPT days before `through`) and per cell and month (every month,
+# the current one up to `through`), the cases reported, and among them the due and closed ones
+# and the ones closed on time. What a case's status or the clock changes (open, overdue, open
+# and past its deadline) is never rolled up: it is counted live from the open cases alone.
+MAP_DAYS_KEPT = 62
+_OPEN_SQL = sql_in("c.status", sorted(OPEN_STATUSES))  # as ix_cases_open_reported_at's WHERE
+_CELL_PLACES = """
+    SELECT g.id, g.code, a.name, ST_X(p), ST_Y(p), s.n, s.open, s.overdue, s.due,
+           s.on_time, g.community_id
+    FROM ({per_cell}) AS s
+    JOIN grid_cells g ON g.id = s.cell_id
+    JOIN areas a ON a.id = g.community_id,
+    ST_PointOnSurface(g.geom) AS p
+"""
+_ROLLED_CELLS = f"""
+    SELECT cell_id, sum(n)::int AS n, sum(open)::int AS open, sum(overdue)::int AS overdue,
+           sum(due)::int AS due, sum(on_time)::int AS on_time
+    FROM (
+        SELECT r.cell_id, r.n, 0 AS open, 0 AS overdue, r.due_closed AS due, r.on_time
+        FROM map_cell_months r WHERE r.month = ANY(:months) {{area_r}}
+        UNION ALL
+        SELECT r.cell_id, r.n, 0, 0, r.due_closed, r.on_time
+        FROM map_cell_days r WHERE ({{days}}) {{area_r}}
+        {{live}}
+        UNION ALL
+        SELECT c.cell_id, 0, 1, ({_RUNNING} AND c.deadline < now())::int,
+               (c.deadline < now() AND c.closed_at IS NULL)::int, 0
+        FROM cases c WHERE {_OPEN_SQL} AND ({{rolled}}) AND c.cell_id IS NOT NULL {{area_c}}
+    ) AS parts
+    GROUP BY cell_id
+"""
+# The days counted live, a range at a time: each an index-only scan of ix_cases_map (an OR of
+# ranges would read the table itself, through a bitmap).
+_LIVE_CELLS = f"""
+        UNION ALL
+        SELECT c.cell_id, 1, (c.status <> ALL(:not_open))::int,
+               ({_RUNNING} AND c.deadline < now())::int,
+               (c.deadline IS NOT NULL AND (c.closed_at IS NOT NULL
+                OR (c.deadline < now() AND c.status <> ALL(:not_open))))::int,
+               ({CLOSED_ON_TIME})::int
+        FROM cases c WHERE c.reported_at >= :{{name}}a AND c.reported_at < :{{name}}b
+          AND c.cell_id IS NOT NULL {{area_c}}
+"""
+
+
+def _between(column: str, ranges: Days, name: str, params: dict[str, Any], as_time: bool) -> str:
+    """`column` in any of the day ranges, as SQL (bounds added to `params`)."""
+    clauses = []
+    for i, (start, end) in enumerate(ranges):
+        params[f"{name}{i}a"] = datetime.combine(start, time(), UTC) if as_time else start
+        params[f"{name}{i}b"] = datetime.combine(end, time(), UTC) if as_time else end
+        clauses.append(f"({column} >= :{name}{i}a AND {column} < :{name}{i}b)")
+    return " OR ".join(clauses) or "FALSE"
+
+
 def cell_stats(session: Session, f: Filters) -> list[PlaceStats]:
-    """Measures per unit grid cell with cases, and each cell's centre."""
-    where, params = _params(f)
-    rows = session.execute(
-        text(f"""
-            SELECT g.id, g.code, a.name, ST_X(p), ST_Y(p), s.n, s.open, s.overdue, s.due,
-                   s.on_time, g.community_id
-            FROM (SELECT c.cell_id, {_MEASURES} FROM cases c
-                  WHERE {where} AND c.cell_id IS NOT NULL GROUP BY c.cell_id) AS s
-            JOIN grid_cells g ON g.id = s.cell_id
-            JOIN areas a ON a.id = g.community_id,
-            ST_PointOnSurface(g.geom) AS p
-        """),
-        params,
+    """Measures per unit grid cell with cases, and each cell's centre. Without filters on the
+    cases themselves (an area alone, or none), whole past days come from the map's rollups;
+    else everything is counted live."""
+    through = session.scalar(
+        text("SELECT through FROM rollup_state WHERE name = 'evaluation_days'")
     )
+    plain = Filters(f.start, f.end, area_id=f.area_id, measure=f.measure)
+    if through is None or f != plain:
+        where, params = _params(f)
+        per_cell = f"""SELECT c.cell_id, {_MEASURES} FROM cases c
+                       WHERE {where} AND c.cell_id IS NOT NULL GROUP BY c.cell_id"""
+        rows = session.execute(text(_CELL_PLACES.format(per_cell=per_cell)), params)
+        return [PlaceStats(*row) for row in rows]
+    plan = plan_rollup(f.start, f.end, through, MAP_DAYS_KEPT)
+    params = {"months": list(plan.months), "not_open": list(NOT_OPEN)}
+    area_r = area_c = ""
+    if f.area_id is not None:
+        params["area"] = f.area_id
+        area_r = f"AND r.community_id IN ({_COMMUNITIES_UNDER})"
+        area_c = f"AND c.community_id IN ({_COMMUNITIES_UNDER})"
+    for i, (start, end) in enumerate(plan.live):
+        params[f"l{i}a"] = datetime.combine(start, time(), UTC)
+        params[f"l{i}b"] = datetime.combine(end, time(), UTC)
+    per_cell = _ROLLED_CELLS.format(
+        area_r=area_r,
+        area_c=area_c,
+        days=_between("r.day", plan.days, "d", params, as_time=False),
+        live="".join(
+            _LIVE_CELLS.format(name=f"l{i}", area_c=area_c) for i in range(len(plan.live))
+        ),
+        rolled=_between("c.reported_at", plan.rolled, "r", params, as_time=True),
+    )
+    rows = session.execute(text(_CELL_PLACES.format(per_cell=per_cell)), params)
     return [PlaceStats(*row) for row in rows]
 
 
@@ -237,12 +312,13 @@ def open_data_chunks(
     decimals: int,
     size: int = 5000,
 ) -> Iterator[Rows]:
-    """The open-data rows of cases reported in [start, end), `size` at a time. Each chunk is
-    read by `read` (`db.read`: the replica, else the primary) on a connection of its own, given
-    back before the chunk is sent: a slow client holds no database connection while it reads
-    (rows changed between chunks show their newer state; none is sent twice or missed; a
-    chunk the replica fails to give is read from the primary). Statuses are public statuses
-    (`cases.public`)."""
+    """The open-data rows of cases reported in [start, end), `size` at a time, as Python
+    values: what the CSV and GeoJSON exports, written by PostgreSQL, say (the tests compare
+    them). Each chunk is read by `read` (`db.read`: the replica, else the primary) on a
+    connection of its own, given back before the chunk is sent: a slow client holds no
+    database connection while it reads (rows changed between chunks show their newer state;
+    none is sent twice or missed; a chunk the replica fails to give is read from the
+    primary). Statuses are public statuses (`cases.public`)."""
     after_at, after_id = start, 0
     while True:
         params = {"after_at": after_at, "after_id": after_id, "end": end,
@@ -263,8 +339,8 @@ def open_data_chunks(
             return
 
 
-# The CSV export's chunks, written by PostgreSQL itself: where the chunk of `size` rows after
-# the last one sent ends...
+# The exports' chunks, written by PostgreSQL itself: where the chunk of `size` rows after the
+# last one sent ends...
 _OPEN_DATA_END = text(f"""
     SELECT c.reported_at, c.id FROM cases c
     WHERE (c.reported_at, c.id) > (:after_at, :after_id) AND c.reported_at < :end
@@ -329,3 +405,71 @@ def open_data_csv(
         if until is None:
             return
         after_at, after_id = until
+
+
+# The GeoJSON export's features, written by PostgreSQL too: a chunk's features as one text
+# (joined by commas), in the key order and the times' form of the CSV. Built by concatenation
+# rather than json_build_object: the same JSON in a tenth less time and a tenth fewer bytes
+# (no spaces around its colons), measured on a month at a million cases.
+def _json(expression: str) -> str:
+    return f"COALESCE(to_json({expression})::text, 'null')"
+
+
+_OPEN_DATA_FEATURES = text(f"""
+    SELECT string_agg(concat(
+               '{{"type":"Feature","geometry":{{"type":"Point","coordinates":[',
+               round(ST_X(c.location)::numeric, :decimals), ',',
+               round(ST_Y(c.location)::numeric, :decimals),
+               ']}},"properties":{{"number":', {_json("c.number")},
+               ',"category":', {_json("k.code")},
+               ',"category_name":', {_json("k.name_en")},
+               ',"status":', {_json(_PUBLIC_STATUS_SQL)},
+               ',"source":', {_json("c.source")},
+               ',"reported_at":', {_json("c.reported_at")},
+               ',"closed_at":', {_json("c.closed_at")},
+               ',"deadline":', {_json("c.deadline")},
+               ',"community":', {_json("a.code")}, '}}}}'),
+           ',' ORDER BY c.reported_at, c.id)
+    FROM cases c JOIN categories k ON k.id = c.category_id
+    LEFT JOIN areas a ON a.id = c.community_id
+    WHERE (c.reported_at, c.id) > (:after_at, :after_id)
+      AND (c.reported_at, c.id) < (:until_at, :until_id)
+      AND {sql_in("c.status", public.LISTED_STATUSES)}
+""")
+
+
+def open_data_geojson(
+    read: Callable[[Callable[[Connection], Any]], Any],
+    start: datetime,
+    end: datetime,
+    decimals: int,
+    size: int = 5000,
+) -> Iterator[str]:
+    """The open-data rows of `open_data_chunks` as a GeoJSON FeatureCollection, a chunk at a
+    time, each chunk's features written by PostgreSQL: Python only passes the text on. Read
+    as `open_data_csv` reads (the end of the chunk, then its features, on a connection given
+    back before they are sent)."""
+    after_at, after_id = start, 0
+
+    def chunk(conn: Connection) -> tuple[str | None, tuple[datetime, int] | None]:
+        params = {"after_at": after_at, "after_id": after_id, "end": end, "last": size - 1}
+        last = conn.execute(_OPEN_DATA_END, params).first()
+        until = (last[0], last[1] + 1) if last else (end, 0)
+        features = conn.scalar(
+            _OPEN_DATA_FEATURES,
+            {"after_at": after_at, "after_id": after_id, "until_at": until[0],
+             "until_id": until[1], "decimals": decimals},
+        )  # fmt: skip
+        return features, ((last[0], last[1]) if last else None)
+
+    yield '{"type":"FeatureCollection","features":['
+    first = True
+    while True:
+        features, until = read(chunk)
+        if features:
+            yield features if first else "," + features
+            first = False
+        if until is None:
+            break
+        after_at, after_id = until
+    yield "]}"

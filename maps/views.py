@@ -7,7 +7,6 @@ import contextlib
 import csv
 import hashlib
 import io
-import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -112,7 +111,10 @@ def build_page(f: Filters) -> str:
         cell_shapes=stats.cell_polygons(session, shown)
         if len(shown) <= stats.CELL_POLYGONS_MAX
         else {},
-        points=stats.raw_points(session, f),
+        # More cases in cells than raw points allowed: no need to ask for the points.
+        points=None
+        if sum(c.n for c in cells) > stats.RAW_POINTS_MAX
+        else stats.raw_points(session, f),
         overdue=stats.overdue_cases(session, f),
         overdue_total=sum(c.overdue for c in cells),
         measure=f.measure,
@@ -197,10 +199,11 @@ def evaluation_tables(period: evaluation.Period) -> dict[str, Any]:
     """Every evaluation table of a period."""
     session = db.session()
     now = datetime.now(UTC)
-    areas = evaluation.by_area(session, period, now)
+    cube = evaluation.tally_cube(session, period, now)  # one count serves the three tables
+    areas = evaluation.by_area(session, period, now, cube=cube)
     return {
-        "units": ranked(evaluation.by_unit(session, period, now)),
-        "units_urgent": ranked(evaluation.by_unit(session, period, now, urgent=True)),
+        "units": ranked(evaluation.by_unit(session, period, now, cube=cube)),
+        "units_urgent": ranked(evaluation.by_unit(session, period, now, urgent=True, cube=cube)),
         "communities": ranked(areas["community"]),
         "streets": ranked(areas["street"]),
         "districts": ranked(areas["district"]),
@@ -352,45 +355,23 @@ def open_data(fmt: str) -> ResponseReturnValue:
     f = filters_from_request()
     start = datetime.combine(f.start, datetime.min.time(), UTC)
     end = datetime.combine(f.end + timedelta(days=1), datetime.min.time(), UTC)
-    chunks = stats.open_data_chunks(  # each chunk from the replica, else the primary
-        db.read, start, end, current_app.config["PUBLIC_COORDINATE_DECIMALS"]
-    )
     filename = f"cases-{f.start}-{f.end}.{fmt}"
     # The checks above (the signed-in user, the limits) used the request's session: give its
     # connection back now, not when the slow reader has the last byte.
     db.session.close()
 
-    def text_of(value: Any) -> Any:
-        return value.isoformat() if isinstance(value, datetime) else value
+    decimals = current_app.config["PUBLIC_COORDINATE_DECIMALS"]
 
     def csv_text() -> Iterator[str]:
         yield ",".join(OPEN_DATA_FIELDS) + "\n"
-        yield from stats.open_data_csv(
-            db.read, start, end, current_app.config["PUBLIC_COORDINATE_DECIMALS"]
-        )
+        yield from stats.open_data_csv(db.read, start, end, decimals)
 
-    def geojson_text() -> Iterator[str]:
-        yield '{"type":"FeatureCollection","features":['
-        first = True
-        for rows in chunks:
-            features = []
-            for row in rows:
-                lon, lat = float(row.pop("lon")), float(row.pop("lat"))
-                features.append(
-                    json.dumps(
-                        {
-                            "type": "Feature",
-                            "geometry": {"type": "Point", "coordinates": [lon, lat]},
-                            "properties": {k: text_of(v) for k, v in row.items()},
-                        },
-                        ensure_ascii=False,
-                    )
-                )
-            yield ("" if first else ",") + ",".join(features)
-            first = False
-        yield "]}"
-
-    body, mimetype = (csv_text(), "text/csv") if fmt == "csv" else (geojson_text(), GEOJSON)
+    # Both written by PostgreSQL a chunk at a time, each chunk from the replica, else the primary.
+    body, mimetype = (
+        (csv_text(), "text/csv")
+        if fmt == "csv"
+        else (stats.open_data_geojson(db.read, start, end, decimals), GEOJSON)
+    )
     response = Response(stream_with_context(body), mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

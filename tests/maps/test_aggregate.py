@@ -18,12 +18,14 @@ from maps.aggregate import (
     Classes,
     FilterError,
     Filters,
+    RollupPlan,
     Series,
     Tally,
     classes,
     lat_lon,
     on_time,
     parse_filters,
+    plan_rollup,
     ranked,
     rate,
     svg_chart,
@@ -405,3 +407,94 @@ def test_svg_chart_without_data_is_an_empty_svg() -> None:
         svg = svg_chart(empty)
         assert svg.startswith("<svg") and svg.endswith("</svg>")
         assert "<polyline" not in svg
+
+
+# ---------------------------------------------------------------- reading the map's rollups
+
+DEC_1 = date(2026, 12, 1)
+
+
+def _days(*ranges: tuple[str, str]) -> tuple[tuple[date, date], ...]:
+    return tuple((date.fromisoformat(a), date.fromisoformat(b)) for a, b in ranges)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "through", "expected"),
+    [
+        # No rollup yet, or none before the period: everything live.
+        ("2026-11-01", "2026-11-30", None, RollupPlan(live=_days(("2026-11-01", "2026-12-01")))),
+        ("2026-12-01", "2026-12-01", DEC_1, RollupPlan(live=_days(("2026-12-01", "2026-12-02")))),
+        # A year from today: whole months from the monthly rollup, the first month's days
+        # (older than the 62 kept) and today live.
+        (
+            "2025-12-02",
+            "2026-12-01",
+            DEC_1,
+            RollupPlan(
+                months=tuple(date(2026, m, 1) for m in range(1, 12)),
+                live=_days(("2025-12-02", "2026-01-01"), ("2026-12-01", "2026-12-02")),
+                rolled=_days(("2026-01-01", "2026-12-01")),
+            ),
+        ),
+        # The last 30 days: kept days, and today.
+        (
+            "2026-11-02",
+            "2026-12-01",
+            DEC_1,
+            RollupPlan(
+                days=_days(("2026-11-02", "2026-12-01")),
+                live=_days(("2026-12-01", "2026-12-02")),
+                rolled=_days(("2026-11-02", "2026-12-01")),
+            ),
+        ),
+        # A month whose row is still growing (through mid-month) is read whole when the
+        # period holds all of its days so far.
+        (
+            "2026-11-01",
+            "2026-11-30",
+            date(2026, 11, 20),
+            RollupPlan(
+                months=(date(2026, 11, 1),),
+                live=_days(("2026-11-20", "2026-12-01")),
+                rolled=_days(("2026-11-01", "2026-11-20")),
+            ),
+        ),
+        # An old period across two months, neither whole: live (no days kept that far back).
+        ("2026-03-15", "2026-04-10", DEC_1, RollupPlan(live=_days(("2026-03-15", "2026-04-11")))),
+        # Edges on both sides inside the kept days, a whole month between them.
+        (
+            "2026-10-15",
+            "2026-11-30",
+            date(2026, 12, 10),
+            RollupPlan(
+                months=(date(2026, 11, 1),),
+                days=_days(("2026-10-15", "2026-11-01")),
+                rolled=_days(("2026-10-15", "2026-12-01")),
+            ),
+        ),
+    ],
+)
+def test_plan_rollup(start: str, end: str, through: date | None, expected: RollupPlan) -> None:
+    plan = plan_rollup(date.fromisoformat(start), date.fromisoformat(end), through, 62)
+
+    assert plan == expected
+
+
+def test_plan_rollup_covers_every_day_once() -> None:
+    """Whatever the period and the rollup's end, each day is read from exactly one place."""
+    through = DEC_1
+    for offset in range(0, 400, 7):
+        for length in (1, 13, 31, 45, 200, 365):
+            start = through - timedelta(days=offset)
+            end = start + timedelta(days=length - 1)
+            plan = plan_rollup(start, end, through, 62)
+            seen: list[date] = []
+            for month in plan.months:
+                day = month
+                while day.month == month.month and day < through:
+                    seen.append(day)
+                    day += timedelta(days=1)
+            for a, b in plan.days + plan.live:
+                seen.extend(a + timedelta(days=i) for i in range((b - a).days))
+            expected = [start + timedelta(days=i) for i in range(length)]
+            assert sorted(seen) == expected, (start, end)

@@ -27,7 +27,7 @@ from flask import Flask
 from geoalchemy2.shape import from_shape, to_shape
 from redis import Redis
 from shapely.geometry import Point
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
@@ -839,6 +839,132 @@ def test_trend_queries(city: City, session: Session) -> None:
         assert rate == len(good) / len(in_week), week
 
 
+# ---------------------------------------------------------------- the rollups
+
+
+def read_relations(session: Session, run: Callable[[], object]) -> str:
+    """The SQL `run` sends on the session's connection, all of it as one text."""
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        run()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return "\n".join(sent)
+
+
+ROLLED_PERIODS = {"month": {}, "45 days": {"start": "-45"}, "a year": {"start": "-364"}}
+
+
+@pytest.mark.parametrize("days_kept", [stats.MAP_DAYS_KEPT, 12])
+@pytest.mark.parametrize("period", ROLLED_PERIODS, ids=list(ROLLED_PERIODS))
+@pytest.mark.parametrize("area", [None, COMMUNITY_A, demo.STREET_CODE, EMPTY_COMMUNITY], ids=str)
+def test_map_from_the_rollups_counts_what_the_cases_say(
+    city: City,
+    session: Session,
+    monkeypatch: pytest.MonkeyPatch,
+    period: str,
+    area: str | None,
+    days_kept: int,
+) -> None:
+    """Refreshed, the rollups give every cell the live counts: whole months from the monthly
+    one, kept days from the daily one, older edges and today live (fewer days kept: more
+    edges live), open and overdue cases always live."""
+    monkeypatch.setattr(stats, "MAP_DAYS_KEPT", days_kept)
+    evaluation.refresh_rollup(session)
+    args = {**ROLLED_PERIODS[period], **({"area": area} if area else {})}
+    f = filters(city, args)
+    now = datetime.now(UTC)
+
+    cells: list[PlaceStats] = []
+    sql = read_relations(session, lambda: cells.extend(stats.cell_stats(session, f)))
+    rows = selected(session, f, now)
+
+    assert "map_cell_days" in sql or "map_cell_months" in sql
+    per_cell = by_key(rows, lambda r: r.cell_id)
+    assert {c.id: values(c) for c in cells} == {
+        cell: measures(group, now) for cell, group in per_cell.items()
+    }
+    if area is None and period != "month":
+        assert sum(c.n for c in cells) == len(ALL_TAGS)
+
+
+def test_map_rollups_follow_a_working_city(city: City, session: Session) -> None:
+    """What a case's status or the clock changes is never rolled up: a case past its deadline
+    or closed after the refresh shows at once (a closing's due and on-time counts at the next
+    refresh, as the evaluation's)."""
+    evaluation.refresh_rollup(session)
+    f = filters(city, {"start": "-45"})
+    case_id = city.cases["a_in_progress"]
+
+    def counts(fields: slice = slice(None)) -> tuple[dict[int, tuple[int, ...]], ...]:
+        now = datetime.now(UTC)
+        rows = by_key(selected(session, f, now), lambda r: r.cell_id)
+        return (
+            {c.id: values(c)[fields] for c in stats.cell_stats(session, f)},
+            {cell: measures(group, now)[fields] for cell, group in rows.items()},
+        )
+
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    changes = [
+        ("UPDATE cases SET status = 'dispatched', deadline = :past WHERE id = :id", slice(None)),
+        ("UPDATE cases SET status = 'closed', closed_at = :past WHERE id = :id", slice(0, 3)),
+    ]
+    for change, fields in changes:
+        before = counts(fields)[0]
+        session.execute(text(change), {"past": past, "id": case_id})
+        found, expected = counts(fields)
+        assert found == expected != before, change
+    evaluation.refresh_rollup(session)
+    found, expected = counts()
+    assert found == expected
+
+
+@pytest.mark.parametrize(
+    "period",
+    [EVALUATED, Period(TODAY - timedelta(days=364), TODAY), Period(TODAY, TODAY)],
+    ids=["evaluated", "a year", "today"],
+)
+def test_evaluation_and_trends_from_the_rollups_are_the_live_counts(
+    city: City, session: Session, period: Period
+) -> None:
+    now = datetime.now(UTC)
+
+    def everything() -> tuple[object, ...]:
+        cube = evaluation.tally_cube(session, period, now)
+        return (
+            evaluation.by_unit(session, period, now, cube=cube),
+            evaluation.by_unit(session, period, now, urgent=True, cube=cube),
+            evaluation.by_area(session, period, now, cube=cube),
+            evaluation.by_area(session, period, now, urgent=False),
+            evaluation.cases_per_day(session, period),
+            evaluation.on_time_per_week(session, period),
+        )
+
+    session.execute(text("DELETE FROM rollup_state"))
+    live = everything()
+    evaluation.refresh_rollup(session)
+    sql = read_relations(session, everything)
+
+    assert everything() == live
+    if period.start < TODAY:
+        assert "case_days" in sql and "evaluation_days" in sql
+    assert evaluation.by_unit(session, period, now) == live[0]  # the cube counted on its own
+
+
+def test_the_units_tables_share_one_count(city: City, session: Session) -> None:
+    """The evaluation page counts the period once for its units, urgent and area tables."""
+    sql = read_relations(session, lambda: views.evaluation_tables(EVALUATED))
+
+    assert sql.count("FROM case_events e JOIN cases c") == 1  # the returns
+    assert sql.count("GROUP BY unit_id, community_id, urgent") == 1
+
+
 # ---------------------------------------------------------------- pages
 
 
@@ -1183,6 +1309,27 @@ def test_open_data_geojson(city: City) -> None:
         assert feature["geometry"]["type"] == "Point"
     for secret in personal_strings():
         assert secret not in body, secret
+
+
+def test_open_data_geojson_is_the_rows_written_by_postgresql(city: City) -> None:
+    """PostgreSQL writes the features a chunk at a time: the same values as the rows
+    themselves, in order, whatever the chunk size."""
+    start = BASE - timedelta(days=45)
+    end = BASE + timedelta(days=1)
+    rows = [r for chunk in stats.open_data_chunks(db.read, start, end, 4) for r in chunk]
+    for size in (2, 5000):
+        text_ = "".join(stats.open_data_geojson(db.read, start, end, 4, size=size))
+        features = json.loads(text_)["features"]
+
+        assert len(features) == len(rows) == len(published_tags() | {"a_old_closed"})
+        for feature, row in zip(features, rows, strict=True):
+            lon, lat = feature["geometry"]["coordinates"]
+            assert (lon, lat) == (float(row["lon"]), float(row["lat"]))
+            found = dict(feature["properties"])
+            for name in ("reported_at", "closed_at", "deadline"):
+                if found[name] is not None:
+                    found[name] = datetime.fromisoformat(found[name])
+            assert found == {k: v for k, v in row.items() if k not in ("lon", "lat")}
 
 
 def test_open_data_period_and_bad_filter(city: City) -> None:
