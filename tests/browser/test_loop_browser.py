@@ -166,7 +166,9 @@ def file_and_dispatch(page_of: PageOf, number: str) -> None:
     card = dispatcher.locator(f'[data-case="{number}"]')
     expect(card).to_have_count(1)
     expect(card).not_to_have_class(re.compile("unroutable"))
-    expect(card.locator("select[name=unit_id]")).to_have_value("")  # by the routing rules
+    # A routed case names its unit and goes there (another unit is chosen on its page).
+    expect(card.locator(".route")).to_contain_text("Routes to")
+    expect(card.locator("select[name=unit_id]")).to_have_count(0)
     press(dispatcher, card.get_by_role("button", name="Dispatch", exact=True))
     expect(dispatcher.locator(f'[data-case="{number}"]')).to_have_count(0)
 
