@@ -33,6 +33,7 @@ from gridmgmt.kernel.i18n import N_, current_lang
 from gridmgmt.kernel.i18n import gettext as _
 from gridmgmt.kernel.models import Role
 from gridmgmt.kernel.queue import queues
+from gridmgmt.kernel.settings import city_settings
 from gridmgmt.kernel.web import role_required
 from grids.models import Area
 from grids.services import community_outlines, territory_centre
@@ -125,15 +126,16 @@ def build_page(f: Filters) -> str:
         asset=lambda path: url_for("static", filename=path),
         case_url=lambda case_id: url_for("cases.case_page", case_id=case_id),
         labels=map_labels(),
-        tiles=current_app.config["TILE_URL"],
-        attribution=current_app.config.get("TILE_ATTRIBUTION", ""),
+        tiles=city_settings().tile_url,
+        attribution=city_settings().tile_attribution,
     )
 
 
 def map_cache_key(f: Filters, lang: str, generation: int, config: dict[str, Any]) -> str:
     """The Redis key of a map page: the filters, the newest case event (`generation`: any
     change to any case makes a new key), the language, the database and the base map."""
-    setting = f"{config['DATABASE_URL']}|{config['TILE_URL']}"
+    city = city_settings()
+    setting = f"{config['DATABASE_URL']}|{city.tile_url}|{city.tile_attribution}"
     where = hashlib.sha256(setting.encode()).hexdigest()[:12]
     return f"gridmgmt:map:{where}:{lang}:{generation}:{f.key()}"
 
