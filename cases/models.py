@@ -199,6 +199,9 @@ class Case(Base):
             postgresql_where=text("status IN ('dispatched', 'in_progress')"),
             postgresql_include=["unit_id", "community_id", "urgent", "dispatched_at"],
         ),
+        Index(  # Open311 listings by service and period, newest first
+            "ix_cases_category_reported_at", "category_id", "reported_at", "id"
+        ),
         Index(  # the dispatcher's board: extension and suspension requests waiting
             "ix_cases_pending_request",
             "updated_at",
