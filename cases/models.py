@@ -199,6 +199,11 @@ class Case(Base):
             postgresql_where=text("status IN ('dispatched', 'in_progress')"),
             postgresql_include=["unit_id", "community_id", "urgent", "dispatched_at"],
         ),
+        Index(  # new reports, oldest first: the operator's inbox, the inspectors' tasks
+            "ix_cases_new_reports",
+            "reported_at",
+            postgresql_where=text("status IN ('reported', 'verified')"),
+        ),
         Index(  # Open311 listings by service and period, newest first
             "ix_cases_category_reported_at", "category_id", "reported_at", "id"
         ),
