@@ -207,6 +207,25 @@ class Case(Base):
         Index(  # Open311 listings by service and period, newest first
             "ix_cases_category_reported_at", "category_id", "reported_at", "id"
         ),
+        # The staff's case search (migration 0020): a piece of the address (pg_trgm), a
+        # number's prefix whatever the collation, the reporter's phone (digits) or e-mail.
+        Index(
+            "ix_cases_address_trgm",
+            "address",
+            postgresql_using="gin",
+            postgresql_ops={"address": "gin_trgm_ops"},
+        ),
+        Index("ix_cases_number_pattern", "number", postgresql_ops={"number": "text_pattern_ops"}),
+        Index(
+            "ix_cases_contact_phone",
+            text("regexp_replace(contact ->> 'phone', '[^0-9]', '', 'g')"),
+            postgresql_where=text("contact ? 'phone'"),
+        ),
+        Index(
+            "ix_cases_contact_email",
+            text("lower(contact ->> 'email')"),
+            postgresql_where=text("contact ? 'email'"),
+        ),
         Index(  # the dispatcher's board: extension and suspension requests waiting
             "ix_cases_pending_request",
             "updated_at",

@@ -14,7 +14,6 @@ from flask import (
     Blueprint,
     Flask,
     abort,
-    current_app,
     flash,
     jsonify,
     redirect,
@@ -36,6 +35,7 @@ from gridmgmt.kernel.db import db
 from gridmgmt.kernel.errors import N_, DomainError
 from gridmgmt.kernel.i18n import gettext as _
 from gridmgmt.kernel.models import Role, Unit, UnitKind, UnitType, User
+from gridmgmt.kernel.settings import city_settings
 from gridmgmt.kernel.web import role_required
 from grids.models import Area, AreaLevel, GridCell
 from grids.services import territory_centre
@@ -445,7 +445,7 @@ def routing_test() -> ResponseReturnValue:
         majors=_choices(session)["majors"],
         level_label=level_label,
         kind_label=kind_label,
-        tiles=current_app.config["TILE_URL"],
+        tiles=city_settings().tile_url,
         centre=territory_centre(session),
     )
     return page, status, NO_STORE

@@ -636,21 +636,65 @@ def territory_centre(session: Session) -> tuple[float, float] | None:
 
 
 def community_outlines(session: Session, tolerance_deg: float = 0.00005) -> dict[str, Any]:
-    """The communities as a GeoJSON FeatureCollection, simplified (~5 m) for maps."""
+    """The communities as a GeoJSON FeatureCollection, simplified (~5 m) for maps; each
+    feature's `label` is the (lon, lat) where its name reads best (the centre of the largest
+    circle inside it: a centroid can fall outside a crescent-shaped community)."""
     features = session.scalar(
         text("""
             SELECT json_build_object('type', 'FeatureCollection', 'features',
                    COALESCE(json_agg(json_build_object(
                        'type', 'Feature',
-                       'properties', json_build_object('code', code, 'name', name),
-                       'geometry', ST_AsGeoJSON(
-                           ST_SimplifyPreserveTopology(geom, :tolerance), 7)::json)
+                       'properties', json_build_object(
+                           'code', code, 'name', name,
+                           'label', json_build_array(round(ST_X(label)::numeric, 6),
+                                                     round(ST_Y(label)::numeric, 6))),
+                       'geometry', ST_AsGeoJSON(shape, 7)::json)
                    ORDER BY code), '[]'::json))
-            FROM areas WHERE level = 'community'
+            FROM (SELECT code, name, shape, (ST_MaximumInscribedCircle(shape)).center AS label
+                  FROM (SELECT code, name, ST_SimplifyPreserveTopology(geom, :tolerance) AS shape
+                        FROM areas WHERE level = 'community') simplified) labelled
         """),
         {"tolerance": tolerance_deg},
     )
     return dict(features)
+
+
+# A map asks for the cells of one small box at a time (grids.views: at most 0.05° a side,
+# about 5 km); more than this many cells in one answer is a box no map screen needs.
+CELLS_MAX = 3000
+
+
+def cells_in_box(
+    session: Session,
+    box: tuple[float, float, float, float],
+    limit: int = CELLS_MAX,
+) -> dict[str, Any]:
+    """The unit grid cells that meet a (west, south, east, north) box in degrees, as a GeoJSON
+    FeatureCollection for maps: each cell's `code`, and `label`, the (lon, lat) of a point
+    inside it where the code reads. At most `limit` cells, by code; `truncated` says whether
+    there were more."""
+    rows = session.execute(
+        text("""
+            SELECT json_build_object(
+                'type', 'Feature',
+                'properties', json_build_object(
+                    'code', code,
+                    'label', json_build_array(round(ST_X(ST_PointOnSurface(geom))::numeric, 6),
+                                              round(ST_Y(ST_PointOnSurface(geom))::numeric, 6))),
+                'geometry', ST_AsGeoJSON(geom, 6)::json)
+            FROM grid_cells
+            WHERE geom && ST_MakeEnvelope(:west, :south, :east, :north, 4326)
+            ORDER BY code
+            LIMIT :limit
+        """),
+        dict(zip(("west", "south", "east", "north"), box, strict=True), limit=limit + 1),
+    ).scalars()
+    features = list(rows)
+    return {
+        "type": "FeatureCollection",
+        "features": features[:limit],
+        "truncated": len(features) > limit,
+    }
 
 
 # ---------------------------------------------------------------- the administration page

@@ -61,6 +61,7 @@ class SecurityEventKind(str, Enum):
     API_KEY_REFUSED = "api_key_refused"  # detail.reason: unknown, revoked
     CROSS_UNIT = "cross_unit"  # another unit's (or person's) case, answered 404; detail.case_id
     RATE_LIMITED = "rate_limited"  # a 429; detail.limit, detail.window
+    CONTACT_SEARCH = "contact_search"  # staff searched cases by a reporter's phone or e-mail
 
 
 # What the administrators' page calls each kind (`_(label)` there).
@@ -71,6 +72,7 @@ KIND_LABELS: dict[SecurityEventKind, str] = {
     SecurityEventKind.API_KEY_REFUSED: N_("API key refused"),
     SecurityEventKind.CROSS_UNIT: N_("Case outside the user's scope (404)"),
     SecurityEventKind.RATE_LIMITED: N_("Rate limit hit"),
+    SecurityEventKind.CONTACT_SEARCH: N_("Case search by a reporter's phone or e-mail"),
 }
 
 # Kinds a client can repeat at will: written at the 1st, 2nd, 4th, 8th... hit of a minute.

@@ -62,10 +62,18 @@ MENU: dict[str, list[tuple[str, str]]] = {
     Role.OPERATOR: [
         (N_("Inbox"), "cases.inbox"),
         (N_("Report a problem"), "cases.report_form"),
+        (N_("Search"), "case_search.search_page"),
         (N_("Map"), "maps.map_page"),
     ],
-    Role.DISPATCHER: [(N_("Dispatch board"), "dispatch.board"), (N_("Map"), "maps.map_page")],
-    Role.UNIT_STAFF: [(N_("Work queue"), "cases.work_queue")],
+    Role.DISPATCHER: [
+        (N_("Dispatch board"), "dispatch.board"),
+        (N_("Search"), "case_search.search_page"),
+        (N_("Map"), "maps.map_page"),
+    ],
+    Role.UNIT_STAFF: [
+        (N_("Work queue"), "cases.work_queue"),
+        (N_("Search"), "case_search.search_page"),
+    ],
     Role.CITIZEN: [
         (N_("Report a problem"), "cases.report_form"),
         (N_("My cases"), "cases.my_cases"),
@@ -74,6 +82,7 @@ MENU: dict[str, list[tuple[str, str]]] = {
         (N_("Map"), "maps.map_page"),
         (N_("Evaluation"), "maps.evaluation_page"),
         (N_("Dashboard"), "maps.dashboard"),
+        (N_("Search"), "case_search.search_page"),
     ],
     Role.ADMIN: [
         (N_("Setup check"), "admin.setup"),
@@ -88,6 +97,7 @@ MENU: dict[str, list[tuple[str, str]]] = {
         (N_("Audit log"), "admin.audit"),
         (N_("Security events"), "security.events"),
         (N_("Dispatch board"), "dispatch.board"),
+        (N_("Search"), "case_search.search_page"),
     ],
 }
 ANONYMOUS_MENU = [
