@@ -204,6 +204,14 @@ class Case(Base):
             "reported_at",
             postgresql_where=text("status IN ('reported', 'verified')"),
         ),
+        Index(  # the inbox: handled cases, oldest handling first
+            "ix_cases_handled_waiting",
+            "handled_at",
+            postgresql_where=text("status = 'handled'"),
+        ),
+        Index(  # the inbox: cases being checked or checked, by id
+            "ix_cases_on_check", "id", postgresql_where=text("status IN ('checking', 'checked')")
+        ),
         Index(  # Open311 listings by service and period, newest first
             "ix_cases_category_reported_at", "category_id", "reported_at", "id"
         ),

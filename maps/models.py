@@ -1,5 +1,5 @@
 """What the supervisors' side keeps besides the cases: the state of its rollups, and the
-indexes its queries need on the cases and their events (migration 0017)."""
+indexes its queries need on the cases and their events (migrations 0017 and 0021)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy import Date, DateTime, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cases.models import Case, CaseEvent
-from cases.status import OPEN_STATUSES
+from cases.status import DEADLINE_RUNS, OPEN_STATUSES
 from gridmgmt.kernel.db import Base, sql_in
 
 
@@ -45,4 +45,13 @@ Index(
     Case.reported_at,
     postgresql_include=["cell_id", "community_id", "status", "deadline", "closed_at"],
     postgresql_where=text(sql_in("status", sorted(OPEN_STATUSES))),
+)
+# The map's overdue markers, the most overdue first: the running cases by deadline, with what
+# picks a period's and names the case, so only the markers shown are read from the table
+# (migration 0021).
+Index(
+    "ix_cases_running_deadline",
+    Case.deadline,
+    postgresql_include=["reported_at", "id"],
+    postgresql_where=text(sql_in("status", sorted(DEADLINE_RUNS))),
 )

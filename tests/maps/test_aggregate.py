@@ -424,27 +424,39 @@ def _days(*ranges: tuple[str, str]) -> tuple[tuple[date, date], ...]:
         # No rollup yet, or none before the period: everything live.
         ("2026-11-01", "2026-11-30", None, RollupPlan(live=_days(("2026-11-01", "2026-12-01")))),
         ("2026-12-01", "2026-12-01", DEC_1, RollupPlan(live=_days(("2026-12-01", "2026-12-02")))),
-        # A year from today: whole months from the monthly rollup, the first month's days
-        # (older than the 62 kept) and today live.
+        # A year from today: whole months from the monthly rollup, the first one too, less its
+        # first day (older than the 62 kept: live), and today live.
         (
             "2025-12-02",
             "2026-12-01",
             DEC_1,
             RollupPlan(
-                months=tuple(date(2026, m, 1) for m in range(1, 12)),
-                live=_days(("2025-12-02", "2026-01-01"), ("2026-12-01", "2026-12-02")),
-                rolled=_days(("2026-01-01", "2026-12-01")),
+                months=(date(2025, 12, 1), *(date(2026, m, 1) for m in range(1, 12))),
+                live=_days(("2026-12-01", "2026-12-02")),
+                rolled=_days(("2025-12-02", "2026-12-01")),
+                less_live=_days(("2025-12-01", "2025-12-02")),
             ),
         ),
-        # The last 30 days: kept days, and today.
+        # The last 30 days: last month whole less its first day (kept), and today.
         (
             "2026-11-02",
             "2026-12-01",
             DEC_1,
             RollupPlan(
-                days=_days(("2026-11-02", "2026-12-01")),
+                months=(date(2026, 11, 1),),
                 live=_days(("2026-12-01", "2026-12-02")),
                 rolled=_days(("2026-11-02", "2026-12-01")),
+                less_days=_days(("2026-11-01", "2026-11-02")),
+            ),
+        ),
+        # A few kept days of a month: read as they are (cheaper than the month less the rest).
+        (
+            "2026-11-10",
+            "2026-11-14",
+            DEC_1,
+            RollupPlan(
+                days=_days(("2026-11-10", "2026-11-15")),
+                rolled=_days(("2026-11-10", "2026-11-15")),
             ),
         ),
         # A month whose row is still growing (through mid-month) is read whole when the
@@ -459,8 +471,19 @@ def _days(*ranges: tuple[str, str]) -> tuple[tuple[date, date], ...]:
                 rolled=_days(("2026-11-01", "2026-11-20")),
             ),
         ),
-        # An old period across two months, neither whole: live (no days kept that far back).
-        ("2026-03-15", "2026-04-10", DEC_1, RollupPlan(live=_days(("2026-03-15", "2026-04-11")))),
+        # An old period across two months, neither whole (no days kept that far back): the
+        # month it holds most of whole less its first days, the other one's days live.
+        (
+            "2026-03-15",
+            "2026-04-10",
+            DEC_1,
+            RollupPlan(
+                months=(date(2026, 3, 1),),
+                live=_days(("2026-04-01", "2026-04-11")),
+                rolled=_days(("2026-03-15", "2026-04-01")),
+                less_live=_days(("2026-03-01", "2026-03-15")),
+            ),
+        ),
         # Edges on both sides inside the kept days, a whole month between them.
         (
             "2026-10-15",
@@ -496,5 +519,25 @@ def test_plan_rollup_covers_every_day_once() -> None:
                     day += timedelta(days=1)
             for a, b in plan.days + plan.live:
                 seen.extend(a + timedelta(days=i) for i in range((b - a).days))
+            for a, b in plan.less_days + plan.less_live:  # taken off the months again
+                for i in range((b - a).days):
+                    seen.remove(a + timedelta(days=i))
             expected = [start + timedelta(days=i) for i in range(length)]
             assert sorted(seen) == expected, (start, end)
+            # The open cases are counted live once: on the rolled days, or with the live ones.
+            open_days = [d for a, b in plan.rolled + plan.live for d in _each(a, b)]
+            assert sorted(open_days) == expected, (start, end)
+
+
+def _each(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days)]
+
+
+def test_plan_rollup_reads_fewer_rows_than_the_days() -> None:
+    """A month taken whole, less the days outside the period, is chosen only when it reads
+    fewer rows: the month of the last 30 days, not a few days of it."""
+    last_30 = plan_rollup(date(2026, 11, 2), DEC_1, DEC_1, 62)
+    few = plan_rollup(date(2026, 11, 10), date(2026, 11, 14), DEC_1, 62)
+
+    assert last_30.months and not last_30.days
+    assert not few.months and not few.less_days

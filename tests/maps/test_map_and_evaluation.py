@@ -44,9 +44,9 @@ from gridmgmt.kernel.db import db
 from gridmgmt.kernel.models import Role, Unit, User
 from grids.models import Area
 from grids.services import locate
-from maps import evaluation, views
+from maps import aggregate, evaluation, views
 from maps import services as stats
-from maps.aggregate import STATUS_GROUPS, Filters, Tally, parse_filters
+from maps.aggregate import STATUS_GROUPS, Filters, Tally, parse_filters, plan_rollup
 from maps.evaluation import InspectorRow, Period
 from maps.services import NOT_OPEN, PlaceStats
 from tests.conftest import (
@@ -576,7 +576,7 @@ def test_stats_match_a_python_recomputation(
     now = datetime.now(UTC)
 
     cells = stats.cell_stats(session, f)
-    communities = stats.community_stats(session, cells)
+    communities = stats.community_stats(stats.territory(session), cells)
     rows = selected(session, f, now)
 
     assert tags_of(city, rows) == expected  # the filter does what it says
@@ -596,7 +596,7 @@ def test_stats_match_a_python_recomputation(
 def test_default_window_counts_by_community(city: City, session: Session) -> None:
     """The recomputation's numbers, written out: what a supervisor reads in the tooltips."""
     f = filters(city, {})
-    communities = stats.community_stats(session, stats.cell_stats(session, f))
+    communities = stats.community_stats(stats.territory(session), stats.cell_stats(session, f))
     found = {c.code: values(c) for c in communities}
 
     # A: 8 cases; open: overdue, in progress, suspended, handled; overdue: 1 (dispatched);
@@ -673,6 +673,45 @@ def test_generation_moves_when_a_case_changes(
     )
 
     assert stats.cases_generation(session) > before
+
+
+def test_territory_is_simplified_once_per_change(city: City, session: Session) -> None:
+    """The communities' outlines are kept until a community changes: a page after a change
+    of the territory draws the new one, a page before any change reads no geometry."""
+    first = stats.territory(session)
+    code = next(code for code in city.areas if len(code) == 12)
+
+    assert sorted(first.shapes) == sorted(c for c in city.areas if len(c) == 12)
+    assert first.shapes[code]["type"] in ("Polygon", "MultiPolygon")
+    assert [p[1] for p in first.places] == sorted(first.shapes)
+    sql = read_relations(session, lambda: stats.territory(session))
+    assert "ST_Simplify" not in sql and stats.territory(session) is first
+
+    session.execute(
+        text("UPDATE areas SET name = 'Renamed', geom = ST_Multi(ST_Buffer(geom, 0.001))"
+             " WHERE code = :code"),
+        {"code": code},
+    )  # fmt: skip
+    changed = stats.territory(session)
+
+    assert changed is not first
+    assert dict((p[1], p[2]) for p in changed.places)[code] == "Renamed"
+    assert changed.shapes[code] != first.shapes[code]
+    assert stats.territory(session) is changed
+
+
+def test_overdue_markers_are_found_in_their_index(city: City, session: Session) -> None:
+    """The most overdue are picked from the running cases' index of deadlines before any case
+    row is read: the query names the deadline order, then reads only the markers shown."""
+    sql = read_relations(session, lambda: stats.overdue_cases(session, filters(city, {})))
+
+    assert "ORDER BY c.deadline, c.id LIMIT" in sql
+    plan = "\n".join(
+        session.execute(
+            text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_cases_running_deadline'")
+        ).scalars()
+    )
+    assert "INCLUDE (reported_at, id)" in plan and "dispatched" in plan
 
 
 # ---------------------------------------------------------------- evaluation
@@ -892,6 +931,36 @@ def test_map_from_the_rollups_counts_what_the_cases_say(
     }
     if area is None and period != "month":
         assert sum(c.n for c in cells) == len(ALL_TAGS)
+
+
+@pytest.mark.parametrize("days_kept", [stats.MAP_DAYS_KEPT, 0])
+def test_map_rollups_take_the_days_outside_the_period_off_a_month(
+    city: City, session: Session, monkeypatch: pytest.MonkeyPatch, days_kept: int
+) -> None:
+    """A month read whole less the days before the period (from the daily rollup, or live
+    when it keeps none): the counts are the period's, whatever cases those days hold, open
+    or closed (an open case on a day taken off is neither counted nor taken off twice)."""
+    monkeypatch.setattr(stats, "MAP_DAYS_KEPT", days_kept)
+    # Take a month whole whenever the period holds some of it, however few of its days.
+    monkeypatch.setattr(aggregate, "MONTH_ROW_COST", -1000)
+    evaluation.refresh_rollup(session)
+    now = datetime.now(UTC)
+    days = sorted(
+        {r.reported_at.date() for r in selected(session, filters(city, {"start": "-400"}), now)}
+    )
+    subtracted = 0
+    for day in days:
+        if day >= TODAY:
+            continue
+        f = filters(city, {"start": str((day - TODAY).days + 1)})
+        plan = plan_rollup(f.start, f.end, TODAY, days_kept)
+        subtracted += any(a <= day < b for a, b in plan.less_days + plan.less_live)
+        rows = by_key(selected(session, f, now), lambda r: r.cell_id)
+
+        assert {c.id: values(c) for c in stats.cell_stats(session, f)} == {
+            cell: measures(group, now) for cell, group in rows.items()
+        }, (day, plan)
+    assert subtracted  # some period took a day holding cases off its month
 
 
 def test_map_rollups_follow_a_working_city(city: City, session: Session) -> None:
