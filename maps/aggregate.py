@@ -6,6 +6,7 @@ No Flask, no session: the SQL lives in `maps.services`, these functions only com
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -234,9 +235,14 @@ class Series:
 
 
 def svg_chart(
-    series: Sequence[Series], width: int = 640, height: int = 220, percent: bool = False
+    series: Sequence[Series],
+    width: int = 640,
+    height: int = 220,
+    percent: bool = False,
+    title: str = "",
 ) -> str:
-    """A small line chart as inline SVG (no JavaScript, no CDN)."""
+    """A small line chart as inline SVG (no JavaScript, no CDN), named `title` for screen
+    readers."""
     days = sorted({d for s in series for d, _ in s.points})
     values = [v for s in series for _, v in s.points]
     if not days or not values:
@@ -253,7 +259,8 @@ def svg_chart(
 
     colours = ("#bd0026", "#2c7fb8", "#31a354", "#756bb1", "#636363", "#e6550d")
     parts = [
-        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img">',
+        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img"'
+        f' aria-label="{html.escape(title, quote=True)}">',
         f'<line x1="{pad}" y1="{bottom}" x2="{width - 8}" y2="{bottom}" stroke="#999"/>',
         f'<text x="2" y="14" font-size="11">{"100 %" if percent else f"{top:g}"}</text>',
         f'<text x="{pad}" y="{height - 6}" font-size="11">{days[0].isoformat()}</text>',

@@ -7,6 +7,7 @@ overdue cases, the layer switch and the legend.
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,9 +45,12 @@ def build_map(
     labels: dict[str, str],
     tiles: str = "",
     attribution: str = "",
+    lang: str = "en",
 ) -> str:
-    """Render the map page (HTML) from aggregated data, layer by layer."""
+    """Render the map page (HTML, in language `lang`) from aggregated data, layer by layer."""
     m = build_base_map(data.centre, asset)
+    title = html.escape(labels.get("title", "Map"))
+    m.get_root().header.add_child(folium.Element(f"<title>{title}</title>"), name="title")
     if tiles:
         add_tiles(m, tiles, attribution, labels)
     community_scale = classes(c.measure(data.measure) for c in data.communities)
@@ -58,7 +62,8 @@ def build_map(
         add_overdue_cluster(m, data, asset, case_url, labels)
     folium.LayerControl(collapsed=False).add_to(m)
     add_legend(m, labels[data.measure], community_scale, labels)
-    return m.get_root().render()
+    page = m.get_root().render()
+    return page.replace("<html>", f'<html lang="{html.escape(lang)}">', 1)
 
 
 def build_base_map(centre: tuple[float, float], asset: Asset) -> folium.Map:

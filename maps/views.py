@@ -83,6 +83,7 @@ def map_labels() -> dict[str, str]:
         "heat": N_("Case density"),
         "overdue_cases": N_("Overdue cases"),
         "tiles": N_("Base map"),
+        "title": N_("Map"),
         "name": N_("Name"),
         "n": N_("Cases"),
         "count": N_("Cases"),
@@ -127,6 +128,7 @@ def build_page(f: Filters) -> str:
         labels=map_labels(),
         tiles=city_settings().tile_url,
         attribution=city_settings().tile_attribution,
+        lang=current_lang(),
     )
 
 
@@ -332,10 +334,15 @@ def dashboard() -> ResponseReturnValue:
     top = sorted(per_day, key=lambda k: -sum(per_day[k].values()))[:6]
     days = [period.start + timedelta(days=i) for i in range((period.end - period.start).days + 1)]
     cases_chart = svg_chart(
-        [Series(major, tuple((d, per_day[major].get(d, 0)) for d in days)) for major in top]
+        [Series(major, tuple((d, per_day[major].get(d, 0)) for d in days)) for major in top],
+        title=_("New cases per day, by major class"),
     )
     weekly = [(w, r) for w, r in evaluation.on_time_per_week(session, period) if r is not None]
-    rate_chart = svg_chart([Series(_("On-time rate"), tuple(weekly))], percent=True)
+    rate_chart = svg_chart(
+        [Series(_("On-time rate"), tuple(weekly))],
+        percent=True,
+        title=_("On-time closure rate per week"),
+    )
     return render_template(
         "maps/dashboard.html", cases_chart=cases_chart, rate_chart=rate_chart, period=period
     )

@@ -95,22 +95,16 @@ SCREENS = [
         "leader",
         "/maps/frame",
         own_layout=True,
-        xfail="maps/render.py: the Folium document has no <html lang> (html-has-lang) and no "
-        "<title> (document-title); maps/ is being reworked by another change",
     ),
     Screen(
         "evaluation",
         "leader",
         "/evaluation",
-        xfail="maps/templates: the sideways-scrolling .table-wrap regions cannot be reached by "
-        "keyboard (scrollable-region-focusable); maps/ is being reworked by another change",
     ),
     Screen(
         "dashboard",
         "leader",
         "/dashboard",
-        xfail="maps/templates: the chart <svg role=img> has no text alternative (svg-img-alt); "
-        "maps/ is being reworked by another change",
     ),
     Screen("setup", "admin", "/admin/setup"),
     Screen("people", "admin", "/admin/people"),
