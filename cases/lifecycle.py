@@ -722,6 +722,7 @@ def write_one(
         actor_role=actor.role,
         note=request.event_note,
         data=request.event_data(change),
+        created_at=now,
     )
     session.add(event)
     session.flush()
@@ -814,8 +815,9 @@ def _batch_statement(columns: tuple[str, ...]) -> TextClause:
             RETURNING c.id
         )
         INSERT INTO case_events (case_id, action, from_status, to_status, actor_id,
-                                 actor_role, note, data)
-        SELECT d.id, :action, d.from_status, d.to_status, :actor_id, :role, d.note, d.event
+                                 actor_role, note, data, created_at)
+        SELECT d.id, :action, d.from_status, d.to_status, :actor_id, :role, d.note, d.event,
+               :now
         FROM d JOIN changed USING (id)
         ORDER BY d.id
         RETURNING case_id
@@ -867,7 +869,7 @@ def create_case(
     if state.status is None:
         raise LifecycleError("a case is created by a report")
     params = {**values, **columns, "status": state.status.value, "events": json.dumps(events),
-              "photos": photos}  # fmt: skip
+              "photos": photos, "now": now}  # fmt: skip
     row = _INSERT_CASE.execute(session, params).first()
     if row is None:
         return None
@@ -885,21 +887,23 @@ _INSERT_CASE = Prepared(
     WITH new_case AS (
         INSERT INTO cases (source, status, category_id, urgent, description, address, location,
                            cell_id, community_id, reporter_id, api_key_id, contact,
-                           idempotency_key, media_url, attributes, filed_at, dispatch_state)
+                           idempotency_key, media_url, attributes, filed_at, dispatch_state,
+                           reported_at, updated_at)
         SELECT :source, :status, :category_id, :urgent, :description, :address, p.geom,
                g.id, g.community_id, :reporter_id, :api_key_id, CAST(:contact AS jsonb),
                :idempotency_key, :media_url, CAST(:attributes AS jsonb),
-               CAST(:filed_at AS timestamptz), :dispatch_state
+               CAST(:filed_at AS timestamptz), :dispatch_state, :now, :now
         FROM (SELECT ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS geom) AS p
         CROSS JOIN LATERAL ({cell_at("p.geom")}) AS g
         RETURNING id, number
     ), new_events AS (
         INSERT INTO case_events (case_id, action, from_status, to_status, actor_id, actor_role,
-                                 data)
+                                 data, created_at)
         SELECT c.id, e.action, e."from", e."to", e.actor_id, e.role,
                CASE WHEN e.n = 1 AND :photos > 0
                     THEN jsonb_build_object('photos', CAST(:photos AS int))
-                    ELSE '{{}}'::jsonb END
+                    ELSE '{{}}'::jsonb END,
+               :now
         FROM new_case AS c
         CROSS JOIN ROWS FROM (
                  jsonb_to_recordset(CAST(:events AS jsonb))
