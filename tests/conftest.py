@@ -387,6 +387,41 @@ def demo_database_url(database_url: URL) -> URL:
     return cached_database("gridmgmt_test_demo", fingerprint(*sources), seed_demo_city)
 
 
+def seed_demo_with_history(url: URL) -> None:
+    """Seed and commit the demo city and its replayed year of real requests."""
+    from cases.lifecycle import CaseContext
+    from gridmgmt.app.demo import seed_demo
+    from gridmgmt.app.demo_history import seed_history
+    from gridmgmt.kernel.calendar_store import get_calendar
+
+    engine = create_engine(url)
+    try:
+        with Session(engine) as session, session.begin():
+            seed_demo(session, say=lambda _line: None)
+            context = CaseContext(get_calendar(session, "us_la"), HISTORY_PHOTOS)
+            seed_history(session, context, say=lambda _line: None, data=SHARED_DATA)
+    finally:
+        engine.dispose()
+
+
+HISTORY_PHOTOS = ROOT / "var" / "test-history-photos"  # the units' placeholder photos
+
+
+@pytest.fixture(scope="session")
+def history_database_url(database_url: URL) -> URL:
+    """A database holding the demo city with its year of real requests replayed through the
+    lifecycle (about 20 s), seeded once and kept while the code and the data are unchanged.
+    Tests that change it work on a clone (`demo_clone(kind, history_database_url)`)."""
+    sources = [
+        path
+        for package in ("gridmgmt", "grids", "cases", "dispatch", "maps")
+        for path in sorted((ROOT / package).rglob("*"))
+        if path.suffix in (".py", ".json", ".geojson")
+    ]
+    key = fingerprint(*sources, shared_file("la311_requests_2020-01.csv"))
+    return cached_database("gridmgmt_test_history", key, seed_demo_with_history)
+
+
 @pytest.fixture(scope="session")
 def la_database_url(database_url: URL) -> URL:
     """A database holding the real LA territory (99 councils as communities, 250 m cells),

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 
 import click
 from flask import Flask
 from flask.cli import AppGroup
 
+from cases.views import case_context
 from dispatch import readiness
-from gridmgmt.app import demo
+from gridmgmt.app import demo, demo_history
 from gridmgmt.kernel.cli import cli_transaction
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.queue import queues
@@ -20,10 +22,19 @@ setup_cli = AppGroup("setup", help="What a working city needs.")
 
 
 @demo_cli.command("seed")
-def seed_command() -> None:
-    """Seed the demo city (once) and print the demo logins."""
+@click.option("--history/--no-history", default=True, help="Replay a year of real requests.")
+def seed_command(history: bool) -> None:
+    """Seed the demo city (once), with a year of real requests replayed through the
+    lifecycle (once), and print the demo logins."""
+    say = lambda line: click.echo(line, err=True)  # noqa: E731
     with cli_transaction() as session:
-        logins = demo.seed_demo(session, say=lambda line: click.echo(line, err=True))
+        logins = demo.seed_demo(session, say=say)
+    if history:
+        started = time.monotonic()
+        with cli_transaction() as session:
+            replayed = demo_history.seed_history(session, case_context(session), say=say)
+        if replayed is not None:
+            say(f"demo history seeded in {time.monotonic() - started:.1f} s")
     click.echo(f"demo logins (password {demo.DEMO_PASSWORD!r}):")
     for login in logins:
         unit = f" @ {login.unit_code}" if login.unit_code else ""

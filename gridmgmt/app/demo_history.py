@@ -1,0 +1,391 @@
+"""The demo city's past: real Los Angeles 311 requests replayed through the lifecycle.
+
+The requests of `la311_requests_2020-01.csv` (shared data: MyLA311, 1-3 January 2020) that
+fall in the demo's eight neighborhood councils become the demo's cases, each taken through
+the same services a working city runs (report, verify, file, dispatch, accept, report done,
+check, close), at the moments of its own past (`gridmgmt.kernel.clock.at`), so events,
+deadlines on the business calendar, on-time and overdue all come out of the real code.
+
+What is real: the place, the address, the kind of problem, the channel it came in by, the
+time of day it was reported, whether the city cancelled it, and how long the city took to
+close it. What is not: the shared data holds three days, so each request is moved to a day
+of the past year (a fixed-seed draw, a twelfth of them in the last three days so that
+every role has work in progress today); who verified, checked and closed it, and the share
+of returns, reworks, extensions and suspensions, which Los Angeles does not publish, are
+drawn at the rates `Rates` names; people act in the working time of the city's calendar.
+The unit's "after" photo is a plain placeholder image.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from PIL import Image, ImageDraw
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from cases.intake import ReportInput, report_case
+from cases.lifecycle import (
+    Action,
+    ActionInput,
+    Actor,
+    CaseContext,
+    RejectReason,
+    apply_action,
+    locked_case,
+)
+from cases.models import Case, CaseSource
+from cases.photos import Upload
+from dispatch.services import dispatch_case
+from gridmgmt.kernel import clock
+from gridmgmt.kernel.errors import DomainError
+from gridmgmt.kernel.models import Role, Unit, User
+from maps.evaluation import refresh_rollup
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+LA_311 = "la311_requests_2020-01.csv"
+LA_TIME = ZoneInfo("America/Los_Angeles")
+SEED = 2020  # the draws are the same at every seeding
+
+# MyLA311 request types → the catalogue's classes (cases/data/categories.json). Homeless
+# encampments, "Other" and water waste have no class of urban management here: left out.
+LA_CLASSES = {
+    "Bulky Items": "E0108",  # discarded furniture and appliances
+    "Metal/Household Appliances": "E0108",
+    "Electronic Waste": "E0108",
+    "Graffiti Removal": "E0604",
+    "Illegal Dumping Pickup": "E0103",  # accumulated garbage and spoil
+    "Dead Animal Removal": "E0603",
+    "Single Streetlight Issue": "C0118",
+    "Multiple Streetlight Issue": "C0118",
+}
+# MyLA311 channels → who reports: a city driver's own report is an inspector's; a call, a
+# letter or an e-mail is typed in by an operator at the hotline; the app is Open311; a
+# resident's own web report is the demo citizen's.
+INSPECTOR_SOURCES = {"Driver Self Report"}
+CITIZEN_SOURCES = {"Self Service"}
+APP_SOURCES = {"Mobile App"}
+
+
+@dataclass(frozen=True)
+class Rates:
+    """How often what Los Angeles does not publish happens (each drawn per case)."""
+
+    recent_share: float = 0.08  # requests placed in the last three days: today's work
+    returned: float = 0.04  # the community says "not ours": the dispatcher sends it on
+    extension: float = 0.04  # the unit asks for two more days, granted
+    suspension: float = 0.01  # waiting on a third party, for 3-10 days
+    rework: float = 0.06  # the on-site check fails: done again
+
+
+@dataclass(frozen=True)
+class Request311:
+    """One real request, as the replay needs it."""
+
+    number: str
+    kind: str
+    source: str
+    cancelled: bool
+    still_open: bool
+    created: datetime  # Los Angeles local time, naive, as published
+    took: timedelta | None  # created → closed, when closed
+    lon: float
+    lat: float
+    address: str
+
+
+def read_requests(path: Path) -> list[Request311]:
+    """The geocoded requests of the kinds the catalogue has a class for."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    requests = []
+    for row in rows:
+        if row["requesttype"] not in LA_CLASSES or not row["latitude"]:
+            continue
+        created = datetime.strptime(row["createddate"], "%m/%d/%y %H:%M")
+        closed = (
+            datetime.strptime(row["closeddate"], "%m/%d/%y %H:%M") if row["closeddate"] else None
+        )
+        requests.append(
+            Request311(
+                number=row["srnumber"],
+                kind=row["requesttype"],
+                source=row["requestsource"],
+                cancelled=row["status"] == "Cancelled",
+                still_open=row["status"] in ("Open", "Pending"),
+                created=created,
+                took=closed - created if closed else None,
+                lon=float(row["longitude"]),
+                lat=float(row["latitude"]),
+                address=row["address"],
+            )
+        )
+    return requests
+
+
+@dataclass
+class Replayed:
+    """What the replay made: cases by last status, and the counts of the drawn events."""
+
+    statuses: Counter[str]
+    drawn: Counter[str]
+    outside: int  # requests outside the demo territory (not the demo's)
+    first: date | None = None
+    last: date | None = None
+
+
+class _Cast:
+    """The demo's people, as the lifecycle's actors."""
+
+    def __init__(self, session: Session) -> None:
+        users = {u.username: u for u in session.scalars(select(User))}
+        self.inspector = users["inspector"]
+        self.operator = users["operator"]
+        self.dispatcher = users["dispatcher"]
+        self.citizen = users["citizen"]
+        self.staff_of = {u.unit_id: u for u in users.values() if u.role == Role.UNIT_STAFF}
+        self.sanitation = session.scalar(select(Unit.id).where(Unit.code == "DEPT-SANITATION"))
+
+    @staticmethod
+    def of(user: User) -> Actor:
+        return Actor(user.role, user.id, user.unit_id)
+
+    def unit(self, unit_id: int) -> Actor:
+        """The unit's staff: the demo login of that unit, else its staff without a login."""
+        user = self.staff_of.get(unit_id)
+        return Actor(Role.UNIT_STAFF.value, user.id if user else None, unit_id)
+
+
+def after_photo(label: str) -> Upload:
+    """A plain placeholder for the unit's "after" photo (the rules ask for one)."""
+    image = Image.new("RGB", (320, 240), (96, 125, 139))
+    ImageDraw.Draw(image).text((16, 108), f"demo: {label}", fill=(255, 255, 255))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=70)
+    return Upload("after.jpg", out.getvalue())
+
+
+class _Replay:
+    """Takes one request through the loop, step by step, until today."""
+
+    def __init__(
+        self, session: Session, context: CaseContext, rates: Rates, until: datetime
+    ) -> None:
+        self.session = session
+        self.context = context
+        self.rates = rates
+        self.until = until
+        self.cast = _Cast(session)
+        self.photo = after_photo("after")
+        self.drawn: Counter[str] = Counter()
+
+    def act(self, case_id: int, action: Action, actor: Actor, **given: object) -> Case:
+        case = locked_case(self.session, case_id, None, None)
+        return apply_action(self.session, case, action, actor, ActionInput(**given), self.context)
+
+    def replay(self, request: Request311, reported: datetime, draw: random.Random) -> Case | None:
+        """Report the request at `reported` and take it as far as it got by `until`; None
+        when its point is outside the demo territory."""
+        with clock.at(reported):
+            try:
+                case_id = self._report(request, reported)
+            except DomainError:  # outside the demo's councils
+                return None
+        for moment, step in self._steps(request, reported, case_id, draw):
+            if moment > self.until:
+                break
+            with clock.at(moment):
+                step()
+        return self.session.get(Case, case_id)
+
+    def _report(self, request: Request311, reported: datetime) -> int:
+        if request.source in INSPECTOR_SOURCES:
+            reporter, source = self.cast.inspector, CaseSource.INSPECTOR
+        elif request.source in CITIZEN_SOURCES:
+            reporter, source = self.cast.citizen, CaseSource.CITIZEN
+        elif request.source in APP_SOURCES:
+            reporter, source = None, CaseSource.OPEN311
+        else:
+            reporter, source = self.cast.operator, CaseSource.HOTLINE
+        data = ReportInput(
+            category_code=LA_CLASSES[request.kind],
+            lon=request.lon,
+            lat=request.lat,
+            description=f"{request.kind} (MyLA311 {request.number})",
+            address=request.address,
+            idempotency_key=f"demo-la311-{request.number}",
+        )
+        result = report_case(self.session, data, reporter, source, self.context.photo_root)
+        return result.case_id
+
+    def _steps(
+        self, request: Request311, reported: datetime, case_id: int, draw: random.Random
+    ) -> Iterator[tuple[datetime, Callable[[], object]]]:
+        """The request's steps, each with its moment, in order (a generator: a step's
+        moment may depend on the ones before)."""
+        cast, act = self.cast, self.act
+        calendar = self.context.calendar
+
+        def later(moment: datetime, low: float, high: float) -> datetime:
+            # People act in working time: low-high working minutes after `moment`.
+            return calendar.add_working_hours(moment, draw.uniform(low, high) / 60)
+
+        t = reported
+        status = self.session.scalar(select(Case.status).where(Case.id == case_id))
+        if status == "reported":  # a citizen's, the app's or a call's: verified on site first
+            t = later(t, 30, 180)
+            if request.cancelled:
+                yield t, lambda: act(case_id, Action.INVALIDATE, cast.of(cast.inspector),
+                                     reason="nothing to do on site")  # fmt: skip
+                return
+            yield t, lambda: act(case_id, Action.VERIFY, cast.of(cast.inspector))
+        elif request.cancelled:
+            t = later(t, 5, 30)
+            yield t, lambda: act(case_id, Action.REJECT, cast.of(cast.operator),
+                                 reason=RejectReason.NOT_CITY_PROBLEM.value)  # fmt: skip
+            return
+        t = later(t, 5, 30)
+        yield t, lambda: act(case_id, Action.FILE, cast.of(cast.operator))
+        t += timedelta(minutes=draw.uniform(1, 5))  # the dispatcher job, day and night
+        yield t, lambda: dispatch_case(self.session, case_id, None, ActionInput(), self.context)
+        case = self.session.get(Case, case_id)
+        assert case is not None
+        unit = lambda: cast.unit(case.unit_id)  # noqa: E731  (the unit it has now)
+        t = later(t, 30, 360)
+        if case.category.unit_type == "community" and draw.random() < self.rates.returned:
+            self.drawn["returned"] += 1
+            why = "dumped on a lot the sanitation department clears"
+            yield t, lambda: act(case_id, Action.RETURN, unit(), reason=why)
+            t = later(t, 15, 90)
+            onward = ActionInput(unit_id=cast.sanitation)
+            yield (
+                t,
+                lambda: dispatch_case(self.session, case_id, cast.dispatcher, onward, self.context),
+            )
+            t = later(t, 30, 240)
+        yield t, lambda: act(case_id, Action.ACCEPT, unit())
+        if request.still_open or request.took is None:
+            return  # still open in Los Angeles: in progress here
+        if draw.random() < self.rates.extension:
+            self.drawn["extension"] += 1
+            t = later(t, 60, 240)
+            yield t, lambda: act(case_id, Action.REQUEST_EXTENSION, unit(),
+                                 reason="waiting for a truck", extra_value="2",
+                                 extra_unit="days")  # fmt: skip
+            t = later(t, 30, 180)
+            yield t, lambda: act(case_id, Action.APPROVE_EXTENSION, cast.of(cast.dispatcher))
+        if draw.random() < self.rates.suspension:
+            self.drawn["suspension"] += 1
+            t = later(t, 60, 240)
+            yield t, lambda: act(case_id, Action.REQUEST_SUSPENSION, unit(),
+                                 reason="the owner of the lot must be found")  # fmt: skip
+            t = later(t, 30, 180)
+            yield t, lambda: act(case_id, Action.APPROVE_SUSPENSION, cast.of(cast.dispatcher))
+            t += timedelta(days=draw.uniform(3, 10))
+            yield t, lambda: act(case_id, Action.RESUME, cast.of(cast.dispatcher))
+        # Los Angeles's own time to close the request is when the work was done here.
+        t = max(reported + request.took, later(t, 20, 60))
+        done = lambda: act(case_id, Action.REPORT_DONE, unit(), note="done",  # noqa: E731
+                           photos=[self.photo])  # fmt: skip
+        yield t, done
+        t = later(t, 10, 60)
+        yield t, lambda: act(case_id, Action.ASSIGN_CHECK, cast.of(cast.operator),
+                             inspector_id=cast.inspector.id)  # fmt: skip
+        t = later(t, 60, 360)
+        if draw.random() < self.rates.rework:
+            self.drawn["rework"] += 1
+            yield t, lambda: act(case_id, Action.CHECK_FAIL, cast.of(cast.inspector),
+                                 note="still there: cleared only in part")  # fmt: skip
+            t = later(t, 60, 240)
+            yield t, lambda: act(case_id, Action.ACCEPT, unit())
+            t = later(t, 4 * 60, 16 * 60)
+            yield t, done
+            t = later(t, 10, 60)
+            yield t, lambda: act(case_id, Action.ASSIGN_CHECK, cast.of(cast.operator),
+                                 inspector_id=cast.inspector.id)  # fmt: skip
+            t = later(t, 60, 360)
+        yield t, lambda: act(case_id, Action.CHECK_PASS, cast.of(cast.inspector), note="checked")
+        t = later(t, 5, 30)
+        yield t, lambda: act(case_id, Action.CLOSE, cast.of(cast.operator))
+
+
+def inside_territory(session: Session, requests: list[Request311]) -> list[int]:
+    """The indexes of the requests whose point is in a community of the territory (one
+    query; the others are another city's)."""
+    found = session.execute(
+        text("""
+            SELECT p.i FROM unnest(CAST(:lon AS float8[]), CAST(:lat AS float8[]))
+                WITH ORDINALITY AS p(lon, lat, i)
+            WHERE EXISTS (SELECT 1 FROM areas a WHERE a.level = 'community'
+                          AND ST_Intersects(a.geom, ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)))
+            ORDER BY p.i
+        """),
+        {"lon": [r.lon for r in requests], "lat": [r.lat for r in requests]},
+    )
+    return [int(i) - 1 for (i,) in found]
+
+
+def report_moments(
+    requests: list[Request311], now: datetime, rates: Rates, draw: random.Random
+) -> list[datetime]:
+    """Each request's new report time (UTC), before `now`: a day of the year before it (a
+    twelfth in its last three days), at the request's own Los Angeles time of day."""
+    today = now.astimezone(LA_TIME).date()
+    moments = []
+    for request in requests:
+        back = draw.randint(0, 3) if draw.random() < rates.recent_share else draw.randint(4, 365)
+        day = today - timedelta(days=back)
+        local = datetime.combine(day, time(request.created.hour, request.created.minute))
+        moment = local.replace(tzinfo=LA_TIME).astimezone(UTC)
+        moments.append(moment if moment <= now else moment - timedelta(days=1))
+    return moments
+
+
+def seed_history(
+    session: Session,
+    context: CaseContext,
+    say: Callable[[str], None] = print,
+    rates: Rates | None = None,
+    now: datetime | None = None,
+    data: Path | None = None,
+) -> Replayed | None:
+    """Replay the real requests in the caller's transaction, oldest first; None (and
+    nothing done) when the city already has cases: the past is seeded once and kept."""
+    if session.scalar(select(func.count()).select_from(Case)):
+        say("demo history: the city already has cases, kept as they are")
+        return None
+    rates = rates or Rates()
+    now = now or clock.now_utc()
+    everywhere = read_requests((data or SHARED_DATA) / LA_311)
+    requests = [everywhere[i] for i in inside_territory(session, everywhere)]
+    draw = random.Random(SEED)
+    moments = report_moments(requests, now, rates, draw)
+    replay = _Replay(session, context, rates, until=now)
+    statuses: Counter[str] = Counter()
+    outside = len(everywhere) - len(requests)
+    order = sorted(range(len(requests)), key=lambda i: moments[i])
+    for done, i in enumerate(order, start=1):
+        case = replay.replay(requests[i], moments[i], draw)
+        if case is None:
+            outside += 1
+        else:
+            statuses[case.status] += 1
+        if done % 100 == 0:
+            say(f"demo history: {done:,} of {len(requests):,} requests replayed")
+    session.flush()
+    refresh_rollup(session)
+    kept = [moments[i] for i in order]
+    replayed = Replayed(statuses, replay.drawn, outside, kept[0].date(), kept[-1].date())
+    say(
+        f"demo history: {sum(statuses.values()):,} real MyLA311 requests replayed as cases "
+        f"from {replayed.first} to {replayed.last} ({outside:,} outside the demo councils)"
+    )
+    return replayed

@@ -1,0 +1,187 @@
+"""The demo city's past (gridmgmt.app.demo_history): real MyLA311 requests replayed through
+the lifecycle's services, so that a first look at the product finds a lived-in city."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session
+
+from cases.lifecycle import CaseContext
+from cases.models import Case, CaseEvent
+from gridmgmt.app import demo_history
+from gridmgmt.kernel.calendar_store import get_calendar
+from tests.conftest import HISTORY_PHOTOS, SHARED_DATA, shared_file
+
+pytestmark = pytest.mark.slow
+
+# The order of a case's life, as the replay takes it (returns, extensions, suspensions and
+# reworks add their own steps in between).
+LOOP = ["report", "file", "dispatch", "accept", "report_done", "assign_check", "check_pass",
+        "close"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def session(history_database_url: URL) -> Iterator[Session]:
+    engine = create_engine(history_database_url)
+    with Session(engine) as session:
+        yield session
+    engine.dispose()
+
+
+def real_requests_in_territory(session: Session) -> list[demo_history.Request311]:
+    requests = demo_history.read_requests(shared_file(demo_history.LA_311))
+    return [requests[i] for i in demo_history.inside_territory(session, requests)]
+
+
+def test_every_real_request_in_the_territory_is_one_case(session: Session) -> None:
+    real = real_requests_in_territory(session)
+    numbers = session.scalars(select(Case.description)).all()
+    assert len(real) > 400
+    assert sorted(n.rsplit(" ", 1)[1].rstrip(")") for n in numbers) == sorted(
+        r.number for r in real
+    )
+    # Classes from the request types: the catalogue's codes, as LA_CLASSES maps them.
+    kinds = dict(
+        session.execute(
+            text(
+                "SELECT g.code, count(*) FROM cases c"
+                " JOIN categories g ON g.id = c.category_id GROUP BY 1"
+            )
+        ).all()
+    )
+    assert kinds == dict(Counter(demo_history.LA_CLASSES[r.kind] for r in real))
+
+
+def test_a_year_that_ends_now(session: Session) -> None:
+    first, last = session.execute(
+        select(func.min(Case.reported_at), func.max(Case.reported_at))
+    ).one()
+    now = datetime.now(UTC)
+    assert now - timedelta(days=367) < first < now - timedelta(days=330)
+    assert now - timedelta(days=2) < last <= now
+    months = session.scalar(
+        select(func.count(func.distinct(func.date_trunc("month", Case.reported_at))))
+    )
+    assert months >= 12
+
+
+def test_each_case_went_through_the_loop_in_order(session: Session) -> None:
+    events: dict[int, list[tuple[datetime, str]]] = {}
+    for case_id, at, action in session.execute(
+        select(CaseEvent.case_id, CaseEvent.created_at, CaseEvent.action).order_by(CaseEvent.id)
+    ):
+        events.setdefault(case_id, []).append((at, action))
+    closed = session.execute(select(Case.id, Case.reported_at, Case.closed_at).where(
+        Case.status == "closed")).all()  # fmt: skip
+    assert len(closed) > 300
+    for case_id, reported_at, closed_at in closed:
+        times = [at for at, _ in events[case_id]]
+        assert times == sorted(times), case_id  # the events happened in the order written
+        assert times[0] == reported_at and times[-1] == closed_at
+        actions = [a for _, a in events[case_id]]
+        assert [a for a in actions if a in LOOP and a != "verify"][:3] == LOOP[:3]
+        assert actions[-3:] == ["assign_check", "check_pass", "close"]
+
+
+def test_the_real_time_to_close_is_kept(session: Session) -> None:
+    """The request's own created → closed time in Los Angeles is the unit's time to report
+    it done (later only when the steps before it took longer)."""
+    took = {r.number: r.took for r in real_requests_in_territory(session) if r.took is not None}
+    rows = session.execute(
+        text("""
+            SELECT c.description, c.reported_at,
+                   (SELECT min(e.created_at) FROM case_events e
+                    WHERE e.case_id = c.id AND e.action = 'report_done') AS done
+            FROM cases c WHERE c.status = 'closed'
+        """)
+    ).all()
+    kept = 0
+    for description, reported_at, done in rows:
+        real = took[description.rsplit(" ", 1)[1].rstrip(")")]
+        assert done - reported_at >= real - timedelta(seconds=1)
+        kept += abs((done - reported_at) - real) < timedelta(minutes=1)
+    assert kept > 0.5 * len(rows)  # the others: the steps before took longer here
+
+
+def test_returns_reworks_extensions_suspensions_and_lateness(session: Session) -> None:
+    actions = dict(
+        session.execute(select(CaseEvent.action, func.count()).group_by(CaseEvent.action)).all()
+    )
+    for action in ("return", "check_fail", "approve_extension", "approve_suspension", "resume",
+                   "invalidate"):  # fmt: skip
+        assert actions.get(action, 0) > 0, action
+    # The city's rework count and lateness come out of the lifecycle's own effects.
+    assert (
+        session.scalar(select(func.count()).where(Case.rework_count > 0)) == actions["check_fail"]
+    )
+    late = session.scalar(
+        select(func.count()).where(func.coalesce(Case.handled_at, Case.closed_at) > Case.deadline)
+    )
+    closed = session.scalar(select(func.count()).where(Case.status == "closed"))
+    assert 0.1 * closed < late < 0.9 * closed
+
+
+def test_every_role_has_work_today(session: Session) -> None:
+    open_now = dict(
+        session.execute(
+            select(Case.status, func.count())
+            .where(Case.closed_at.is_(None), Case.status != "invalid")
+            .group_by(Case.status)
+        ).all()
+    )
+    assert sum(open_now.values()) >= 15
+    assert open_now.get("in_progress", 0) + open_now.get("dispatched", 0) > 0  # units
+    for_checks = open_now.get("checking", 0) + open_now.get("handled", 0)
+    assert for_checks + open_now.get("reported", 0) > 0  # inspectors and operators
+
+
+def test_units_differ_in_their_on_time_rates(session: Session) -> None:
+    rates = session.execute(
+        text("""
+            SELECT u.code, avg((c.handled_at <= c.deadline)::int)
+            FROM cases c JOIN units u ON u.id = c.unit_id
+            WHERE c.status = 'closed' GROUP BY 1 HAVING count(*) >= 10
+        """)
+    ).all()
+    assert len(rates) >= 6
+    values = sorted(float(r) for _, r in rates)
+    assert values[-1] - values[0] > 0.3  # the best and the worst units stand apart
+
+
+def test_the_rollup_holds_the_year(session: Session) -> None:
+    """The evaluation's rollup was refreshed after the replay: long periods read from it."""
+    due, handled = session.execute(text("SELECT sum(due), sum(handled) FROM evaluation_days")).one()
+    assert due > 400 and handled > 400
+
+
+def test_seeding_again_changes_nothing(history_database_url: URL) -> None:
+    engine = create_engine(history_database_url)
+    try:
+        with Session(engine) as session:
+            before = session.scalar(select(func.count()).select_from(CaseEvent))
+            context = CaseContext(get_calendar(session, "us_la"), HISTORY_PHOTOS)
+            said: list[str] = []
+            assert (
+                demo_history.seed_history(session, context, said.append, data=SHARED_DATA) is None
+            )
+            assert "already has cases" in said[0]
+            assert session.scalar(select(func.count()).select_from(CaseEvent)) == before
+            session.rollback()
+    finally:
+        engine.dispose()
+
+
+def test_the_mapping_covers_the_requests_it_names() -> None:
+    with open(shared_file(demo_history.LA_311), newline="") as fh:
+        kinds = Counter(row["requesttype"] for row in csv.DictReader(fh))
+    assert set(demo_history.LA_CLASSES) <= set(kinds)
+    # Together the mapped kinds are most of what Los Angeles is asked to do.
+    mapped = sum(n for kind, n in kinds.items() if kind in demo_history.LA_CLASSES)
+    assert mapped > 0.9 * sum(kinds.values())
