@@ -885,16 +885,23 @@ _INSERT_CASE = Prepared(
     "gridmgmt_report",
     f"""
     WITH new_case AS (
-        INSERT INTO cases (source, status, category_id, urgent, description, address, location,
+        INSERT INTO cases (number, source, status, category_id, urgent, description, address,
+                           location,
                            cell_id, community_id, reporter_id, api_key_id, contact,
                            idempotency_key, media_url, attributes, filed_at, dispatch_state,
                            reported_at, updated_at)
-        SELECT :source, :status, :category_id, :urgent, :description, :address, p.geom,
+        SELECT n.number, :source, :status, :category_id, :urgent, :description, :address, p.geom,
                g.id, g.community_id, :reporter_id, :api_key_id, CAST(:contact AS jsonb),
                :idempotency_key, :media_url, CAST(:attributes AS jsonb),
                CAST(:filed_at AS timestamptz), :dispatch_state, :now, :now
         FROM (SELECT ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS geom) AS p
         CROSS JOIN LATERAL ({cell_at("p.geom")}) AS g
+        -- numbered as next_case_number() does (migration 0001), on the clock's UTC day
+        CROSS JOIN LATERAL (
+            SELECT to_char(CAST(:now AS timestamptz) AT TIME ZONE 'UTC', 'YYYYMMDD')
+                   || lpad(s.n::text, greatest(6, length(s.n::text)), '0') AS number
+            FROM (SELECT nextval('case_number_seq') AS n) AS s
+        ) AS n
         RETURNING id, number
     ), new_events AS (
         INSERT INTO case_events (case_id, action, from_status, to_status, actor_id, actor_role,
