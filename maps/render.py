@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,10 +18,11 @@ import folium
 from branca.element import Element
 from folium.plugins import FastMarkerCluster, HeatMap
 
-from maps.aggregate import Classes, classes, lat_lon
+from maps.aggregate import NO_DATA, PALETTE, Classes, classes, lat_lon
 from maps.services import OverdueCase, PlaceStats
 
 Asset = Callable[[str], str]  # a static path → its URL
+HIGHER_IS_BETTER = {"on_time_rate"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,16 @@ class MapData:
     centre: tuple[float, float]
 
 
+@dataclass(frozen=True)
+class EmptyState:
+    """What the map says when the filters leave no case: a message and a way out (a link
+    opened in the page around the frame)."""
+
+    message: str
+    link_text: str
+    link_url: str
+
+
 def build_map(
     data: MapData,
     asset: Asset,
@@ -46,14 +58,19 @@ def build_map(
     tiles: str = "",
     attribution: str = "",
     lang: str = "en",
+    empty: EmptyState | None = None,
 ) -> str:
-    """Render the map page (HTML, in language `lang`) from aggregated data, layer by layer."""
+    """Render the map page (HTML, in language `lang`) from aggregated data, layer by layer;
+    `empty` is shown over the map when no community has a case."""
     m = build_base_map(data.centre, asset)
     title = html.escape(labels.get("title", "Map"))
     m.get_root().header.add_child(folium.Element(f"<title>{title}</title>"), name="title")
     if tiles:
         add_tiles(m, tiles, attribution, labels)
-    community_scale = classes(c.measure(data.measure) for c in data.communities)
+    community_scale = legible(
+        classes(c.measure(data.measure) for c in data.communities),
+        higher_is_better=data.measure in HIGHER_IS_BETTER,
+    )
     add_communities(m, data, community_scale, labels)
     if data.cell_shapes:
         add_cells(m, data, labels)
@@ -61,9 +78,56 @@ def build_map(
     if data.overdue:
         add_overdue_cluster(m, data, asset, case_url, labels)
     folium.LayerControl(collapsed=False).add_to(m)
-    add_legend(m, labels[data.measure], community_scale, labels)
+    extent = bounds(data.community_shapes.values())
+    if extent is not None:  # the territory fills the window, whatever its size
+        m.fit_bounds(extent, padding=(16, 16))
+    add_legend(
+        m,
+        labels.get(f"legend_{data.measure}", labels[data.measure]),
+        community_scale,
+        labels,
+        [c.measure(data.measure) for c in data.communities],
+        percent=data.measure == "on_time_rate",
+    )
+    if (
+        empty is not None
+        and not any(c.n for c in data.communities)
+        and not any(c.n for c in data.cells)
+    ):
+        add_empty_state(m, empty)
     page = m.get_root().render()
     return page.replace("<html>", f'<html lang="{html.escape(lang)}">', 1)
+
+
+def bounds(shapes: Iterable[dict[str, Any]]) -> list[list[float]] | None:
+    """[[south, west], [north, east]] of GeoJSON geometries (Leaflet's order), or None."""
+    xs: list[float] = []
+    ys: list[float] = []
+
+    def walk(coordinates: Any) -> None:
+        if coordinates and isinstance(coordinates[0], (int, float)):
+            xs.append(float(coordinates[0]))
+            ys.append(float(coordinates[1]))
+        else:
+            for part in coordinates:
+                walk(part)
+
+    for shape in shapes:
+        walk(shape.get("coordinates", []))
+    if not xs:
+        return None
+    return [lat_lon(min(xs), min(ys)), lat_lon(max(xs), max(ys))]
+
+
+def legible(scale: Classes, higher_is_better: bool = False) -> Classes:
+    """Classes a reader takes in at once: an empty city (the only bound is 0) in the palette's
+    lightest colour, not the alarming red of the top class; and for a measure where more is
+    better (the on-time rate) the palette turned round, so that red still means trouble."""
+    if scale.bounds and scale.bounds[-1] == 0:
+        return Classes(scale.bounds, (PALETTE[0],))
+    if higher_is_better:
+        return Classes(scale.bounds, tuple(reversed(scale.colours)))
+    return scale
 
 
 def build_base_map(centre: tuple[float, float], asset: Asset) -> folium.Map:
@@ -74,6 +138,10 @@ def build_base_map(centre: tuple[float, float], asset: Asset) -> folium.Map:
         tiles=None,
         prefer_canvas=True,
         control_scale=True,
+        # Without tiles no layer gives the map a highest zoom, and the overdue cluster needs one
+        # (Folium's own max_zoom only reaches a tile layer).
+        maxZoom=19,
+        zoomSnap=0.25,  # the territory fitted to the window closely, not to the next power of 2
     )
     offline(m, asset)
     return m
@@ -125,7 +193,10 @@ def add_communities(m: folium.Map, data: MapData, scale: Classes, labels: dict[s
 
 def add_cells(m: folium.Map, data: MapData, labels: dict[str, str]) -> None:
     """The cells' choropleth (hidden at first), on a colour scale of its own."""
-    scale = classes(c.measure(data.measure) for c in data.cells)
+    scale = legible(
+        classes(c.measure(data.measure) for c in data.cells),
+        higher_is_better=data.measure in HIGHER_IS_BETTER,
+    )
     values = {c.id: c for c in data.cells}
     features = [
         {
@@ -164,7 +235,9 @@ def add_heatmap(m: folium.Map, data: MapData, asset: Asset, labels: dict[str, st
         heat_data = [lat_lon(x, y) for x, y in data.points]
     else:
         heat_data = [[round(c.lat, 4), round(c.lon, 4), c.n] for c in data.cells]
-    heat = HeatMap(heat_data, name=labels["heat"], radius=18, blur=14, min_opacity=0.3)
+    # Off at first (a switch of the layer control): its colours would blur the communities'
+    # classes, which the legend explains.
+    heat = HeatMap(heat_data, name=labels["heat"], radius=18, blur=14, min_opacity=0.3, show=False)
     heat.default_js = [("leaflet-heat.js", asset("vendor/leaflet.heat/leaflet-heat.js"))]
     heat.add_to(m)
 
@@ -231,25 +304,203 @@ def _overdue_marker_js(deadline_label: str) -> str:
             }}"""
 
 
-def add_legend(m: folium.Map, title: str, scale: Classes, labels: dict[str, str]) -> None:
-    """The legend of the communities' colour classes, in the map's bottom-right corner."""
+def add_legend(
+    m: folium.Map,
+    title: str,
+    scale: Classes,
+    labels: dict[str, str],
+    values: Sequence[float | None] = (),
+    percent: bool = False,
+) -> None:
+    """The legend of the communities' colour classes, in the map's bottom-right corner: each
+    class as the range of values it holds ("3–7"), then how many communities have no data."""
     rows = "".join(
-        f'<div><i style="background:{colour}"></i> ≤ {_number(bound)}</div>'
-        for bound, colour in zip(scale.bounds, scale.colours, strict=False)
+        f'<div><i style="background:{colour}"></i> {html.escape(text)}</div>'
+        for text, colour in zip(class_ranges(scale, values, percent), scale.colours, strict=False)
     )
     legend = Element(
-        f"""<div class="gm-legend"><strong>{title}</strong>{rows}
-        <div><i style="background:#dddddd"></i> {labels["no_data"]}</div></div>
+        f"""<div class="gm-legend" role="region" aria-label="{html.escape(title, quote=True)}">
+        <strong>{html.escape(title)}</strong>{rows}
+        <div><i style="background:{NO_DATA}"></i> {html.escape(labels["no_data"])}</div></div>
         <style>.gm-legend{{position:absolute;bottom:28px;right:10px;z-index:1000;background:#fff;
-        padding:6px 8px;font:12px/1.4 sans-serif;border-radius:4px;box-shadow:0 1px 4px #0004}}
+        padding:6px 8px;font:13px/1.5 system-ui,sans-serif;border-radius:4px;color:#1b1f24;
+        box-shadow:0 1px 4px #0004;max-width:14rem}}
+        .gm-legend strong{{display:block;margin-bottom:2px}}
         .gm-legend i{{display:inline-block;width:14px;height:14px;vertical-align:middle;
-        border:1px solid #999}}</style>"""
+        border:1px solid #999;margin-right:4px}}</style>"""
     )
     m.get_root().html.add_child(legend)
 
 
+def class_ranges(
+    scale: Classes, values: Sequence[float | None] = (), percent: bool = False
+) -> list[str]:
+    """The range of each colour class, from the lowest value (or 0) to its upper bound: whole
+    numbers as "0–2", "3–7" (a class starts one above the previous bound), rates as
+    "40–75 %" (classes touch: a rate is continuous)."""
+    known = [float(v) for v in values if v is not None]
+    low = min(known, default=0.0)
+    ranges = []
+    for bound in map(float, scale.bounds):
+        if percent:
+            lo, hi = round(100 * low), round(100 * bound)
+            ranges.append(f"{hi} %" if lo == hi else f"{lo}–{hi} %")
+            low = bound
+        else:
+            lo_text, hi_text = _number(low), _number(bound)
+            ranges.append(hi_text if lo_text == hi_text else f"{lo_text}–{hi_text}")
+            low = bound + 1 if bound.is_integer() else bound
+    return ranges
+
+
+def add_empty_state(m: folium.Map, empty: EmptyState) -> None:
+    """A message over the map when the filters leave no case, with a link out of it (opened
+    in the page around the frame)."""
+    link = (
+        f'<a href="{html.escape(empty.link_url, quote=True)}" target="_top">'
+        f"{html.escape(empty.link_text)}</a>"
+        if empty.link_url
+        else ""
+    )
+    box = Element(
+        f"""<div class="gm-empty" role="status"><p>{html.escape(empty.message)}</p>{link}</div>
+        <style>.gm-empty{{position:absolute;top:50%;left:50%;transform:translate(-50%,-50%);
+        z-index:1001;background:#fff;padding:16px 20px;border-radius:6px;text-align:center;
+        font:15px/1.5 system-ui,sans-serif;color:#1b1f24;box-shadow:0 2px 10px #0005;
+        max-width:80%}}.gm-empty p{{margin:0 0 8px;font-weight:600}}
+        .gm-empty a{{color:#0b5cad}}</style>"""
+    )
+    m.get_root().html.add_child(box)
+
+
 def _number(value: float) -> str:
-    """A legend bound: whole numbers plain, rates as percentages."""
+    """A legend bound: whole numbers plain, others with one decimal."""
     if value.is_integer():
         return f"{value:,.0f}"
-    return f"{100 * value:.0f} %" if value <= 1 else f"{value:,.1f}"
+    return f"{value:,.1f}"
+
+
+# ---------------------------------------------------------------- dashboard charts
+
+CHART_FONT = 11
+
+
+def nice_ticks(top: float, count: int = 4) -> list[float]:
+    """Round tick values from 0 to at least `top` (0, 5, 10, 15, 20…), about `count` steps."""
+    if top <= 0:
+        return [0.0, 1.0]
+    raw = top / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    ticks = [0.0]
+    while ticks[-1] < top:
+        ticks.append(round(ticks[-1] + step, 10))
+    return ticks
+
+
+def line_chart(
+    points: Sequence[tuple[str, float | None]],
+    title: str,
+    empty_text: str,
+    percent: bool = False,
+    target: float | None = None,
+    target_text: str = "",
+    width: int = 420,
+    height: int = 230,
+    max_labels: int = 7,
+) -> str:
+    """A line chart as inline SVG (no script, no CDN): a y axis with round ticks and grid lines,
+    x labels thinned to fit, each point marked with its value in a tooltip and, when the points
+    are few (or for the highest and the last), written over it; `target` draws a dashed line
+    (a rate's goal). With no value at all, the axes and `empty_text` in their middle.
+
+    `points` are (x label, value or None for a gap); rates are 0..1 with `percent`."""
+    left, right, top_pad, bottom = 44, 12, 18, height - 28
+    known = [v for _, v in points if v is not None]
+    if not percent and not any(known):
+        known = []  # counts that are all zero: nothing happened, say so
+    label = html.escape(title, quote=True)
+    cls = "chart" if known else "chart chart-empty"
+    ticks = [0.0, 0.25, 0.5, 0.75, 1.0] if percent else nice_ticks(max(known, default=0))
+    top = ticks[-1] or 1.0
+    n = max(len(points), 1)
+
+    def x(i: int) -> float:
+        return left + (width - left - right) * (i + 0.5) / n
+
+    def y(v: float) -> float:
+        return bottom - (bottom - top_pad) * v / top
+
+    def show(v: float) -> str:
+        return f"{100 * v:.0f}%" if percent else f"{v:,.0f}"
+
+    parts = [
+        f'<svg class="{cls}" viewBox="0 0 {width} {height}" role="img" aria-label="{label}"'
+        f' font-size="{CHART_FONT}" font-family="system-ui, sans-serif">',
+        f"<title>{html.escape(title)}</title>",
+    ]
+    for t in ticks:  # the y axis: grid lines and their values
+        parts.append(
+            f'<line x1="{left}" y1="{y(t):.1f}" x2="{width - right}" y2="{y(t):.1f}"'
+            f' stroke="{"#8c959f" if t == 0 else "#e1e4e8"}"/>'
+            f'<text x="{left - 4}" y="{y(t) + 4:.1f}" text-anchor="end" fill="#57606a">'
+            f"{show(t)}</text>"
+        )
+    every = max(1, math.ceil(len(points) / max_labels))  # x labels that fit
+    for i, (text, _) in enumerate(points):
+        if i % every == 0:
+            # Every other label is left out on a phone (maps.css), where the text is larger.
+            alt = ' class="x-alt"' if (i // every) % 2 else ""
+            parts.append(
+                f'<text x="{x(i):.1f}" y="{height - 10}" text-anchor="middle" fill="#57606a"'
+                f"{alt}>{html.escape(text)}</text>"
+            )
+    if target is not None and known:
+        parts.append(
+            f'<line x1="{left}" y1="{y(target):.1f}" x2="{width - right}" y2="{y(target):.1f}"'
+            ' stroke="#1a7431" stroke-dasharray="5 4"/>'
+            f'<text x="{left + 4}" y="{y(target) - 4:.1f}" fill="#1a7431">'
+            f"{html.escape(target_text)}</text>"
+        )
+    if not known:
+        parts.append(
+            f'<text x="{(left + width - right) / 2:.1f}" y="{(top_pad + bottom) / 2:.1f}"'
+            f' text-anchor="middle" font-size="13" fill="#57606a">{html.escape(empty_text)}</text>'
+        )
+        parts.append("</svg>")
+        return "".join(parts)
+    # The line, broken where a value is missing.
+    run: list[str] = []
+    runs: list[list[str]] = []
+    for i, (_, v) in enumerate(points):
+        if v is None:
+            if run:
+                runs.append(run)
+            run = []
+        else:
+            run.append(f"{x(i):.1f},{y(v):.1f}")
+    if run:
+        runs.append(run)
+    for r in runs:
+        parts.append(
+            f'<polyline fill="none" stroke="#0b5cad" stroke-width="2" points="{" ".join(r)}"/>'
+        )
+    highest = max(known)
+    last = max(i for i, (_, v) in enumerate(points) if v is not None)
+    few = len(points) <= 14
+    for i, (text, v) in enumerate(points):
+        if v is None:
+            continue
+        value = show(v)
+        parts.append(
+            f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="{3 if few else 2}" fill="#0b5cad">'
+            f"<title>{html.escape(text)}: {value}</title></circle>"
+        )
+        if few or v == highest or i == last:
+            minor = "" if v == highest or i == last else ' class="v-minor"'
+            parts.append(
+                f'<text x="{x(i):.1f}" y="{y(v) - 7:.1f}" text-anchor="middle" fill="#1b1f24"'
+                f' font-weight="600"{minor}>{value}</text>'
+            )
+    parts.append("</svg>")
+    return "".join(parts)

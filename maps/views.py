@@ -7,7 +7,8 @@ import contextlib
 import csv
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -29,7 +30,7 @@ from cases.models import CaseSource, CaseStatus, Category, MajorClass
 from gridmgmt.kernel import ratelimit
 from gridmgmt.kernel.db import db, reads_replica
 from gridmgmt.kernel.errors import InvalidInput
-from gridmgmt.kernel.i18n import N_, current_lang
+from gridmgmt.kernel.i18n import N_, current_lang, format_date, number
 from gridmgmt.kernel.i18n import gettext as _
 from gridmgmt.kernel.models import Role
 from gridmgmt.kernel.queue import queues
@@ -38,8 +39,8 @@ from gridmgmt.kernel.web import role_required
 from grids.models import Area
 from maps import evaluation
 from maps import services as stats
-from maps.aggregate import FilterError, Filters, Series, parse_filters, ranked, svg_chart
-from maps.render import MapData, build_map
+from maps.aggregate import FilterError, Filters, Tally, parse_filters, ranked
+from maps.render import EmptyState, MapData, build_map, line_chart
 
 bp = Blueprint("maps", __name__, template_folder="templates")
 SUPERVISORS = (Role.LEADER, Role.ADMIN, Role.OPERATOR, Role.DISPATCHER)
@@ -93,6 +94,10 @@ def map_labels() -> dict[str, str]:
         "on_time_rate": N_("On-time rate"),
         "deadline": N_("Deadline"),
         "no_data": N_("No data"),
+        "legend_count": N_("Cases per community"),
+        "legend_open": N_("Open cases per community"),
+        "legend_overdue": N_("Overdue cases per community"),
+        "legend_on_time_rate": N_("On-time rate per community"),
     }
     return {key: _(value) for key, value in words.items()}
 
@@ -129,7 +134,35 @@ def build_page(f: Filters) -> str:
         tiles=city_settings().tile_url,
         attribution=city_settings().tile_attribution,
         lang=current_lang(),
+        empty=empty_state(f),
     )
+
+
+def active_filters(f: Filters) -> int:
+    """How many filters besides the period narrow the cases down."""
+    return sum(
+        value is not None
+        for value in (f.kind, f.major_id, f.category_id, f.status, f.source, f.area_id)
+    )
+
+
+def clear_url(f: Filters) -> str:
+    """The map of the same period and measure with no other filter."""
+    keep = {} if f.measure == "count" else {"measure": f.measure}
+    return url_for("maps.map_page", start=f.start.isoformat(), end=f.end.isoformat(), **keep)
+
+
+def empty_state(f: Filters) -> EmptyState:
+    """What the map says when nothing is left: clear the filters (keeping the period), or with
+    none a longer period (the last 12 months) when the period is shorter."""
+    if active_filters(f):
+        return EmptyState(_("No cases match these filters."), _("Clear the filters"), clear_url(f))
+    today = datetime.now(UTC).date()
+    keep = {} if f.measure == "count" else {"measure": f.measure}
+    year = url_for("maps.map_page", start=(today - timedelta(days=364)).isoformat(), **keep)
+    if (f.end - f.start).days >= 364:
+        return EmptyState(_("No cases in this period."), "", "")
+    return EmptyState(_("No cases in this period."), _("Show the last 12 months"), year)
 
 
 def map_cache_key(f: Filters, lang: str, generation: int, config: dict[str, Any]) -> str:
@@ -175,6 +208,8 @@ def map_page() -> ResponseReturnValue:
         # The same query string, as it came: filter names never clash with url_for's own
         # arguments (`_method`, `endpoint`...), whatever a visitor types.
         frame=f"{url_for('maps.map_frame')}?{request.query_string.decode('latin-1')}",
+        active=active_filters(f),
+        clear=clear_url(f),
     )
 
 
@@ -196,6 +231,199 @@ def period_from_request() -> evaluation.Period:
 
 
 TABLES = ("units", "communities", "streets", "districts", "units_urgent", "inspectors")
+ON_TIME_TARGET = 0.7  # a typical target of the on-time closure rate (DOMAIN.md)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One figure of an evaluation table: its header (an English message id), how to read it
+    from a row's figures (a Tally, an InspectorRow...), how to show it, and its formula (the
+    page lists every formula once, under "How the figures are computed")."""
+
+    key: str
+    label: str
+    value: Callable[[Any], float | None]
+    kind: str = "number"  # number | percent | decimal
+    formula: str = ""
+
+
+@dataclass(frozen=True)
+class ColumnGroup:
+    """Columns shown or hidden together, under one header. `optional` groups are hidden
+    until asked for (`?show=<key>`, or their switch on the page): the default columns fit a
+    1366-px screen. A new family of rates (say, public participation) is one more group."""
+
+    key: str
+    label: str
+    columns: tuple[Column, ...]
+    optional: bool = False
+
+
+TALLY_GROUPS = (
+    ColumnGroup(
+        "cases",
+        N_("Cases"),
+        (
+            Column(
+                "due",
+                N_("Cases due"),
+                lambda t: t.due,
+                formula=N_("Cases whose deadline fell in the period, suspended ones included."),
+            ),
+            Column(
+                "closed",
+                N_("Closed"),
+                lambda t: t.closed,
+                formula=N_("Cases due in the period that are closed."),
+            ),
+            Column(
+                "overdue_open",
+                N_("Overdue"),
+                lambda t: t.overdue_open,
+                formula=N_("Cases still open past their deadline now."),
+            ),
+        ),
+    ),
+    ColumnGroup(
+        "indicators",
+        N_("Indicators"),
+        (
+            Column(
+                "closure_rate",
+                N_("Closure rate"),
+                lambda t: t.closure_rate,
+                "percent",
+                N_("Closed / (cases due − suspended)."),
+            ),
+            Column(
+                "on_time_rate",
+                N_("On-time rate"),
+                lambda t: t.on_time_rate,
+                "percent",
+                N_("Closed on time / (due − suspended); a typical target is 70 percent or more."),
+            ),
+            Column(
+                "rework_rate",
+                N_("Rework rate"),
+                lambda t: t.rework_rate,
+                "percent",
+                N_("Cases sent back after a failed check / cases reported done."),
+            ),
+            Column(
+                "score",
+                N_("Score"),
+                lambda t: t.score(),
+                "decimal",
+                N_("The on-time rate in points, less one point per rework; ranks the rows."),
+            ),
+        ),
+    ),
+    ColumnGroup(
+        "details",
+        N_("Details"),
+        (
+            Column(
+                "suspended",
+                N_("Suspended"),
+                lambda t: t.suspended,
+                formula=N_("Cases due that are suspended: left out of the rates."),
+            ),
+            Column(
+                "closed_on_time",
+                N_("Closed on time"),
+                lambda t: t.closed_on_time,
+                formula=N_("Cases due that are closed and were reported done by their deadline."),
+            ),
+            Column(
+                "handled",
+                N_("Handled"),
+                lambda t: t.handled,
+                formula=N_("Cases reported done in the period."),
+            ),
+            Column(
+                "rework_count",
+                N_("Rework"),
+                lambda t: t.rework_count,
+                formula=N_("Times a case was sent back after a failed check."),
+            ),
+            Column(
+                "returns",
+                N_("Returns"),
+                lambda t: t.returns,
+                formula=N_("Cases the unit returned to the dispatcher in the period."),
+            ),
+            Column(
+                "average_handling_hours",
+                N_("Avg. hours"),
+                lambda t: t.average_handling_hours,
+                "decimal",
+                N_("Mean time from dispatch to reported done, in hours."),
+            ),
+        ),
+        optional=True,
+    ),
+)
+INSPECTOR_GROUPS = (
+    ColumnGroup(
+        "reports",
+        N_("Reports"),
+        (
+            Column("reports", N_("Reports"), lambda r: r.reports),
+            Column(
+                "valid",
+                N_("Valid"),
+                lambda r: r.valid,
+                formula=N_("Reports filed as cases (not refused as invalid or duplicate)."),
+            ),
+            Column(
+                "valid_rate",
+                N_("Valid rate"),
+                lambda r: r.valid_rate,
+                "percent",
+                N_("Valid reports / reports."),
+            ),
+        ),
+    ),
+    ColumnGroup(
+        "checks",
+        N_("Checks"),
+        (
+            Column("checks", N_("Checks"), lambda r: r.checks),
+            Column(
+                "checks_on_time",
+                N_("On time"),
+                lambda r: r.checks_on_time,
+                formula=N_("Checks done within 24 hours of being assigned."),
+            ),
+            Column(
+                "checks_on_time_rate",
+                N_("On-time rate"),
+                lambda r: r.checks_on_time_rate,
+                "percent",
+                N_("Checks on time / checks."),
+            ),
+        ),
+    ),
+)
+
+
+def standing(rank: int, ranked_rows: int) -> str:
+    """ "best" for the top rows of a ranking, "worst" for the bottom ones (up to three each,
+    fewer in a short ranking; none with fewer than two ranked rows), else ""."""
+    if not rank or ranked_rows < 2:
+        return ""
+    marked = min(3, max(1, ranked_rows // 4))
+    if rank <= marked:
+        return "best"
+    if rank > ranked_rows - marked:
+        return "worst"
+    return ""
+
+
+def shown_groups() -> set[str]:
+    """The optional column groups asked for (`?show=details&show=...`)."""
+    optional = {g.key for g in (*TALLY_GROUPS, *INSPECTOR_GROUPS) if g.optional}
+    return optional & set(request.args.getlist("show"))
 
 
 def evaluation_tables(period: evaluation.Period) -> dict[str, Any]:
@@ -317,35 +545,141 @@ def evaluation_page() -> ResponseReturnValue:
             )
             return csv_response(records, filename)
         return csv_response(tally_csv(tables[name]), filename)
-    return render_template("maps/evaluation.html", period=period, tables=tables)
+    return render_template(
+        "maps/evaluation.html",
+        period=period,
+        tables=tables,
+        tally_groups=TALLY_GROUPS,
+        inspector_groups=INSPECTOR_GROUPS,
+        shown=shown_groups(),
+        standing=standing,
+        on_time_target=ON_TIME_TARGET,
+        formulas=formulas(),
+    )
+
+
+def formulas() -> list[tuple[str, str]]:
+    """(column, formula) of every figure with one, in the reader's language (translated here:
+    the formulas' percent signs are text, not a template's placeholders)."""
+    tallies = [(_(c.label), _(c.formula)) for g in TALLY_GROUPS for c in g.columns if c.formula]
+    inspectors = [
+        (f"{_('Inspectors')}: {_(c.label)}", _(c.formula))
+        for g in INSPECTOR_GROUPS
+        for c in g.columns
+        if c.formula
+    ]
+    return tallies + inspectors
+
+
+DASHBOARD_PERIODS = {
+    "30d": N_("Last 30 days"),
+    "13w": N_("Last 13 weeks"),
+    "12m": N_("Last 12 months"),
+}
+CASES_TITLES = {
+    "30d": N_("New cases per day"),
+    "13w": N_("New cases per week"),
+    "12m": N_("New cases per month"),
+}
+
+
+def dashboard_period(choice: str, today: date) -> tuple[evaluation.Period, list[date]]:
+    """The period of a dashboard choice and the first day of each of its buckets: days for
+    30 days, weeks (from Monday) for 13 weeks, months for 12 months; the last bucket ends
+    today (it is not over yet)."""
+    if choice == "30d":
+        start = today - timedelta(days=29)
+        return evaluation.Period(start, today), [start + timedelta(days=i) for i in range(30)]
+    if choice == "13w":
+        start = today - timedelta(days=today.weekday()) - timedelta(weeks=12)
+        return evaluation.Period(start, today), [start + timedelta(weeks=i) for i in range(13)]
+    months = [(today.year * 12 + today.month - 1 - i) for i in range(11, -1, -1)]
+    firsts = [date(m // 12, m % 12 + 1, 1) for m in months]
+    return evaluation.Period(firsts[0], today), firsts
+
+
+def bucket_of(day: date, firsts: list[date]) -> date:
+    """The bucket (its first day) a day falls in."""
+    found = firsts[0]
+    for first in firsts:
+        if first > day:
+            break
+        found = first
+    return found
 
 
 @bp.get("/dashboard")
 @role_required(*SUPERVISORS)
 @reads_replica
 def dashboard() -> ResponseReturnValue:
-    """Trends: new cases per day by major class, on-time closure rate per week."""
+    """Trends of a chosen period (`?period=30d|13w|12m`, default 12 months): the period's key
+    figures, new cases per day, week or month, the on-time closure rate per week against its
+    usual target, and the major classes with the most new cases."""
+    choice = request.args.get("period") or "12m"
+    if choice not in DASHBOARD_PERIODS:
+        raise InvalidInput(
+            "unknown period %(name)r; periods are %(periods)s",
+            name=choice,
+            periods=", ".join(DASHBOARD_PERIODS),
+        )
     today = datetime.now(UTC).date()
-    period = evaluation.Period(today - timedelta(days=89), today)
+    period, firsts = dashboard_period(choice, today)
     session = db.session()
-    per_day: dict[str, dict[date, float]] = {}
-    for row in evaluation.cases_per_day(session, period, current_lang()):
-        per_day.setdefault(row.major, {})[row.day] = row.count
-    top = sorted(per_day, key=lambda k: -sum(per_day[k].values()))[:6]
-    days = [period.start + timedelta(days=i) for i in range((period.end - period.start).days + 1)]
-    cases_chart = svg_chart(
-        [Series(major, tuple((d, per_day[major].get(d, 0)) for d in days)) for major in top],
-        title=_("New cases per day, by major class"),
+    lang = current_lang()
+    per_bucket = dict.fromkeys(firsts, 0)
+    per_major: dict[str, int] = {}
+    for row in evaluation.cases_per_day(session, period, lang):
+        per_bucket[bucket_of(row.day, firsts)] += row.count
+        per_major[row.major] = per_major.get(row.major, 0) + row.count
+    pattern = "LLL" if choice == "12m" else "MM-dd"
+    cases_points: list[tuple[str, float | None]] = [
+        (format_date(d, pattern), per_bucket[d]) for d in firsts
+    ]
+    cases_chart = line_chart(
+        cases_points,
+        title=_(CASES_TITLES[choice]),
+        empty_text=_("No cases in this period."),
+        max_labels=12 if choice == "12m" else 7,
     )
-    weekly = [(w, r) for w, r in evaluation.on_time_per_week(session, period) if r is not None]
-    rate_chart = svg_chart(
-        [Series(_("On-time rate"), tuple(weekly))],
-        percent=True,
+    weekly = dict(evaluation.on_time_per_week(session, period))
+    monday = period.start - timedelta(days=period.start.weekday())
+    weeks = [monday + timedelta(weeks=i) for i in range((today - monday).days // 7 + 1)]
+    rate_points = [(format_date(w, "MM-dd"), weekly.get(w)) for w in weeks]
+    rate_chart = line_chart(
+        rate_points,
         title=_("On-time closure rate per week"),
+        empty_text=_("No case was due in this period."),
+        percent=True,
+        target=ON_TIME_TARGET,
+        target_text=_("Target %(rate)s", rate=f"{number(100 * ON_TIME_TARGET)}%"),
     )
+    total = Tally()
+    for _name, tally in evaluation.by_unit(session, period, datetime.now(UTC)):
+        total = evaluation.add(total, tally)
+    majors = sorted(per_major.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
     return render_template(
-        "maps/dashboard.html", cases_chart=cases_chart, rate_chart=rate_chart, period=period
+        "maps/dashboard.html",
+        cases_chart=cases_chart,
+        cases_title=_(CASES_TITLES[choice]),
+        cases_points=cases_points,
+        rate_chart=rate_chart,
+        rate_points=rate_points,
+        target=ON_TIME_TARGET,
+        period=period,
+        choice=choice,
+        periods=DASHBOARD_PERIODS,
+        new_cases=sum(per_bucket.values()),
+        total=total,
+        majors=[(major_label(name), count) for name, count in majors],
+        most=max((count for _major, count in majors), default=0),
     )
+
+
+def major_label(major: str) -> str:
+    """ "event Sanitation" (as the trend query names a major class) → "Event · Sanitation",
+    the kind translated."""
+    kind, _sep, name = major.partition(" ")
+    return f"{_(kind.capitalize())} · {name}" if name else major
 
 
 @bp.get("/open-data/cases.<any(csv, geojson):fmt>")
