@@ -10,7 +10,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from sqlalchemy.orm import Session
 
-from cases import intake, lifecycle, queries
+from cases import intake, lifecycle, public_views, queries
 from cases.forms import action_input, report_input, request_fields
 from cases.lifecycle import ActionInput, CaseContext
 from cases.models import Case
@@ -20,8 +20,12 @@ from gridmgmt.kernel import ratelimit
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.errors import Forbidden
 from gridmgmt.kernel.i18n import gettext as _
+from gridmgmt.kernel.models import Role
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+# A report's sender asks with "X-Flash: 1" that the next page say "Case N reported" (and show
+# a citizen's follow-up code): the report page does, as it goes to the case next.
+FLASH_HEADER = "X-Flash"
 
 
 def case_json(case: Case, full: bool = True) -> dict[str, Any]:
@@ -31,7 +35,8 @@ def case_json(case: Case, full: bool = True) -> dict[str, Any]:
 
 @bp.post("/reports")
 def create_report() -> ResponseReturnValue:
-    """Report a problem; 201 with the new case, 200 with the first case on a retried key."""
+    """Report a problem; 201 with the new case, 200 with the first case on a retried key or
+    submission UUID."""
     user = signed_in()
     limit_reports()
     with db.transaction() as session:
@@ -49,7 +54,12 @@ def create_report() -> ResponseReturnValue:
             else url_for("cases.track_case", number=case.number)
         )
         body = ReportedCase.reported(case, target).json_body()
-    flash(_("Case %(number)s reported.", number=body["number"]), "ok")  # shown on the next page
+    if request.headers.get(FLASH_HEADER) == "1":
+        # The sending page goes to the case next: say it there. Other clients (an outbox
+        # sending in the background) have it all in the body: nothing piles up for later.
+        flash(_("Case %(number)s reported.", number=body["number"]), "ok")
+        if user is None or user.role == Role.CITIZEN:
+            flash(public_views.reporter_code_message(body["id"]), "ok")  # shown this once
     return jsonify(body), 201 if result.created else 200
 
 

@@ -20,15 +20,16 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cases import notices
 from cases.catalogue import UrgentPolicy, urgent_policy
 from cases.lifecycle import SYSTEM, Action, Actor, actor_of, create_case
 from cases.models import (
@@ -37,9 +38,9 @@ from cases.models import (
     PhotoKind,
 )
 from cases.photos import StoredPhoto, Upload, check_uploads, decode_photos, photo_rows
-from gridmgmt.kernel import logs, metrics
+from gridmgmt.kernel import clock, logs, metrics
 from gridmgmt.kernel.db import Prepared
-from gridmgmt.kernel.errors import DomainError, InvalidInput
+from gridmgmt.kernel.errors import Conflict, DomainError, InvalidInput
 from gridmgmt.kernel.models import Role, User
 from grids import gridding
 from grids.services import locate, outside_territory
@@ -65,6 +66,13 @@ class ReportInput:
     media_url: str | None = None
     attributes: dict[str, str] = field(default_factory=dict)
     client_scope: str | None = None  # who an anonymous reporter is: their session, or address
+    notify: bool = False  # hear back by the contact's e-mail and/or phone (cases.notices)
+    language: str = "en"  # ...in this language (the request's)
+    # Sent from a phone's outbox (`cases.offline`): the phone's UUID of the report, when it
+    # was captured there, and the radius in metres of the position's accuracy.
+    submission_uuid: str | None = None
+    captured_at: datetime | None = None
+    gps_accuracy: float | None = None
 
 
 def scoped_key(
@@ -174,6 +182,12 @@ def _report(
     urgent: UrgentPolicy | None,
 ) -> ReportResult:
     """`report_case`, uncounted."""
+    if data.submission_uuid is not None:
+        known = find_submission(session, data, reporter)
+        if known is not None:
+            return known
+    check_captured_at(data.captured_at)
+    from_phone = (data.submission_uuid, data.captured_at, data.gps_accuracy) != (None, None, None)
     key = (data.idempotency_key or "").strip() or None
     if key is not None:
         if not _IDEMPOTENCY_KEY.fullmatch(key):
@@ -194,6 +208,9 @@ def _report(
     if media_url is not None and not re.fullmatch(r"https?://\S{1,2000}", media_url):
         raise InvalidInput("media_url must be an http(s) URL", field="media_url")
     check_uploads(data.photos)
+    contact = {k: v.strip() for k, v in data.contact.items() if v and v.strip()}
+    if data.notify:  # a wrong address is refused before anything is written
+        notices.reporter_addresses(contact)
     # Only the roles the catalogue names (and trusted channels, if it says so) mark a report
     # urgent: anyone else's flag is ignored and the case is created non-urgent.
     policy = urgent if urgent is not None else urgent_policy()
@@ -220,19 +237,26 @@ def _report(
         "lat": lat,
         "reporter_id": reporter.id if reporter else None,
         "api_key_id": api_key_id,
-        "contact": json.dumps({k: v.strip() for k, v in data.contact.items() if v and v.strip()}),
+        "contact": json.dumps(contact),
         "idempotency_key": key,
         "media_url": media_url,
         "attributes": json.dumps(attributes),
     }
     try:
-        if key is None:
+        if key is None and not from_phone:
             created = create_case(session, values, steps, len(data.photos))
         else:
             with session.begin_nested():
                 created = create_case(session, values, steps, len(data.photos))
+                if created is not None and from_phone:
+                    record_submission(session, created.id, data)
     except IntegrityError:
-        # Another request with the same key won the race: theirs is the case.
+        # Another request with the same key or submission UUID won the race: theirs is the
+        # case (or, for a UUID saying something else, a conflict).
+        if data.submission_uuid is not None:
+            known = find_submission(session, data, reporter)
+            if known is not None:
+                return known
         existing = session.execute(
             select(Case.id, Case.number).where(Case.idempotency_key == key)
         ).first()
@@ -243,7 +267,110 @@ def _report(
         raise outside_territory(lon, lat)
     if photos:
         photo_rows(session, created.id, photos, PhotoKind.BEFORE, created.first_event)
+    if data.notify:
+        status = "filed" if trusted else "reported"
+        notices.subscribe_reporter(
+            session, created.id, contact, data.language, status, clock.now_utc()
+        )
     return ReportResult(session, created.id, created.number, True)
+
+
+# ---------------------------------------------------------------- submissions from an outbox
+
+CAPTURED_AT_PAST = timedelta(days=90)  # a report kept on a phone longer than this is refused
+CAPTURED_AT_FUTURE = timedelta(hours=1)  # a phone's clock a little ahead is still believed
+
+
+def submission_digest(data: ReportInput) -> str:
+    """The SHA-256 of what a report says (not its photos, which may come later, nor its keys):
+    the same submission UUID must always say the same."""
+    content = {
+        "category": data.category_code,
+        "lon": round(float(data.lon), 7),
+        "lat": round(float(data.lat), 7),
+        "description": data.description.strip(),
+        "address": (data.address or "").strip(),
+        "urgent": bool(data.urgent),
+        "contact": {k: v.strip() for k, v in sorted(data.contact.items()) if v and v.strip()},
+        "media_url": (data.media_url or "").strip(),
+        "attributes": {k: v for k, v in sorted(data.attributes.items()) if v},
+        "captured_at": data.captured_at.timestamp() if data.captured_at else None,
+        "gps_accuracy": data.gps_accuracy,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def find_submission(
+    session: Session, data: ReportInput, reporter: User | None
+) -> ReportResult | None:
+    """The case a submission UUID already made, if the same reporter sent the same content
+    (ODK Central's rule); None when the UUID is new.
+
+    Raises:
+        Conflict: the UUID is another reporter's, or it came with different content.
+    """
+    found = session.execute(
+        select(Case.id, Case.number, Case.reporter_id, Case.submission_digest).where(
+            Case.submission_uuid == data.submission_uuid
+        )
+    ).first()
+    if found is None:
+        return None
+    if found.reporter_id != (reporter.id if reporter else None):
+        raise Conflict(
+            "submission %(uuid)s was sent by another reporter",
+            details={"reason": "submission_taken"},
+            uuid=data.submission_uuid,
+        )
+    if found.submission_digest != submission_digest(data):
+        raise Conflict(
+            "submission %(uuid)s was already received as case %(number)s with different "
+            "content: make a new report for a change",
+            details={"reason": "submission_changed", "number": found.number},
+            uuid=data.submission_uuid,
+            number=found.number,
+        )
+    return ReportResult(session, found.id, found.number, False)
+
+
+def check_captured_at(captured_at: datetime | None) -> None:
+    """A capture time a phone may have: not in the future (but for a clock a little ahead)
+    nor older than CAPTURED_AT_PAST.
+
+    Raises:
+        InvalidInput: a capture time outside that window, or without a time zone.
+    """
+    if captured_at is None:
+        return
+    if captured_at.tzinfo is None:
+        raise InvalidInput("captured_at needs a time zone offset", field="captured_at")
+    now = clock.now_utc()
+    if captured_at > now + CAPTURED_AT_FUTURE:
+        raise InvalidInput(
+            "captured_at is in the future: check the phone's clock", field="captured_at"
+        )
+    if captured_at < now - CAPTURED_AT_PAST:
+        raise InvalidInput(
+            "captured_at is more than %(days)s days ago",
+            field="captured_at",
+            days=CAPTURED_AT_PAST.days,
+        )
+
+
+def record_submission(session: Session, case_id: int, data: ReportInput) -> None:
+    """Write what a phone said of a new case: its submission UUID and digest, the capture time
+    and the GPS accuracy (a UUID already taken raises IntegrityError, in the caller's
+    savepoint)."""
+    session.execute(
+        update(Case.__table__)  # type: ignore[arg-type]
+        .where(Case.__table__.c.id == case_id)
+        .values(
+            submission_uuid=data.submission_uuid,
+            submission_digest=submission_digest(data) if data.submission_uuid else None,
+            captured_at=data.captured_at,
+            gps_accuracy_m=data.gps_accuracy,
+        )
+    )
 
 
 def check_attributes(category: CategoryRef, given: dict[str, str]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from sqlalchemy import TextClause, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
+from cases import notices
 from cases import photos as photo_store
 from cases.models import Case, CaseEvent, DispatchState, PhotoKind
 from cases.photos import Upload
@@ -92,6 +93,10 @@ class Action(str, Enum):
     REOPEN = "reopen"
     WARN_DEADLINE = "warn_deadline"
     MARK_OVERDUE = "mark_overdue"
+    # The operator's review of a follow-up complaint (cases.rehandling): reasonable sends the
+    # closed case back to its unit (重办), unreasonable is recorded with the operator's reason.
+    REHANDLE = "rehandle"
+    DISMISS_COMPLAINT = "dismiss_complaint"
 
 
 class RejectReason(str, Enum):
@@ -170,6 +175,9 @@ TRANSITIONS: dict[tuple[S | None, Action], Rule] = {
     (S.CHECKING, Action.CHECK_FAIL): Rule(S.DISPATCHED, INSPECTOR, needs_note=True),
     (S.CHECKED, Action.CLOSE): Rule(S.CLOSED, OPERATOR),
     (S.CLOSED, Action.REOPEN): Rule(S.DISPATCHED, OPERATOR, needs_reason=True),
+    # A follow-up complaint reviewed (cases.rehandling): reasonable → back to the same unit.
+    (S.CLOSED, Action.REHANDLE): Rule(S.DISPATCHED, OPERATOR, needs_reason=True),
+    (S.CLOSED, Action.DISMISS_COMPLAINT): Rule(None, OPERATOR, needs_reason=True),
     # The deadline watch of the dispatcher: the status stays, the event is the record.
     (S.DISPATCHED, Action.WARN_DEADLINE): Rule(None, SYSTEM_ONLY),
     (S.IN_PROGRESS, Action.WARN_DEADLINE): Rule(None, SYSTEM_ONLY),
@@ -186,6 +194,8 @@ REQUEST_OF = {
     Action.REQUEST_EXTENSION: PendingRequest.EXTENSION,
     Action.REQUEST_SUSPENSION: PendingRequest.SUSPENSION,
 }
+# Actions taken only from the operators' review of a follow-up answer (cases.rehandling).
+REVIEWED_ACTIONS = frozenset({Action.REHANDLE, Action.DISMISS_COMPLAINT})
 ANSWER_TO = {
     Action.APPROVE_EXTENSION: PendingRequest.EXTENSION,
     Action.REFUSE_EXTENSION: PendingRequest.EXTENSION,
@@ -216,6 +226,7 @@ class CaseState:
     pending_unit: str | None = None
     suspended_remaining_hours: Decimal | None = None
     rework_count: int = 0
+    rehandle_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -257,6 +268,9 @@ class Inspector:
     username: str
 
 
+ACTION_UUID = "action_uuid"  # the event data's key of the phone's UUID of an action
+
+
 @dataclass(frozen=True)
 class Request:
     """What comes with an action: what the actor supplied, and what the service looked up
@@ -271,6 +285,8 @@ class Request:
     assignment: Assignment | None = None
     merge_target: MergeTarget | None = None
     inspector: Inspector | None = None
+    review: int | None = None  # the follow-up answer an operator reviewed (REVIEWED_ACTIONS)
+    action_uuid: str | None = None  # the phone's UUID of the action (ActionInput)
 
     @property
     def event_note(self) -> str:
@@ -279,9 +295,12 @@ class Request:
 
     def event_data(self, change: Change) -> dict[str, Any]:
         """The event's data: the change's record, and the mark of a note shown to the public."""
+        data = change.event_data
         if self.public_note and self.event_note:
-            return {**change.event_data, PUBLIC_NOTE: True}
-        return change.event_data
+            data = {**data, PUBLIC_NOTE: True}
+        if self.action_uuid:
+            data = {**data, ACTION_UUID: self.action_uuid}
+        return data
 
 
 @dataclass(frozen=True)
@@ -310,7 +329,7 @@ WORDS = (
     N_("approve extension"), N_("refuse extension"), N_("request suspension"),
     N_("approve suspension"), N_("refuse suspension"), N_("resume"), N_("report done"),
     N_("assign check"), N_("check pass"), N_("check fail"), N_("close"), N_("reopen"),
-    N_("warn deadline"), N_("mark overdue"),
+    N_("warn deadline"), N_("mark overdue"), N_("rehandle"), N_("dismiss complaint"),
     N_("a new case"), N_("reported"), N_("verified"), N_("invalid"), N_("filed"),
     N_("rejected"), N_("merged"), N_("dispatched"), N_("in_progress"), N_("returned"),
     N_("suspended"), N_("handled"), N_("checking"), N_("checked"), N_("closed"),
@@ -403,6 +422,12 @@ def _guard(
         return Decision.refuse(Refusal.INPUT, "%(action)s needs a reason", action=_phrase(action))
     if rule.needs_note and not request.note.strip():
         return Decision.refuse(Refusal.INPUT, "%(action)s needs a note", action=_phrase(action))
+    if action in REVIEWED_ACTIONS and request.review is None:
+        return Decision.refuse(
+            Refusal.INPUT,
+            "%(action)s follows the review of a follow-up answer",
+            action=_phrase(action),
+        )
     if action == Action.REPORT_DONE and request.after_photos < 1:
         return Decision.refuse(Refusal.INPUT, "report the work done with at least one photo")
     if action == Action.REJECT and request.reason not in {r.value for r in RejectReason}:
@@ -666,6 +691,31 @@ def _close(state: CaseState, request: Request, now: datetime, calendar: Any) -> 
     return Change({"closed_at": now})
 
 
+@effect(Action.REHANDLE)
+def _rehandle(
+    state: CaseState, request: Request, now: datetime, calendar: BusinessCalendar | None
+) -> Change:
+    """Re-handling (重办): back to the same unit with a new deadline from the class's limit,
+    counted apart from rework after a failed check."""
+    deadline = _deadline(state, now, calendar)
+    rehandle = state.rehandle_count + 1
+    values = {
+        "closed_at": None,
+        "handled_at": None,
+        "check_inspector_id": None,
+        **_new_deadline(deadline),
+        "rehandle_count": rehandle,
+    }
+    record = {"rehandle": rehandle, "answer": request.review, "unit_id": state.unit_id,
+              "deadline": deadline.isoformat()}  # fmt: skip
+    return Change(values, record)
+
+
+@effect(Action.DISMISS_COMPLAINT)
+def _dismiss(state: CaseState, request: Request, now: datetime, calendar: Any) -> Change:
+    return Change(record={"answer": request.review})
+
+
 @effect(Action.REOPEN)
 def _reopen(
     state: CaseState, request: Request, now: datetime, calendar: BusinessCalendar | None
@@ -732,6 +782,7 @@ def write_one(
         photo_store.photo_rows(session, case.id, photos, change.photos, event.id)
     if change.ring:
         ring_after_commit(session, case.id)
+    notices.queue_for_events(session, action.value, [(case.id, event.data)], now)  # the public
     return event
 
 
@@ -780,7 +831,12 @@ def write_batch(
         return []
     params = {"rows": json.dumps(rows), "now": now, "action": action.value,
               "actor_id": actor.user_id, "role": actor.role}  # fmt: skip
-    return list(session.scalars(_batch_statement(columns), params))
+    changed = list(session.scalars(_batch_statement(columns), params))
+    done = set(changed)  # the public hears of what changed, in this transaction
+    notices.queue_for_events(
+        session, action.value, [(r["id"], r["event"]) for r in rows if r["id"] in done], now
+    )
+    return changed
 
 
 def _json_value(value: Any) -> Any:
@@ -875,6 +931,8 @@ def create_case(
         return None
     if ring:
         ring_after_commit(session, row.id)
+    if state.status == S.FILED:  # filed at once: those who follow its community hear of it
+        notices.queue_for_events(session, Action.FILE.value, [(row.id, {})], now)
     return NewCase(row.id, row.number, row.first_event)
 
 
@@ -942,6 +1000,10 @@ class ActionInput:
     inspector_id: int | None = None  # who checks on site
     extra_value: str | None = None  # extension asked: amount...
     extra_unit: str | None = None  # ...in hours or days
+    review: int | None = None  # the reviewed follow-up answer (cases.rehandling only)
+    # The phone's UUID of the action (an outbox's): a resend whose reply was lost is answered
+    # with the case as it is, not applied again (`act`).
+    action_uuid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -991,6 +1053,7 @@ def case_state(case: Case) -> CaseState:
         pending_unit=case.pending_unit,
         suspended_remaining_hours=case.suspended_remaining_hours,
         rework_count=case.rework_count,
+        rehandle_count=case.rehandle_count,
     )
 
 
@@ -1043,8 +1106,38 @@ def act(
         InvalidInput: a reason, note, photo or value is missing or wrong.
     """
     action = parse_action(action)
+    if data.action_uuid is not None:
+        case = locked_case(session, case_id, user, None)  # a resend waits for its first send
+        if done_before(session, case, action, actor_of(user), data.action_uuid):
+            return case  # its reply was lost: the case as it is now, whatever its version
     case = locked_case(session, case_id, user, data.version)
     return apply_action(session, case, action, actor_of(user), data, context)
+
+
+def done_before(session: Session, case: Case, action: Action, actor: Actor, uuid: str) -> bool:
+    """Whether an event of this case already carries the action UUID `uuid`: the same
+    action by the same person sent again because the phone never heard the answer. A case has
+    few events, found by its case_id index: no index on the UUID is needed.
+
+    Raises:
+        Conflict: the UUID was sent with another action, or by another person.
+    """
+    done = session.execute(
+        select(CaseEvent.action, CaseEvent.actor_id).where(
+            CaseEvent.case_id == case.id, CaseEvent.data[ACTION_UUID].astext == uuid
+        )
+    ).first()
+    if done is None:
+        return False
+    if done.action != action.value or done.actor_id != actor.user_id:
+        raise Conflict(
+            "action %(uuid)s was already sent on case %(number)s, as another action or by "
+            "another person: make a new one",
+            details={"reason": "action_uuid_taken"},
+            uuid=uuid,
+            number=case.number,
+        )
+    return True
 
 
 def apply_action(
@@ -1066,6 +1159,8 @@ def apply_action(
         after_photos=len(data.photos),
         extra_value=data.extra_value,
         extra_unit=data.extra_unit,
+        review=data.review,
+        action_uuid=data.action_uuid,
     )
     reopen_within = context.reopen_within if context else timedelta(days=7)
     state = case_state(case)

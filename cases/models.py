@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -26,7 +27,7 @@ from sqlalchemy import (
     text,
     true,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cases.status import OPEN_STATUSES, CaseStatus
@@ -277,6 +278,9 @@ class Case(Base):
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))
     deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     rework_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # Re-handlings (重办) after a follow-up complaint judged reasonable (migration 0024): apart
+    # from rework after a failed on-site check.
+    rehandle_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     check_inspector_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     pending_request: Mapped[str | None] = mapped_column(String(16))
     pending_value: Mapped[Decimal | None] = mapped_column(Numeric(8, 2))
@@ -299,6 +303,14 @@ class Case(Base):
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
     version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
+    # A report sent from a phone's outbox (migration 0025): the UUID the phone gave it (a
+    # repeat finds this case), the SHA-256 of what it said (a repeat saying something else is
+    # refused), when the phone captured it (reported_at is when it arrived) and how precise
+    # the phone said its position was, in metres.
+    submission_uuid: Mapped[str | None] = mapped_column(UUID(as_uuid=False), unique=True)
+    submission_digest: Mapped[str | None] = mapped_column(String(64))
+    captured_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    gps_accuracy_m: Mapped[float | None] = mapped_column(Float)
 
     category: Mapped[Category] = relationship()
     events: Mapped[list[CaseEvent]] = relationship(order_by="CaseEvent.id", viewonly=True)
@@ -333,6 +345,10 @@ class Photo(Timestamped, Base):
     width: Mapped[int] = mapped_column(Integer, nullable=False)
     height: Mapped[int] = mapped_column(Integer, nullable=False)
     size_bytes: Mapped[int] = mapped_column(Integer, nullable=False)
+    # A photo sent on its own from a phone's outbox (migration 0025): the UUID the phone gave
+    # it (a repeat stores nothing new) and when the phone took it.
+    client_uuid: Mapped[str | None] = mapped_column(UUID(as_uuid=False), unique=True)
+    captured_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class CaseEvent(Timestamped, Base):

@@ -42,6 +42,7 @@ from gridmgmt.kernel.auth import KeyUse, use_api_key
 from gridmgmt.kernel.db import db, reads_replica
 from gridmgmt.kernel.errors import NotFound
 from gridmgmt.kernel.http_errors import register_error_format
+from gridmgmt.kernel.i18n import current_lang
 from gridmgmt.kernel.models import Unit
 from gridmgmt.kernel.security_events import SecurityEventKind
 
@@ -381,6 +382,9 @@ def create_request(fmt: str) -> ResponseReturnValue:
         photos=media,
         media_url=form.get("media_url"),
         attributes=attributes,
+        # an e-mail or phone given is where the reporter hears back, in the request's language
+        notify=bool((contact["email"] or contact["phone"]).strip()),
+        language=current_lang(),
     )
     with db.transaction() as session:
         result = intake.report_case(

@@ -75,7 +75,9 @@ def find_duplicates(session: Session, case: Case, limit: int = 5) -> list[tuple[
 
 
 # For each case, the open cases of its class within its class's radius, reported at most its
-# class's window before it: nearest first, at most :limit each (one query for a whole list).
+# class's window before it: the most supported first (people who found the case already
+# reported and added their support, `cases.support`), then the nearest, at most :limit each
+# (one query for a whole list).
 # The bounding box lets the GiST index of `location` find the few cases nearby; the distance on
 # the geography alone could use no index and read every open case of the class.
 _DUPLICATES = text(f"""
@@ -83,7 +85,8 @@ _DUPLICATES = text(f"""
     FROM cases n
     JOIN categories k ON k.id = n.category_id
     CROSS JOIN LATERAL (
-        SELECT c.id, ST_Distance(c.location::geography, n.location::geography) AS distance
+        SELECT c.id, ST_Distance(c.location::geography, n.location::geography) AS distance,
+               (SELECT count(*) FROM case_supporters s WHERE s.case_id = c.id) AS supporters
         FROM cases c
         WHERE c.id <> n.id AND c.category_id = n.category_id
           AND {sql_in("c.status", sorted(OPEN_STATUSES))} AND c.merged_into_id IS NULL
@@ -94,11 +97,11 @@ _DUPLICATES = text(f"""
           AND c.location && ST_Expand(n.location, k.duplicate_radius_m
                 / (110574.0 * greatest(cos(radians(abs(ST_Y(n.location)))), 0.01)))
           AND ST_DWithin(c.location::geography, n.location::geography, k.duplicate_radius_m)
-        ORDER BY distance, c.id
+        ORDER BY supporters DESC, distance, c.id
         LIMIT :limit
     ) AS d
     WHERE n.id = ANY(:ids)
-    ORDER BY n.id, d.distance, d.id
+    ORDER BY n.id, d.supporters DESC, d.distance, d.id
 """)
 
 

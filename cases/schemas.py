@@ -19,6 +19,7 @@ from typing import (
     Required,  # pydantic reads these on 3.11
 )
 
+from flask import current_app
 from geoalchemy2.shape import to_shape
 from pydantic import (
     BaseModel,
@@ -34,10 +35,11 @@ from typing_extensions import TypedDict
 from cases.intake import IDEMPOTENCY_KEY, MAX_DESCRIPTION, ReportInput
 from cases.lifecycle import Action, ActionInput
 from cases.models import Case, CaseStatus
+from cases.notices import reporter_code
 from cases.photos import MAX_PHOTOS, Upload
 from cases.public import PUBLIC_NOTE
 from gridmgmt.kernel.errors import InvalidInput
-from gridmgmt.kernel.i18n import localized
+from gridmgmt.kernel.i18n import current_lang, localized
 from grids.gridding import LAT_RANGE, LON_RANGE
 
 ID_MAX = 10**18 - 1  # more digits than any id or version has (and Python reads them slowly)
@@ -64,6 +66,8 @@ Photos = Annotated[
 CONTACT = "Reporter's contact, never published."
 MAX_SHORT_TEXT = 500  # an address
 MAX_CONTACT = 200  # a name, phone, e-mail, code or short value
+UUID_TEXT = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+MAX_GPS_ACCURACY = 100_000  # metres: a phone's worst guess (a cell tower's) is a few km
 
 
 # ---------------------------------------------------------------- staff JSON API: input
@@ -88,6 +92,31 @@ class ReportBody(BaseModel):
     name: str = Field("", max_length=MAX_CONTACT, description=CONTACT)
     phone: str = Field("", max_length=MAX_CONTACT, description=CONTACT)
     email: str = Field("", max_length=MAX_CONTACT, description=CONTACT)
+    submission_uuid: str | None = Field(
+        None,
+        pattern=UUID_TEXT,
+        description="The phone's UUID of the report (an outbox's): the same UUID with the same"
+        " content is the first case (200), with other content a 409. Photos may follow,"
+        " one a request, at /api/reports/{submission_uuid}/photos.",
+    )
+    captured_at: datetime | None = Field(
+        None, description="When the phone captured the report (ISO 8601 with an offset)."
+    )
+    gps_accuracy: float | None = Field(
+        None,
+        ge=0,
+        le=MAX_GPS_ACCURACY,
+        allow_inf_nan=False,
+        description="The position's accuracy the phone gave, in metres.",
+    )
+    notify: bool = Field(
+        False,
+        description="Hear back about the report (filed, rejected, dispatched, done, closed, "
+        "and the satisfaction follow-up) by `email` and/or SMS to `phone`.",
+    )
+    language: Literal["en", "zh"] | None = Field(
+        None, description="The language of the messages (default: the request's)."
+    )
 
     def to_input(self, photos: list[Upload], idempotency_header: str | None) -> ReportInput:
         """The service's input (the body's key wins over the header)."""
@@ -101,6 +130,11 @@ class ReportBody(BaseModel):
             idempotency_key=self.idempotency_key or idempotency_header,
             contact={"name": self.name, "phone": self.phone, "email": self.email},
             photos=photos,
+            submission_uuid=self.submission_uuid.lower() if self.submission_uuid else None,
+            captured_at=self.captured_at,
+            gps_accuracy=self.gps_accuracy,
+            notify=self.notify,
+            language=self.language or current_lang(),
         )
 
 
@@ -136,6 +170,13 @@ class ActionBody(BaseModel):
     extra_unit: str | None = Field(
         None, max_length=MAX_CONTACT, description="...in `hours` or `days`."
     )
+    action_uuid: str | None = Field(
+        None,
+        pattern=UUID_TEXT,
+        description="The phone's UUID of the action (an outbox's): sent again after a lost"
+        " reply, the case as it is now (200, even though its version moved on); with another"
+        " action, a 409.",
+    )
 
     def to_input(self, photos: list[Upload]) -> ActionInput:
         """The service's input."""
@@ -150,6 +191,7 @@ class ActionBody(BaseModel):
             inspector_id=self.inspector_id,
             extra_value=self.extra_value,
             extra_unit=self.extra_unit,
+            action_uuid=self.action_uuid.lower() if self.action_uuid else None,
         )
 
 
@@ -231,11 +273,60 @@ class ReportedCase(CaseSummary):
     """The answer to a report: the case and where to see it."""
 
     url: str = Field(description="The case page, or the public tracking page.")
+    submission_uuid: str | None = Field(description="The phone's UUID of the report, if any.")
+    captured_at: Timestamp | None = Field(description="When the phone captured it, if it said.")
+    photos: int = Field(ge=0, description="Photos the case has now.")
+    followup_code: str = Field(
+        description="The reporter's code: with it, the satisfaction follow-up is answered on "
+        "the tracking page once the case is closed (keep it; it is shown only now)."
+    )
 
     @classmethod
     def reported(cls, case: Case, url: str) -> ReportedCase:
         """The case a report made (or found again), with the page to show next."""
-        return cls.model_validate({**cls.fields_of(case), "url": url})
+        return cls.model_validate(
+            {
+                **cls.fields_of(case),
+                "url": url,
+                "followup_code": reporter_code(current_app.config["SECRET_KEY"], case.id),
+                "submission_uuid": case.submission_uuid,
+                "captured_at": case.captured_at,
+                "photos": len(case.photos),
+            }
+        )
+
+
+class PhotoBody(BaseModel):
+    """`POST /api/reports/{submission_uuid}/photos`: one photo of a report sent before."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    photo_uuid: str = Field(
+        pattern=UUID_TEXT, description="The phone's UUID of the photo: a repeat stores nothing."
+    )
+    captured_at: datetime | None = Field(None, description="When the phone took it.")
+
+
+class PhotoUpload(PhotoBody):
+    """The photo's multipart body: the fields and the one file."""
+
+    photo: Annotated[InstanceOf[Upload], WithJsonSchema({"type": "string", "format": "binary"})]
+
+
+class AttachedPhoto(BaseModel):
+    """The answer to a photo: the case it belongs to; `created` false for a repeat."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    photo_uuid: str
+    case_id: int
+    number: str = Field(pattern=CASE_NUMBER)
+    photos: int = Field(ge=0, description="Photos the case has now.")
+    created: bool
+
+    def json_body(self) -> dict[str, Any]:
+        """The body as it is sent."""
+        return self.model_dump(mode="json")
 
 
 class CaseDetail(CaseSummary):
@@ -289,6 +380,9 @@ STAFF_MODELS: tuple[type[BaseModel], ...] = (
     ReportedCase,
     CaseDetail,
     ApiError,
+    PhotoBody,
+    PhotoUpload,
+    AttachedPhoto,
 )
 
 

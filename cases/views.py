@@ -26,7 +26,7 @@ from geoalchemy2.shape import to_shape
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from cases import intake, lifecycle, public, queries
+from cases import intake, lifecycle, public, public_views, queries
 from cases import photos as photo_store
 from cases.catalogue import urgent_policy
 from cases.forms import action_input, report_input
@@ -157,6 +157,8 @@ def report_submit() -> ResponseReturnValue:
             form=request.form,
         ), err.status
     flash(_("Case %(number)s reported.", number=number), "ok")
+    if user is None or user.role == Role.CITIZEN:
+        flash(public_views.reporter_code_message(case_id), "ok")  # shown this once
     if user is None:
         return redirect(url_for("cases.track_case", number=number))
     return redirect(url_for("cases.case_page", case_id=case_id))

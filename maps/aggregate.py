@@ -121,8 +121,37 @@ def rate(part: int, whole: int) -> float | None:
 
 
 @dataclass(frozen=True)
+class Scoring:
+    """How a city weighs what the public says (settings: `SATISFACTION_BASIC_WEIGHT`,
+    `SCORE_WEIGHT_*`, `SCORE_REHANDLE_PENALTY`). The weights are shares of the score's 100
+    points taken from the on-time closure rate, which keeps the rest; all 0 (the default): the
+    score is the on-time rate's alone, as before the three rates."""
+
+    basic_weight: float = 1.0  # what 基本满意 counts for in the satisfaction rate (0.8 in some)
+    response: float = 0.0
+    resolution: float = 0.0
+    satisfaction: float = 0.0
+    followup: float = 0.0
+    rework_penalty: float = 1.0  # points off per rework round
+    rehandle_penalty: float = 0.0  # points off per re-handling
+
+    def __post_init__(self) -> None:
+        shares = (self.response, self.resolution, self.satisfaction, self.followup)
+        if any(w < 0 for w in shares) or sum(shares) > 1.0 + 1e-9:
+            raise ValueError("the rates' weights are between 0 and 1 and add up to at most 1")
+        if not 0.0 <= self.basic_weight <= 1.0:
+            raise ValueError("basically satisfied counts for between 0 and 1")
+
+
+DEFAULT_SCORING = Scoring()
+
+
+@dataclass(frozen=True)
 class Tally:
-    """The counts the evaluation formulas need, for one unit, area or period."""
+    """The counts the evaluation formulas need, for one unit, area or period.
+
+    Every field is a count or a sum (two tallies add up field by field), except `scoring`:
+    the city's weights, carried along so that the rates and the score read them."""
 
     due: int = 0  # 应结案数: cases whose deadline fell in the period (+ suspended)
     suspended: int = 0  # 缓办数
@@ -134,6 +163,19 @@ class Tally:
     overdue_open: int = 0  # open past their deadline now
     returns: int = 0  # 回退 in the period
     handling_hours: float = 0.0  # sum over the handled, dispatch → done
+    # The public's say (三率), counted in the period (maps.evaluation):
+    dispatches: int = 0  # times a case was put in the unit's hands (dispatched, sent back)
+    responded: int = 0  # ...and it accepted or returned the case within the response limit
+    fixed: int = 0  # follow-up answers "fixed"
+    not_fixed: int = 0  # ...and "not fixed" (don't know counts in neither)
+    satisfied: int = 0  # 满意
+    basically_satisfied: int = 0  # 基本满意
+    dissatisfied: int = 0  # 不满意
+    closings: int = 0  # cases closed (each closing of a case re-handled and closed again)
+    reachable: int = 0  # ...whose reporter can be asked (contact, or a citizen's account)
+    followed_up: int = 0  # ...of those, with a follow-up answer after the closing
+    rehandled: int = 0  # re-handlings (重办) after a complaint judged reasonable
+    scoring: Scoring = field(default=DEFAULT_SCORING, compare=False)
 
     @property
     def closure_rate(self) -> float | None:
@@ -155,12 +197,61 @@ class Tally:
         """Mean time from dispatch to reported done, in hours."""
         return self.handling_hours / self.handled if self.handled else None
 
-    def score(self, rework_penalty: float = 1.0) -> float | None:
-        """A city-style score: the on-time closure rate in points, less a point per rework."""
+    @property
+    def response_rate(self) -> float | None:
+        """响应率 = cases accepted or returned within the response limit / cases dispatched."""
+        return rate(self.responded, self.dispatches)
+
+    @property
+    def resolution_rate(self) -> float | None:
+        """解决率 = answers "fixed" / answers "fixed" or "not fixed"."""
+        return rate(self.fixed, self.fixed + self.not_fixed)
+
+    @property
+    def ratings(self) -> int:
+        """Valid ratings: answers with a satisfaction."""
+        return self.satisfied + self.basically_satisfied + self.dissatisfied
+
+    @property
+    def satisfaction_rate(self) -> float | None:
+        """满意率 = (满意 + w × 基本满意) / valid ratings (w: `Scoring.basic_weight`)."""
+        if not self.ratings:
+            return None
+        weight = self.scoring.basic_weight
+        return (self.satisfied + weight * self.basically_satisfied) / self.ratings
+
+    @property
+    def followup_rate(self) -> float | None:
+        """回访率 = closed cases with a follow-up answer / closed cases whose reporter can be
+        reached."""
+        return rate(self.followed_up, self.reachable)
+
+    @property
+    def rehandle_rate(self) -> float | None:
+        """重办率 = re-handlings / closed cases."""
+        return rate(self.rehandled, self.closings)
+
+    def score(self, rework_penalty: float | None = None) -> float | None:
+        """A city-style score: the on-time closure rate in points, less a point per rework;
+        with `scoring` weights, the rates' shares of the points (a rate without data leaves
+        its share to the others) and points off per re-handling. None without cases due."""
         on_time = self.on_time_rate
         if on_time is None:
             return None
-        return round(100 * on_time - rework_penalty * self.rework_count, 1)
+        s = self.scoring
+        penalty = s.rework_penalty if rework_penalty is None else rework_penalty
+        shares = [
+            (s.response, self.response_rate),
+            (s.resolution, self.resolution_rate),
+            (s.satisfaction, self.satisfaction_rate),
+            (s.followup, self.followup_rate),
+        ]
+        parts = [(1.0 - sum(w for w, _ in shares), on_time)]
+        parts += [(w, value) for w, value in shares if w > 0 and value is not None]
+        weight = sum(w for w, _ in parts)
+        points = 100 * sum(w * v for w, v in parts) / weight if weight > 0 else 100 * on_time
+        penalties = penalty * self.rework_count + s.rehandle_penalty * self.rehandled
+        return round(points - penalties, 1)
 
 
 def ranked(rows: Sequence[tuple[str, Tally]]) -> list[tuple[int, str, Tally]]:

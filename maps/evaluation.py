@@ -8,6 +8,25 @@ The SQL here only counts (one scan of the cases concerned, grouped); the formula
 - closed on time (按期结案数): of those, closed, and reported done by the deadline;
 - closure rate = closed / (due − suspended); on-time closure rate = closed on time / (due −
   suspended); rework rate = handled cases sent back at least once / cases handled in the period.
+
+The public's say (三率, `_RATES`), counted live from the case events and the follow-up answers
+of the period, in one grouped query for every unit and area:
+
+- response rate (响应率) = times a case was put in the unit's hands in the period (dispatched,
+  sent back after a failed check, reopened, re-handled) that the unit accepted or returned
+  within `RESPONSE_LIMIT_HOURS` (wall-clock hours, not working hours: the public waits in
+  those) / those times;
+- resolution rate (解决率) = answers "fixed" / answers "fixed" or "not fixed", given in the
+  period, each person's answer counted (the reporter, supporters, followers);
+- satisfaction rate (满意率) = (satisfied + `SATISFACTION_BASIC_WEIGHT` × basically satisfied) /
+  answers with a rating, given in the period;
+- follow-up rate (回访率) = closings in the period whose reporter can be reached (an e-mail or
+  phone in the report's contact, or a citizen's account) and who had an answer after the
+  closing / closings whose reporter can be reached;
+- re-handling rate (重办率) = re-handlings in the period / closings in the period.
+
+A case is counted for the unit that has it and the community it lies in (a dispatch for the
+unit it went to).
 """
 
 from __future__ import annotations
@@ -16,12 +35,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from flask import current_app, has_app_context
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from cases.status import DEADLINE_RUNS, CaseStatus
 from gridmgmt.kernel.db import sql_in
-from maps.aggregate import Tally
+from maps.aggregate import DEFAULT_SCORING, Scoring, Tally
 from maps.services import CLOSED_ON_TIME
 
 # Index-only parts, each contributing its own counts: the cases due in the period (by deadline),
@@ -51,7 +71,7 @@ _PARTS = """
     FROM cases c
     WHERE {suspended} AND c.unit_id IS NOT NULL AND c.dispatched_at < :end
 """
-# Whole days before the rollup's `through` come from the materialised view evaluation_days
+# Whole days before the rollup's `through` come from the rollup table evaluation_days
 # (refreshed every few minutes by the scheduler); the rest is counted live.
 _ROLLED = """
     UNION ALL
@@ -76,6 +96,62 @@ _RETURNS = """
     FROM case_events e JOIN cases c ON c.id = e.case_id
     WHERE e.action = 'return' AND e.created_at >= :start AND e.created_at < :end
     GROUP BY 1, 2, 3
+"""
+
+# The three rates' counts (see the module's docstring), each part with the moment it counts
+# at (`at`): grouped per (unit, community, urgency) for the tables, or per week for the trend.
+_RATE_PARTS = """
+    SELECT coalesce(u.id, (e.data ->> 'unit_id')::int, c.unit_id) AS unit_id, c.community_id,
+           c.urgent, e.created_at AS at, 1 AS dispatches,
+           EXISTS (
+               SELECT FROM case_events x
+               WHERE x.case_id = e.case_id AND x.from_status = 'dispatched'
+                 AND x.to_status <> 'dispatched' AND x.created_at >= e.created_at
+                 AND x.created_at <= e.created_at + make_interval(secs => :response_seconds)
+           )::int AS responded,
+           0 AS fixed, 0 AS not_fixed, 0 AS satisfied, 0 AS basically_satisfied,
+           0 AS dissatisfied, 0 AS closings, 0 AS reachable, 0 AS followed_up, 0 AS rehandled
+    FROM case_events e
+    JOIN cases c ON c.id = e.case_id
+    LEFT JOIN units u ON u.code = e.data ->> 'unit'
+    WHERE e.action IN ('dispatch', 'check_fail', 'reopen', 'rehandle')
+      AND e.to_status = 'dispatched' AND e.created_at >= :start AND e.created_at < :end
+    UNION ALL
+    SELECT c.unit_id, c.community_id, c.urgent, a.answered_at, 0, 0,
+           (a.fixed = 'yes')::int, (a.fixed = 'no')::int,
+           (a.satisfaction = 'satisfied')::int, (a.satisfaction = 'basically_satisfied')::int,
+           (a.satisfaction = 'dissatisfied')::int, 0, 0, 0, 0
+    FROM followup_answers a JOIN cases c ON c.id = a.case_id
+    WHERE a.answered_at >= :start AND a.answered_at < :end
+    UNION ALL
+    SELECT c.unit_id, c.community_id, c.urgent, e.created_at, 0, 0, 0, 0, 0, 0, 0,
+           (e.action = 'close')::int, (e.action = 'close' AND reach.ok)::int,
+           (e.action = 'close' AND reach.ok AND EXISTS (
+               SELECT FROM followup_answers a
+               WHERE a.case_id = e.case_id AND a.answered_at >= e.created_at
+           ))::int,
+           (e.action = 'rehandle')::int
+    FROM case_events e
+    JOIN cases c ON c.id = e.case_id
+    LEFT JOIN users r ON r.id = c.reporter_id
+    CROSS JOIN LATERAL (
+        SELECT (c.contact ? 'email' OR c.contact ? 'phone' OR r.role = 'citizen') AS ok
+    ) AS reach
+    WHERE e.action IN ('close', 'rehandle') AND e.created_at >= :start AND e.created_at < :end
+"""
+RATE_COUNTS = ("dispatches", "responded", "fixed", "not_fixed", "satisfied",
+               "basically_satisfied", "dissatisfied", "closings", "reachable", "followed_up",
+               "rehandled")  # fmt: skip
+_SUMS = ", ".join(f"sum({name})::int AS {name}" for name in RATE_COUNTS)
+_RATES = f"""
+    SELECT unit_id, community_id, urgent, {_SUMS}
+    FROM ({_RATE_PARTS}) AS parts
+    GROUP BY 1, 2, 3
+"""
+_RATES_PER_WEEK = f"""
+    SELECT date_trunc('week', at AT TIME ZONE 'UTC')::date AS week, {_SUMS}
+    FROM ({_RATE_PARTS}) AS parts
+    GROUP BY 1 ORDER BY 1
 """
 
 # (unit id, community id, urgent) → the counts of the cases so placed.
@@ -105,10 +181,12 @@ def rollup_through(session: Session) -> date | None:
 
 
 def refresh_rollup(session: Session) -> date:
-    """Recount the rollup of whole past days (concurrently once it has data); its new end.
+    """Recount the rollups' past days whose cases changed since the last refresh; the new end
+    (days before it are in the rollups).
 
-    Only the view's owner may refresh it: the app's role calls the owner's SECURITY DEFINER
-    function (migration 0008), which does that and nothing else.
+    Only the owner writes the rollups: the app's role calls the owner's SECURITY DEFINER
+    function (migration 0026: it recounts the days a trigger on `cases` logged, and nothing
+    else; readers keep seeing the old counts until it commits).
     """
     populated = rollup_through(session) is not None
     session.execute(
@@ -127,10 +205,55 @@ def refresh_rollup(session: Session) -> date:
     return through
 
 
-def tally_cube(session: Session, period: Period, now: datetime) -> Cube:
+def scoring_settings(config: Any = None) -> Scoring:
+    """The city's weights of the public's say, from the app's settings (defaults outside an
+    app)."""
+    if config is None:
+        if not has_app_context():
+            return DEFAULT_SCORING
+        config = current_app.config
+    return Scoring(
+        basic_weight=float(config.get("SATISFACTION_BASIC_WEIGHT", 1.0)),
+        response=float(config.get("SCORE_WEIGHT_RESPONSE", 0.0)),
+        resolution=float(config.get("SCORE_WEIGHT_RESOLUTION", 0.0)),
+        satisfaction=float(config.get("SCORE_WEIGHT_SATISFACTION", 0.0)),
+        followup=float(config.get("SCORE_WEIGHT_FOLLOWUP", 0.0)),
+        rehandle_penalty=float(config.get("SCORE_REHANDLE_PENALTY", 0.0)),
+    )
+
+
+def _response_seconds(response_hours: float | None) -> float:
+    if response_hours is None:
+        response_hours = (
+            float(current_app.config.get("RESPONSE_LIMIT_HOURS", 2.0)) if has_app_context() else 2.0
+        )
+    return response_hours * 3600
+
+
+def rate_counts(
+    session: Session, period: Period, response_hours: float | None = None
+) -> dict[tuple[int | None, int | None, bool], dict[str, int]]:
+    """The three rates' counts of a period per (unit, community, urgency), in one query."""
+    params = {**period.params(), "response_seconds": _response_seconds(response_hours)}
+    counts = {}
+    for row in session.execute(text(_RATES), params).mappings():
+        counts[(row["unit_id"], row["community_id"], row["urgent"])] = {
+            name: int(row[name]) for name in RATE_COUNTS
+        }
+    return counts
+
+
+def tally_cube(
+    session: Session,
+    period: Period,
+    now: datetime,
+    scoring: Scoring | None = None,
+    response_hours: float | None = None,
+) -> Cube:
     """The evaluation's counts of a period per (unit, community, urgency), from the daily
-    rollup for whole days before its `through` and live for the rest (today): every table of
-    the evaluation adds these up (`by_unit`, `by_area`)."""
+    rollup for whole days before its `through` and live for the rest (today), with the three
+    rates' counts (live) and the city's `scoring` (default: the app's settings): every table
+    of the evaluation adds these up (`by_unit`, `by_area`)."""
     params: dict[str, Any] = {**period.params(), "now": now}
     params["live_start"] = params["start"]
     parts = _PARTS.format(
@@ -153,7 +276,10 @@ def tally_cube(session: Session, period: Period, now: datetime) -> Cube:
     for unit_id, community_id, urgent, returns in session.execute(text(_RETURNS), params):
         key = (unit_id, community_id, urgent)
         cube[key] = replace(cube.get(key, Tally()), returns=int(returns))
-    return cube
+    for key, counts in rate_counts(session, period, response_hours).items():
+        cube[key] = replace(cube.get(key, Tally()), **counts)
+    weights = scoring if scoring is not None else scoring_settings()
+    return {key: replace(tally, scoring=weights) for key, tally in cube.items()}
 
 
 def _tallies(cube: Cube, axis: int, urgent: bool | None) -> dict[Any, Tally]:
@@ -210,8 +336,48 @@ def by_area(
 
 
 def add(a: Tally, b: Tally) -> Tally:
-    """The sum of two tallies (every field is a count or a sum)."""
-    return Tally(**{k: getattr(a, k) + getattr(b, k) for k in a.__dict__})
+    """The sum of two tallies (every field is a count or a sum; the city's scoring is kept)."""
+    scoring = a.scoring if a.scoring is not DEFAULT_SCORING else b.scoring
+    counts = {k: getattr(a, k) + getattr(b, k) for k in a.__dict__ if k != "scoring"}
+    return Tally(**counts, scoring=scoring)
+
+
+# The three rates' columns of the evaluation's CSV (`rate_cells` gives a row's values).
+RATE_COLUMNS = (
+    "dispatches", "responded", "response_rate_pct",
+    "fixed", "not_fixed", "resolution_rate_pct",
+    "satisfied", "basically_satisfied", "dissatisfied", "satisfaction_rate_pct",
+    "closings", "reachable", "followed_up", "followup_rate_pct",
+    "rehandled", "rehandle_rate_pct",
+)  # fmt: skip
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f}"
+
+
+def rate_cells(t: Tally) -> list[object]:
+    """A tally's values under `RATE_COLUMNS` (rates in percent to 0.1, empty without data)."""
+    return [
+        t.dispatches, t.responded, _pct(t.response_rate),
+        t.fixed, t.not_fixed, _pct(t.resolution_rate),
+        t.satisfied, t.basically_satisfied, t.dissatisfied, _pct(t.satisfaction_rate),
+        t.closings, t.reachable, t.followed_up, _pct(t.followup_rate),
+        t.rehandled, _pct(t.rehandle_rate),
+    ]  # fmt: skip
+
+
+def rates_per_week(
+    session: Session, period: Period, response_hours: float | None = None
+) -> list[tuple[date, Tally]]:
+    """The three rates' counts of each week (ISO weeks, Monday) of a period, for the
+    dashboard's trend (`Tally.response_rate`, `.resolution_rate`, `.satisfaction_rate`...)."""
+    params = {**period.params(), "response_seconds": _response_seconds(response_hours)}
+    weights = scoring_settings()
+    return [
+        (row["week"], Tally(**{n: int(row[n]) for n in RATE_COUNTS}, scoring=weights))
+        for row in session.execute(text(_RATES_PER_WEEK), params).mappings()
+    ]
 
 
 @dataclass(frozen=True)

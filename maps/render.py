@@ -486,6 +486,9 @@ def line_chart(
             f'<polyline fill="none" stroke="#0b5cad" stroke-width="2" points="{" ".join(r)}"/>'
         )
     highest = max(known)
+    # The highest is written once, at its first point: a rate at 100 % many weeks running
+    # would otherwise write "100%" over itself along the top.
+    peak = next(i for i, (_, v) in enumerate(points) if v == highest)
     last = max(i for i, (_, v) in enumerate(points) if v is not None)
     few = len(points) <= 14
     for i, (text, v) in enumerate(points):
@@ -496,8 +499,8 @@ def line_chart(
             f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="{3 if few else 2}" fill="#0b5cad">'
             f"<title>{html.escape(text)}: {value}</title></circle>"
         )
-        if few or v == highest or i == last:
-            minor = "" if v == highest or i == last else ' class="v-minor"'
+        if few or i in (peak, last):
+            minor = "" if i in (peak, last) else ' class="v-minor"'
             parts.append(
                 f'<text x="{x(i):.1f}" y="{y(v) - 7:.1f}" text-anchor="middle" fill="#1b1f24"'
                 f' font-weight="600"{minor}>{value}</text>'

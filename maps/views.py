@@ -232,6 +232,7 @@ def period_from_request() -> evaluation.Period:
 
 TABLES = ("units", "communities", "streets", "districts", "units_urgent", "inspectors")
 ON_TIME_TARGET = 0.7  # a typical target of the on-time closure rate (DOMAIN.md)
+SATISFACTION_TARGET = 0.85  # units below it are named in Beijing's monthly 三率 (DOMAIN.md)
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,8 @@ class Column:
     value: Callable[[Any], float | None]
     kind: str = "number"  # number | percent | decimal
     formula: str = ""
+    # The counts a rate is made of (part, whole), shown small under it: "how many of how many".
+    counts: Callable[[Any], tuple[int, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -362,6 +365,71 @@ TALLY_GROUPS = (
         ),
         optional=True,
     ),
+    ColumnGroup(
+        "participation",
+        N_("Public participation"),
+        (
+            Column(
+                "response_rate",
+                N_("Response rate"),
+                lambda t: t.response_rate,
+                "percent",
+                N_(
+                    "Times a case was put in the unit's hands in the period (dispatched, sent"
+                    " back after a failed check, reopened, re-handled) that it accepted or"
+                    " returned within %(hours)s hours / those times."
+                ),
+                lambda t: (t.responded, t.dispatches),
+            ),
+            Column(
+                "resolution_rate",
+                N_("Resolution rate"),
+                lambda t: t.resolution_rate,
+                "percent",
+                N_(
+                    'Follow-up answers "fixed" / answers "fixed" or "not fixed", given in'
+                    ' the period ("don\'t know" counts in neither).'
+                ),
+                lambda t: (t.fixed, t.fixed + t.not_fixed),
+            ),
+            Column(
+                "satisfaction_rate",
+                N_("Satisfaction rate"),
+                lambda t: t.satisfaction_rate,
+                "percent",
+                N_(
+                    "(Satisfied + %(weight)s × basically satisfied) / follow-up answers with a"
+                    " rating, given in the period."
+                ),
+                lambda t: (t.satisfied + t.basically_satisfied, t.ratings),
+            ),
+            Column(
+                "followup_rate",
+                N_("Follow-up rate"),
+                lambda t: t.followup_rate,
+                "percent",
+                N_(
+                    "Closings in the period whose reporter can be reached (an e-mail or phone"
+                    " given, or a citizen's account) and who answered after the closing /"
+                    " those closings."
+                ),
+                lambda t: (t.followed_up, t.reachable),
+            ),
+            Column(
+                "rehandle_rate",
+                N_("Re-handling rate"),
+                lambda t: t.rehandle_rate,
+                "percent",
+                N_(
+                    "Cases sent back for re-handling after a complaint judged reasonable /"
+                    " closings in the period."
+                ),
+                lambda t: (t.rehandled, t.closings),
+            ),
+        ),
+        # Five more columns make the units' table wider than a 1366-px screen: on demand.
+        optional=True,
+    ),
 )
 INSPECTOR_GROUPS = (
     ColumnGroup(
@@ -447,7 +515,8 @@ def _percent(value: float | None) -> str:
 
 
 def tally_csv(rows: list[tuple[int, str, Any]]) -> Iterator[list[object]]:
-    """The rows of a ranked tally table, as CSV records."""
+    """The rows of a ranked tally table, as CSV records: every figure of the page, optional
+    groups included, then the public's say (the three rates with their counts)."""
     yield [
         "rank",
         "name",
@@ -464,6 +533,7 @@ def tally_csv(rows: list[tuple[int, str, Any]]) -> Iterator[list[object]]:
         "returns",
         "average_handling_hours",
         "score",
+        *evaluation.RATE_COLUMNS,
     ]
     for rank, name, t in rows:
         hours = t.average_handling_hours
@@ -483,6 +553,7 @@ def tally_csv(rows: list[tuple[int, str, Any]]) -> Iterator[list[object]]:
             t.returns,
             "" if hours is None else f"{hours:.1f}",
             t.score() or "",
+            *evaluation.rate_cells(t),
         ]
 
 
@@ -560,8 +631,20 @@ def evaluation_page() -> ResponseReturnValue:
 
 def formulas() -> list[tuple[str, str]]:
     """(column, formula) of every figure with one, in the reader's language (translated here:
-    the formulas' percent signs are text, not a template's placeholders)."""
-    tallies = [(_(c.label), _(c.formula)) for g in TALLY_GROUPS for c in g.columns if c.formula]
+    the formulas' percent signs are text, not a template's placeholders). The settings a
+    formula depends on are written in: the response limit, the weight of "basically
+    satisfied"."""
+    config = current_app.config
+    settings = {
+        "hours": number(float(config.get("RESPONSE_LIMIT_HOURS", 2.0))),
+        "weight": number(float(config.get("SATISFACTION_BASIC_WEIGHT", 1.0))),
+    }
+    tallies = [  # only formulas with a placeholder are formatted: others may have a "%"
+        (_(c.label), _(c.formula, **settings) if "%(" in c.formula else _(c.formula))
+        for g in TALLY_GROUPS
+        for c in g.columns
+        if c.formula
+    ]
     inspectors = [
         (f"{_('Inspectors')}: {_(c.label)}", _(c.formula))
         for g in INSPECTOR_GROUPS
@@ -614,7 +697,8 @@ def bucket_of(day: date, firsts: list[date]) -> date:
 def dashboard() -> ResponseReturnValue:
     """Trends of a chosen period (`?period=30d|13w|12m`, default 12 months): the period's key
     figures, new cases per day, week or month, the on-time closure rate per week against its
-    usual target, and the major classes with the most new cases."""
+    usual target, the public's satisfaction and resolution rates per week (from the follow-up
+    answers given that week), and the major classes with the most new cases."""
     choice = request.args.get("period") or "12m"
     if choice not in DASHBOARD_PERIODS:
         raise InvalidInput(
@@ -653,6 +737,28 @@ def dashboard() -> ResponseReturnValue:
         target=ON_TIME_TARGET,
         target_text=_("Target %(rate)s", rate=f"{number(100 * ON_TIME_TARGET)}%"),
     )
+    public = dict(evaluation.rates_per_week(session, period))
+    satisfaction_points = [
+        (format_date(w, "MM-dd"), public[w].satisfaction_rate if w in public else None)
+        for w in weeks
+    ]
+    satisfaction_chart = line_chart(
+        satisfaction_points,
+        title=_("Satisfaction rate per week"),
+        empty_text=_("No follow-up answer in this period."),
+        percent=True,
+        target=SATISFACTION_TARGET,
+        target_text=_("Target %(rate)s", rate=f"{number(100 * SATISFACTION_TARGET)}%"),
+    )
+    resolution_points = [
+        (format_date(w, "MM-dd"), public[w].resolution_rate if w in public else None) for w in weeks
+    ]
+    resolution_chart = line_chart(
+        resolution_points,
+        title=_("Resolution rate per week"),
+        empty_text=_("No follow-up answer in this period."),
+        percent=True,
+    )
     total = Tally()
     for _name, tally in evaluation.by_unit(session, period, datetime.now(UTC)):
         total = evaluation.add(total, tally)
@@ -664,7 +770,12 @@ def dashboard() -> ResponseReturnValue:
         cases_points=cases_points,
         rate_chart=rate_chart,
         rate_points=rate_points,
+        satisfaction_chart=satisfaction_chart,
+        satisfaction_points=satisfaction_points,
+        resolution_chart=resolution_chart,
+        resolution_points=resolution_points,
         target=ON_TIME_TARGET,
+        satisfaction_target=SATISFACTION_TARGET,
         period=period,
         choice=choice,
         periods=DASHBOARD_PERIODS,

@@ -24,6 +24,8 @@ GRIDMGMT_SECRET_KEY=$(cat var/secret_key)
 export GRIDMGMT_SECRET_KEY
 # The demo: plain HTTP on this machine (no Secure session cookie), a made-up key allowed.
 export GRIDMGMT_DEMO=1
+# Messages to the public link back here; in the demo they are kept for /mailbox, not sent.
+export GRIDMGMT_PUBLIC_URL=${GRIDMGMT_PUBLIC_URL:-http://$HOST:$PORT}
 export GRIDMGMT_LOG_FORMAT=text  # readable lines here; JSON lines in production
 
 "$BIN/flask" demo seed >var/demo-logins.txt
@@ -53,6 +55,7 @@ done
 cat <<MSG
 
   gridmgmt is running at http://$HOST:$PORT/   (ready: http://$HOST:$PORT/readyz)
+  messages to the public (not sent in the demo): http://$HOST:$PORT/mailbox
 $(sed 's/^/  /' var/demo-logins.txt)
 
   Ctrl-C stops it.

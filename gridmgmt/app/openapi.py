@@ -62,9 +62,11 @@ STAFF_ERRORS = {
     400: "Invalid input (`invalid_input`, `invalid_photo`) or a missing/wrong CSRF token "
     "(`bad_request`).",
     403: "Not signed in, or the role may not do this (`forbidden`).",
-    404: "No such case, or a case of another unit (`not_found`).",
+    404: "No such case, or a case of another unit; no report with this submission_uuid "
+    "(of yours) for its photos (`not_found`).",
     409: "The action is not allowed in the case's status, or the case changed since "
-    "`version` (`conflict`).",
+    "`version`; a submission_uuid (or photo_uuid, action_uuid) already sent with other "
+    "content or by someone else (`conflict`).",
     413: "The upload is larger than the server accepts.",
     422: "The point lies in no unit grid cell of the city (`outside_territory`).",
 }
@@ -474,12 +476,63 @@ def staff_paths() -> dict[str, Any]:
                 "description": "Anonymous visitors report as citizens; they still need the "
                 "session cookie that holds their CSRF token.",
                 "security": with_csrf,
-                "parameters": [p("staff_idempotency_header")],
+                "parameters": [
+                    p("staff_idempotency_header"),
+                    {
+                        "name": "X-Flash",
+                        "in": "header",
+                        "required": False,
+                        "description": "`1`: the next page of this session says the case was "
+                        "reported (the report page sets it, as it goes to the case next); "
+                        "without it, nothing is kept for the next page.",
+                        "schema": string(enum=["1"]),
+                    },
+                ],
                 "requestBody": body(schemas.ReportBody, schemas.ReportUpload, required=True),
                 "responses": {
                     "201": answer("The new case.", reported),
                     "200": answer("A retry with the same key: the first case.", reported),
-                    **staff_errors(400, 403, 413, 422),
+                    **staff_errors(400, 403, 409, 413, 422),
+                },
+            }
+        },
+        "/api/reports/{submission_uuid}/photos": {
+            "post": {
+                "tags": [STAFF_TAG],
+                "operationId": "apiAddPhoto",
+                "summary": "One photo of a report sent before with its submission_uuid",
+                "description": "A phone's outbox sends a report first, then each photo in a "
+                "request of its own, so that a weak signal restarts one photo, not all. Only "
+                "the report's reporter (the same account; anonymous: whoever holds the "
+                "submission_uuid) adds photos, at most 6 in all.",
+                "security": with_csrf,
+                "parameters": [
+                    {
+                        "name": "submission_uuid",
+                        "in": "path",
+                        "required": True,
+                        "description": "The `submission_uuid` the report was sent with.",
+                        "schema": string(format="uuid"),
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        MULTIPART: {
+                            "schema": ref(schemas.PhotoUpload.__name__),
+                            "encoding": {
+                                "photo": {"contentType": "image/jpeg, image/png, image/webp"}
+                            },
+                        }
+                    },
+                },
+                "responses": {
+                    "201": answer("Stored.", schemas.AttachedPhoto),
+                    "200": answer(
+                        "A repeat of a photo_uuid this report has: nothing stored.",
+                        schemas.AttachedPhoto,
+                    ),
+                    **staff_errors(400, 404, 409, 413),
                 },
             }
         },

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 def load_models() -> None:
     """Import every models module so `Base.metadata` knows all tables."""
-    import cases.models  # noqa: F401
+    import cases.followup
+    import cases.models
+    import cases.notices
+    import cases.support  # noqa: F401
     import dispatch.models  # noqa: F401
     import gridmgmt.kernel.audit
     import gridmgmt.kernel.models

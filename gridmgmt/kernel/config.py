@@ -87,6 +87,18 @@ class Config:
     RATE_ACTIONS_PER_ACCOUNT: int = 120  # ...and per signed-in account
     RATE_READS_PER_CLIENT: int = 60  # Open311 listings and open data exports per client address
     RATE_READS_PER_ACCOUNT: int = 120  # ...and per signed-in account or api_key
+    RATE_SUPPORT_PER_CLIENT: int = 20  # supports of a report (cases.support) per client address
+    RATE_SUPPORT_PER_ACCOUNT: int = 10  # ...and per signed-in account
+    # The three rates (三率) of the evaluation (maps.evaluation, maps.aggregate.Scoring).
+    RESPONSE_LIMIT_HOURS: float = 2.0  # a unit accepts or returns a case within this (wall-clock)
+    SATISFACTION_BASIC_WEIGHT: float = 1.0  # what 基本满意 counts for (some cities: 0.8)
+    # The score's share of each rate (fractions of its 100 points; the on-time closure rate has
+    # the rest) and the points off per re-handling: 0, the score is the on-time rate's alone.
+    SCORE_WEIGHT_RESPONSE: float = 0.0
+    SCORE_WEIGHT_RESOLUTION: float = 0.0
+    SCORE_WEIGHT_SATISFACTION: float = 0.0
+    SCORE_WEIGHT_FOLLOWUP: float = 0.0
+    SCORE_REHANDLE_PENALTY: float = 0.0
     TRUSTED_PROXIES: int = 0  # reverse proxies in front whose X-Forwarded-For/-Proto are believed
     # The event logs' monthly partitions (gridmgmt.kernel.partitions): made this many months
     # ahead; whole months older than a retention are dropped (0: kept forever; else >= 6).
@@ -98,6 +110,24 @@ class Config:
     READ_STATEMENT_TIMEOUT_MS: int = 5000  # a read on the replica longer than this fails
     READ_MAX_LAG_SECONDS: float = 30.0  # further behind than this, reads go to the primary
     READ_CHECK_SECONDS: float = 2.0  # how long a process trusts its verdict on the replica
+    # Hearing back from the public (cases.notices, gridmgmt.kernel.channels).
+    PUBLIC_URL: str = ""  # base of the links in messages, e.g. https://city.example (else local)
+    MAIL_MODE: str = ""  # smtp | mailbox (kept for /mailbox, no sending) | "": mailbox in DEMO
+    SMTP_HOST: str = ""  # empty in smtp mode: messages wait in the outbox
+    SMTP_PORT: int = 587
+    SMTP_STARTTLS: bool = True  # upgrade the connection (port 587); SMTP_SSL: TLS from the start
+    SMTP_SSL: bool = False
+    SMTP_USER: str = ""
+    SMTP_PASSWORD: str = ""
+    SMTP_TIMEOUT: float = 10.0  # seconds, also the SMS gateway's
+    MAIL_FROM: str = "gridmgmt@localhost"
+    SMS_ADAPTER: str = "http"  # gridmgmt.kernel.channels.SMS_ADAPTERS
+    SMS_GATEWAY_URL: str = ""  # empty: text messages wait in the outbox
+    SMS_GATEWAY_TOKEN: str = ""  # sent as `Authorization: Bearer <it>`
+    SMS_SENDER: str = ""
+    NOTICE_DRAIN_SECONDS: int = 60  # the periodic drain of the outbox (a lost job only delays)
+    FOLLOWUP_LINK_DAYS: int = 14  # how long a follow-up link (and the tracking code) answers
+    RATE_FOLLOWS_PER_CLIENT: int = 10  # follow requests (confirmation mails) a minute per address
     SQL_ECHO: bool = False
     DB_POOL_SIZE: int = 10
     TESTING: bool = False

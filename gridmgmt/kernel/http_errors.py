@@ -36,6 +36,11 @@ def register_error_format(app: Flask, prefix: str, answer: Callable[[int, str], 
     app.extensions.setdefault(ERROR_FORMATS, {})[prefix] = answer
 
 
+# A client that shows an API's refusals to people as they are (the outbox of the phone app)
+# sends this header with "1": the error then also carries `localized`, in the reader's language.
+LOCALIZED_HEADER = "X-Localized-Errors"
+
+
 def _respond(
     status: int, code: str, message: Message, details: dict[str, Any] | None = None
 ) -> Any:
@@ -46,7 +51,10 @@ def _respond(
         if request.path.startswith(prefix):
             return answer(status, english)
     if wants_json():
-        return jsonify(error={"code": code, "message": english, **(details or {})}), status
+        body = {"code": code, "message": english, **(details or {})}
+        if request.headers.get(LOCALIZED_HEADER) == "1":  # a phone's outbox shows it as is
+            body["localized"] = message.render(gettext)
+        return jsonify(error=body), status
     shown = message.render(gettext)
     return render_template("error.html", status=status, code=code, message=shown), status
 

@@ -129,12 +129,16 @@ RUNTIME_WORDS: tuple[str, ...] = (
     N_("Reopen"),
     N_("Warn deadline"),
     N_("Mark overdue"),
+    N_("Rehandle"),
+    N_("Dismiss complaint"),
     # Reasons to reject a report (`_(reason|replace('_', ' ')|capitalize)`)
     N_("Not city problem"),
     N_("Duplicate"),
     N_("Outside territory"),
     # An error code not named elsewhere (`error.html`: the code's words)
     N_("Not configured"),
+    N_("Expired"),
+    N_("Already answered"),
     # Case sources (`_(case.source|capitalize)`)
     N_("Inspector"),
     N_("Citizen"),

@@ -64,6 +64,7 @@ MENU: dict[str, list[tuple[str, str]]] = {
         (N_("Report a problem"), "cases.report_form"),
         (N_("Search"), "case_search.search_page"),
         (N_("Map"), "maps.map_page"),
+        (N_("Follow-up complaints"), "participation.review_queue"),
     ],
     Role.DISPATCHER: [
         (N_("Dispatch board"), "dispatch.board"),
@@ -77,6 +78,7 @@ MENU: dict[str, list[tuple[str, str]]] = {
     Role.CITIZEN: [
         (N_("Report a problem"), "cases.report_form"),
         (N_("My cases"), "cases.my_cases"),
+        (N_("Reports near me"), "participation.nearby_page"),
     ],
     Role.LEADER: [
         (N_("Map"), "maps.map_page"),
@@ -103,6 +105,7 @@ MENU: dict[str, list[tuple[str, str]]] = {
 ANONYMOUS_MENU = [
     (N_("Report a problem"), "cases.report_form"),
     (N_("Track a case"), "cases.track"),
+    (N_("Reports near me"), "participation.nearby_page"),
 ]
 
 

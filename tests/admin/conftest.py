@@ -20,12 +20,17 @@ from gridmgmt.app.demo import DEMO_PASSWORD
 from tests.conftest import demo_clone
 from tests.support import real_app, serving
 
+# No service worker: the phone app's worker (tests/offline) keeps pages of other roles in the
+# background after a test has moved on, and these modules bind the app's session to their own
+# transaction once their browser tests are done.
+NO_WORKER: dict[str, Any] = {"service_workers": "block"}
 PHONE: dict[str, Any] = {
     "viewport": {"width": 390, "height": 844},
     "is_mobile": True,
     "has_touch": True,
+    **NO_WORKER,
 }
-DESKTOP: dict[str, Any] = {"viewport": {"width": 1366, "height": 900}}
+DESKTOP: dict[str, Any] = {"viewport": {"width": 1366, "height": 900}, **NO_WORKER}
 TIMEOUT_MS = 10_000
 ContextFor = Callable[..., BrowserContext]
 

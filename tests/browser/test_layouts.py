@@ -198,12 +198,12 @@ def check_dashboard(page: Page, size: str) -> None:
     """The period's key figures and the first chart are in view; each chart has axes."""
     inside_window(page, page.locator(".dash-figures"), "the key figures")
     charts = page.locator("svg.chart")
-    expect(charts).to_have_count(2)
+    expect(charts).to_have_count(4)  # new cases, on-time, satisfaction and resolution rates
     first = box_of(charts.first)
     window = page.viewport_size
     assert window is not None
     assert first["y"] < window["height"], "the first chart starts below the fold"
-    for i in range(2):
+    for i in range(4):
         assert charts.nth(i).locator("line").count() >= 2  # the axis and grid lines
         assert charts.nth(i).locator("text").count() >= 3  # tick values and x labels
 

@@ -3,6 +3,7 @@ accept → report done → check → close, the rework loop, an offline retry, t
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable
@@ -14,7 +15,6 @@ from playwright.sync_api import Locator, Page, Request, Response, Route, expect
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from cases.intake import scoped_key
 from tests.browser.conftest import ContextFor
 
 pytestmark = pytest.mark.browser
@@ -216,18 +216,6 @@ def image_loaded(page: Page, selector: str) -> None:
     )
 
 
-def with_file(request: Request, photo: Path) -> bytes:
-    """The intercepted multipart body with the photo's bytes put back.
-
-    Chromium hands interception an empty part for a file input's blob: sent as is, the server
-    would refuse an empty photo. The browser's own retry (route.continue_) is not affected.
-    """
-    body = request.post_data_buffer or b""
-    head = f'filename="{photo.name}"\r\nContent-Type: image/jpeg\r\n\r\n'.encode()
-    assert head + b"\r\n--" in body, "the intercepted body has no empty part for the photo"
-    return body.replace(head, head + photo.read_bytes(), 1)
-
-
 def cases_described(engine: Engine, description: str) -> list[tuple[str, str, str | None]]:
     with engine.connect() as conn:
         rows = conn.execute(
@@ -340,20 +328,21 @@ def test_offline_retry_makes_one_case(
     browser_engine: Engine,
 ) -> None:
     """The first POST reaches the server but its answer is lost (the phone drops off the
-    network): the page says so honestly, retries with the same key and gets the same case."""
+    network): the report stays in the phone's outbox, is sent again with the same submission
+    UUID when the network returns, and the server answers with the same case (200), once."""
     page = context_for("inspector").new_page()
     description = f"Garbage by the school gate {uuid.uuid4().hex[:8]}"
     fill_report(page, description, photos["before"], where=community_point)
 
-    calls: list[str | None] = []  # the Idempotency-Key of each attempt
+    calls: list[str] = []  # the submission UUID of each attempt
     lost: list[int] = []  # what the server said to the attempt whose answer was lost
     answers: list[int] = []  # what the page heard
 
     def lose_first_answer(route: Route, request: Request) -> None:
-        calls.append(request.header_value("idempotency-key"))
+        calls.append(json.loads(request.post_data or "{}").get("submission_uuid", ""))
         if len(calls) == 1:
             # The server gets the report and makes the case...
-            lost.append(route.fetch(post_data=with_file(request, photos["before"])).status)
+            lost.append(route.fetch().status)
             route.abort("internetdisconnected")  # ...but the phone never hears back
         else:
             route.continue_()
@@ -367,19 +356,25 @@ def test_offline_retry_makes_one_case(
     page.click("#report-form button[type=submit]")
     status = page.locator("#report-status")
     expect(status).to_have_class(re.compile(r"\boffline\b"))
-    expect(status).to_have_text("You are offline: the report is kept and will be sent again.")
-    page.wait_for_url(CASE_URL)
-    expect_status(page, "Verified")
+    expect(status).to_contain_text("Saved on this phone")
+    expect(page.locator("#outbox li.outbox-item")).to_have_attribute("data-state", "waiting")
+    page.evaluate("window.dispatchEvent(new Event('online'))")  # the network is back
+    item = page.locator("#outbox li.outbox-item")
+    expect(item).to_have_attribute("data-state", "sent")
 
     assert lost == [201], lost  # the first attempt did make the case
     assert len(calls) == 2 and calls[0] and calls[0] == calls[1], calls
     assert answers == [200], answers  # 200: the retry found the first case (201 would be new)
     rows = cases_described(browser_engine, description)
     assert len(rows) == 1, rows
-    assert rows[0][0] == page.locator(".case-number").inner_text()
-    with browser_engine.connect() as conn:  # the key is kept scoped to its reporter
-        inspector = conn.scalar(text("SELECT id FROM users WHERE username = 'inspector'"))
-    assert rows[0][2] == scoped_key(calls[0], inspector, None, None)
+    item.get_by_role("link", name=f"Open case {rows[0][0]}").click()
+    page.wait_for_url(CASE_URL)
+    expect_status(page, "Verified")
+    with browser_engine.connect() as conn:  # the phone's UUID is the case's
+        kept = conn.scalar(
+            text("SELECT submission_uuid::text FROM cases WHERE number = :n"), {"n": rows[0][0]}
+        )
+    assert kept == calls[0]
     expect(page.locator("img[data-kind=before]")).to_have_count(1)  # the photo kept once
 
 

@@ -81,6 +81,9 @@ EXPECTED: list[tuple[str | None, str, str, str]] = [
     ("checking", "check_fail", INSPECTOR, "dispatched"),
     ("checked", "close", OPERATOR, "closed"),
     ("closed", "reopen", OPERATOR, "dispatched"),
+    # 7. a follow-up complaint judged (cases.rehandling): re-handled, or dismissed with a reason
+    ("closed", "rehandle", OPERATOR, "dispatched"),
+    ("closed", "dismiss_complaint", OPERATOR, "closed"),
     # the dispatcher's deadline watch (the system only): the status stays, the event records it
     ("dispatched", "warn_deadline", "system", "dispatched"),
     ("in_progress", "warn_deadline", "system", "in_progress"),
@@ -107,6 +110,8 @@ NEEDS_REASON = [
     ("in_progress", "request_suspension", UNIT_STAFF),
     ("in_progress", "refuse_suspension", DISPATCHER),
     ("closed", "reopen", OPERATOR),
+    ("closed", "rehandle", OPERATOR),
+    ("closed", "dismiss_complaint", OPERATOR),
 ]
 NEEDS_NOTE = [("in_progress", "report_done", UNIT_STAFF), ("checking", "check_fail", INSPECTOR)]
 ANSWERS = {
@@ -115,7 +120,9 @@ ANSWERS = {
     "approve_suspension": "suspension",
     "refuse_suspension": "suspension",
 }
-FULL_REQUEST = Request(reason=RejectReason.DUPLICATE.value, note="done", after_photos=1)
+FULL_REQUEST = Request(
+    reason=RejectReason.DUPLICATE.value, note="done", after_photos=1, review=1
+)  # review: the follow-up answer an operator judged (re-handling)
 
 
 def status_of(value: str | None) -> CaseStatus | None:

@@ -73,7 +73,7 @@ def test_scheduler_registers_every_periodic_job(
     result = cli.invoke(args=["dispatch", "scheduler"])
 
     assert result.exit_code == 0, result.output
-    assert f"7 periodic jobs on queue {PERIODIC_QUEUE}" in result.output
+    assert f"8 periodic jobs on queue {PERIODIC_QUEUE}" in result.output
     [scheduler] = one_shot_scheduler.instances
     registered = [(job.func, job.interval, job.queue_name) for job in scheduler.get_jobs()]
     intervals = {
@@ -83,6 +83,7 @@ def test_scheduler_registers_every_periodic_job(
         "find_hotspots": 300,
         "refresh_evaluation": 600,
         "remove_orphan_photos": 3600,
+        "drain_notices": 60,  # the notification outbox (NOTICE_DRAIN_SECONDS)
         "maintain_partitions": 3600,
     }
     assert {func.__name__: interval for func, interval, _ in registered} == intervals
@@ -90,7 +91,7 @@ def test_scheduler_registers_every_periodic_job(
     # the cases' sweep of orphan photos, the kernel's event log partitions
     modules = {func.__name__: func.__module__ for func, _, _ in registered}
     assert modules["refresh_evaluation"] == "maps.jobs"
-    assert modules["remove_orphan_photos"] == "cases.jobs"
+    assert modules["remove_orphan_photos"] == modules["drain_notices"] == "cases.jobs"
     assert modules["maintain_partitions"] == "gridmgmt.kernel.partitions"
     own = {"maps.jobs", "cases.jobs", "gridmgmt.kernel.partitions"}
     others = {modules[name] for name in intervals} - own
@@ -109,7 +110,7 @@ def test_worker_command_processes_scheduled_job(
     assert cli.invoke(args=["dispatch", "scheduler"]).exit_code == 0
     periodic = Queue(PERIODIC_QUEUE, connection=redis_conn)
     jobs = periodic.get_jobs()
-    assert len(jobs) == 7
+    assert len(jobs) == 8
 
     result = cli.invoke(args=["dispatch", "worker", "--burst", "--name", "test-burst"])
 

@@ -1276,7 +1276,8 @@ def test_evaluation_csv(city: City, leader: Web) -> None:
     records = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
     header, body = records[0], records[1:]
     assert header[:6] == ["rank", "name", "due", "suspended", "closed", "closed_on_time"]
-    assert header[-1] == "score"
+    rates = len(evaluation.RATE_COLUMNS)  # the public's say closes each row
+    assert header[-rates - 1] == "score" and header[-rates:] == list(evaluation.RATE_COLUMNS)
     assert len(body) == city.active_units
     assert len({r[1] for r in body}) == city.active_units
     rows = {r[1]: dict(zip(header, r, strict=True)) for r in body}

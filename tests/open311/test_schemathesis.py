@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from sqlalchemy import select
 from sqlalchemy.engine import URL
 
 from cases import intake
@@ -42,11 +44,17 @@ from cases.models import CaseSource
 from gridmgmt import create_app
 from gridmgmt.app.openapi import build_spec
 from gridmgmt.kernel.db import db
+from gridmgmt.kernel.models import User
 from tests.open311.open311_support import DEMO_KEY, City, seeded_city
-from tests.support import browser
+from tests.support import browser, jpeg
 
 MAX_EXAMPLES = int(os.environ.get("GRIDMGMT_FUZZ_EXAMPLES", "25"))  # more for a deep local run
 OPEN311_POST = "/open311/v2/requests.{format}"
+PHOTOS_POST = "/api/reports/{submission_uuid}/photos"
+# The photo UUIDs the hook sends real photos with: fewer than a case's 6 photos, so that a
+# valid photo is stored (201) or found again (200), never refused for the count.
+PHOTO_UUIDS = [str(uuid.UUID(int=n)) for n in range(1, 4)]
+REAL_FIRST = {"submission_uuid"}  # a random one is always a 404
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -68,6 +76,7 @@ class Known:
     points: list[tuple[float, float]]  # (lon, lat) inside a unit grid cell
     numbers: list[str]  # case numbers (also valid tokens)
     ids: list[int]  # case ids
+    submissions: list[str]  # submission UUIDs of the operator's own report (its photos)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +87,8 @@ def city(app: Flask) -> Iterator[City]:
 
 @pytest.fixture(scope="module")
 def known(city: City, tmp_path_factory: pytest.TempPathFactory) -> Known:
-    """Three cases to read and act on, kept for the whole module."""
+    """Three cases to read and act on, and the operator's report sent from a phone (its
+    photos follow), kept for the whole module."""
     session = db.session()
     photos = tmp_path_factory.mktemp("photos")
     made = [
@@ -87,8 +97,15 @@ def known(city: City, tmp_path_factory: pytest.TempPathFactory) -> Known:
         ).case
         for code, (lon, lat) in zip(("E0102", "C0101", "E0402"), city.inside, strict=False)
     ]
+    operator = session.scalars(select(User).where(User.username == "operator")).one()
+    submission = str(uuid.uuid5(uuid.NAMESPACE_URL, "gridmgmt:fuzz:photos"))  # reproducible
+    lon, lat = city.inside[0]
+    phone = ReportInput("E0102", lon, lat, "fuzz photos", submission_uuid=submission)
+    intake.report_case(session, phone, operator, CaseSource.OPERATOR, photos)
     session.commit()
-    found = Known(city.codes, city.inside, [c.number for c in made], [c.id for c in made])
+    found = Known(
+        city.codes, city.inside, [c.number for c in made], [c.id for c in made], [submission]
+    )
     db.session.remove()
     return found
 
@@ -147,14 +164,27 @@ def with_fields(body: Any, **fields: Any) -> Any:
     return dataclasses.replace(body, body={**body.body, **fields})
 
 
+def only_fields(body: Any, fields: dict[str, Any]) -> Any:
+    """A form body (plain or wrapped) with just these fields."""
+    if isinstance(body, dict):
+        return dict(fields)
+    return dataclasses.replace(body, body=dict(fields))
+
+
 def mixed(
     generated: dict[str, Any], real: dict[str, st.SearchStrategy[Any]]
 ) -> st.SearchStrategy[dict[str, Any]]:
-    """Each generated value that has a real counterpart, kept or replaced by a real one."""
+    """Each generated value that has a real counterpart, kept or replaced by a real one (the
+    real one first where a random value is never found: Hypothesis prefers the first)."""
     names = [name for name in generated if name in real]
     if not names:
         return st.just(generated)
-    choices = {name: st.one_of(st.just(generated[name]), real[name]) for name in names}
+    choices = {
+        name: st.one_of(real[name], st.just(generated[name]))
+        if name in REAL_FIRST
+        else st.one_of(st.just(generated[name]), real[name])
+        for name in names
+    }
     return st.fixed_dictionaries(choices).map(lambda chosen: {**generated, **chosen})
 
 
@@ -168,11 +198,16 @@ def api_schema(fuzz_app: Flask, known: Known) -> schemathesis.BaseSchema:
     schema.config.generation.update(with_security_parameters=False)
     places = st.tuples(st.sampled_from(known.codes), st.sampled_from(known.points))
 
+    photo = jpeg()
+    real_photo = st.sampled_from(PHOTO_UUIDS).map(lambda u: {"photo_uuid": u, "photo": photo})
+
     @schema.hook
     def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrategy[Any]:
         path = context.operation.path if context.operation else ""
-        if form_fields(body) is None or path not in (OPEN311_POST, "/api/reports"):
+        if form_fields(body) is None or path not in (OPEN311_POST, "/api/reports", PHOTOS_POST):
             return st.just(body)
+        if path == PHOTOS_POST:  # a real photo, half of the time
+            return st.one_of(real_photo.map(lambda f: only_fields(body, f)), st.just(body))
         if path == OPEN311_POST:
             body = with_fields(body, api_key=DEMO_KEY)
             names = ("service_code", "long", "lat")
@@ -188,6 +223,7 @@ def api_schema(fuzz_app: Flask, known: Known) -> schemathesis.BaseSchema:
         "service_request_id": st.sampled_from(known.numbers),
         "token": st.sampled_from(known.numbers),
         "case_id": st.sampled_from(known.ids),
+        "submission_uuid": st.sampled_from(known.submissions),
         "action": st.sampled_from(["file", "verify", "reject", "merge", "dispatch", "close"]),
     }
     real_query = {
@@ -259,7 +295,7 @@ def test_the_description_covers_every_route(app: Flask) -> None:
     routes = {
         (method, rule.rule.replace("<int:", "<"))
         for rule in app.url_map.iter_rules()
-        if rule.endpoint.startswith(("open311.", "api."))
+        if rule.endpoint.startswith(("open311.", "api.")) or rule.endpoint == "offline.add_photo"
         for method in rule.methods or ()
         if method in ("GET", "POST")
     }
@@ -278,4 +314,4 @@ def test_the_page_lists_every_operation(app: Flask) -> None:
     html = page.get_data(as_text=True)
     assert (page.status_code, page.mimetype) == (200, "text/html")
     assert 'href="openapi.json"' in html
-    assert html.count("<tr><td><code>") == len(OPERATIONS) == 11
+    assert html.count("<tr><td><code>") == len(OPERATIONS) == 12

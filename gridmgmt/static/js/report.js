@@ -32,6 +32,8 @@
       lonInput.value = lon;
       latInput.value = lat;
       position.textContent = message("msg-position", {lon: lon, lat: lat});
+      // The near-me panel (nearby.js) hears of a picked point as a change of the position.
+      lonInput.dispatchEvent(new Event("change", {bubbles: true}));
     },
     onError: function (text) { position.textContent = text; },
   });
@@ -74,6 +76,7 @@
         "Accept": "application/json",
         "X-CSRFToken": csrfToken(),
         "Idempotency-Key": form.elements.idempotency_key.value,
+        "X-Flash": "1", // the case page, next, says "reported"
       },
     }).then(function (response) {
       return response.json().catch(function () { return {}; }).then(function (data) {
@@ -110,6 +113,8 @@
     event.preventDefault();
     if (sending) return;
     if (!form.reportValidity()) return;
+    // The phone's outbox (outbox.js) keeps the report until the server confirms it.
+    if (window.gridmgmt.outbox && window.gridmgmt.outbox.takeForm(form)) return;
     sending = true;
     delay = 2000;
     lastBody = new FormData(form);

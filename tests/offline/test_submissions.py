@@ -1,0 +1,277 @@
+"""Reports and photos sent later from a phone's outbox, through the real app on a seeded demo
+city rolled back after each test: ODK Central's rules for a submission UUID (the same content
+is the first case, other content a 409), photos one a request each with its UUID stored once,
+the phone's capture time and GPS accuracy kept and shown; and the phone app's own routes (the
+service worker's version, the manifest, what the outbox asks before sending)."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from redis import Redis
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from cases.models import Case, Photo
+from gridmgmt.kernel import clock
+from gridmgmt.kernel.db import db
+from tests.support import Web, browser, jpeg, nested, point_in, seeded_demo
+
+CATEGORY = "E0102"  # exposed garbage
+
+
+@pytest.fixture(scope="module")
+def city(app: Flask) -> Iterator[Connection]:
+    with seeded_demo() as connection:
+        yield connection
+
+
+@pytest.fixture
+def session(city: Connection, redis_conn: Redis) -> Iterator[Session]:
+    db.session.remove()
+    with nested(city) as session:
+        yield session
+
+
+@pytest.fixture
+def inspector(app: Flask, session: Session, photo_dir: Path) -> Web:
+    return browser(app, "inspector")
+
+
+@pytest.fixture
+def here(session: Session) -> tuple[float, float]:
+    return point_in(session, "990100006046")
+
+
+def report(here: tuple[float, float], **extra: Any) -> dict[str, Any]:
+    """An outbox's report: a new submission UUID, the phone's capture time and accuracy."""
+    captured = clock.now_utc() - timedelta(hours=3)
+    return {
+        "category": CATEGORY,
+        "lon": here[0],
+        "lat": here[1],
+        "description": "bags by the underpass",
+        "submission_uuid": str(uuid.uuid4()),
+        "captured_at": captured.isoformat(),
+        "gps_accuracy": 12.5,
+        **extra,
+    }
+
+
+def send_photo(web: Web, submission: str, photo_uuid: str, body: bytes, **headers: str) -> Any:
+    """One photo of a submission, as the outbox sends it."""
+    return web.client.post(
+        f"/api/reports/{submission}/photos",
+        data={
+            "photo_uuid": photo_uuid,
+            "captured_at": clock.now_utc().isoformat(),
+            "photo": (io.BytesIO(body), "photo.jpg"),
+        },
+        content_type="multipart/form-data",
+        headers={"X-CSRFToken": web.token, **headers},
+    )
+
+
+def cases_of(session: Session, submission: str) -> list[Case]:
+    session.expire_all()
+    return list(session.scalars(select(Case).where(Case.submission_uuid == submission)))
+
+
+def stored_files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+def test_the_same_submission_twice_is_the_first_case(
+    inspector: Web, session: Session, here: tuple[float, float]
+) -> None:
+    body = report(here)
+    first = inspector.api("/api/reports", body)
+    again = inspector.api("/api/reports", body)
+    assert first.status_code == 201, first.get_json()
+    assert again.status_code == 200, again.get_json()
+    assert again.get_json()["id"] == first.get_json()["id"]
+    assert again.get_json()["submission_uuid"] == body["submission_uuid"]
+    (case,) = cases_of(session, body["submission_uuid"])
+    assert case.gps_accuracy_m == 12.5
+    assert case.captured_at is not None
+    assert abs((case.reported_at - case.captured_at) - timedelta(hours=3)) < timedelta(minutes=1)
+
+
+def test_the_same_submission_with_other_content_is_a_conflict(
+    inspector: Web, session: Session, here: tuple[float, float]
+) -> None:
+    body = report(here)
+    first = inspector.api("/api/reports", body)
+    changed = inspector.api("/api/reports", {**body, "description": "something else"})
+    assert changed.status_code == 409
+    error = changed.get_json()["error"]
+    assert error["code"] == "conflict"
+    assert error["reason"] == "submission_changed"
+    assert first.get_json()["number"] in error["message"]
+    assert "different content" in error["message"]
+    assert len(cases_of(session, body["submission_uuid"])) == 1
+
+
+def test_another_reporter_cannot_take_a_submission_uuid(
+    app: Flask, inspector: Web, session: Session, here: tuple[float, float]
+) -> None:
+    body = report(here)
+    assert inspector.api("/api/reports", body).status_code == 201
+    operator = browser(app, "operator")
+    taken = operator.api("/api/reports", body)
+    assert taken.status_code == 409
+    assert taken.get_json()["error"]["reason"] == "submission_taken"
+    photo = send_photo(operator, body["submission_uuid"], str(uuid.uuid4()), jpeg())
+    assert photo.status_code == 404  # another's report: as if there were none
+    assert len(cases_of(session, body["submission_uuid"])) == 1
+
+
+def test_photos_come_later_one_a_request_and_a_repeat_stores_nothing(
+    inspector: Web, session: Session, here: tuple[float, float], photo_dir: Path
+) -> None:
+    body = report(here)
+    made = inspector.api("/api/reports", body).get_json()
+    assert made["photos"] == 0
+    photo_uuid = str(uuid.uuid4())
+    first = send_photo(inspector, body["submission_uuid"], photo_uuid, jpeg((10, 200, 10)))
+    assert first.status_code == 201, first.get_json()
+    assert first.get_json() == {
+        "photo_uuid": photo_uuid,
+        "case_id": made["id"],
+        "number": made["number"],
+        "photos": 1,
+        "created": True,
+    }
+    files = stored_files(photo_dir)
+    assert len(files) == 2  # the photo and its thumbnail
+    repeat = send_photo(inspector, body["submission_uuid"], photo_uuid, jpeg((10, 200, 10)))
+    assert repeat.status_code == 200
+    assert repeat.get_json()["created"] is False
+    assert stored_files(photo_dir) == files
+    second = send_photo(inspector, body["submission_uuid"], str(uuid.uuid4()), jpeg((0, 0, 200)))
+    assert second.status_code == 201
+    assert second.get_json()["photos"] == 2
+    session.expire_all()
+    rows = list(session.scalars(select(Photo).where(Photo.case_id == made["id"])))
+    assert len(rows) == 2
+    assert photo_uuid in {r.client_uuid for r in rows}
+    assert all(r.captured_at is not None and r.kind == "before" for r in rows)
+    # The report itself sent again (its reply lost) is still the same case, with its photos.
+    again = inspector.api("/api/reports", body).get_json()
+    assert (again["id"], again["photos"]) == (made["id"], 2)
+
+
+def test_a_photo_uuid_of_another_report_is_a_conflict(
+    inspector: Web, here: tuple[float, float]
+) -> None:
+    one, two = report(here), report(here, description="another")
+    inspector.api("/api/reports", one)
+    inspector.api("/api/reports", two)
+    photo_uuid = str(uuid.uuid4())
+    assert send_photo(inspector, one["submission_uuid"], photo_uuid, jpeg()).status_code == 201
+    clash = send_photo(inspector, two["submission_uuid"], photo_uuid, jpeg())
+    assert clash.status_code == 409
+    assert clash.get_json()["error"]["reason"] == "photo_taken"
+
+
+def test_photos_are_refused_before_their_report_and_past_the_limit(
+    inspector: Web, session: Session, here: tuple[float, float], photo_dir: Path
+) -> None:
+    early = send_photo(inspector, str(uuid.uuid4()), str(uuid.uuid4()), jpeg())
+    assert early.status_code == 404
+    assert "send the report before its photos" in early.get_json()["error"]["message"]
+    assert send_photo(inspector, "not-a-uuid", str(uuid.uuid4()), jpeg()).status_code == 404
+    body = report(here)
+    inspector.api("/api/reports", body)
+    for n in range(6):
+        sent = send_photo(inspector, body["submission_uuid"], str(uuid.uuid4()), jpeg((n, 0, 0)))
+        assert sent.status_code == 201
+    seventh = send_photo(inspector, body["submission_uuid"], str(uuid.uuid4()), jpeg())
+    assert seventh.status_code == 400
+    broken = report(here, description="broken photo")
+    inspector.api("/api/reports", broken)
+    bad = send_photo(inspector, broken["submission_uuid"], str(uuid.uuid4()), b"not a photo")
+    assert bad.status_code == 400
+    assert bad.get_json()["error"]["code"] == "invalid_photo"
+    case = cases_of(session, broken["submission_uuid"])[0]
+    assert session.scalar(select(func.count()).where(Photo.case_id == case.id)) == 0
+
+
+def test_capture_times_a_phone_cannot_have_are_refused(
+    inspector: Web, session: Session, here: tuple[float, float]
+) -> None:
+    future = (clock.now_utc() + timedelta(days=2)).isoformat()
+    ahead = inspector.api("/api/reports", report(here, captured_at=future))
+    assert ahead.status_code == 400
+    assert ahead.get_json()["error"]["field"] == "captured_at"
+    naive = inspector.api("/api/reports", report(here, captured_at="2026-11-30T10:00:00"))
+    assert naive.status_code == 400
+    wild = inspector.api("/api/reports", report(here, gps_accuracy=-3))
+    assert wild.status_code == 400
+    assert session.scalar(select(func.count()).where(Case.captured_at.is_not(None))) == 0
+
+
+def test_a_refusal_carries_the_reader_s_language_when_asked(
+    inspector: Web, here: tuple[float, float]
+) -> None:
+    inspector.get("/lang/zh")
+    body = report((here[0] + 40, here[1]))  # far outside the city
+    headers = {"X-CSRFToken": inspector.token, "X-Localized-Errors": "1"}
+    refused = inspector.client.post("/api/reports", json=body, headers=headers)
+    assert refused.status_code == 400 or refused.status_code == 422, refused.get_json()
+    error = refused.get_json()["error"]
+    assert error["message"].isascii()  # the API's English stays
+    assert not error["localized"].isascii()  # and the reader's Chinese comes with it
+    plain = inspector.api("/api/reports", body).get_json()["error"]
+    assert "localized" not in plain
+
+
+def test_the_case_page_shows_the_capture_time_and_the_accuracy(
+    inspector: Web, here: tuple[float, float]
+) -> None:
+    made = inspector.api("/api/reports", report(here, gps_accuracy=7.6)).get_json()
+    page = inspector.get(f"/cases/{made['id']}").get_data(as_text=True)
+    assert "GPS ±8 m" in page
+    assert 'class="captured-at"' in page
+    plain = inspector.api("/api/reports", {"category": CATEGORY, "lon": here[0], "lat": here[1]})
+    page = inspector.get(f"/cases/{plain.get_json()['id']}").get_data(as_text=True)
+    assert "captured-at" not in page and "GPS ±" not in page
+
+
+def test_the_service_worker_changes_with_the_deployment(
+    app: Flask, inspector: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = inspector.get("/sw.js")
+    assert first.status_code == 200
+    assert first.headers["Service-Worker-Allowed"] == "/"
+    assert "no-cache" in first.headers["Cache-Control"]
+    source = first.get_data(as_text=True)
+    assert "__GRIDMGMT_VERSION__" not in source and "/static/js/outbox-core.js" in source
+    monkeypatch.setitem(app.config, "ASSET_VERSION", "next-release")
+    second = inspector.get("/sw.js").get_data(as_text=True)
+    assert second != source  # the browser sees new bytes: it installs the new worker
+
+
+def test_the_manifest_and_what_the_outbox_asks(app: Flask, inspector: Web) -> None:
+    manifest = inspector.get("/manifest.webmanifest")
+    assert manifest.mimetype == "application/manifest+json"
+    body = manifest.get_json(force=True)
+    assert body["start_url"] == "/report" and body["display"] == "standalone"
+    for icon in body["icons"]:
+        assert inspector.get(icon["src"]).status_code == 200
+    who = inspector.get("/api/offline/session")
+    assert who.headers["Cache-Control"] == "no-store"
+    facts = who.get_json()
+    assert facts["role"] == "inspector" and facts["user"]
+    assert set(facts["pages"]) == {"/report", "/tasks", "/outbox"}
+    anonymous = browser(app).get("/api/offline/session").get_json()
+    assert anonymous["user"] == "" and "/tasks" not in anonymous["pages"]
+    assert inspector.get("/outbox").status_code == 200
