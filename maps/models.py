@@ -1,11 +1,24 @@
-"""What the supervisors' side keeps besides the cases: the state of its rollups, and the
-indexes its queries need on the cases and their events (migrations 0017 and 0021)."""
+"""What the supervisors' side keeps besides the cases: its rollups of whole past days and their
+state, and the indexes its queries need on the cases and their events (migrations 0017, 0021
+and 0026)."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, DateTime, Index, String, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Table,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cases.models import Case, CaseEvent
@@ -14,13 +27,87 @@ from gridmgmt.kernel.db import Base, sql_in
 
 
 class RollupState(Base):
-    """How far a rollup (a materialised view) is complete: days before `through` are in it."""
+    """How far the rollups are complete: days before `through` are in them."""
 
     __tablename__ = "rollup_state"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     through: Mapped[date] = mapped_column(Date, nullable=False)
     refreshed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+# The rollups: counts of whole past days, written only by the owner's refresh function
+# (`refresh_evaluation_rollup`, migration 0026), which recounts the days in `rollup_dirty`
+# (written by a trigger on `cases` when a counted column changes). The app's role reads them.
+def _counts(*names: str) -> list[Column[int]]:
+    return [Column(name, BigInteger) for name in names]
+
+
+evaluation_days = Table(  # per deadline day (due, closed...) and handling day (handled...)
+    "evaluation_days",
+    Base.metadata,
+    Column("day", Date),
+    Column("unit_id", Integer),
+    Column("community_id", Integer),
+    Column("urgent", Boolean),
+    *_counts("due", "closed", "closed_on_time", "handled", "reworked", "rework_count"),
+    Column("handling_hours", Numeric),
+    Index(
+        "ix_evaluation_days_key",
+        "day",
+        "unit_id",
+        "community_id",
+        "urgent",
+        unique=True,
+        postgresql_nulls_not_distinct=True,
+    ),
+)
+map_cell_days = Table(  # per report day and cell, the last 62 days
+    "map_cell_days",
+    Base.metadata,
+    Column("day", Date),
+    Column("cell_id", Integer),
+    Column("community_id", Integer),
+    *_counts("n", "due_closed", "on_time"),
+    Index(
+        "ix_map_cell_days_key",
+        "day",
+        "cell_id",
+        "community_id",
+        unique=True,
+        postgresql_nulls_not_distinct=True,
+    ),
+)
+map_cell_months = Table(  # per report month and cell
+    "map_cell_months",
+    Base.metadata,
+    Column("month", Date),
+    Column("cell_id", Integer),
+    Column("community_id", Integer),
+    *_counts("n", "due_closed", "on_time"),
+    Index(
+        "ix_map_cell_months_key",
+        "month",
+        "cell_id",
+        "community_id",
+        unique=True,
+        postgresql_nulls_not_distinct=True,
+    ),
+)
+case_days = Table(  # per report day and class
+    "case_days",
+    Base.metadata,
+    Column("day", Date),
+    Column("category_id", Integer),
+    *_counts("n"),
+    Index("ix_case_days_key", "day", "category_id", unique=True),
+)
+rollup_dirty = Table(  # the days whose counts changed since the last refresh
+    "rollup_dirty",
+    Base.metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("day", Date, nullable=False),
+)
 
 
 # The evaluation's inspectors: each one's reports in a period (and the filed ones among them)...

@@ -29,7 +29,10 @@ from sqlalchemy.pool import NullPool
 
 INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE
 APPEND_ONLY = ("case_events", "security_events", "admin_audit")
-READ_ONLY = ("alembic_version",)
+# The rollups and their log of changed days are written only by the owner's definer functions
+# (migration 0026): the app's role reads them.
+READ_ONLY = ("alembic_version", "evaluation_days", "map_cell_days", "map_cell_months",
+             "case_days", "rollup_dirty")  # fmt: skip
 DEFINER_FUNCTIONS = (
     "refresh_evaluation_rollup(boolean)",
     "create_event_partitions(integer)",
