@@ -32,6 +32,8 @@ from PIL import Image, ImageDraw
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from cases import followup, rehandling
+from cases.followup import AnswerInput, Channel, Fixed, Respondent, Satisfaction
 from cases.intake import ReportInput, report_case
 from cases.lifecycle import (
     Action,
@@ -84,6 +86,13 @@ class Rates:
     extension: float = 0.04  # the unit asks for two more days, granted
     suspension: float = 0.01  # waiting on a third party, for 3-10 days
     rework: float = 0.06  # the on-site check fails: done again
+    # The follow-up (回访) of closed cases whose reporter can be reached (the demo citizen's
+    # own reports; hotline callers, called back by the operator):
+    answered: float = 0.7  # ...who answer
+    fixed: tuple[float, float] = (0.85, 0.08)  # yes, no (the rest: don't know)
+    satisfied: tuple[float, float] = (0.68, 0.22)  # satisfied, basically (the rest: not)
+    complaint_reason: float = 0.8  # a "no" or "dissatisfied" that says why: reviewed
+    reasonable: float = 0.4  # ...judged reasonable: re-handled (重办) by the same unit
 
 
 @dataclass(frozen=True)
@@ -164,6 +173,20 @@ class _Cast:
         return Actor(Role.UNIT_STAFF.value, user.id if user else None, unit_id)
 
 
+COMPLAINTS = (
+    "it is still there",
+    "they came back two days later and it was there again",
+    "only half of it was taken away",
+    "it took more than a week",
+)
+
+
+def caller_phone(request: Request311) -> dict[str, str]:
+    """A hotline caller's number, for the operator's call back: from the 555-0100..0199
+    range the North American plan keeps for fiction (nobody's real number)."""
+    return {"phone": f"+1 213 555 01{int(request.number.rsplit('-', 1)[-1]) % 100:02d}"}
+
+
 def after_photo(label: str) -> Upload:
     """A plain placeholder for the unit's "after" photo (the rules ask for one)."""
     image = Image.new("RGB", (320, 240), (96, 125, 139))
@@ -222,6 +245,7 @@ class _Replay:
             description=f"{request.kind} (MyLA311 {request.number})",
             address=request.address,
             idempotency_key=f"demo-la311-{request.number}",
+            contact=caller_phone(request) if source == CaseSource.HOTLINE else {},
         )
         result = report_case(self.session, data, reporter, source, self.context.photo_root)
         return result.case_id
@@ -315,6 +339,91 @@ class _Replay:
         yield t, lambda: act(case_id, Action.CHECK_PASS, cast.of(cast.inspector), note="checked")
         t = later(t, 5, 30)
         yield t, lambda: act(case_id, Action.CLOSE, cast.of(cast.operator))
+        yield from self._follow_up(request, case_id, t, draw, later)
+
+    def _follow_up(
+        self,
+        request: Request311,
+        case_id: int,
+        closed: datetime,
+        draw: random.Random,
+        later: Callable[[datetime, float, float], datetime],
+    ) -> Iterator[tuple[datetime, Callable[[], object]]]:
+        """The follow-up of a closed case: the reporter's answer, when they can be reached
+        and answer; a complaint with a reason reviewed, and re-handled when reasonable."""
+        if request.source in INSPECTOR_SOURCES | APP_SOURCES:
+            return  # an inspector is not asked; the app's reporters left no contact
+        by_phone = request.source not in CITIZEN_SOURCES  # a hotline caller: called back
+        if draw.random() >= self.rates.answered:
+            return
+        self.drawn["answered"] += 1
+        answer = self._draw_answer(draw)
+        t = later(closed, 60, 3 * 8 * 60)  # within three working days
+        answers: list[int] = []
+        yield t, lambda: answers.append(self._answer(case_id, answer, by_phone))
+        if not followup.needs_review(answer.fixed, answer.satisfaction, answer.comment):
+            return
+        cast, act = self.cast, self.act
+        t = later(t, 30, 8 * 60)
+        if draw.random() >= self.rates.reasonable:
+            self.drawn["complaint dismissed"] += 1
+            yield t, lambda: self._review(answers[0], rehandling.Verdict.UNREASONABLE,
+                                          "the unit's photo shows it was done")  # fmt: skip
+            return
+        self.drawn["re-handled"] += 1
+        yield t, lambda: self._review(answers[0], rehandling.Verdict.REASONABLE, "")
+        unit = lambda: cast.unit(self.session.get(Case, case_id).unit_id)  # noqa: E731
+        t = later(t, 30, 240)
+        yield t, lambda: act(case_id, Action.ACCEPT, unit())
+        t = later(t, 4 * 60, 16 * 60)
+        yield t, lambda: act(case_id, Action.REPORT_DONE, unit(), note="done again",
+                             photos=[self.photo])  # fmt: skip
+        t = later(t, 10, 60)
+        yield t, lambda: act(case_id, Action.ASSIGN_CHECK, cast.of(cast.operator),
+                             inspector_id=cast.inspector.id)  # fmt: skip
+        t = later(t, 60, 360)
+        yield t, lambda: act(case_id, Action.CHECK_PASS, cast.of(cast.inspector), note="checked")
+        t = later(t, 5, 30)
+        yield t, lambda: act(case_id, Action.CLOSE, cast.of(cast.operator))
+
+    def _draw_answer(self, draw: random.Random) -> AnswerInput:
+        yes, no = self.rates.fixed
+        satisfied, basically = self.rates.satisfied
+        roll, rating = draw.random(), draw.random()
+        fixed = Fixed.YES if roll < yes else Fixed.NO if roll < yes + no else Fixed.UNKNOWN
+        satisfaction = (
+            Satisfaction.SATISFIED if rating < satisfied
+            else Satisfaction.BASICALLY_SATISFIED if rating < satisfied + basically
+            else Satisfaction.DISSATISFIED
+        )  # fmt: skip
+        comment = ""
+        complaint = fixed == Fixed.NO or satisfaction == Satisfaction.DISSATISFIED
+        if complaint and draw.random() < self.rates.complaint_reason:
+            comment = draw.choice(COMPLAINTS)
+        return AnswerInput(fixed, satisfaction, comment, Respondent.REPORTER, Channel.LINK, "")
+
+    def _answer(self, case_id: int, drawn: AnswerInput, by_phone: bool) -> int:
+        """Record the reporter's answer: on the link they were sent, or by phone to the
+        operator who called them back."""
+        case = self.session.get(Case, case_id)
+        assert case is not None
+        round_ = followup.current_round(self.session, case, link_days=14)
+        answer = AnswerInput(
+            drawn.fixed,
+            drawn.satisfaction,
+            drawn.comment,
+            Respondent.REPORTER,
+            Channel.PHONE if by_phone else Channel.LINK,
+            followup.respondent_key("reporter", case_id),
+            recorded_by=self.cast.operator.id if by_phone else None,
+        )
+        row = followup.record_answer(self.session, case_id, round_.number, answer, clock.now_utc())
+        return row.id
+
+    def _review(self, answer_id: int, verdict: rehandling.Verdict, reason: str) -> None:
+        rehandling.review_answer(
+            self.session, answer_id, self.cast.operator, verdict, reason, None, self.context
+        )
 
 
 def inside_territory(session: Session, requests: list[Request311]) -> list[int]:

@@ -182,16 +182,19 @@ def test_without_calendar(demo: Session) -> None:
 
 
 def test_calendar_not_covering_the_next_12_months(demo: Session) -> None:
-    checks = by_name(readiness.configuration_checks(demo, CODE, datetime(2026, 6, 1).date()))
+    # The shipped calendar lists 2025 to 2027: from mid-2027 the next 12 months reach 2028.
+    checks = by_name(readiness.configuration_checks(demo, CODE, datetime(2027, 6, 1).date()))
 
     coverage = checks["calendar_coverage"]
     assert not coverage.ok and not coverage.blocking
-    assert "2027" in str(coverage.message)
+    assert "2028" in str(coverage.message)
     assert (
-        by_name(readiness.configuration_checks(demo, CODE, NOW.date()))["calendar_coverage"].ok
+        by_name(readiness.configuration_checks(demo, CODE, datetime(2027, 1, 1).date()))[
+            "calendar_coverage"
+        ].ok
         is False
-    )  # Jan 2026 + 12 months reaches 2027 too
-    assert by_name(readiness.configuration_checks(demo, CODE, datetime(2025, 1, 1).date()))[
+    )  # Jan 2027 + 12 months reaches 2028 too
+    assert by_name(readiness.configuration_checks(demo, CODE, datetime(2026, 1, 1).date()))[
         "calendar_coverage"
     ].ok
 
