@@ -364,7 +364,7 @@ class _Replay:
         if not followup.needs_review(answer.fixed, answer.satisfaction, answer.comment):
             return
         cast, act = self.cast, self.act
-        t = later(t, 30, 8 * 60)
+        t = later(t, 8 * 60, 5 * 8 * 60)  # reviewed within a week: the last wait in the queue
         if draw.random() >= self.rates.reasonable:
             self.drawn["complaint dismissed"] += 1
             yield t, lambda: self._review(answers[0], rehandling.Verdict.UNREASONABLE,
