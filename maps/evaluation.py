@@ -123,6 +123,7 @@ _RATE_PARTS = """
            (a.satisfaction = 'dissatisfied')::int, 0, 0, 0, 0
     FROM followup_answers a JOIN cases c ON c.id = a.case_id
     WHERE a.answered_at >= :start AND a.answered_at < :end
+      AND a.review_state <> 'unreasonable'  -- a complaint judged unreasonable is no valid rating
     UNION ALL
     SELECT c.unit_id, c.community_id, c.urgent, e.created_at, 0, 0, 0, 0, 0, 0, 0,
            (e.action = 'close')::int, (e.action = 'close' AND reach.ok)::int,

@@ -388,7 +388,8 @@ TALLY_GROUPS = (
                 "percent",
                 N_(
                     'Follow-up answers "fixed" / answers "fixed" or "not fixed", given in'
-                    ' the period ("don\'t know" counts in neither).'
+                    ' the period ("don\'t know" and complaints judged unreasonable count in'
+                    " neither)."
                 ),
                 lambda t: (t.fixed, t.fixed + t.not_fixed),
             ),
@@ -399,7 +400,7 @@ TALLY_GROUPS = (
                 "percent",
                 N_(
                     "(Satisfied + %(weight)s × basically satisfied) / follow-up answers with a"
-                    " rating, given in the period."
+                    " rating, given in the period and not judged unreasonable."
                 ),
                 lambda t: (t.satisfied + t.basically_satisfied, t.ratings),
             ),

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from gridmgmt.app import demo
@@ -130,6 +130,25 @@ def test_rates_per_unit(names: Names, db_session: Session) -> None:
     assert (w.followup_rate, w.rehandle_rate) == (1.0, 0.0)
     others = [t for name, t in tallies.items() if name not in (names.unit_a, names.unit_w)]
     assert all(t.response_rate is None and t.satisfaction_rate is None for t in others)
+
+
+def test_a_complaint_judged_unreasonable_is_no_valid_rating(
+    names: Names, db_session: Session
+) -> None:
+    """Left out of the resolution and satisfaction rates (as 12345 leaves unreasonable
+    demands out of the assessment); the answer still counts as a follow-up made."""
+    db_session.execute(
+        text(
+            "UPDATE followup_answers a SET review_state = 'unreasonable'"
+            " FROM cases c JOIN units u ON u.id = c.unit_id"
+            " WHERE a.case_id = c.id AND u.code = :water"
+        ),
+        {"water": WATER},
+    )
+    w = dict(evaluation.by_unit(db_session, PERIOD, datetime.now(UTC)))[names.unit_w]
+
+    assert counts(w) == {**UNIT_W, "not_fixed": 0, "dissatisfied": 0}
+    assert (w.resolution_rate, w.satisfaction_rate, w.followup_rate) == (None, None, 1.0)
 
 
 def test_rates_per_area(names: Names, db_session: Session) -> None:
