@@ -92,7 +92,11 @@ def context_for(browser: Browser, live_server: str) -> Iterator[ContextFor]:
     opened: list[BrowserContext] = []
 
     def make(role: str | None, **options: Any) -> BrowserContext:
-        context = browser.new_context(base_url=live_server, **{**PHONE, **options})
+        # No service worker unless asked (`service_workers="allow"`): the phone app's worker
+        # (tested in tests/offline) would keep pages in the background while these tests sign
+        # in again and again on a busy machine.
+        chosen = {**PHONE, "service_workers": "block", **options}
+        context = browser.new_context(base_url=live_server, **chosen)
         context.set_default_timeout(TIMEOUT_MS)
         opened.append(context)
         if role is not None:
