@@ -334,3 +334,53 @@ def copy_case(connection: Connection, model: str, count: int, prefix: str, step:
         ),
         {"prefix": prefix, "step": step, "model": model, "n": count},
     )
+
+
+def sign_in_page(
+    page: Any, base_url: str, username: str, password: str = demo.DEMO_PASSWORD
+) -> None:
+    """Sign a Playwright page in through the real login form."""
+    page.goto(f"{base_url}/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    with page.expect_navigation():
+        page.click("main form button[type=submit]")
+    assert "/login" not in page.url, f"{username} could not sign in"
+
+
+@contextmanager
+def signed_in_contexts(
+    browser: Any, base_url: str, defaults: dict[str, Any], timeout_ms: int
+) -> Iterator[Callable[..., Any]]:
+    """`make(username, **options)`: a new Playwright context on `base_url` with `defaults`
+    (overridden by `options`), signed in as the demo login `username` (None: anonymous); all
+    closed when the block ends."""
+    opened: list[Any] = []
+
+    def make(username: str | None, **options: Any) -> Any:
+        context = browser.new_context(base_url=base_url, **{**defaults, **options})
+        context.set_default_timeout(timeout_ms)
+        opened.append(context)
+        if username is not None:
+            page = context.new_page()
+            sign_in_page(page, base_url, username)
+            page.close()
+        return context
+
+    try:
+        yield make
+    finally:
+        for context in opened:
+            context.close()
+
+
+def screenshot_keeper() -> Callable[[Any, str], None]:
+    """`take(page, name)`: keep a full-page PNG in $GRIDMGMT_SCREENSHOTS (when set)."""
+    folder = os.environ.get("GRIDMGMT_SCREENSHOTS")
+
+    def take(page: Any, name: str) -> None:
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+    return take

@@ -5,9 +5,7 @@ Set GRIDMGMT_SCREENSHOTS to a folder to keep screenshots of the pages."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,9 +14,8 @@ from playwright.sync_api import Browser, BrowserContext, Page
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine
 
-from gridmgmt.app.demo import DEMO_PASSWORD
 from tests.conftest import demo_clone
-from tests.support import real_app, serving
+from tests.support import real_app, screenshot_keeper, serving, sign_in_page, signed_in_contexts
 
 # No service worker: the phone app's worker (tests/offline) keeps pages of other roles in the
 # background after a test has moved on, and these modules bind the app's session to their own
@@ -66,45 +63,18 @@ def admin_server(admin_live_app: Flask) -> Iterator[str]:
         yield url
 
 
-def sign_in(page: Page, base_url: str, username: str, password: str = DEMO_PASSWORD) -> None:
-    """Sign in through the real login form."""
-    page.goto(f"{base_url}/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    with page.expect_navigation():
-        page.click("main form button[type=submit]")
-    assert "/login" not in page.url, f"{username} could not sign in"
+sign_in = sign_in_page
 
 
 @pytest.fixture(scope="module")
 def context_for(browser: Browser, admin_server: str) -> Iterator[ContextFor]:
     """`context_for(username, **options)`: a new context (phone-sized unless `options` say
     otherwise) signed in as the demo login `username` (None: anonymous)."""
-    opened: list[BrowserContext] = []
-
-    def make(username: str | None, **options: Any) -> BrowserContext:
-        context = browser.new_context(base_url=admin_server, **{**PHONE, **options})
-        context.set_default_timeout(TIMEOUT_MS)
-        opened.append(context)
-        if username is not None:
-            page = context.new_page()
-            sign_in(page, admin_server, username)
-            page.close()
-        return context
-
-    yield make
-    for context in opened:
-        context.close()
+    with signed_in_contexts(browser, admin_server, PHONE, TIMEOUT_MS) as make:
+        yield make
 
 
 @pytest.fixture(scope="session")
 def screenshot() -> Callable[[Page, str], None]:
     """`screenshot(page, name)`: keep a full-page PNG in $GRIDMGMT_SCREENSHOTS (when set)."""
-    folder = os.environ.get("GRIDMGMT_SCREENSHOTS")
-
-    def take(page: Page, name: str) -> None:
-        if folder:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
-
-    return take
+    return screenshot_keeper()

@@ -9,7 +9,6 @@ Set GRIDMGMT_SCREENSHOTS to a folder to keep screenshots of the pages the tests 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,15 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session
 
-from gridmgmt.app.demo import DEMO_PASSWORD
 from tests.conftest import demo_clone
-from tests.support import point_in, real_app, serving
+from tests.support import (
+    point_in,
+    real_app,
+    screenshot_keeper,
+    serving,
+    sign_in_page,
+    signed_in_contexts,
+)
 
 HERE = Path(__file__).resolve().parent
 PHONE: dict[str, Any] = {
@@ -75,52 +80,26 @@ def live_server(live_app: Flask) -> Iterator[str]:
         yield url
 
 
-def sign_in(page: Page, base_url: str, username: str) -> None:
-    """Sign in through the real login form."""
-    page.goto(f"{base_url}/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", DEMO_PASSWORD)
-    with page.expect_navigation():
-        page.click("main form button[type=submit]")
-    assert "/login" not in page.url, f"{username} could not sign in"
+sign_in = sign_in_page
 
 
 @pytest.fixture(scope="module")
 def context_for(browser: Browser, live_server: str) -> Iterator[ContextFor]:
     """`context_for(role, **options)`: a new phone-sized context signed in as the demo login
-    `role` (None: anonymous); `options` override or extend Playwright's context options."""
-    opened: list[BrowserContext] = []
+    `role` (None: anonymous); `options` override or extend Playwright's context options.
 
-    def make(role: str | None, **options: Any) -> BrowserContext:
-        # No service worker unless asked (`service_workers="allow"`): the phone app's worker
-        # (tested in tests/offline) would keep pages in the background while these tests sign
-        # in again and again on a busy machine.
-        chosen = {**PHONE, "service_workers": "block", **options}
-        context = browser.new_context(base_url=live_server, **chosen)
-        context.set_default_timeout(TIMEOUT_MS)
-        opened.append(context)
-        if role is not None:
-            page = context.new_page()
-            sign_in(page, live_server, role)
-            page.close()
-        return context
-
-    yield make
-    for context in opened:
-        context.close()
+    No service worker unless asked (`service_workers="allow"`): the phone app's worker
+    (tested in tests/offline) would keep pages in the background while these tests sign in
+    again and again on a busy machine."""
+    defaults = {**PHONE, "service_workers": "block"}
+    with signed_in_contexts(browser, live_server, defaults, TIMEOUT_MS) as make:
+        yield make
 
 
 @pytest.fixture(scope="session")
 def screenshot() -> Callable[[Page, str], None]:
     """`screenshot(page, name)`: keep a full-page PNG in $GRIDMGMT_SCREENSHOTS (when set)."""
-    folder = os.environ.get("GRIDMGMT_SCREENSHOTS")
-
-    def take(page: Page, name: str) -> None:
-        if folder:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
-
-    return take
+    return screenshot_keeper()
 
 
 @pytest.fixture(scope="session")

@@ -13,13 +13,15 @@ from typing import Any
 import pytest
 from flask import Flask
 from playwright.sync_api import BrowserContext, Page, Playwright
+from redis import Redis
 from sqlalchemy import create_engine
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.orm import Session
 
 from gridmgmt.app.demo import DEMO_PASSWORD
+from gridmgmt.kernel.db import db
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, demo_clone
-from tests.support import point_in, real_app, require, serving
+from tests.support import Web, browser, nested, point_in, real_app, require, seeded_demo, serving
 
 HERE = Path(__file__).resolve().parent
 TIMEOUT_MS = 15_000
@@ -32,6 +34,31 @@ PHONE: dict[str, Any] = {
 }
 
 PhoneFor = Callable[..., BrowserContext]
+
+
+# The server's rules through the app's test client, on the demo city seeded once for a module
+# (each test in a savepoint of it): tests/offline/test_submissions.py, test_queued_actions.py.
+@pytest.fixture(scope="module")
+def city(app: Flask) -> Iterator[Connection]:
+    with seeded_demo() as connection:
+        yield connection
+
+
+@pytest.fixture
+def session(city: Connection, redis_conn: Redis) -> Iterator[Session]:
+    db.session.remove()
+    with nested(city) as session:
+        yield session
+
+
+@pytest.fixture
+def inspector(app: Flask, session: Session, photo_dir: Path) -> Web:
+    return browser(app, "inspector")
+
+
+@pytest.fixture
+def here(session: Session) -> tuple[float, float]:
+    return point_in(session, COMMUNITY)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -8,47 +8,20 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from redis import Redis
 from sqlalchemy import func, select
-from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from cases.models import Case, Photo
 from gridmgmt.kernel import clock
-from gridmgmt.kernel.db import db
-from tests.support import Web, browser, jpeg, nested, point_in, seeded_demo
+from tests.support import Web, browser, jpeg
 
 CATEGORY = "E0102"  # exposed garbage
-
-
-@pytest.fixture(scope="module")
-def city(app: Flask) -> Iterator[Connection]:
-    with seeded_demo() as connection:
-        yield connection
-
-
-@pytest.fixture
-def session(city: Connection, redis_conn: Redis) -> Iterator[Session]:
-    db.session.remove()
-    with nested(city) as session:
-        yield session
-
-
-@pytest.fixture
-def inspector(app: Flask, session: Session, photo_dir: Path) -> Web:
-    return browser(app, "inspector")
-
-
-@pytest.fixture
-def here(session: Session) -> tuple[float, float]:
-    return point_in(session, "990100006046")
 
 
 def report(here: tuple[float, float], **extra: Any) -> dict[str, Any]:

@@ -8,11 +8,9 @@ cases inserted and committed before the pages are opened."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,10 +27,10 @@ from cases.models import Case, CaseEvent, Category
 from cases.support import CaseSupporter
 from gridmgmt.kernel.models import Unit
 from grids.services import locate
-from tests.browser.conftest import PHONE, TIMEOUT_MS, sign_in
+from tests.browser.conftest import PHONE, TIMEOUT_MS
 from tests.browser.test_accessibility import AXE, describe, violations
 from tests.conftest import demo_clone
-from tests.support import point_in, real_app, serving
+from tests.support import point_in, real_app, screenshot_keeper, serving, signed_in_contexts
 
 pytestmark = pytest.mark.browser
 
@@ -71,34 +69,13 @@ def part_server(
 
 @pytest.fixture(scope="module")
 def context_of(browser: Browser, part_server: str) -> Iterator[Callable[..., BrowserContext]]:
-    opened: list[BrowserContext] = []
-
-    def make(role: str | None, **options: Any) -> BrowserContext:
-        context = browser.new_context(base_url=part_server, **{**PHONE, **options})
-        context.set_default_timeout(TIMEOUT_MS)
-        opened.append(context)
-        if role is not None:
-            page = context.new_page()
-            sign_in(page, part_server, role)
-            page.close()
-        return context
-
-    yield make
-    for context in opened:
-        context.close()
+    with signed_in_contexts(browser, part_server, PHONE, TIMEOUT_MS) as make:
+        yield make
 
 
 @pytest.fixture(scope="module")
 def screenshot() -> Callable[[Page, str], None]:
-    """Keep a full-page PNG in $GRIDMGMT_SCREENSHOTS (when set)."""
-    folder = os.environ.get("GRIDMGMT_SCREENSHOTS")
-
-    def take(page: Page, name: str) -> None:
-        if folder:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
-
-    return take
+    return screenshot_keeper()
 
 
 def no_axe_violation(page: Page) -> None:
