@@ -351,6 +351,13 @@ def init_app(app: Flask) -> None:
         REMEMBER_COOKIE_SECURE=secure,
     )
     login_manager.init_app(app)
+    # No Flask-Login "session protection": in its default mode it writes `_fresh` into every
+    # signed-out session that holds anything (a CSRF token), so a request sent just before
+    # sign-in (the phone app asks /api/offline/session on every page) answered just after it
+    # put the signed-out cookie back and signed the person out. Sessions here are guarded by
+    # the user's session token (ended at sign-out and password change) and the idle and age
+    # limits; nothing asks for a "fresh" sign-in.
+    login_manager.session_protection = None
     login_manager.login_view = "auth.login"
     login_manager.login_message = None
     csrf.init_app(app)

@@ -96,6 +96,19 @@ def test_cookie_copied_before_logout_is_refused(server: str) -> None:
     assert not signed_in(copied, server)
 
 
+def test_a_signed_out_request_answered_after_sign_in_keeps_the_session(server: str) -> None:
+    # The phone app asks /api/offline/session on every page: one sent from the login page
+    # just before the form is answered after it. Its answer must not put back the signed-out
+    # cookie (Flask-Login's session protection used to write `_fresh` into it).
+    client = requests.Session()
+    client.get(f"{server}/login")  # a signed-out session holding a CSRF token
+    before = client.cookies.get("session")
+    late = requests.get(f"{server}/api/offline/session", cookies={"session": before})
+    assert late.status_code == 200
+    assert "session=" not in late.headers.get("Set-Cookie", "")
+    assert late.json()["user"] == ""
+
+
 def test_logout_ends_the_other_sessions_too(server: str) -> None:
     phone, laptop = sign_in(server, "operator"), sign_in(server, "operator")
     log_out(laptop, server)
