@@ -160,16 +160,28 @@ def copy_all(url: str, n: int) -> None:
     with Session(engine) as session:
         points = base_points(session)
         categories = list(session.scalars(text("SELECT id FROM categories")))
+        # Unique constraints come back as constraints (ON CONFLICT names them), the rest as
+        # plain indexes.
+        constraints = session.execute(
+            text("""SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)
+                    FROM pg_constraint
+                    WHERE conrelid IN ('cases'::regclass, 'case_events'::regclass,
+                                       'photos'::regclass)
+                      AND contype = 'u' AND conparentid = 0""")
+        ).all()
         indexes = session.execute(
             text("""SELECT indexname, indexdef FROM pg_indexes
                     WHERE tablename IN ('cases', 'case_events', 'photos')
-                      AND indexname NOT LIKE 'pk_%'""")
+                      AND indexname NOT LIKE 'pk_%'
+                      AND indexname NOT IN (SELECT conname FROM pg_constraint
+                                            WHERE contype IN ('u', 'p'))""")
         ).all()
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
+        for table, name, _ in constraints:
+            cur.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
         for name, _ in indexes:
-            cur.execute(f'ALTER TABLE IF EXISTS cases DROP CONSTRAINT IF EXISTS "{name}"')
             cur.execute(f'DROP INDEX IF EXISTS "{name}"')
         raw.commit()
         started = time.perf_counter()
@@ -198,7 +210,11 @@ def copy_all(url: str, n: int) -> None:
             # A partitioned table's index reads "ON ONLY": made so, it would cover no partition.
             cur.execute(definition.replace(" ON ONLY ", " ON "))
             raw.commit()
-        print(f"  {len(indexes)} indexes: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        for table, name, definition in constraints:
+            cur.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+            raw.commit()
+        built = len(indexes) + len(constraints)
+        print(f"  {built} indexes: {time.perf_counter() - started:.0f} s", file=sys.stderr)
         for table in ("cases", "case_events", "photos"):
             cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                         f"(SELECT max(id) FROM {table}))")  # fmt: skip

@@ -136,7 +136,8 @@ _RATE_PARTS = """
     JOIN cases c ON c.id = e.case_id
     LEFT JOIN users r ON r.id = c.reporter_id
     CROSS JOIN LATERAL (
-        SELECT (c.contact ? 'email' OR c.contact ? 'phone' OR r.role = 'citizen') AS ok
+        SELECT (c.contact ? 'email' OR c.contact ? 'phone' OR r.role IS NOT DISTINCT FROM 'citizen')
+               AS ok  -- an anonymous reporter without contact: false, not unknown
     ) AS reach
     WHERE e.action IN ('close', 'rehandle') AND e.created_at >= :start AND e.created_at < :end
 """

@@ -132,6 +132,21 @@ def test_rates_per_unit(names: Names, db_session: Session) -> None:
     assert all(t.response_rate is None and t.satisfaction_rate is None for t in others)
 
 
+def test_an_anonymous_closing_alone_counts_as_unreachable(
+    city: City, db_session: Session, make_case: MakeCase
+) -> None:
+    # Dispatched before the period, closed in it, no reporter and no contact: the only row of
+    # its (unit, community, urgency) in the period. "Can be reached" is false, not unknown.
+    case = make_case("closed", reported=at(1, 0, month=2), urgent=True)
+    add_event(db_session, case, "dispatch", at(2, 10, month=2), "filed", "dispatched")
+    add_event(db_session, case, "close", at(12, 9), "checked", "closed")
+    counts = evaluation.rate_counts(db_session, PERIOD)
+    assert counts[(case.unit_id, case.community_id, True)] == {
+        **dict.fromkeys(evaluation.RATE_COUNTS, 0),
+        "closings": 1,
+    }
+
+
 def test_a_complaint_judged_unreasonable_is_no_valid_rating(
     names: Names, db_session: Session
 ) -> None:
