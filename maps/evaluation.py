@@ -9,8 +9,9 @@ The SQL here only counts (one scan of the cases concerned, grouped); the formula
 - closure rate = closed / (due − suspended); on-time closure rate = closed on time / (due −
   suspended); rework rate = handled cases sent back at least once / cases handled in the period.
 
-The public's say (三率, `_RATES`), counted live from the case events and the follow-up answers
-of the period, in one grouped query for every unit and area:
+The public's say (三率, `_RATES`), counted from the case events and the follow-up answers of
+the period, in one grouped query for every unit and area (whole past days from the daily
+rollup `rate_days`, today live):
 
 - response rate (响应率) = times a case was put in the unit's hands in the period (dispatched,
   sent back after a failed check, reopened, re-handled) that the unit accepted or returned
@@ -42,6 +43,7 @@ from sqlalchemy.orm import Session
 from cases.status import DEADLINE_RUNS, CaseStatus
 from gridmgmt.kernel.db import sql_in
 from maps.aggregate import DEFAULT_SCORING, Scoring, Tally
+from maps.models import RATE_COUNTS
 from maps.services import CLOSED_ON_TIME
 
 # Index-only parts, each contributing its own counts: the cases due in the period (by deadline),
@@ -115,14 +117,14 @@ _RATE_PARTS = """
     JOIN cases c ON c.id = e.case_id
     LEFT JOIN units u ON u.code = e.data ->> 'unit'
     WHERE e.action IN ('dispatch', 'check_fail', 'reopen', 'rehandle')
-      AND e.to_status = 'dispatched' AND e.created_at >= :start AND e.created_at < :end
+      AND e.to_status = 'dispatched' AND e.created_at >= :live_start AND e.created_at < :end
     UNION ALL
     SELECT c.unit_id, c.community_id, c.urgent, a.answered_at, 0, 0,
            (a.fixed = 'yes')::int, (a.fixed = 'no')::int,
            (a.satisfaction = 'satisfied')::int, (a.satisfaction = 'basically_satisfied')::int,
            (a.satisfaction = 'dissatisfied')::int, 0, 0, 0, 0
     FROM followup_answers a JOIN cases c ON c.id = a.case_id
-    WHERE a.answered_at >= :start AND a.answered_at < :end
+    WHERE a.answered_at >= :live_start AND a.answered_at < :end
       AND a.review_state <> 'unreasonable'  -- a complaint judged unreasonable is no valid rating
     UNION ALL
     SELECT c.unit_id, c.community_id, c.urgent, e.created_at, 0, 0, 0, 0, 0, 0, 0,
@@ -139,22 +141,29 @@ _RATE_PARTS = """
         SELECT (c.contact ? 'email' OR c.contact ? 'phone' OR r.role IS NOT DISTINCT FROM 'citizen')
                AS ok  -- an anonymous reporter without contact: false, not unknown
     ) AS reach
-    WHERE e.action IN ('close', 'rehandle') AND e.created_at >= :start AND e.created_at < :end
+    WHERE e.action IN ('close', 'rehandle') AND e.created_at >= :live_start AND e.created_at < :end
 """
-RATE_COUNTS = ("dispatches", "responded", "fixed", "not_fixed", "satisfied",
-               "basically_satisfied", "dissatisfied", "closings", "reachable", "followed_up",
-               "rehandled")  # fmt: skip
-_SUMS = ", ".join(f"sum({name})::int AS {name}" for name in RATE_COUNTS)
-_RATES = f"""
-    SELECT unit_id, community_id, urgent, {_SUMS}
-    FROM ({_RATE_PARTS}) AS parts
+_SUMS = ", ".join(f"coalesce(sum({name}), 0)::int AS {name}" for name in RATE_COUNTS)
+# Whole days before the rates rollup's `through` come from rate_days (migration 0027), when it
+# was counted with the reader's response limit; the rest is counted live.
+_RATES_ROLLED = f"""
+    UNION ALL
+    SELECT r.unit_id, r.community_id, r.urgent, r.day::timestamp AT TIME ZONE 'UTC',
+           {", ".join(f"r.{name}" for name in RATE_COUNTS)}
+    FROM rate_days r
+    WHERE r.day >= :start_day AND r.day < :rolled_end
+"""
+_RATES = """
+    SELECT unit_id, community_id, urgent, {sums}
+    FROM ({parts}) AS parts
     GROUP BY 1, 2, 3
 """
-_RATES_PER_WEEK = f"""
-    SELECT date_trunc('week', at AT TIME ZONE 'UTC')::date AS week, {_SUMS}
-    FROM ({_RATE_PARTS}) AS parts
+_RATES_PER_WEEK = """
+    SELECT date_trunc('week', at AT TIME ZONE 'UTC')::date AS week, {sums}
+    FROM ({parts}) AS parts
     GROUP BY 1 ORDER BY 1
 """
+RATES_ROLLUP = "rate_days"
 
 # (unit id, community id, urgent) → the counts of the cases so placed.
 Cube = dict[tuple[int | None, int | None, bool], Tally]
@@ -182,17 +191,38 @@ def rollup_through(session: Session) -> date | None:
     )
 
 
-def refresh_rollup(session: Session) -> date:
+def refresh_rollup(session: Session, response_hours: float | None = None) -> date:
     """Recount the rollups' past days whose cases changed since the last refresh; the new end
     (days before it are in the rollups).
 
     Only the owner writes the rollups: the app's role calls the owner's SECURITY DEFINER
-    function (migration 0026: it recounts the days a trigger on `cases` logged, and nothing
-    else; readers keep seeing the old counts until it commits).
+    functions (migrations 0026 and 0027: they recount the days that triggers logged, and
+    nothing else; readers keep seeing the old counts until it commits). The three rates are
+    recounted whole when the city's response limit (`response_hours`, default: the setting)
+    is not the one they were counted with.
     """
     populated = rollup_through(session) is not None
     session.execute(
         text("SELECT public.refresh_evaluation_rollup(:concurrent)"), {"concurrent": populated}
+    )
+    seconds = _response_seconds(response_hours)
+    counted_with = session.scalar(
+        text("SELECT response_seconds FROM rollup_state WHERE name = :name"),
+        {"name": RATES_ROLLUP},
+    )
+    session.execute(
+        text("SELECT public.refresh_rate_rollup(:seconds, :whole)"),
+        {"seconds": seconds, "whole": counted_with != seconds},
+    )
+    session.execute(
+        text("""
+            INSERT INTO rollup_state (name, through, refreshed_at, response_seconds)
+            VALUES (:name, (now() AT TIME ZONE 'UTC')::date, now(), :seconds)
+            ON CONFLICT (name) DO UPDATE SET through = EXCLUDED.through,
+                refreshed_at = EXCLUDED.refreshed_at,
+                response_seconds = EXCLUDED.response_seconds
+        """),
+        {"name": RATES_ROLLUP, "seconds": seconds},
     )
     through: date = session.scalar(
         text("""
@@ -224,6 +254,23 @@ def scoring_settings(config: Any = None) -> Scoring:
     )
 
 
+MAX_RESPONSE_HOURS = 7 * 24  # the rates rollup marks a week of dispatches before an answer
+
+
+def check_settings(config: Any) -> None:
+    """Refuse a response limit the rates cannot count.
+
+    Raises:
+        RuntimeError: RESPONSE_LIMIT_HOURS is not more than 0 and at most a week.
+    """
+    hours = float(config.get("RESPONSE_LIMIT_HOURS", 2.0))
+    if not 0 < hours <= MAX_RESPONSE_HOURS:
+        raise RuntimeError(
+            f"GRIDMGMT_RESPONSE_LIMIT_HOURS={hours:g}: a unit's response limit is more than 0 "
+            f"and at most {MAX_RESPONSE_HOURS} hours"
+        )
+
+
 def _response_seconds(response_hours: float | None) -> float:
     if response_hours is None:
         response_hours = (
@@ -232,13 +279,34 @@ def _response_seconds(response_hours: float | None) -> float:
     return response_hours * 3600
 
 
+def _rates_query(
+    session: Session, template: str, period: Period, response_hours: float | None
+) -> tuple[str, dict[str, Any]]:
+    """A query of the rates' counts of `period` (`template`, grouped), and its parameters:
+    whole days from the rollup when it holds them with this response limit, the rest live."""
+    seconds = _response_seconds(response_hours)
+    params: dict[str, Any] = {**period.params(), "response_seconds": seconds}
+    params["live_start"] = params["start"]
+    parts = _RATE_PARTS
+    state = session.execute(
+        text("SELECT through, response_seconds FROM rollup_state WHERE name = :name"),
+        {"name": RATES_ROLLUP},
+    ).first()
+    if state is not None and state.response_seconds == seconds and state.through > period.start:
+        rolled_end = min(period.end + timedelta(days=1), state.through)
+        params.update(start_day=period.start, rolled_end=rolled_end)
+        params["live_start"] = max(params["start"], datetime.combine(rolled_end, time(), UTC))
+        parts += _RATES_ROLLED
+    return template.format(sums=_SUMS, parts=parts), params
+
+
 def rate_counts(
     session: Session, period: Period, response_hours: float | None = None
 ) -> dict[tuple[int | None, int | None, bool], dict[str, int]]:
     """The three rates' counts of a period per (unit, community, urgency), in one query."""
-    params = {**period.params(), "response_seconds": _response_seconds(response_hours)}
+    query, params = _rates_query(session, _RATES, period, response_hours)
     counts = {}
-    for row in session.execute(text(_RATES), params).mappings():
+    for row in session.execute(text(query), params).mappings():
         counts[(row["unit_id"], row["community_id"], row["urgent"])] = {
             name: int(row[name]) for name in RATE_COUNTS
         }
@@ -374,11 +442,11 @@ def rates_per_week(
 ) -> list[tuple[date, Tally]]:
     """The three rates' counts of each week (ISO weeks, Monday) of a period, for the
     dashboard's trend (`Tally.response_rate`, `.resolution_rate`, `.satisfaction_rate`...)."""
-    params = {**period.params(), "response_seconds": _response_seconds(response_hours)}
+    query, params = _rates_query(session, _RATES_PER_WEEK, period, response_hours)
     weights = scoring_settings()
     return [
         (row["week"], Tally(**{n: int(row[n]) for n in RATE_COUNTS}, scoring=weights))
-        for row in session.execute(text(_RATES_PER_WEEK), params).mappings()
+        for row in session.execute(text(query), params).mappings()
     ]
 
 

@@ -1,6 +1,6 @@
 """What the supervisors' side keeps besides the cases: its rollups of whole past days and their
-state, and the indexes its queries need on the cases and their events (migrations 0017, 0021
-and 0026)."""
+state, and the indexes its queries need on the cases and their events (migrations 0017, 0021,
+0026 and 0027)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Double,
     Index,
     Integer,
     Numeric,
@@ -34,6 +35,8 @@ class RollupState(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     through: Mapped[date] = mapped_column(Date, nullable=False)
     refreshed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # The response limit the three rates were counted with (rate_days only).
+    response_seconds: Mapped[float | None] = mapped_column(Double)
 
 
 # The rollups: counts of whole past days, written only by the owner's refresh function
@@ -101,6 +104,33 @@ case_days = Table(  # per report day and class
     Column("category_id", Integer),
     *_counts("n"),
     Index("ix_case_days_key", "day", "category_id", unique=True),
+)
+RATE_COUNTS = ("dispatches", "responded", "fixed", "not_fixed", "satisfied",
+               "basically_satisfied", "dissatisfied", "closings", "reachable", "followed_up",
+               "rehandled")  # fmt: skip
+rate_days = Table(  # the three rates' counts per day (migration 0027): each at its moment
+    "rate_days",
+    Base.metadata,
+    Column("day", Date, nullable=False),
+    Column("unit_id", Integer),
+    Column("community_id", Integer),
+    Column("urgent", Boolean),
+    *[Column(name, BigInteger, nullable=False) for name in RATE_COUNTS],
+    Index(
+        "ix_rate_days_key",
+        "day",
+        "unit_id",
+        "community_id",
+        "urgent",
+        unique=True,
+        postgresql_nulls_not_distinct=True,
+    ),
+)
+rate_dirty = Table(  # the days whose rates changed since the last refresh (triggers write it)
+    "rate_dirty",
+    Base.metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("day", Date, nullable=False),
 )
 rollup_dirty = Table(  # the days whose counts changed since the last refresh
     "rollup_dirty",

@@ -121,6 +121,10 @@ def history(
                 widened = widen_contacts(session)
             with db.transaction() as session:
                 found = answer_and_count(session)
+            with db.transaction() as session:
+                # As the scheduler keeps the rollups (with this city's response limit, not the
+                # one they were counted with: every day is recounted).
+                evaluation.refresh_rollup(session)
             db.session.remove()
         yield History(app, *found[:2], widened, found[2])
 

@@ -194,13 +194,16 @@ def explained(engine: Engine, statement: str, parameters: Any) -> Any:
         (date(2025, 12, 1), date(2025, 12, 1), {"2025_12"}),
     ],
 )
+@pytest.mark.parametrize("rolled", [True, False], ids=["rates rolled up", "rates live"])
 def test_the_evaluation_reads_only_the_periods_partitions(
-    app_engine: Engine, start: date, end: date, months: set[str]
+    app_engine: Engine, start: date, end: date, months: set[str], rolled: bool
 ) -> None:
     period = Period(start, end)
     now = datetime(2026, 1, 1, tzinfo=UTC)
 
     def evaluate(session: Session) -> None:
+        if not rolled:  # the three rates counted live, as before their first refresh
+            session.execute(text("DELETE FROM rollup_state WHERE name = 'rate_days'"))
         by_unit(session, period, now)  # the returns to the dispatcher, the three rates' events
         by_inspector(session, period)  # the on-site checks, by inspector
 
@@ -212,7 +215,10 @@ def test_the_evaluation_reads_only_the_periods_partitions(
     assert len(statements) == 3
     for statement, parameters in statements:
         read = scanned(explained(app_engine, statement, parameters), "e")
-        assert read == {f"case_events_p{month}" for month in months}, statement
+        if "rate_days" in statement:  # the rates of whole past days come from their rollup
+            assert rolled and read == set(), statement
+        else:
+            assert read == {f"case_events_p{month}" for month in months}, statement
 
 
 def test_a_period_beyond_the_partitions_reads_the_default_one(app_engine: Engine) -> None:
