@@ -81,12 +81,18 @@ def fresh_database(name: str) -> str:
         conn.execute(text(f"CREATE DATABASE {name}{owned} TEMPLATE gridmgmt_postgis"))
     engine.dispose()
     url = server.set(database=name).render_as_string(hide_password=False)
+    migrate(url)
+    return url
+
+
+def migrate(url: str) -> None:
+    """Upgrade the database at `url` (the app's role) to the newest migration, as its owner
+    (nothing to do when it is there already)."""
     cfg = AlembicConfig(str(ROOT / "alembic.ini"))
     cfg.set_main_option("script_location", str(ROOT / "migrations"))
     cfg.set_main_option("sqlalchemy.url", owner_of(url))
     cfg.attributes["skip_logging"] = True
     command.upgrade(cfg, "head")
-    return url
 
 
 def load_la_territory(session: Session, size: float = 250.0, shared: Path = SHARED) -> int:

@@ -9,11 +9,15 @@ the `.mo` Flask-Babel reads; `pybabel extract -F babel.cfg` finds the messages (
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from babel import Locale
+from babel import numbers as babel_numbers
 from flask import (
     Blueprint,
     Flask,
@@ -32,6 +36,7 @@ from flask_babel import (
     format_decimal,
     format_percent,
     format_timedelta,
+    get_locale,
     gettext,
     lazy_gettext,
     ngettext,
@@ -275,6 +280,48 @@ def localtime(value: datetime | None, pattern: str = DATETIME_PATTERN) -> str:
 def number(value: float | None, pattern: str | None = None) -> str:
     """A count or measure in the reader's locale ("1,234"; "" for None)."""
     return "" if value is None else format_decimal(value, pattern)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """`number`, `decimal` and `percent` bound to one locale, for pages that show thousands
+    of figures (the evaluation's tables): the locale is looked up once, and whole numbers
+    are grouped without Babel's pattern machinery where the locale groups by threes."""
+
+    locale: Locale
+    group: str | None  # the grouping symbol when the locale groups every three digits
+
+    def number(self, value: float | None) -> str:
+        """As `number`."""
+        if value is None:
+            return ""
+        if self.group is not None and isinstance(value, int):
+            return f"{value:,}".replace(",", self.group)
+        return babel_numbers.format_decimal(value, locale=self.locale)
+
+    def decimal(self, value: float | None) -> str:
+        """As `decimal`."""
+        if value is None:
+            return ""
+        return babel_numbers.format_decimal(value, DECIMAL_PATTERN, locale=self.locale)
+
+    def percent(self, value: float | None) -> str:
+        """As `percent`."""
+        if value is None:
+            return ""
+        return babel_numbers.format_percent(value, PERCENT_PATTERN, locale=self.locale)
+
+
+@lru_cache(maxsize=16)
+def _figures_of(locale: Locale) -> Figures:
+    pattern = locale.decimal_formats.get(None)
+    by_threes = pattern is not None and pattern.grouping == (3, 3)
+    return Figures(locale, babel_numbers.get_group_symbol(locale) if by_threes else None)
+
+
+def figures() -> Figures:
+    """The reader's locale's `Figures`."""
+    return _figures_of(get_locale() or Locale.parse("en"))
 
 
 def decimal(value: float | None) -> str:
