@@ -16,7 +16,7 @@ from xml.etree import ElementTree as ET
 from flask import Blueprint, Flask, Response, current_app, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import defer, selectinload
 
 from cases import intake, public, queries
 from cases.intake import ReportInput
@@ -428,7 +428,10 @@ def _date(name: str) -> datetime | None:
 
 def _find(query: Any) -> list[dict[str, Any]]:
     session = db.session()
-    cases = list(session.scalars(query.options(selectinload(Case.category))))
+    # Nothing the public view does not show: the position is read by public_cases in one
+    # query (not parsed from each geometry), the contact and attributes stay in the database.
+    hidden = (defer(Case.location), defer(Case.contact), defer(Case.attributes))
+    cases = list(session.scalars(query.options(selectinload(Case.category), *hidden)))
     unit_ids = {c.unit_id for c in cases if c.unit_id}
     units = dict(session.execute(select(Unit.id, Unit.name).where(Unit.id.in_(unit_ids))).all())
     decimals = current_app.config["PUBLIC_COORDINATE_DECIMALS"]

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from geoalchemy2.shape import to_shape
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
@@ -207,10 +206,18 @@ def public_cases(session: Session, cases: Sequence[Case], decimals: int) -> list
         if targets
         else {}
     )
+    # The positions in one query (not each case's geometry parsed in Python).
+    points = {
+        case_id: (x, y)
+        for case_id, x, y in session.execute(
+            select(Case.id, func.ST_X(Case.location), func.ST_Y(Case.location)).where(
+                Case.id.in_(ids)
+            )
+        )
+    }
     views = []
     for case in cases:
-        point = to_shape(case.location)
-        lon, lat = public.public_point(point.x, point.y, decimals)
+        lon, lat = public.public_point(*points[case.id], decimals)
         views.append(
             PublicCase(
                 case=case,
