@@ -93,7 +93,8 @@ NULL = r"\N"
 PAGES = ("inbox", "board", "queue", "case page", "case page (unit)", "tasks", "track",
          "open311 default", "open311 open", "open311 service+period", "open311 deep page",
          "open data month", "open data geojson", "map month", "map year", "evaluation month",
-         "evaluation year", "dashboard")  # fmt: skip
+         "evaluation year", "dashboard", "search address", "search status+period",
+         "search (unit)")  # fmt: skip
 
 
 def ts(value: datetime | None) -> str:
@@ -351,6 +352,15 @@ def main() -> None:
         ("evaluation month", people["leader"], f"/evaluation?{month}", None),
         ("evaluation year", people["leader"], f"/evaluation?{year}", None),
         ("dashboard", people["leader"], "/dashboard", None),
+        ("search address", people["operator"], "/cases/search?address=1234+S+Main", None),
+        (
+            "search status+period",
+            people["operator"],
+            f"/cases/search?status=in_progress&reported_from={today - timedelta(days=29)}"
+            f"&reported_to={today}",
+            None,
+        ),
+        ("search (unit)", people["staff"], "/cases/search?status=closed", None),
     ]
     assert [label for label, *_ in pages] == list(PAGES)
     if only:
