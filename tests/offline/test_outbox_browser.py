@@ -224,6 +224,7 @@ def test_a_refused_report_keeps_its_reason_until_deleted(
     # One more waiting offline, for the screenshot of the outbox with both.
     phone.set_offline(True)
     make_report(page, "waiting: by the bridge", [])
+    expect(page.locator("#report-status")).to_contain_text("Saved on this phone")
     expect(page.locator("#outbox li.outbox-item[data-state=waiting]")).to_have_count(1)
     page.goto("/outbox")  # the kept page, without a signal
     expect(page.locator("#outbox li.outbox-item")).to_have_count(2)
@@ -384,6 +385,9 @@ def test_a_citizen_s_report_sent_later_keeps_its_code_and_leaves_no_flash(
     wait_for_worker(page)
     phone.set_offline(True)
     make_report(page, "citizen later: bins by the bridge", [])
+    # Its first try has failed (no signal) before the network comes back: else, on a slow
+    # machine, that try finds the network and the page goes to the new case at once.
+    expect(page.locator("#report-status")).to_contain_text("Saved on this phone")
     item = page.locator("#outbox li.outbox-item")
     expect(item).to_have_attribute("data-state", "waiting")
     phone.set_offline(False)
