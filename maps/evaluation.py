@@ -11,7 +11,7 @@ The SQL here only counts (one scan of the cases concerned, grouped); the formula
 
 The public's say (三率, `_RATES`), counted from the case events and the follow-up answers of
 the period, in one grouped query for every unit and area (whole past days from the daily
-rollup `rate_days`, today live):
+rollup `rate_days`, what happened since its last refresh live):
 
 - response rate (响应率) = times a case was put in the unit's hands in the period (dispatched,
   sent back after a failed check, reopened, re-handled) that the unit accepted or returned
@@ -49,29 +49,36 @@ from maps.services import CLOSED_ON_TIME
 # Index-only parts, each contributing its own counts: the cases due in the period (by deadline),
 # the cases handled in it (by handled_at), the open ones overdue now, and the suspended ones.
 # Every table (units, urgent cases by unit, areas) adds up the same counts per (unit,
-# community, urgency): one scan serves them all.
+# community, urgency): one scan serves them all. Each part is counted per (unit, community,
+# urgency) itself, so that only a few thousand rows, not every case, reach the sum of the
+# parts (the open overdue cases are a hundred thousand at ten million cases).
 _PARTS = """
-    SELECT c.unit_id, c.community_id, c.urgent, 1 AS due, 0 AS suspended,
-           (c.closed_at IS NOT NULL)::int AS closed,
-           ({closed_on_time})::int AS closed_on_time,
+    SELECT c.unit_id, c.community_id, c.urgent, count(*) AS due, 0 AS suspended,
+           count(c.closed_at) AS closed,
+           count(*) FILTER (WHERE {closed_on_time}) AS closed_on_time,
            0 AS handled, 0 AS reworked, 0 AS rework_count, 0 AS overdue_open,
            0.0 AS handling_hours
     FROM cases c
     WHERE c.deadline >= :live_start AND c.deadline < :end AND c.unit_id IS NOT NULL
+    GROUP BY 1, 2, 3
     UNION ALL
-    SELECT c.unit_id, c.community_id, c.urgent, 0, 0, 0, 0, 1, (c.rework_count > 0)::int,
-           c.rework_count, 0, extract(epoch FROM c.handled_at - c.dispatched_at) / 3600.0
+    SELECT c.unit_id, c.community_id, c.urgent, 0, 0, 0, 0, count(*),
+           count(*) FILTER (WHERE c.rework_count > 0), sum(c.rework_count), 0,
+           sum(extract(epoch FROM c.handled_at - c.dispatched_at) / 3600.0)
     FROM cases c
     WHERE c.handled_at >= :live_start AND c.handled_at < :end AND c.unit_id IS NOT NULL
+    GROUP BY 1, 2, 3
     UNION ALL
-    SELECT c.unit_id, c.community_id, c.urgent, 0, 0, 0, 0, 0, 0, 0, 1, 0.0
+    SELECT c.unit_id, c.community_id, c.urgent, 0, 0, 0, 0, 0, 0, 0, count(*), 0.0
     FROM cases c
     WHERE {running} AND c.deadline < :now
       AND c.unit_id IS NOT NULL AND c.dispatched_at < :end
+    GROUP BY 1, 2, 3
     UNION ALL
-    SELECT c.unit_id, c.community_id, c.urgent, 1, 1, 0, 0, 0, 0, 0, 0, 0.0
+    SELECT c.unit_id, c.community_id, c.urgent, count(*), count(*), 0, 0, 0, 0, 0, 0, 0.0
     FROM cases c
     WHERE {suspended} AND c.unit_id IS NOT NULL AND c.dispatched_at < :end
+    GROUP BY 1, 2, 3
 """
 # Whole days before the rollup's `through` come from the rollup table evaluation_days
 # (refreshed every few minutes by the scheduler); the rest is counted live.
@@ -144,14 +151,15 @@ _RATE_PARTS = """
     WHERE e.action IN ('close', 'rehandle') AND e.created_at >= :live_start AND e.created_at < :end
 """
 _SUMS = ", ".join(f"coalesce(sum({name}), 0)::int AS {name}" for name in RATE_COUNTS)
-# Whole days before the rates rollup's `through` come from rate_days (migration 0027), when it
-# was counted with the reader's response limit; the rest is counted live.
+# What happened before the rates rollup's last refresh comes from rate_days (migration 0027:
+# today's too, up to the refresh), when it was counted with the reader's response limit; what
+# happened since is counted live.
 _RATES_ROLLED = f"""
     UNION ALL
     SELECT r.unit_id, r.community_id, r.urgent, r.day::timestamp AT TIME ZONE 'UTC',
            {", ".join(f"r.{name}" for name in RATE_COUNTS)}
     FROM rate_days r
-    WHERE r.day >= :start_day AND r.day < :rolled_end
+    WHERE r.day >= :start_day AND r.day <= :end_day
 """
 _RATES = """
     SELECT unit_id, community_id, urgent, {sums}
@@ -289,13 +297,16 @@ def _rates_query(
     params["live_start"] = params["start"]
     parts = _RATE_PARTS
     state = session.execute(
-        text("SELECT through, response_seconds FROM rollup_state WHERE name = :name"),
+        text("SELECT refreshed_at, response_seconds FROM rollup_state WHERE name = :name"),
         {"name": RATES_ROLLUP},
     ).first()
-    if state is not None and state.response_seconds == seconds and state.through > period.start:
-        rolled_end = min(period.end + timedelta(days=1), state.through)
-        params.update(start_day=period.start, rolled_end=rolled_end)
-        params["live_start"] = max(params["start"], datetime.combine(rolled_end, time(), UTC))
+    if (
+        state is not None
+        and state.response_seconds == seconds
+        and state.refreshed_at > params["start"]
+    ):  # the rollup holds everything before its refresh, today's too
+        params.update(start_day=period.start, end_day=period.end)
+        params["live_start"] = max(params["start"], min(state.refreshed_at, params["end"]))
         parts += _RATES_ROLLED
     return template.format(sums=_SUMS, parts=parts), params
 

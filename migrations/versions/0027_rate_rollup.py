@@ -9,8 +9,10 @@ the follow-up answers of the whole period (a year: every dispatch, closing and a
 dispatch with a look for its answer): 0.4 s at 30,000 cases, minutes at ten million. They now
 come from `rate_days`, one row per (day, unit, community, urgency) with the counts of that day,
 kept as migration 0026 keeps the others: triggers log the days a change touches in
-`rate_dirty`, and the owner's `refresh_rate_rollup` recounts only those (today is counted
-live by the reader).
+`rate_dirty`, and the owner's `refresh_rate_rollup` recounts only those. Unlike the other
+rollups it counts today too, up to the refresh (`rollup_state.refreshed_at`, the transaction's
+`now()`): a city closes tens of thousands of cases a day, too many to count live on every page.
+The reader counts live only what happened since.
 
 The days a change touches:
 
@@ -37,13 +39,13 @@ down_revision: str | None = "0026"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-TODAY = "(date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
+UNTIL = "now()"  # the refresh's moment: what happened before it is counted
 DISPATCHES = "('dispatch', 'check_fail', 'reopen', 'rehandle')"  # the unit's case again
 COUNTS = ("dispatches", "responded", "fixed", "not_fixed", "satisfied", "basically_satisfied",
           "dissatisfied", "closings", "reachable", "followed_up", "rehandled")  # fmt: skip
 
 # The day's counts as maps.evaluation counts them live (its _RATE_PARTS), from the events
-# `{events}` (e) and the answers `{answers}` (a) of the days counted, all before `{today}`.
+# `{events}` (e) and the answers `{answers}` (a) of the days counted, all before `{until}`.
 RATES = f"""
 SELECT (at AT TIME ZONE 'UTC')::date AS day, unit_id, community_id, urgent,
        {", ".join(f"coalesce(sum({name}), 0) AS {name}" for name in COUNTS)}
@@ -61,14 +63,14 @@ FROM (
     FROM {{events}}
     JOIN cases c ON c.id = e.case_id
     LEFT JOIN units u ON u.code = e.data ->> 'unit'
-    WHERE e.action IN {DISPATCHES} AND e.to_status = 'dispatched' AND e.created_at < {{today}}
+    WHERE e.action IN {DISPATCHES} AND e.to_status = 'dispatched' AND e.created_at < {{until}}
     UNION ALL
     SELECT c.unit_id, c.community_id, c.urgent, a.answered_at, 0, 0,
            (a.fixed = 'yes')::int, (a.fixed = 'no')::int,
            (a.satisfaction = 'satisfied')::int, (a.satisfaction = 'basically_satisfied')::int,
            (a.satisfaction = 'dissatisfied')::int, 0, 0, 0, 0
     FROM {{answers}} JOIN cases c ON c.id = a.case_id
-    WHERE a.answered_at < {{today}} AND a.review_state <> 'unreasonable'
+    WHERE a.answered_at < {{until}} AND a.review_state <> 'unreasonable'
     UNION ALL
     SELECT c.unit_id, c.community_id, c.urgent, e.created_at, 0, 0, 0, 0, 0, 0, 0,
            (e.action = 'close')::int, (e.action = 'close' AND reach.ok)::int,
@@ -84,7 +86,7 @@ FROM (
         SELECT (c.contact ? 'email' OR c.contact ? 'phone'
                 OR r.role IS NOT DISTINCT FROM 'citizen') AS ok
     ) AS reach
-    WHERE e.action IN ('close', 'rehandle') AND e.created_at < {{today}}
+    WHERE e.action IN ('close', 'rehandle') AND e.created_at < {{until}}
 ) AS parts
 GROUP BY 1, 2, 3, 4
 """
@@ -100,18 +102,19 @@ def _of_days(table: str, alias: str, column: str) -> str:
 
 
 EVERYTHING = RATES.format(
-    events="case_events e", answers="followup_answers a", today=TODAY, response_seconds=7200.0
+    events="case_events e", answers="followup_answers a", until=UNTIL, response_seconds=7200.0
 )
 
 REFRESH = f"""
-CREATE FUNCTION public.refresh_rate_rollup(response_seconds double precision, whole boolean)
+CREATE OR REPLACE FUNCTION public.refresh_rate_rollup(
+    response_seconds double precision, whole boolean
+)
 RETURNS void
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
-    today date := (now() AT TIME ZONE 'UTC')::date;
     claimed bigint[];
     days date[];
 BEGIN
@@ -120,14 +123,14 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext('gridmgmt.rate_rollup'));  -- one at a time
     SELECT array_agg(id), array_agg(DISTINCT day) INTO claimed, days
-    FROM rate_dirty WHERE day < today;
+    FROM rate_dirty;  -- today's too: the rollup counts up to now()
     IF whole THEN  -- another response limit: every day again
         DELETE FROM rate_days;
         INSERT INTO rate_days {
     RATES.format(
         events="case_events e",
         answers="followup_answers a",
-        today=TODAY,
+        until=UNTIL,
         response_seconds="response_seconds",
     )
 };
@@ -137,7 +140,7 @@ BEGIN
     RATES.format(
         events=_of_days("case_events", "e", "created_at"),
         answers=_of_days("followup_answers", "a", "answered_at"),
-        today=TODAY,
+        until=UNTIL,
         response_seconds="response_seconds",
     )
 };

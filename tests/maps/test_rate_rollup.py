@@ -191,8 +191,8 @@ def test_a_case_moved_to_another_unit_moves_its_counts(connection: Connection) -
 def test_the_evaluation_from_the_rollup_equals_the_live_count(connection: Connection) -> None:
     refresh(connection)
     connection.execute(
-        text("UPDATE rollup_state SET through = (now() AT TIME ZONE 'UTC')::date,"
-             " response_seconds = :s WHERE name = 'rate_days'"),
+        text("UPDATE rollup_state SET refreshed_at = now(), response_seconds = :s"
+             " WHERE name = 'rate_days'"),
         {"s": SECONDS},
     )  # fmt: skip
     session = Session(bind=connection)
@@ -221,7 +221,7 @@ def test_a_new_response_limit_recounts_every_day(connection: Connection) -> None
     recount = migration().RATES.format(
         events="case_events e",
         answers="followup_answers a",
-        today=migration().TODAY,
+        until=migration().UNTIL,
         response_seconds=30 * 3600.0,
     )
     assert rows(connection, "SELECT * FROM rate_days") == rows(connection, recount)
