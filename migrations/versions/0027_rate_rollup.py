@@ -45,7 +45,7 @@ COUNTS = ("dispatches", "responded", "fixed", "not_fixed", "satisfied", "basical
           "dissatisfied", "closings", "reachable", "followed_up", "rehandled")  # fmt: skip
 
 # The day's counts as maps.evaluation counts them live (its _RATE_PARTS), from the events
-# `{events}` (e) and the answers `{answers}` (a) of the days counted, all before `{until}`.
+# events (e) and the answers (a) from `{since}` to before `{until}`.
 RATES = f"""
 SELECT (at AT TIME ZONE 'UTC')::date AS day, unit_id, community_id, urgent,
        {", ".join(f"coalesce(sum({name}), 0) AS {name}" for name in COUNTS)}
@@ -60,17 +60,17 @@ FROM (
            )::int AS responded,
            0 AS fixed, 0 AS not_fixed, 0 AS satisfied, 0 AS basically_satisfied,
            0 AS dissatisfied, 0 AS closings, 0 AS reachable, 0 AS followed_up, 0 AS rehandled
-    FROM {{events}}
+    FROM case_events e
     JOIN cases c ON c.id = e.case_id
     LEFT JOIN units u ON u.code = e.data ->> 'unit'
-    WHERE e.action IN {DISPATCHES} AND e.to_status = 'dispatched' AND e.created_at < {{until}}
+    WHERE e.action IN {DISPATCHES} AND e.to_status = 'dispatched' AND e.created_at >= {{since}} AND e.created_at < {{until}}
     UNION ALL
     SELECT c.unit_id, c.community_id, c.urgent, a.answered_at, 0, 0,
            (a.fixed = 'yes')::int, (a.fixed = 'no')::int,
            (a.satisfaction = 'satisfied')::int, (a.satisfaction = 'basically_satisfied')::int,
            (a.satisfaction = 'dissatisfied')::int, 0, 0, 0, 0
-    FROM {{answers}} JOIN cases c ON c.id = a.case_id
-    WHERE a.answered_at < {{until}} AND a.review_state <> 'unreasonable'
+    FROM followup_answers a JOIN cases c ON c.id = a.case_id
+    WHERE a.answered_at >= {{since}} AND a.answered_at < {{until}} AND a.review_state <> 'unreasonable'
     UNION ALL
     SELECT c.unit_id, c.community_id, c.urgent, e.created_at, 0, 0, 0, 0, 0, 0, 0,
            (e.action = 'close')::int, (e.action = 'close' AND reach.ok)::int,
@@ -79,31 +79,20 @@ FROM (
                WHERE a.case_id = e.case_id AND a.answered_at >= e.created_at
            ))::int,
            (e.action = 'rehandle')::int
-    FROM {{events}}
+    FROM case_events e
     JOIN cases c ON c.id = e.case_id
     LEFT JOIN users r ON r.id = c.reporter_id
     CROSS JOIN LATERAL (
         SELECT (c.contact ? 'email' OR c.contact ? 'phone'
                 OR r.role IS NOT DISTINCT FROM 'citizen') AS ok
     ) AS reach
-    WHERE e.action IN ('close', 'rehandle') AND e.created_at < {{until}}
+    WHERE e.action IN ('close', 'rehandle') AND e.created_at >= {{since}} AND e.created_at < {{until}}
 ) AS parts
 GROUP BY 1, 2, 3, 4
 """
 
 
-# The rows of the days of `days` (a date[] variable of the function), as UTC bounds.
-def _of_days(table: str, alias: str, column: str) -> str:
-    return (
-        f"unnest(days) AS d(day) JOIN {table} {alias}"
-        f" ON {alias}.{column} >= (d.day::timestamp AT TIME ZONE 'UTC')"
-        f" AND {alias}.{column} < ((d.day + 1)::timestamp AT TIME ZONE 'UTC')"
-    )
-
-
-EVERYTHING = RATES.format(
-    events="case_events e", answers="followup_answers a", until=UNTIL, response_seconds=7200.0
-)
+EVERYTHING = RATES.format(since="'-infinity'", until=UNTIL, response_seconds=7200.0)
 
 REFRESH = f"""
 CREATE OR REPLACE FUNCTION public.refresh_rate_rollup(
@@ -117,6 +106,9 @@ AS $$
 DECLARE
     claimed bigint[];
     days date[];
+    one_day date;
+    lo timestamptz;
+    hi timestamptz;
 BEGIN
     IF response_seconds IS NULL OR response_seconds <= 0 OR response_seconds > 7 * 86400 THEN
         RAISE EXCEPTION 'the response limit is more than nothing and at most a week';
@@ -127,23 +119,19 @@ BEGIN
     IF whole THEN  -- another response limit: every day again
         DELETE FROM rate_days;
         INSERT INTO rate_days {
-    RATES.format(
-        events="case_events e",
-        answers="followup_answers a",
-        until=UNTIL,
-        response_seconds="response_seconds",
-    )
+    RATES.format(since="'-infinity'", until=UNTIL, response_seconds="response_seconds")
 };
     ELSIF claimed IS NOT NULL THEN
         DELETE FROM rate_days WHERE day = ANY(days);
-        INSERT INTO rate_days {
-    RATES.format(
-        events=_of_days("case_events", "e", "created_at"),
-        answers=_of_days("followup_answers", "a", "answered_at"),
-        until=UNTIL,
-        response_seconds="response_seconds",
-    )
+        -- A day at a time: its bounds known when the statement is planned, each reads only
+        -- its partition's rows by index (all the days in one join read every event).
+        FOREACH one_day IN ARRAY days LOOP
+            lo := one_day::timestamp AT TIME ZONE 'UTC';
+            hi := least((one_day + 1)::timestamp AT TIME ZONE 'UTC', now());
+            INSERT INTO rate_days {
+    RATES.format(since="lo", until="hi", response_seconds="response_seconds")
 };
+        END LOOP;
     END IF;
     IF claimed IS NOT NULL THEN
         DELETE FROM rate_dirty WHERE id = ANY(claimed);

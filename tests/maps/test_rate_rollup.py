@@ -219,9 +219,6 @@ def test_a_new_response_limit_recounts_every_day(connection: Connection) -> None
     ).scalar()
     assert state == 30 * 3600
     recount = migration().RATES.format(
-        events="case_events e",
-        answers="followup_answers a",
-        until=migration().UNTIL,
-        response_seconds=30 * 3600.0,
+        since="'-infinity'", until=migration().UNTIL, response_seconds=30 * 3600.0
     )
     assert rows(connection, "SELECT * FROM rate_days") == rows(connection, recount)
