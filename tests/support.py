@@ -5,6 +5,7 @@ signed in through the real login form, and `require` for the tools and data test
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import os
 import re
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -384,3 +386,14 @@ def screenshot_keeper() -> Callable[[Any, str], None]:
             page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
     return take
+
+
+def migration_module(filename: str) -> ModuleType:
+    """A migration file of migrations/versions loaded as a module: its SQL definitions are
+    what tests compare the database with (e.g. a rollup against its full recount)."""
+    path = Path(__file__).resolve().parents[1] / "migrations" / "versions" / filename
+    spec = importlib.util.spec_from_file_location(f"migration_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

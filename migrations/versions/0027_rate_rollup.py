@@ -140,7 +140,6 @@ END
 $$
 """
 
-_DAY = "(v.at AT TIME ZONE 'UTC')::date"
 # The days of a case's counted events and answers, for the cases in `touched` (id, reported_at).
 _CASE_DAYS = f"""
         SELECT (x.created_at AT TIME ZONE 'UTC')::date
@@ -151,12 +150,15 @@ _CASE_DAYS = f"""
         SELECT (a.answered_at AT TIME ZONE 'UTC')::date
         FROM touched t JOIN followup_answers a ON a.case_id = t.id
 """
-MARK_EVENTS = f"""
-CREATE FUNCTION public.mark_rate_days_events() RETURNS trigger
+# The marking functions' header: trigger functions run as the owner (the app's role may not
+# write the log), with a search path no caller can change.
+MARKER = """RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
-AS $$
+AS $$"""
+MARK_EVENTS = f"""
+CREATE FUNCTION public.mark_rate_days_events() {MARKER}
 BEGIN
     INSERT INTO rate_dirty (day)
     SELECT (n.created_at AT TIME ZONE 'UTC')::date FROM new_events n
@@ -188,11 +190,7 @@ def _answer_days(answers: str) -> str:
 
 
 MARK_ANSWERS = f"""
-CREATE FUNCTION public.mark_rate_days_answers() RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, public, pg_temp
-AS $$
+CREATE FUNCTION public.mark_rate_days_answers() {MARKER}
 BEGIN
     IF TG_OP = 'INSERT' THEN{_answer_days("SELECT case_id, answered_at FROM new_answers")}
     ELSIF TG_OP = 'UPDATE' THEN{
@@ -213,11 +211,7 @@ _MOVED = (
     " OR o.contact IS DISTINCT FROM n.contact OR o.reporter_id IS DISTINCT FROM n.reporter_id"
 )
 MARK_CASES = f"""
-CREATE FUNCTION public.mark_rate_days_cases() RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, public, pg_temp
-AS $$
+CREATE FUNCTION public.mark_rate_days_cases() {MARKER}
 BEGIN
     INSERT INTO rate_dirty (day)
     WITH touched AS (

@@ -4,7 +4,6 @@ while it runs is counted by the next one."""
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +14,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Connection, Engine
 
-from tests.conftest import ROOT, demo_clone
+from tests.conftest import demo_clone
+from tests.support import migration_module
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +24,7 @@ ROLLUPS = ("evaluation_days", "map_cell_days", "map_cell_months", "case_days")
 
 def migration() -> ModuleType:
     """Migration 0026, whose definitions are the full recount the rollups must equal."""
-    path = ROOT / "migrations" / "versions" / "0026_incremental_rollups.py"
-    spec = importlib.util.spec_from_file_location("migration_0026", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return migration_module("0026_incremental_rollups.py")
 
 
 FULL = migration()._everything()

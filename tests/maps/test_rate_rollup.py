@@ -6,7 +6,6 @@ the evaluation's counts from the rollup equal the live count. Each test rolls ba
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from types import ModuleType
@@ -17,19 +16,15 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.orm import Session
 
 from maps import evaluation
-from tests.conftest import ROOT, demo_clone
+from tests.conftest import demo_clone
+from tests.support import migration_module
 
 pytestmark = pytest.mark.slow
 
 
 def migration() -> ModuleType:
     """Migration 0027, whose definition is the full recount the rollup must equal."""
-    path = ROOT / "migrations" / "versions" / "0027_rate_rollup.py"
-    spec = importlib.util.spec_from_file_location("migration_0027", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return migration_module("0027_rate_rollup.py")
 
 
 FULL = migration().EVERYTHING  # counted with the default response limit, 2 hours
