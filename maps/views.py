@@ -761,7 +761,8 @@ def dashboard() -> ResponseReturnValue:
         empty_text=_("No cases in this period."),
         max_labels=12 if choice == "12m" else 7,
     )
-    weekly = dict(evaluation.on_time_per_week(session, period))
+    due = dict(evaluation.due_per_week(session, period))
+    weekly = {week: tally.on_time_rate for week, tally in due.items()}
     monday = period.start - timedelta(days=period.start.weekday())
     weeks = [monday + timedelta(weeks=i) for i in range((today - monday).days // 7 + 1)]
     rate_points = [(format_date(w, "MM-dd"), weekly.get(w)) for w in weeks]
@@ -795,8 +796,9 @@ def dashboard() -> ResponseReturnValue:
         empty_text=_("No follow-up answer in this period."),
         percent=True,
     )
-    total = Tally()
-    for _name, tally in evaluation.by_unit(session, period, datetime.now(UTC)):
+    # The period's key figures add up the weeks of the charts.
+    total = Tally(overdue_open=evaluation.overdue_open(session, datetime.now(UTC)))
+    for tally in (*due.values(), *public.values()):
         total = evaluation.add(total, tally)
     majors = sorted(per_major.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
     return render_template(
