@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from cases import intake, search
 from cases.intake import ReportInput
-from cases.models import CaseSource
+from cases.models import Case, CaseSource
 from cases.search import CaseQuery
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.errors import Forbidden, InvalidInput
@@ -187,6 +187,67 @@ def test_by_a_piece_of_the_address_in_any_case(search_app: Flask, seeded: Seeded
     ]
     # LIKE's own wildcards are plain characters here
     assert found(search_app, "dispatcher", address="%_%") == []
+
+
+# Addresses as ANALYZE would sample them in a city full of "Spring" and "Street".
+SPRING_CITY = search.AddressSample(
+    null_share=0.1,
+    common=(("1 Spring Street", 0.3),),
+    bounds=("2 Spring Street", "3 Spring Street", "4 Main Street", "5 Main Avenue"),
+)
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("120 Spring Street", ["a"]),  # by "120"
+        ("120 SPRING st", ["a"]),
+        ("Spring Street 120", []),  # the whole text still decides
+        ("77 Pico Boul", ["b"]),  # by "Pico" and "Boul"
+        ("Boulevard Pico", []),
+        ("9 SPRING st", ["c"]),  # every word frequent or short: by the whole text
+        ("spring", ["c", "a"]),
+    ],
+)
+def test_the_index_searched_by_rare_words_finds_the_same(
+    search_app: Flask,
+    seeded: Seeded,
+    monkeypatch: pytest.MonkeyPatch,
+    address: str,
+    expected: list[str],
+) -> None:
+    # the frequent words are left out of the index's search, never out of the result
+    monkeypatch.setattr(search, "read_address_sample", lambda _bind: SPRING_CITY)
+    numbers_of = {"a": seeded.a, "b": seeded.b, "c": seeded.c}
+    args = {"address": address, "reported_from": "2026-01-01"}
+
+    assert found(search_app, "dispatcher", **args) == [numbers_of[n] for n in expected]
+    answer = web(search_app, "operator").get("/cases/search.csv", query_string=args)
+    rows = csv.DictReader(io.StringIO(answer.get_data(as_text=True)))
+    assert [row["number"] for row in rows] == [numbers_of[n] for n in expected]
+
+
+def test_the_trigram_index_is_searched_by_the_rare_words_alone(
+    search_app: Flask, search_engine: Engine, seeded: Seeded
+) -> None:
+    query = CaseQuery(address="120 Spring Street")
+    indexed = search.address_words(query.address, SPRING_CITY)
+    with search_app.app_context(), Session(search_engine) as session:
+        operator = session.scalar(select(User).where(User.username == "operator"))
+        assert operator is not None
+        _scope, *address_terms = search.conditions(operator, query, ZoneInfo("UTC"), indexed)
+        statement = select(Case.id).where(*address_terms)  # without the scope: one index
+        compiled = statement.compile(search_engine)
+        connection = session.connection()
+        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a small table
+        plan = connection.exec_driver_sql(f"EXPLAIN {compiled}", compiled.params).scalars().all()
+
+    assert indexed == ("120",)
+    at = next(
+        i for i, line in enumerate(plan) if "Bitmap Index Scan on ix_cases_address_trgm" in line
+    )
+    assert "Index Cond: (address ~~* '%120%'::text)" in plan[at + 1]
+    assert any("lower(address) ~~ '%120 spring street%'::text" in line for line in plan)
 
 
 def test_by_class_status_unit_and_community(search_app: Flask, seeded: Seeded) -> None:
@@ -427,6 +488,25 @@ def test_cursor_round_trip_and_refusal() -> None:
     for bad in ("", "1", "a.b", "1.2.3", "-1.2", "9" * 50 + ".1"):
         with pytest.raises(InvalidInput):
             search.Cursor.decode(bad)
+
+
+def test_address_words_are_the_rare_ones_of_a_trigram_or_more() -> None:
+    assert SPRING_CITY.share("STREET") == pytest.approx(0.3 + 0.6 * 3 / 4)
+    assert SPRING_CITY.share("main") == pytest.approx(0.6 * 2 / 4)
+    assert SPRING_CITY.share("pico") == 0.0
+
+    assert search.address_words("77 Pico Boulevard", SPRING_CITY) == ("Pico", "Boulevard")
+    assert search.address_words("770 Main Street 770", SPRING_CITY) == ("770",)
+    assert search.address_words("9 S spring_st", SPRING_CITY) == ()  # "st" has no trigram
+    assert search.address_words("9 S spring_blvd", SPRING_CITY) == ("blvd",)
+    assert search.address_words("770 Pico", None) == ()  # no statistics yet: the whole text
+    # no histogram: every address is among the most common ones...
+    few = search.AddressSample(common=(("1 Main St", 0.5), ("2 Pico Blvd", 0.5)))
+    assert search.address_words("Main 1", few) == ()
+    assert search.address_words("Spring", few) == ("Spring",)
+    # ... or the rest is unknown: as if every one had the word
+    unknown_rest = search.AddressSample(common=(("1 Main St", 0.5),))
+    assert search.address_words("Spring", unknown_rest) == ()
 
 
 @pytest.mark.parametrize("role", ["inspector", "citizen"])
