@@ -43,7 +43,8 @@ from sqlalchemy.orm import Session
 from cases.status import DEADLINE_RUNS, CaseStatus
 from gridmgmt.kernel.db import sql_in
 from maps.aggregate import DEFAULT_SCORING, Scoring, Tally
-from maps.models import RATE_COUNTS
+from maps.models import RATE_COUNTS as RATE_COUNTS  # the three rates' counts, named here too
+from maps.models import RATE_DAY_COUNTS
 from maps.services import CLOSED_ON_TIME
 
 # Index-only parts, each contributing its own counts: the cases due in the period (by deadline),
@@ -100,15 +101,9 @@ _TALLY = """
     GROUP BY unit_id, community_id, urgent
 """
 
-_RETURNS = """
-    SELECT c.unit_id, c.community_id, c.urgent, count(*)
-    FROM case_events e JOIN cases c ON c.id = e.case_id
-    WHERE e.action = 'return' AND e.created_at >= :start AND e.created_at < :end
-    GROUP BY 1, 2, 3
-"""
-
-# The three rates' counts (see the module's docstring), each part with the moment it counts
-# at (`at`): grouped per (unit, community, urgency) for the tables, or per week for the trend.
+# The three rates' counts (see the module's docstring), and the returns to the dispatcher
+# (回退), each part with the moment it counts at (`at`): grouped per (unit, community, urgency)
+# for the tables, or per week for the trend.
 _RATE_PARTS = """
     SELECT coalesce(u.id, (e.data ->> 'unit_id')::int, c.unit_id) AS unit_id, c.community_id,
            c.urgent, e.created_at AS at, 1 AS dispatches,
@@ -119,7 +114,8 @@ _RATE_PARTS = """
                  AND x.created_at <= e.created_at + make_interval(secs => :response_seconds)
            )::int AS responded,
            0 AS fixed, 0 AS not_fixed, 0 AS satisfied, 0 AS basically_satisfied,
-           0 AS dissatisfied, 0 AS closings, 0 AS reachable, 0 AS followed_up, 0 AS rehandled
+           0 AS dissatisfied, 0 AS closings, 0 AS reachable, 0 AS followed_up, 0 AS rehandled,
+           0 AS returns
     FROM case_events e
     JOIN cases c ON c.id = e.case_id
     LEFT JOIN units u ON u.code = e.data ->> 'unit'
@@ -129,7 +125,7 @@ _RATE_PARTS = """
     SELECT c.unit_id, c.community_id, c.urgent, a.answered_at, 0, 0,
            (a.fixed = 'yes')::int, (a.fixed = 'no')::int,
            (a.satisfaction = 'satisfied')::int, (a.satisfaction = 'basically_satisfied')::int,
-           (a.satisfaction = 'dissatisfied')::int, 0, 0, 0, 0
+           (a.satisfaction = 'dissatisfied')::int, 0, 0, 0, 0, 0
     FROM followup_answers a JOIN cases c ON c.id = a.case_id
     WHERE a.answered_at >= :live_start AND a.answered_at < :end
       AND a.review_state <> 'unreasonable'  -- a complaint judged unreasonable is no valid rating
@@ -140,7 +136,7 @@ _RATE_PARTS = """
                SELECT FROM followup_answers a
                WHERE a.case_id = e.case_id AND a.answered_at >= e.created_at
            ))::int,
-           (e.action = 'rehandle')::int
+           (e.action = 'rehandle')::int, (e.action = 'return')::int
     FROM case_events e
     JOIN cases c ON c.id = e.case_id
     LEFT JOIN users r ON r.id = c.reporter_id
@@ -148,16 +144,17 @@ _RATE_PARTS = """
         SELECT (c.contact ? 'email' OR c.contact ? 'phone' OR r.role IS NOT DISTINCT FROM 'citizen')
                AS ok  -- an anonymous reporter without contact: false, not unknown
     ) AS reach
-    WHERE e.action IN ('close', 'rehandle') AND e.created_at >= :live_start AND e.created_at < :end
+    WHERE e.action IN ('close', 'rehandle', 'return')
+      AND e.created_at >= :live_start AND e.created_at < :end
 """
-_SUMS = ", ".join(f"coalesce(sum({name}), 0)::int AS {name}" for name in RATE_COUNTS)
+_SUMS = ", ".join(f"coalesce(sum({name}), 0)::int AS {name}" for name in RATE_DAY_COUNTS)
 # What happened before the rates rollup's last refresh comes from rate_days (migration 0027:
 # today's too, up to the refresh), when it was counted with the reader's response limit; what
 # happened since is counted live.
 _RATES_ROLLED = f"""
     UNION ALL
     SELECT r.unit_id, r.community_id, r.urgent, r.day::timestamp AT TIME ZONE 'UTC',
-           {", ".join(f"r.{name}" for name in RATE_COUNTS)}
+           {", ".join(f"r.{name}" for name in RATE_DAY_COUNTS)}
     FROM rate_days r
     WHERE r.day >= :start_day AND r.day <= :end_day
 """
@@ -314,12 +311,13 @@ def _rates_query(
 def rate_counts(
     session: Session, period: Period, response_hours: float | None = None
 ) -> dict[tuple[int | None, int | None, bool], dict[str, int]]:
-    """The three rates' counts of a period per (unit, community, urgency), in one query."""
+    """The three rates' counts and the returns of a period per (unit, community, urgency), in
+    one query."""
     query, params = _rates_query(session, _RATES, period, response_hours)
     counts = {}
     for row in session.execute(text(query), params).mappings():
         counts[(row["unit_id"], row["community_id"], row["urgent"])] = {
-            name: int(row[name]) for name in RATE_COUNTS
+            name: int(row[name]) for name in RATE_DAY_COUNTS
         }
     return counts
 
@@ -333,8 +331,8 @@ def tally_cube(
 ) -> Cube:
     """The evaluation's counts of a period per (unit, community, urgency), from the daily
     rollup for whole days before its `through` and live for the rest (today), with the three
-    rates' counts (live) and the city's `scoring` (default: the app's settings): every table
-    of the evaluation adds these up (`by_unit`, `by_area`)."""
+    rates' counts and the returns (`rate_counts`) and the city's `scoring` (default: the
+    app's settings): every table of the evaluation adds these up (`by_unit`, `by_area`)."""
     params: dict[str, Any] = {**period.params(), "now": now}
     params["live_start"] = params["start"]
     parts = _PARTS.format(
@@ -354,9 +352,6 @@ def tally_cube(
         cube[(r["unit_id"], r["community_id"], r["urgent"])] = Tally(
             **{k: float(v) if k == "handling_hours" else int(v) for k, v in counts.items()}
         )
-    for unit_id, community_id, urgent, returns in session.execute(text(_RETURNS), params):
-        key = (unit_id, community_id, urgent)
-        cube[key] = replace(cube.get(key, Tally()), returns=int(returns))
     for key, counts in rate_counts(session, period, response_hours).items():
         cube[key] = replace(cube.get(key, Tally()), **counts)
     weights = scoring if scoring is not None else scoring_settings()
@@ -456,7 +451,7 @@ def rates_per_week(
     query, params = _rates_query(session, _RATES_PER_WEEK, period, response_hours)
     weights = scoring_settings()
     return [
-        (row["week"], Tally(**{n: int(row[n]) for n in RATE_COUNTS}, scoring=weights))
+        (row["week"], Tally(**{n: int(row[n]) for n in RATE_DAY_COUNTS}, scoring=weights))
         for row in session.execute(text(query), params).mappings()
     ]
 

@@ -108,14 +108,15 @@ case_days = Table(  # per report day and class
 RATE_COUNTS = ("dispatches", "responded", "fixed", "not_fixed", "satisfied",
                "basically_satisfied", "dissatisfied", "closings", "reachable", "followed_up",
                "rehandled")  # fmt: skip
-rate_days = Table(  # the three rates' counts per day (migration 0027): each at its moment
+RATE_DAY_COUNTS = (*RATE_COUNTS, "returns")  # and the returns to the dispatcher (0028)
+rate_days = Table(  # the three rates' counts per day (migrations 0027, 0028): each at its moment
     "rate_days",
     Base.metadata,
     Column("day", Date, nullable=False),
     Column("unit_id", Integer),
     Column("community_id", Integer),
     Column("urgent", Boolean),
-    *[Column(name, BigInteger, nullable=False) for name in RATE_COUNTS],
+    *[Column(name, BigInteger, nullable=False) for name in RATE_DAY_COUNTS],
     Index(
         "ix_rate_days_key",
         "day",
@@ -155,6 +156,13 @@ Index(
     CaseEvent.created_at,
     postgresql_include=["case_id"],
     postgresql_where=text("action IN ('check_pass', 'check_fail')"),
+)
+# The evaluation's suspended cases, with what it groups them by (migration 0028).
+Index(
+    "ix_cases_suspended",
+    Case.unit_id,
+    postgresql_include=["community_id", "urgent", "dispatched_at"],
+    postgresql_where=text("status = 'suspended'"),
 )
 # The map's open cases by report time: what its rollups leave to be counted live.
 Index(

@@ -23,8 +23,9 @@ pytestmark = pytest.mark.slow
 
 
 def migration() -> ModuleType:
-    """Migration 0027, whose definition is the full recount the rollup must equal."""
-    return migration_module("0027_rate_rollup.py")
+    """Migration 0028 (0027 with the returns), whose definition is the full recount the rollup
+    must equal."""
+    return migration_module("0028_returns_rolled_up.py")
 
 
 FULL = migration().EVERYTHING  # counted with the default response limit, 2 hours
@@ -180,6 +181,27 @@ def test_a_case_moved_to_another_unit_moves_its_counts(connection: Connection) -
         text("UPDATE cases SET unit_id = :u WHERE id = :c"), {"u": other, "c": case_id}
     )
     refresh(connection)
+    assert_equal_to_full_recount(connection)
+
+
+def test_a_return_of_a_past_day_is_counted_for_its_unit(connection: Connection) -> None:
+    refresh(connection)
+    assert total(connection, "returns") > 0  # the year's returns are in it
+    case_id, closed_at = past_close(connection)
+    unit_id = connection.scalar(text("SELECT unit_id FROM cases WHERE id = :c"), {"c": case_id})
+    day = (closed_at - timedelta(days=3)).date()
+    returned = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=10)
+
+    def returns_of_the_day() -> int:
+        return connection.scalar(
+            text("SELECT coalesce(sum(returns), 0) FROM rate_days WHERE day = :d AND unit_id = :u"),
+            {"d": day, "u": unit_id},
+        )
+
+    before = returns_of_the_day()
+    event(connection, case_id, "return", returned, "in_progress", "returned")
+    refresh(connection)
+    assert returns_of_the_day() == before + 1
     assert_equal_to_full_recount(connection)
 
 

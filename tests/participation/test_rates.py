@@ -144,7 +144,7 @@ def test_an_anonymous_closing_alone_counts_as_unreachable(
     evaluation.refresh_rollup(db_session)
     counts = evaluation.rate_counts(db_session, PERIOD)
     assert counts[(case.unit_id, case.community_id, True)] == {
-        **dict.fromkeys(evaluation.RATE_COUNTS, 0),
+        **dict.fromkeys(evaluation.RATE_DAY_COUNTS, 0),
         "closings": 1,
     }
 
