@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from cases.status import DEADLINE_RUNS, OPEN_STATUSES, CaseStatus
 
@@ -315,6 +316,26 @@ def classes(values: Iterable[float | None], count: int = len(PALETTE)) -> Classe
 def lat_lon(lon: float, lat: float) -> list[float]:
     """The one place where (lon, lat) flips to Leaflet's [lat, lon]."""
     return [lat, lon]
+
+
+def bounds(shapes: Iterable[dict[str, Any]]) -> list[list[float]] | None:
+    """[[south, west], [north, east]] of GeoJSON geometries (Leaflet's order), or None."""
+    xs: list[float] = []
+    ys: list[float] = []
+
+    def walk(coordinates: Any) -> None:
+        if coordinates and isinstance(coordinates[0], (int, float)):
+            xs.append(float(coordinates[0]))
+            ys.append(float(coordinates[1]))
+        else:
+            for part in coordinates:
+                walk(part)
+
+    for shape in shapes:
+        walk(shape.get("coordinates", []))
+    if not xs:
+        return None
+    return [lat_lon(min(xs), min(ys)), lat_lon(max(xs), max(ys))]
 
 
 @dataclass(frozen=True)

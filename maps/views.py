@@ -124,13 +124,15 @@ def build_page(f: Filters) -> str:
         overdue_total=sum(c.overdue for c in cells),
         measure=f.measure,
         centre=places.centre or (0.0, 0.0),
+        extent=places.extent,
+        community_shape_json=places.shape_json,
     )
     # One url_for for every marker (2,000 of them): the case's id put into one built link.
-    link = url_for("cases.case_page", case_id=CASE_ID_SLOT)
+    head, _, tail = url_for("cases.case_page", case_id=CASE_ID_SLOT).partition(str(CASE_ID_SLOT))
     return build_map(
         data,
         asset=lambda path: url_for("static", filename=path),
-        case_url=lambda case_id: link.replace(str(CASE_ID_SLOT), str(case_id)),
+        case_url=lambda case_id: f"{head}{case_id}{tail}",
         labels=map_labels(),
         tiles=city_settings().tile_url,
         attribution=city_settings().tile_attribution,
