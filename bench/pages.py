@@ -96,6 +96,7 @@ PAGES = ("inbox", "board", "queue", "case page", "case page (unit)", "tasks", "t
          "open data month", "open data geojson", "map month", "map year", "evaluation month",
          "evaluation year", "dashboard", "search address", "search status+period",
          "search (unit)")  # fmt: skip
+EXPORTS = ("open data month", "open data geojson")  # streamed files, not pages
 
 
 def ts(value: datetime | None) -> str:
@@ -113,7 +114,10 @@ def generate(
         lon, lat, cell, community, unit = points[i % len(points)]
         lon += rng.uniform(-0.00003, 0.00003)
         lat += rng.uniform(-0.00003, 0.00003)
-        reported = now - timedelta(seconds=rng.uniform(60, 365 * 86400))
+        # Numbered and stored in the order they were reported, as a city's cases are: a table
+        # of cases from random days of the year puts each page's recent cases on every page.
+        year = 365 * 86400 - 60
+        reported = now - timedelta(seconds=60 + year * (n - i + rng.random()) / n)
         if now - reported > timedelta(days=14):
             status = "in_progress" if rng.random() < 0.005 else "closed"
         else:
@@ -387,9 +391,16 @@ def main() -> None:
         p95s[label] = p95
         print(f"{label:<24} p50 {statistics.median(times):8.1f} ms  p95 {p95:8.1f} ms  "
               f"{size / 1e3:9.1f} kB", file=sys.stderr)  # fmt: skip
-    slowest = max(p95s, key=lambda k: p95s[k])
-    print(f"pages: {cases} cases, slowest {slowest} p95 {p95s[slowest]:.0f} ms, "
-          f"median of p95s {statistics.median(p95s.values()):.0f} ms")  # fmt: skip
+    # The exports are judged by their stream (constant memory, to the last byte), not by the
+    # 300 ms of a page: a month of a city's cases is a hundred megabytes.
+    exports = {label: p95s.pop(label) for label in EXPORTS if label in p95s}
+    if exports:
+        print("exports: " + ", ".join(f"{label} p95 {ms / 1000:.1f} s" for label, ms in
+                                      exports.items()))  # fmt: skip
+    if p95s:
+        slowest = max(p95s, key=lambda k: p95s[k])
+        print(f"pages: {cases} cases, slowest {slowest} p95 {p95s[slowest]:.0f} ms, "
+              f"median of p95s {statistics.median(p95s.values()):.0f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":
