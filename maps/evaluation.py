@@ -81,14 +81,19 @@ _PARTS = """
     WHERE {suspended} AND c.unit_id IS NOT NULL AND c.dispatched_at < :end
     GROUP BY 1, 2, 3
 """
-# Whole days before the rollup's `through` come from the rollup table evaluation_days
-# (refreshed every few minutes by the scheduler); the rest is counted live.
-_ROLLED = """
-    UNION ALL
+# Whole days before the rollup's `through` come from the rollup tables (refreshed every few
+# minutes by the scheduler): whole months from evaluation_months, the days around them from
+# evaluation_days (`_ROLLED_DAYS`); the rest is counted live.
+_ROLLED_COUNTS = """
     SELECT c.unit_id, c.community_id, c.urgent, due, 0, closed, closed_on_time, handled,
-           reworked, rework_count, 0, handling_hours
-    FROM evaluation_days c
-    WHERE c.day >= :start_day AND c.day < :rolled_end
+           reworked, rework_count, 0, handling_hours"""
+_ROLLED = f"""
+    UNION ALL {_ROLLED_COUNTS}
+    FROM evaluation_months c WHERE c.month >= :months_start AND c.month < :months_end
+    UNION ALL {_ROLLED_COUNTS}
+    FROM evaluation_days c WHERE c.day >= :start_day AND c.day < :months_start
+    UNION ALL {_ROLLED_COUNTS}
+    FROM evaluation_days c WHERE c.day >= :months_end AND c.day < :rolled_end
 """
 ROLLUP = "evaluation_days"
 _TALLY = """
@@ -151,12 +156,24 @@ _SUMS = ", ".join(f"coalesce(sum({name}), 0)::int AS {name}" for name in RATE_DA
 # What happened before the rates rollup's last refresh comes from rate_days (migration 0027:
 # today's too, up to the refresh), when it was counted with the reader's response limit; what
 # happened since is counted live.
-_RATES_ROLLED = f"""
-    UNION ALL
+_RATE_DAY_COUNTS = f"""
     SELECT r.unit_id, r.community_id, r.urgent, r.day::timestamp AT TIME ZONE 'UTC',
            {", ".join(f"r.{name}" for name in RATE_DAY_COUNTS)}
-    FROM rate_days r
-    WHERE r.day >= :start_day AND r.day <= :end_day
+    FROM rate_days r"""
+_RATES_ROLLED = f"""
+    UNION ALL {_RATE_DAY_COUNTS}
+    WHERE r.day >= :start_day AND r.day < :end_day
+"""
+# The same for a query that groups by unit, not by time: whole months from rate_months.
+_RATES_ROLLED_BY_MONTH = f"""
+    UNION ALL
+    SELECT r.unit_id, r.community_id, r.urgent, r.month::timestamp AT TIME ZONE 'UTC',
+           {", ".join(f"r.{name}" for name in RATE_DAY_COUNTS)}
+    FROM rate_months r WHERE r.month >= :months_start AND r.month < :months_end
+    UNION ALL {_RATE_DAY_COUNTS}
+    WHERE r.day >= :start_day AND r.day < :months_start
+    UNION ALL {_RATE_DAY_COUNTS}
+    WHERE r.day >= :months_end AND r.day < :end_day
 """
 _RATES = """
     SELECT unit_id, community_id, urgent, {sums}
@@ -202,7 +219,8 @@ def refresh_rollup(session: Session, response_hours: float | None = None) -> dat
 
     Only the owner writes the rollups: the app's role calls the owner's SECURITY DEFINER
     functions (migrations 0026 and 0027: they recount the days that triggers logged, and
-    nothing else; readers keep seeing the old counts until it commits). The three rates are
+    nothing else; 0029: the months of the days recounted are summed again; readers keep
+    seeing the old counts until it commits). The three rates are
     recounted whole when the city's response limit (`response_hours`, default: the setting)
     is not the one they were counted with.
     """
@@ -219,6 +237,7 @@ def refresh_rollup(session: Session, response_hours: float | None = None) -> dat
         text("SELECT public.refresh_rate_rollup(:seconds, :whole)"),
         {"seconds": seconds, "whole": counted_with != seconds},
     )
+    session.execute(text("SELECT public.refresh_month_rollups()"))  # their sums by month
     session.execute(
         text("""
             INSERT INTO rollup_state (name, through, refreshed_at, response_seconds)
@@ -284,11 +303,24 @@ def _response_seconds(response_hours: float | None) -> float:
     return response_hours * 3600
 
 
+def whole_months(start: date, end: date) -> tuple[date, date]:
+    """The whole months among the days from `start` to before `end`: from the first day of the
+    first to the first day after the last (the same day twice when there is none)."""
+    first = start if start.day == 1 else (start.replace(day=1) + timedelta(days=32)).replace(day=1)
+    last = end.replace(day=1)
+    return (first, last) if first < last else (end, end)
+
+
 def _rates_query(
-    session: Session, template: str, period: Period, response_hours: float | None
+    session: Session,
+    template: str,
+    period: Period,
+    response_hours: float | None,
+    by_month: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     """A query of the rates' counts of `period` (`template`, grouped), and its parameters:
-    whole days from the rollup when it holds them with this response limit, the rest live."""
+    whole days from the rollup when it holds them with this response limit (whole months from
+    the monthly one, `by_month`, for a query that does not group by time), the rest live."""
     seconds = _response_seconds(response_hours)
     params: dict[str, Any] = {**period.params(), "response_seconds": seconds}
     params["live_start"] = params["start"]
@@ -302,9 +334,18 @@ def _rates_query(
         and state.response_seconds == seconds
         and state.refreshed_at > params["start"]
     ):  # the rollup holds everything before its refresh, today's too
-        params.update(start_day=period.start, end_day=period.end)
+        end_day = period.end + timedelta(days=1)
+        months_start, months_end = (
+            whole_months(period.start, end_day) if by_month else (end_day,) * 2
+        )
+        params.update(
+            start_day=period.start,
+            end_day=end_day,
+            months_start=months_start,
+            months_end=months_end,
+        )
         params["live_start"] = max(params["start"], min(state.refreshed_at, params["end"]))
-        parts += _RATES_ROLLED
+        parts += _RATES_ROLLED_BY_MONTH if by_month else _RATES_ROLLED
     return template.format(sums=_SUMS, parts=parts), params
 
 
@@ -313,7 +354,7 @@ def rate_counts(
 ) -> dict[tuple[int | None, int | None, bool], dict[str, int]]:
     """The three rates' counts and the returns of a period per (unit, community, urgency), in
     one query."""
-    query, params = _rates_query(session, _RATES, period, response_hours)
+    query, params = _rates_query(session, _RATES, period, response_hours, by_month=True)
     counts = {}
     for row in session.execute(text(query), params).mappings():
         counts[(row["unit_id"], row["community_id"], row["urgent"])] = {
@@ -343,7 +384,13 @@ def tally_cube(
     through = rollup_through(session)
     if through is not None and through > period.start:
         rolled_end = min(period.end + timedelta(days=1), through)
-        params.update(start_day=period.start, rolled_end=rolled_end)
+        months_start, months_end = whole_months(period.start, rolled_end)
+        params.update(
+            start_day=period.start,
+            rolled_end=rolled_end,
+            months_start=months_start,
+            months_end=months_end,
+        )
         params["live_start"] = max(params["start"], datetime.combine(rolled_end, time(), UTC))
         parts += _ROLLED
     cube: Cube = {}

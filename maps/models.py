@@ -5,6 +5,7 @@ state, and the indexes its queries need on the cases and their events (migration
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Table,
+    Text,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -46,15 +48,21 @@ def _counts(*names: str) -> list[Column[int]]:
     return [Column(name, BigInteger) for name in names]
 
 
+def _evaluation_counts() -> list[Column[Any]]:
+    return [
+        Column("unit_id", Integer),
+        Column("community_id", Integer),
+        Column("urgent", Boolean),
+        *_counts("due", "closed", "closed_on_time", "handled", "reworked", "rework_count"),
+        Column("handling_hours", Numeric),
+    ]
+
+
 evaluation_days = Table(  # per deadline day (due, closed...) and handling day (handled...)
     "evaluation_days",
     Base.metadata,
     Column("day", Date),
-    Column("unit_id", Integer),
-    Column("community_id", Integer),
-    Column("urgent", Boolean),
-    *_counts("due", "closed", "closed_on_time", "handled", "reworked", "rework_count"),
-    Column("handling_hours", Numeric),
+    *_evaluation_counts(),
     Index(
         "ix_evaluation_days_key",
         "day",
@@ -109,14 +117,22 @@ RATE_COUNTS = ("dispatches", "responded", "fixed", "not_fixed", "satisfied",
                "basically_satisfied", "dissatisfied", "closings", "reachable", "followed_up",
                "rehandled")  # fmt: skip
 RATE_DAY_COUNTS = (*RATE_COUNTS, "returns")  # and the returns to the dispatcher (0028)
+
+
+def _rate_counts() -> list[Column[Any]]:
+    return [
+        Column("unit_id", Integer),
+        Column("community_id", Integer),
+        Column("urgent", Boolean),
+        *[Column(name, BigInteger, nullable=False) for name in RATE_DAY_COUNTS],
+    ]
+
+
 rate_days = Table(  # the three rates' counts per day (migrations 0027, 0028): each at its moment
     "rate_days",
     Base.metadata,
     Column("day", Date, nullable=False),
-    Column("unit_id", Integer),
-    Column("community_id", Integer),
-    Column("urgent", Boolean),
-    *[Column(name, BigInteger, nullable=False) for name in RATE_DAY_COUNTS],
+    *_rate_counts(),
     Index(
         "ix_rate_days_key",
         "day",
@@ -126,6 +142,44 @@ rate_days = Table(  # the three rates' counts per day (migrations 0027, 0028): e
         unique=True,
         postgresql_nulls_not_distinct=True,
     ),
+)
+# The same rows summed by month (migration 0029), kept equal to the daily tables' sums.
+evaluation_months = Table(
+    "evaluation_months",
+    Base.metadata,
+    Column("month", Date, nullable=False),
+    *_evaluation_counts(),
+    Index(
+        "ix_evaluation_months_key",
+        "month",
+        "unit_id",
+        "community_id",
+        "urgent",
+        unique=True,
+        postgresql_nulls_not_distinct=True,
+    ),
+)
+rate_months = Table(
+    "rate_months",
+    Base.metadata,
+    Column("month", Date, nullable=False),
+    *_rate_counts(),
+    Index(
+        "ix_rate_months_key",
+        "month",
+        "unit_id",
+        "community_id",
+        "urgent",
+        unique=True,
+        postgresql_nulls_not_distinct=True,
+    ),
+)
+month_dirty = Table(  # the months whose days changed since the last refresh (triggers write it)
+    "month_dirty",
+    Base.metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("rollup", Text, nullable=False),
+    Column("month", Date, nullable=False),
 )
 rate_dirty = Table(  # the days whose rates changed since the last refresh (triggers write it)
     "rate_dirty",

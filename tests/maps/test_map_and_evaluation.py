@@ -1033,7 +1033,7 @@ def test_the_units_tables_share_one_count(city: City, session: Session) -> None:
     """The evaluation page counts the period once for its units, urgent and area tables."""
     sql = read_relations(session, lambda: views.evaluation_tables(EVALUATED))
 
-    assert sql.count("FROM rate_days r") == 1  # the three rates and the returns
+    assert sql.count("FROM rate_months r") == 1  # the three rates and the returns
     assert sql.count("GROUP BY unit_id, community_id, urgent") == 1
 
 

@@ -239,3 +239,42 @@ def test_a_new_response_limit_recounts_every_day(connection: Connection) -> None
         since="'-infinity'", until=migration().UNTIL, response_seconds=30 * 3600.0
     )
     assert rows(connection, "SELECT * FROM rate_days") == rows(connection, recount)
+
+
+def test_the_monthly_rollups_are_the_sums_of_the_daily_ones(connection: Connection) -> None:
+    session = Session(bind=connection)
+    evaluation.refresh_rollup(session, response_hours=2.0)
+    case_id, closed_at = past_close(connection)
+    event(connection, case_id, "return", closed_at - timedelta(days=2), "in_progress", "returned")
+    connection.execute(  # a past case handled later: its deadline's and handling's months
+        text("UPDATE cases SET handled_at = handled_at + interval '1 hour' WHERE id = :c"),
+        {"c": case_id},
+    )
+    evaluation.refresh_rollup(session, response_hours=2.0)
+
+    for monthly, daily in (("evaluation_months", "evaluation_days"), ("rate_months", "rate_days")):
+        every = connection.execute(text(f"SELECT * FROM {monthly} LIMIT 0")).keys()
+        columns = [n for n in every if n not in ("month", "unit_id", "community_id", "urgent")]
+        sums = ", ".join(f"sum({name})" for name in columns)
+        by_month = rows(
+            connection,
+            f"""SELECT date_trunc('month', day)::date, unit_id, community_id, urgent, {sums}
+                FROM {daily} GROUP BY 1, 2, 3, 4""",
+        )
+        assert len(by_month) > 12
+        assert rows(connection, f"SELECT * FROM {monthly}") == by_month, monthly
+    assert connection.scalar(text("SELECT count(*) FROM month_dirty")) == 0
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "months"),
+    [
+        (date(2026, 1, 1), date(2027, 1, 1), (date(2026, 1, 1), date(2027, 1, 1))),
+        (date(2026, 1, 15), date(2026, 12, 2), (date(2026, 2, 1), date(2026, 12, 1))),
+        (date(2026, 3, 2), date(2026, 4, 1), (date(2026, 4, 1), date(2026, 4, 1))),
+        (date(2026, 3, 1), date(2026, 3, 31), (date(2026, 3, 31), date(2026, 3, 31))),
+        (date(2026, 12, 5), date(2027, 2, 1), (date(2027, 1, 1), date(2027, 2, 1))),
+    ],
+)
+def test_whole_months(start: date, end: date, months: tuple[date, date]) -> None:
+    assert evaluation.whole_months(start, end) == months
