@@ -19,7 +19,7 @@ from sqlalchemy.orm import selectinload
 from cases.models import Case, CaseStatus
 from cases.queries import last_notes
 from cases.status import DEADLINE_RUNS
-from cases.views import run_action
+from cases.views import list_cases, run_action
 from dispatch import readiness, services
 from dispatch.routing import Unroutable
 from dispatch.services import RoutingData, route_case
@@ -120,23 +120,35 @@ BOARD_LIMIT = 50  # cases shown in each section of the board; the rest are count
 class Section:
     """The first cases of one list of the board, and how many there are in all."""
 
-    cases: list[Case]
+    cases: list[Any]
     total: int
 
 
 def board_section(*where: Any, order: Any) -> Section:
-    """The first `BOARD_LIMIT` cases matching `where` (with their classes), and their count
-    (counted only when there are more)."""
-    session = db.session()
-    query = select(Case).where(*where)
-    cases = list(
-        session.scalars(
-            query.options(selectinload(Case.category)).order_by(order).limit(BOARD_LIMIT)
-        )
-    )
+    """The first `BOARD_LIMIT` cases matching `where`, as the lists' rows (`list_cases`), and
+    their count (counted only when there are more)."""
+    return counted(list_cases(*where, order=order, limit=BOARD_LIMIT), *where)
+
+
+def counted(cases: list[Any], *where: Any) -> Section:
+    """A section of the first cases matching `where`, counting them all only when the first
+    ones fill the section."""
     if len(cases) < BOARD_LIMIT:
         return Section(cases, len(cases))
-    return Section(cases, session.scalar(select(func.count()).select_from(Case).where(*where)))
+    return Section(cases, db.session.scalar(select(func.count()).select_from(Case).where(*where)))
+
+
+def filed_section() -> Section:
+    """The filed cases waiting for dispatch, oldest first, as mapped cases: each is routed
+    (`route_case` reads its place and category)."""
+    cases = db.session.scalars(
+        select(Case)
+        .where(Case.status == CaseStatus.FILED)
+        .options(selectinload(Case.category))
+        .order_by(Case.filed_at)
+        .limit(BOARD_LIMIT)
+    )
+    return counted(list(cases), Case.status == CaseStatus.FILED)
 
 
 @bp.get("/board")
@@ -145,7 +157,7 @@ def board() -> ResponseReturnValue:
     """Filed cases to dispatch (with the routed unit or why none), returns, requests; and, while
     the city's configuration blocks dispatch, a banner that says what and how to fix it."""
     session = db.session()
-    filed = board_section(Case.status == CaseStatus.FILED, order=Case.filed_at)
+    filed = filed_section()
     routing = RoutingData.load(session)
     routes = {c.id: route_case(session, c, routing) for c in filed.cases}
     returned = board_section(Case.status == CaseStatus.RETURNED, order=Case.id)

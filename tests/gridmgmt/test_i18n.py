@@ -396,3 +396,27 @@ def test_rendered_page_has_no_remote_url(client: FlaskClient) -> None:
 def test_html_responses_vary_on_language(client: FlaskClient) -> None:
     response = client.get("/page")
     assert {"Cookie", "Accept-Language"} <= set(response.vary)
+
+
+@pytest.mark.parametrize("lang", ["en", "zh", "de", "fr", "ar", "hi"])
+def test_fast_figures_write_what_babel_writes(lang: str) -> None:
+    """The evaluation's figures written without Babel's pattern machinery are Babel's own,
+    roundings half to even included; a locale that writes them otherwise keeps Babel."""
+    import random
+
+    from babel import Locale
+    from babel import numbers as babel_numbers
+
+    locale = Locale.parse(lang)
+    figures = i18n._figures_of(locale)
+    rng = random.Random(7)
+    values = [k / 2000 for k in range(2001)] + [rng.uniform(0, 2) for _ in range(3000)]
+    values += [0.0005, 0.0015, 0.12345, 0.99949, 0.9995, 12.25, 1234.56, 98765.45, 1e7 + 0.05]
+    for value in values:
+        assert figures.percent(value) == babel_numbers.format_percent(
+            value, i18n.PERCENT_PATTERN, locale=locale
+        ), value
+        assert figures.decimal(value) == babel_numbers.format_decimal(
+            value, i18n.DECIMAL_PATTERN, locale=locale
+        ), value
+    assert (figures.point is not None) == (lang != "hi")  # Hindi groups 12,34,567
