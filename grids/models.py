@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 
 from geoalchemy2 import Geometry, WKBElement
-from sqlalchemy import CheckConstraint, Float, ForeignKey, Index, String, Text
+from sqlalchemy import CheckConstraint, Computed, Double, Float, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from gridmgmt.kernel.db import Base, Timestamped, enum_check
@@ -57,5 +57,12 @@ class GridCell(Timestamped, Base):
         Geometry("POLYGON", srid=4326, spatial_index=False), nullable=False
     )
     area_m2: Mapped[float] = mapped_column(Float, nullable=False)
+    # The point on its surface where the map puts its marker, stored by PostgreSQL (0030).
+    centre_lon: Mapped[float] = mapped_column(
+        Double, Computed("ST_X(ST_PointOnSurface(geom))", persisted=True)
+    )
+    centre_lat: Mapped[float] = mapped_column(
+        Double, Computed("ST_Y(ST_PointOnSurface(geom))", persisted=True)
+    )
 
     community: Mapped[Area] = relationship()

@@ -226,11 +226,11 @@ Index(
     postgresql_where=text(sql_in("status", sorted(OPEN_STATUSES))),
 )
 # The map's overdue markers, the most overdue first: the running cases by deadline, with what
-# picks a period's and names the case, so only the markers shown are read from the table
-# (migration 0021).
+# picks a period's and what a marker shows, so the markers are read from the index alone
+# (migrations 0021, 0030).
 Index(
     "ix_cases_running_deadline",
     Case.deadline,
-    postgresql_include=["reported_at", "id"],
+    postgresql_include=["reported_at", "id", "number", "category_id", "location"],
     postgresql_where=text(sql_in("status", sorted(DEADLINE_RUNS))),
 )

@@ -704,8 +704,8 @@ def test_territory_is_simplified_once_per_change(city: City, session: Session) -
 
 
 def test_overdue_markers_are_found_in_their_index(city: City, session: Session) -> None:
-    """The most overdue are picked from the running cases' index of deadlines before any case
-    row is read: the query names the deadline order, then reads only the markers shown."""
+    """The most overdue are read from the running cases' index of deadlines alone: it holds
+    what picks a period's and what a marker shows, and the query names the deadline order."""
     sql = read_relations(session, lambda: stats.overdue_cases(session, filters(city, {})))
 
     assert "ORDER BY c.deadline, c.id LIMIT" in sql
@@ -714,7 +714,8 @@ def test_overdue_markers_are_found_in_their_index(city: City, session: Session) 
             text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_cases_running_deadline'")
         ).scalars()
     )
-    assert "INCLUDE (reported_at, id)" in plan and "dispatched" in plan
+    assert "INCLUDE (reported_at, id, number, category_id, location)" in plan
+    assert "dispatched" in plan
 
 
 # ---------------------------------------------------------------- evaluation
