@@ -23,6 +23,7 @@ from flask import (
     request,
     url_for,
 )
+from flask import session as cookie_session
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
@@ -143,14 +144,21 @@ def outbox() -> ResponseReturnValue:
 @bp.get("/api/offline/session")
 def offline_session() -> ResponseReturnValue:
     """What the outbox asks before sending: who is signed in (it sends a person's items only
-    in their own session), a fresh CSRF token, the pages to keep for offline use."""
+    in their own session), a fresh CSRF token, the pages to keep for offline use.
+
+    It never starts a session: a phone whose cookie is gone asks this on every page, so a
+    session made here (its own CSRF token) could come back after the page's own and replace
+    it, and the page's form would then fail its CSRF check (seen on the login page after a
+    restart). Without a session it answers no token; the page, which starts one, is sent with
+    its own, and the outbox waits for the next call."""
     user = signed_in()
     role = user.role if user is not None else None
     pages = OFFLINE_PAGES.get(role, OFFLINE_PAGES[None])
+    has_token = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token") in cookie_session
     body = {
         "user": str(user.id) if user is not None else "",
         "role": role,
-        "csrf_token": generate_csrf(),
+        "csrf_token": generate_csrf() if has_token else "",
         "version": worker_version(),
         "pages": [url_for(page) for page in pages if page in current_app.view_functions],
     }

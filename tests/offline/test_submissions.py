@@ -7,6 +7,7 @@ service worker's version, the manifest, what the outbox asks before sending)."""
 from __future__ import annotations
 
 import io
+import re
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -248,3 +249,19 @@ def test_the_manifest_and_what_the_outbox_asks(app: Flask, inspector: Web) -> No
     anonymous = browser(app).get("/api/offline/session").get_json()
     assert anonymous["user"] == "" and "/tasks" not in anonymous["pages"]
     assert inspector.get("/outbox").status_code == 200
+
+
+def test_the_outbox_question_never_starts_a_session(app: Flask) -> None:
+    """Asked by a phone whose cookie is gone, it sets no cookie (a session of its own could
+    replace the page's and fail the page's form); once the page has started one, it answers
+    that session's token."""
+    phone = app.test_client()  # no page seen yet
+    first = phone.get("/api/offline/session")
+    assert first.get_json()["csrf_token"] == ""
+    assert "Set-Cookie" not in first.headers
+    page = phone.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True))
+    assert token is not None
+    again = phone.get("/api/offline/session")
+    assert again.get_json()["csrf_token"] == token.group(1)
+    assert "Set-Cookie" not in again.headers

@@ -303,6 +303,7 @@
         }
         return session().then(function (who) {
           if (!who) return "offline";
+          if (!who.csrf_token) return "later"; // no session yet: the next page starts one
           var pending = items.filter(function (item) { return due(item, who.user, until); });
           var chain = Promise.resolve("sent");
           pending.forEach(function (item) {
