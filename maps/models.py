@@ -48,6 +48,19 @@ def _counts(*names: str) -> list[Column[int]]:
     return [Column(name, BigInteger) for name in names]
 
 
+def _unit_key(table: str, bucket: str) -> Index:
+    """A rollup's unique key: its day or month, unit, community and urgency (NULLs equal)."""
+    return Index(
+        f"ix_{table}_key",
+        bucket,
+        "unit_id",
+        "community_id",
+        "urgent",
+        unique=True,
+        postgresql_nulls_not_distinct=True,
+    )
+
+
 def _evaluation_counts() -> list[Column[Any]]:
     return [
         Column("unit_id", Integer),
@@ -63,15 +76,7 @@ evaluation_days = Table(  # per deadline day (due, closed...) and handling day (
     Base.metadata,
     Column("day", Date),
     *_evaluation_counts(),
-    Index(
-        "ix_evaluation_days_key",
-        "day",
-        "unit_id",
-        "community_id",
-        "urgent",
-        unique=True,
-        postgresql_nulls_not_distinct=True,
-    ),
+    _unit_key("evaluation_days", "day"),
 )
 map_cell_days = Table(  # per report day and cell, the last 62 days
     "map_cell_days",
@@ -133,15 +138,7 @@ rate_days = Table(  # the three rates' counts per day (migrations 0027, 0028): e
     Base.metadata,
     Column("day", Date, nullable=False),
     *_rate_counts(),
-    Index(
-        "ix_rate_days_key",
-        "day",
-        "unit_id",
-        "community_id",
-        "urgent",
-        unique=True,
-        postgresql_nulls_not_distinct=True,
-    ),
+    _unit_key("rate_days", "day"),
 )
 # The same rows summed by month (migration 0029), kept equal to the daily tables' sums.
 evaluation_months = Table(
@@ -149,30 +146,14 @@ evaluation_months = Table(
     Base.metadata,
     Column("month", Date, nullable=False),
     *_evaluation_counts(),
-    Index(
-        "ix_evaluation_months_key",
-        "month",
-        "unit_id",
-        "community_id",
-        "urgent",
-        unique=True,
-        postgresql_nulls_not_distinct=True,
-    ),
+    _unit_key("evaluation_months", "month"),
 )
 rate_months = Table(
     "rate_months",
     Base.metadata,
     Column("month", Date, nullable=False),
     *_rate_counts(),
-    Index(
-        "ix_rate_months_key",
-        "month",
-        "unit_id",
-        "community_id",
-        "urgent",
-        unique=True,
-        postgresql_nulls_not_distinct=True,
-    ),
+    _unit_key("rate_months", "month"),
 )
 month_dirty = Table(  # the months whose days changed since the last refresh (triggers write it)
     "month_dirty",
