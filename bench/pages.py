@@ -1,7 +1,7 @@
 """Time every staff and public page at volume, one request at a time, to the last byte.
 
     .venv/bin/python bench/pages.py [-n 1000000] [--runs 15] [--reuse] [--database NAME]
-                                    [--only PAGE[,PAGE...]]
+                                    [--churn 2000] [--only PAGE[,PAGE...]]
 
 Builds `gridmgmt_bench_pages` (the 99 LA councils, 250 m cells, the catalogue, the LA
 calendar, one community unit each, one user per role) and loads N cases with COPY, as a city
@@ -11,7 +11,10 @@ for verification, filed, with a unit, returned, suspended, handled, being checke
 refused, merged); each case with the events of the steps it went through (8 for a closed one)
 and one case in five that was handled with a photo row. Then times each page with signed-in
 users through the app's own test client (no network): a warm-up request, then `--runs`
-requests; the map's cache is emptied before each map request (every one is built).
+requests; the map's cache is emptied before each map request (every one is built). Between
+the rollups' refresh and the timing, `--churn` changes (2,000: ten minutes of a city of 20
+million cases a year, the scheduler's interval) close, reopen, hand back and re-time cases of
+past days, each in its own transaction, so the pages read a working city, not a refreshed one.
 
 Last line:
     pages: N cases, slowest PAGE p95 X ms, median of p95s Y ms
@@ -257,6 +260,39 @@ def build(n: int, name: str = BENCH_DB) -> str:
     return url
 
 
+# A working city's changes between two refreshes, out of 100: what each does to a case.
+CHURN = (
+    (70, "status = 'closed', closed_at = now()", "status IN ('dispatched', 'in_progress')"),
+    (15, "deadline = now() + interval '2 hours'", "status IN ('dispatched', 'in_progress')"),
+    (10, "status = 'in_progress'", "status = 'handled'"),
+    (5, "status = 'in_progress', closed_at = NULL, deadline = now() - interval '1 hour'",
+     "status = 'closed'"),
+)  # fmt: skip
+
+
+def working_city(url: str, changes: int) -> None:
+    """`changes` changes to cases of the last 30 days, one transaction each (CHURN)."""
+    rng = random.Random(13)
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        picked = {
+            what: conn.execute(
+                text(f"""SELECT id FROM cases WHERE {where} AND id % 4 = :kind
+                         AND reported_at >= now() - interval '30 days'
+                         AND reported_at < date_trunc('day', now()) LIMIT :n"""),
+                {"n": changes * share // 100, "kind": kind},
+            ).scalars().all()
+            for kind, (share, what, where) in enumerate(CHURN)
+        }  # fmt: skip
+    with engine.connect() as conn:
+        work = [(what, case) for what, cases in picked.items() for case in cases]
+        rng.shuffle(work)
+        for what, case in work:
+            with conn.begin():
+                conn.execute(text(f"UPDATE cases SET {what} WHERE id = :id"), {"id": case})
+    engine.dispose()
+
+
 def signed_in(app, username: str):
     """A test client signed in through the login form."""
     client = app.test_client()
@@ -276,6 +312,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15, help="timed requests per page")
     parser.add_argument("--reuse", action="store_true", help="keep an already loaded database")
     parser.add_argument("--database", default=BENCH_DB, help="the bench database's name")
+    parser.add_argument(
+        "--churn", type=int, default=2000, help="changes to cases after the rollups' refresh"
+    )
     parser.add_argument(
         "--only",
         default="",
@@ -315,6 +354,9 @@ def main() -> None:
             refresh_rollup(session)  # as the scheduler keeps it
         print(f"rollups refreshed: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     engine.dispose()
+    started = time.perf_counter()
+    working_city(url, args.churn)
+    print(f"{args.churn} changes since: {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
     people = {name: signed_in(app, name) for name in
               ("operator", "dispatcher", "inspector", "leader", "staff")}  # fmt: skip

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     Numeric,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -162,6 +163,37 @@ month_dirty = Table(  # the months whose days changed since the last refresh (tr
     Column("rollup", Text, nullable=False),
     Column("month", Date, nullable=False),
 )
+
+
+# The map's open cases as of the last refresh (migration 0031), per report day or month and
+# cell: open, overdue (running past the deadline) and due (open past the deadline)...
+def _open_counts(bucket: str) -> list[Any]:
+    table = f"map_open_{bucket}s"
+    return [
+        Column(bucket, Date, nullable=False),
+        Column("cell_id", Integer, nullable=False),
+        Column("community_id", Integer),
+        *[Column(name, BigInteger, nullable=False) for name in ("open", "overdue", "due")],
+        Index(f"ix_{table}_key", bucket, "cell_id", "community_id", unique=True,
+              postgresql_nulls_not_distinct=True),
+    ]  # fmt: skip
+
+
+map_open_days = Table("map_open_days", Base.metadata, *_open_counts("day"))
+map_open_months = Table("map_open_months", Base.metadata, *_open_counts("month"))
+# ...and every change to an open case since, as its state before (-1) and after (+1): a trigger
+# on `cases` appends, the refresh empties it in the statement that recounts.
+map_open_log = Table(
+    "map_open_log",
+    Base.metadata,
+    Column("sign", SmallInteger, nullable=False),
+    Column("reported_at", DateTime(timezone=True), nullable=False),
+    Column("cell_id", Integer, nullable=False),
+    Column("community_id", Integer),
+    Column("status", String(16), nullable=False),
+    Column("deadline", DateTime(timezone=True)),
+    Column("closed_at", DateTime(timezone=True)),
+)
 rate_dirty = Table(  # the days whose rates changed since the last refresh (triggers write it)
     "rate_dirty",
     Base.metadata,
@@ -205,6 +237,14 @@ Index(
     Case.reported_at,
     postgresql_include=["cell_id", "community_id", "status", "deadline", "closed_at"],
     postgresql_where=text(sql_in("status", sorted(OPEN_STATUSES))),
+)
+# The open cases by deadline, with what the map counts of them: those whose deadline passed
+# since its last refresh of the open cases (migration 0031).
+Index(
+    "ix_cases_map_open_deadline",
+    Case.deadline,
+    postgresql_include=["reported_at", "cell_id", "community_id", "status", "closed_at"],
+    postgresql_where=text(f"{sql_in('status', sorted(OPEN_STATUSES))} AND deadline IS NOT NULL"),
 )
 # The map's overdue markers, the most overdue first: the running cases by deadline, with what
 # picks a period's and what a marker shows, so the markers are read from the index alone

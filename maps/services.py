@@ -127,7 +127,8 @@ def _params(f: Filters) -> tuple[str, dict[str, Any]]:
 # report (the last MAP_DAYS_KEPT days before `through`) and per cell and month (every month,
 # the current one up to `through`), the cases reported, and among them the due and closed ones
 # and the ones closed on time. What a case's status or the clock changes (open, overdue, open
-# and past its deadline) is never rolled up: it is counted live from the open cases alone.
+# and past its deadline) is rolled up apart, as of the refresh's moment, and brought to the
+# moment of reading by the log of changes since and the deadlines passed since (0031).
 MAP_DAYS_KEPT = 62
 _OPEN_SQL = sql_in("c.status", sorted(OPEN_STATUSES))  # as ix_cases_open_reported_at's WHERE
 # A cell has no name of its own (its code names it): the community's name was read for each
@@ -141,29 +142,68 @@ _CELL_PLACES = """
 # Each part is added up per cell before the parts are added together: fewer, narrower rows
 # for the last sum. Months read whole have their days outside the period taken off again.
 # The parts' counts are added up as int: as bigint, their sums were numeric.
-_ROLLED_CELLS = f"""
+_ROLLED_CELLS = """
     SELECT cell_id, sum(n::int)::int AS n, sum(open::int)::int AS open,
            sum(overdue::int)::int AS overdue, sum(due::int)::int AS due,
            sum(on_time::int)::int AS on_time
     FROM (
         SELECT r.cell_id, sum(r.n) AS n, 0 AS open, 0 AS overdue, sum(r.due_closed) AS due,
                sum(r.on_time) AS on_time
-        FROM map_cell_months r WHERE r.month = ANY(:months) {{area_r}} GROUP BY r.cell_id
+        FROM map_cell_months r WHERE r.month = ANY(:months) {area_r} GROUP BY r.cell_id
         UNION ALL
         SELECT r.cell_id, sum(r.n), 0, 0, sum(r.due_closed), sum(r.on_time)
-        FROM map_cell_days r WHERE ({{days}}) {{area_r}} GROUP BY r.cell_id
+        FROM map_cell_days r WHERE ({days}) {area_r} GROUP BY r.cell_id
         UNION ALL
         SELECT r.cell_id, -sum(r.n), 0, 0, -sum(r.due_closed), -sum(r.on_time)
-        FROM map_cell_days r WHERE ({{less_days}}) {{area_r}} GROUP BY r.cell_id
-        {{live}}
+        FROM map_cell_days r WHERE ({less_days}) {area_r} GROUP BY r.cell_id
+        {live}
+        {open}
+    ) AS parts
+    GROUP BY cell_id
+    HAVING sum(n::int) > 0 OR sum(open::int) > 0
+"""
+# The open cases of the days counted from rollups, counted live: every one of them is read.
+_OPEN_LIVE = f"""
         UNION ALL
         SELECT c.cell_id, 0, count(*), count(*) FILTER (WHERE {_RUNNING} AND c.deadline < now()),
                count(*) FILTER (WHERE c.deadline < now() AND c.closed_at IS NULL), 0
         FROM cases c WHERE {_OPEN_SQL} AND ({{rolled}}) AND c.cell_id IS NOT NULL {{area_c}}
         GROUP BY c.cell_id
-    ) AS parts
-    GROUP BY cell_id
-    HAVING sum(n::int) > 0 OR sum(open::int) > 0
+"""
+# ...or, once the open cases are rolled up as far (migration 0031), as of the refresh's moment
+# T0: whole months less days, and days, as the other counts; plus the changes since, each the
+# state a case left (-1) and the one it took (+1), judged at T0; plus the clock: the open cases
+# whose deadline lies between T0 and now (taken off when now is before T0). T0 is read in this
+# statement, on the snapshot of the counts it belongs to.
+_T0 = "(SELECT refreshed_at FROM rollup_state WHERE name = 'map_open')"
+_OPEN_ROLLED = f"""
+        UNION ALL
+        SELECT r.cell_id, 0, sum(r.open), sum(r.overdue), sum(r.due), 0
+        FROM map_open_months r WHERE r.month = ANY(:months) {{area_r}} GROUP BY r.cell_id
+        UNION ALL
+        SELECT r.cell_id, 0, sum(r.open), sum(r.overdue), sum(r.due), 0
+        FROM map_open_days r WHERE ({{open_days}}) {{area_r}} GROUP BY r.cell_id
+        UNION ALL
+        SELECT r.cell_id, 0, -sum(r.open), -sum(r.overdue), -sum(r.due), 0
+        FROM map_open_days r WHERE ({{open_less}}) {{area_r}} GROUP BY r.cell_id
+        UNION ALL
+        SELECT c.cell_id, 0, sum(c.sign),
+               COALESCE(sum(c.sign) FILTER (WHERE {_RUNNING} AND c.deadline < {_T0}), 0),
+               COALESCE(sum(c.sign) FILTER (WHERE c.deadline < {_T0} AND c.closed_at IS NULL), 0),
+               0
+        FROM map_open_log c WHERE ({{rolled}}) {{area_c}} GROUP BY c.cell_id
+        UNION ALL
+        SELECT c.cell_id, 0, 0,
+               COALESCE(sum(CASE WHEN c.deadline < now() THEN 1 ELSE -1 END)
+                        FILTER (WHERE {_RUNNING}), 0),
+               COALESCE(sum(CASE WHEN c.deadline < now() THEN 1 ELSE -1 END)
+                        FILTER (WHERE c.closed_at IS NULL), 0),
+               0
+        FROM cases c
+        WHERE {_OPEN_SQL} AND c.deadline IS NOT NULL
+          AND c.deadline >= least({_T0}, now()) AND c.deadline < greatest({_T0}, now())
+          AND ({{rolled}}) AND c.cell_id IS NOT NULL {{area_c}}
+        GROUP BY c.cell_id
 """
 # The days counted live, a range at a time: each an index-only scan of ix_cases_map (an OR of
 # ranges would read the table itself, through a bitmap).
@@ -203,11 +243,13 @@ def _between(column: str, ranges: Days, name: str, params: dict[str, Any], as_ti
 
 def cell_stats(session: Session, f: Filters) -> list[PlaceStats]:
     """Measures per unit grid cell with cases, and each cell's centre. Without filters on the
-    cases themselves (an area alone, or none), whole past days come from the map's rollups;
-    else everything is counted live."""
-    through = session.scalar(
-        text("SELECT through FROM rollup_state WHERE name = 'evaluation_days'")
-    )
+    cases themselves (an area alone, or none), whole past days come from the map's rollups
+    (their open cases too, once rolled up as far as the rest); else everything is counted
+    live."""
+    through, open_through = session.execute(
+        text("""SELECT (SELECT through FROM rollup_state WHERE name = 'evaluation_days'),
+                       (SELECT through FROM rollup_state WHERE name = 'map_open')""")
+    ).one()
     plain = Filters(f.start, f.end, area_id=f.area_id, measure=f.measure)
     if through is None or f != plain:
         where, params = _params(f)
@@ -231,13 +273,25 @@ def cell_stats(session: Session, f: Filters) -> list[PlaceStats]:
             params[f"{name}{i}a"] = datetime.combine(start, time(), UTC)
             params[f"{name}{i}b"] = datetime.combine(end, time(), UTC)
             live.append(part.format(name=f"{name}{i}", area_c=area_c))
+    days = _between("r.day", plan.days, "d", params, as_time=False)
+    rolled = _between("c.reported_at", plan.rolled, "r", params, as_time=True)
+    if open_through == through:
+        less = (*plan.less_days, *plan.less_live)  # the open cases are kept for every day
+        open_part = _OPEN_ROLLED.format(
+            area_r=area_r,
+            area_c=area_c,
+            open_days=days,
+            open_less=_between("r.day", less, "o", params, as_time=False),
+            rolled=rolled,
+        )
+    else:  # the open cases not rolled up as far (before their first refresh)
+        open_part = _OPEN_LIVE.format(rolled=rolled, area_c=area_c)
     per_cell = _ROLLED_CELLS.format(
         area_r=area_r,
-        area_c=area_c,
-        days=_between("r.day", plan.days, "d", params, as_time=False),
+        days=days,
         less_days=_between("r.day", plan.less_days, "e", params, as_time=False),
         live="".join(live),
-        rolled=_between("c.reported_at", plan.rolled, "r", params, as_time=True),
+        open=open_part,
     )
     # Fetched at once: row by row, the driver's fetches took longer than the rows' sums.
     rows = session.execute(text(_CELL_PLACES.format(per_cell=per_cell)), params).all()
