@@ -96,7 +96,8 @@ NULL = r"\N"
 # The pages timed, in order (`--only` picks some by these names).
 PAGES = ("inbox", "board", "queue", "case page", "case page (unit)", "tasks", "track",
          "open311 default", "open311 open", "open311 service+period", "open311 deep page",
-         "open data month", "open data geojson", "map month", "map year", "evaluation month",
+         "open data month", "open data geojson", "map month", "map year", "map mid-month year",
+         "evaluation month",
          "evaluation year", "dashboard", "search address", "search status+period",
          "search (unit)")  # fmt: skip
 EXPORTS = ("open data month", "open data geojson")  # streamed files, not pages
@@ -373,6 +374,11 @@ def main() -> None:
     today = date.today()
     month = f"start={today - timedelta(days=29)}&end={today}"
     year = f"start={today - timedelta(days=364)}&end={today}"
+    # A year whose both ends fall mid-month (to the last 15th): the days of two half months
+    # besides the whole ones, the most a period of a year reads from the daily rollups.
+    fifteenth = today.replace(day=15) if today.day >= 15 else (
+        today.replace(day=1) - timedelta(days=1)).replace(day=15)  # fmt: skip
+    mid_year = f"start={fifteenth - timedelta(days=364)}&end={fifteenth}"
     w3c_start = (datetime.now(UTC) - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
     o311 = "/open311/v2/requests.json"
     pages: list[tuple[str, object, str, Callable[[], None] | None]] = [
@@ -396,6 +402,7 @@ def main() -> None:
         ("open data geojson", anonymous, f"/open-data/cases.geojson?{month}", None),
         ("map month", people["leader"], f"/maps/frame?{month}", redis.flushdb),
         ("map year", people["leader"], f"/maps/frame?{year}", redis.flushdb),
+        ("map mid-month year", people["leader"], f"/maps/frame?{mid_year}", redis.flushdb),
         ("evaluation month", people["leader"], f"/evaluation?{month}", None),
         ("evaluation year", people["leader"], f"/evaluation?{year}", None),
         ("dashboard", people["leader"], "/dashboard", None),

@@ -124,12 +124,13 @@ def _params(f: Filters) -> tuple[str, dict[str, Any]]:
 
 
 # The map's rollups (migration 0017), refreshed with the evaluation's: per cell and day of
-# report (the last MAP_DAYS_KEPT days before `through`) and per cell and month (every month,
-# the current one up to `through`), the cases reported, and among them the due and closed ones
-# and the ones closed on time. What a case's status or the clock changes (open, overdue, open
-# and past its deadline) is rolled up apart, as of the refresh's moment, and brought to the
-# moment of reading by the log of changes since and the deadlines passed since (0031).
-MAP_DAYS_KEPT = 62
+# report (the last MAP_DAYS_KEPT days before `through`, migration 0032) and per cell and month
+# (every month, the current one up to `through`), the cases reported, and among them the due
+# and closed ones and the ones closed on time. What a case's status or the clock changes (open,
+# overdue, open and past its deadline) is rolled up apart, as of the refresh's moment, and
+# brought to the moment of reading by the log of changes since and the deadlines passed since
+# (migration 0031).
+MAP_DAYS_KEPT = 400  # a year and a month: every period of the last year has its edges here
 _OPEN_SQL = sql_in("c.status", sorted(OPEN_STATUSES))  # as ix_cases_open_reported_at's WHERE
 # A cell has no name of its own (its code names it): the community's name was read for each
 # cell, and shown nowhere.

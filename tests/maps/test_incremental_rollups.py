@@ -23,8 +23,11 @@ ROLLUPS = ("evaluation_days", "map_cell_days", "map_cell_months", "case_days")
 
 
 def migration() -> ModuleType:
-    """Migration 0026, whose definitions are the full recount the rollups must equal."""
-    return migration_module("0026_incremental_rollups.py")
+    """Migration 0026, whose definitions are the full recount the rollups must equal, with
+    the daily map rollup's window of migration 0032."""
+    module = migration_module("0026_incremental_rollups.py")
+    module.DAYS_KEPT = migration_module("0032_map_days_kept_a_year.py").AFTER
+    return module
 
 
 FULL = migration()._everything()

@@ -234,8 +234,10 @@ def test_open_counts_follow_every_change_exactly(
 
 
 def set_deadlines(engine: Engine, where: str, at: str, count: int) -> list[int]:
+    """Give `count` cases of the last 300 days, never closed, a deadline `at` (SQL)."""
     with engine.begin() as connection:
-        chosen = ids(connection, where, count)
+        recent = "c.reported_at > now() - interval '300 days' AND c.closed_at IS NULL"
+        chosen = ids(connection, f"{where} AND {recent}", count)
         connection.execute(
             text(f"UPDATE cases SET deadline = {at} WHERE id = ANY(:ids)"), {"ids": chosen}
         )
