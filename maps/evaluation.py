@@ -219,10 +219,10 @@ def refresh_rollup(session: Session, response_hours: float | None = None) -> dat
 
     Only the owner writes the rollups: the app's role calls the owner's SECURITY DEFINER
     functions (migrations 0026 and 0027: they recount the days that triggers logged, and
-    nothing else; 0029: the months of the days recounted are summed again; 0031: the map's
-    open cases are recounted as of now; readers keep seeing the old counts until it commits).
-    The three rates are recounted whole when the city's response limit (`response_hours`,
-    default: the setting) is not the one they were counted with.
+    nothing else; 0029: the months of the days recounted are summed again; 0033: the map's
+    running sums are written again, its open cases as of now; readers keep seeing the old
+    counts until it commits). The three rates are recounted whole when the city's response
+    limit (`response_hours`, default: the setting) is not the one they were counted with.
     """
     populated = rollup_through(session) is not None
     session.execute(
@@ -238,7 +238,7 @@ def refresh_rollup(session: Session, response_hours: float | None = None) -> dat
         {"seconds": seconds, "whole": counted_with != seconds},
     )
     session.execute(text("SELECT public.refresh_month_rollups()"))  # their sums by month
-    session.execute(text("SELECT public.refresh_open_rollup()"))  # the map's open cases
+    session.execute(text("SELECT public.refresh_map_sums()"))  # the map's, and its open cases
     session.execute(
         text("""
             INSERT INTO rollup_state (name, through, refreshed_at, response_seconds)

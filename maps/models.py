@@ -8,6 +8,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     BigInteger,
     Boolean,
     Column,
@@ -165,22 +166,20 @@ month_dirty = Table(  # the months whose days changed since the last refresh (tr
 )
 
 
-# The map's open cases as of the last refresh (migration 0031), per report day or month and
-# cell: open, overdue (running past the deadline) and due (open past the deadline)...
-def _open_counts(bucket: str) -> list[Any]:
-    table = f"map_open_{bucket}s"
-    return [
-        Column(bucket, Date, nullable=False),
-        Column("cell_id", Integer, nullable=False),
-        Column("community_id", Integer),
-        *[Column(name, BigInteger, nullable=False) for name in ("open", "overdue", "due")],
-        Index(f"ix_{table}_key", bucket, "cell_id", "community_id", unique=True,
-              postgresql_nulls_not_distinct=True),
-    ]  # fmt: skip
-
-
-map_open_days = Table("map_open_days", Base.metadata, *_open_counts("day"))
-map_open_months = Table("map_open_months", Base.metadata, *_open_counts("month"))
+# The map's running sums (migration 0033): per month and cell, each count added up from the
+# first whole month of the daily rollup's 400 days to each day of the month (array index: the
+# day); the open, overdue and due open cases as of the refresh's moment...
+MAP_SUMS = ("n", "due_closed", "on_time", "open", "overdue", "due")
+map_cell_sums = Table(
+    "map_cell_sums",
+    Base.metadata,
+    Column("month", Date, nullable=False),
+    Column("cell_id", Integer, nullable=False),
+    Column("community_id", Integer),
+    *[Column(name, ARRAY(Integer), nullable=False) for name in MAP_SUMS],
+    Index("ix_map_cell_sums_key", "month", "cell_id", "community_id", unique=True,
+          postgresql_nulls_not_distinct=True),
+)  # fmt: skip
 # ...and every change to an open case since, as its state before (-1) and after (+1): a trigger
 # on `cases` appends, the refresh empties it in the statement that recounts.
 map_open_log = Table(

@@ -7,7 +7,7 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -18,7 +18,7 @@ from cases import public
 from cases.models import CaseStatus
 from cases.status import DEADLINE_RUNS, ENDED_STATUSES, OPEN_STATUSES
 from gridmgmt.kernel.db import sql_in
-from maps.aggregate import STATUS_GROUPS, Days, Filters, bounds, plan_rollup
+from maps.aggregate import STATUS_GROUPS, Days, Filters, RollupPlan, bounds, plan_rollup
 
 RAW_POINTS_MAX = 5000
 CELL_POLYGONS_MAX = 3000
@@ -141,59 +141,84 @@ _CELL_PLACES = """
     JOIN grid_cells g ON g.id = s.cell_id
 """
 # Each part is added up per cell before the parts are added together: fewer, narrower rows
-# for the last sum. Months read whole have their days outside the period taken off again.
-# The parts' counts are added up as int: as bigint, their sums were numeric.
+# for the last sum. The parts' counts are added up as int: as bigint, their sums were numeric.
 _ROLLED_CELLS = """
     SELECT cell_id, sum(n::int)::int AS n, sum(open::int)::int AS open,
            sum(overdue::int)::int AS overdue, sum(due::int)::int AS due,
            sum(on_time::int)::int AS on_time
-    FROM (
-        SELECT r.cell_id, sum(r.n) AS n, 0 AS open, 0 AS overdue, sum(r.due_closed) AS due,
-               sum(r.on_time) AS on_time
-        FROM map_cell_months r WHERE r.month = ANY(:months) {area_r} GROUP BY r.cell_id
-        UNION ALL
-        SELECT r.cell_id, sum(r.n), 0, 0, sum(r.due_closed), sum(r.on_time)
-        FROM map_cell_days r WHERE ({days}) {area_r} GROUP BY r.cell_id
-        UNION ALL
-        SELECT r.cell_id, -sum(r.n), 0, 0, -sum(r.due_closed), -sum(r.on_time)
-        FROM map_cell_days r WHERE ({less_days}) {area_r} GROUP BY r.cell_id
-        {live}
-        {open}
-    ) AS parts
+    FROM ({parts}) AS parts
     GROUP BY cell_id
     HAVING sum(n::int) > 0 OR sum(open::int) > 0
 """
-# The open cases of the days counted from rollups, counted live: every one of them is read.
+# Whole months, days, and days taken off a month read whole (their open cases counted apart).
+_MONTHS = """
+        SELECT r.cell_id, sum(r.n) AS n, 0 AS open, 0 AS overdue, sum(r.due_closed) AS due,
+               sum(r.on_time) AS on_time
+        FROM map_cell_months r WHERE r.month = ANY(:months) {area_r} GROUP BY r.cell_id
+"""
+_DAYS = """
+        SELECT r.cell_id, sum(r.n), 0, 0, sum(r.due_closed), sum(r.on_time)
+        FROM map_cell_days r WHERE ({days}) {area_r} GROUP BY r.cell_id
+"""
+_LESS_DAYS = """
+        SELECT r.cell_id, -sum(r.n), 0, 0, -sum(r.due_closed), -sum(r.on_time)
+        FROM map_cell_days r WHERE ({less_days}) {area_r} GROUP BY r.cell_id
+"""
+# The days counted live, a range at a time: each an index-only scan of ix_cases_map (an OR of
+# ranges would read the table itself, through a bitmap).
+_LIVE_CELLS = f"""
+        SELECT c.cell_id, count(*) AS n,
+               count(*) FILTER (WHERE c.status <> ALL(:not_open)) AS open,
+               count(*) FILTER (WHERE {_RUNNING} AND c.deadline < now()) AS overdue,
+               count(*) FILTER (WHERE c.deadline IS NOT NULL AND (c.closed_at IS NOT NULL
+                   OR (c.deadline < now() AND c.status <> ALL(:not_open)))) AS due,
+               count(*) FILTER (WHERE {CLOSED_ON_TIME}) AS on_time
+        FROM cases c WHERE c.reported_at >= :{{name}}a AND c.reported_at < :{{name}}b
+          AND c.cell_id IS NOT NULL {{area_c}}
+        GROUP BY c.cell_id
+"""
+# The days taken off a month counted live: what the monthly rollup counted of them (the cases,
+# the due and closed ones, the ones closed on time; never the open ones, counted live apart).
+_LESS_LIVE_CELLS = f"""
+        SELECT c.cell_id, -count(*), 0, 0,
+               -count(*) FILTER (WHERE c.deadline IS NOT NULL AND c.closed_at IS NOT NULL),
+               -count(*) FILTER (WHERE {CLOSED_ON_TIME})
+        FROM cases c WHERE c.reported_at >= :{{name}}a AND c.reported_at < :{{name}}b
+          AND c.cell_id IS NOT NULL {{area_c}}
+        GROUP BY c.cell_id
+"""
+# The open cases of the days read from the months and days above, counted live.
 _OPEN_LIVE = f"""
-        UNION ALL
         SELECT c.cell_id, 0, count(*), count(*) FILTER (WHERE {_RUNNING} AND c.deadline < now()),
                count(*) FILTER (WHERE c.deadline < now() AND c.closed_at IS NULL), 0
         FROM cases c WHERE {_OPEN_SQL} AND ({{rolled}}) AND c.cell_id IS NOT NULL {{area_c}}
         GROUP BY c.cell_id
 """
-# ...or, once the open cases are rolled up as far (migration 0031), as of the refresh's moment
-# T0: whole months less days, and days, as the other counts; plus the changes since, each the
-# state a case left (-1) and the one it took (+1), judged at T0; plus the clock: the open cases
-# whose deadline lies between T0 and now (taken off when now is before T0). T0 is read in this
-# statement, on the snapshot of the counts it belongs to.
-_T0 = "(SELECT refreshed_at FROM rollup_state WHERE name = 'map_open')"
-_OPEN_ROLLED = f"""
-        UNION ALL
-        SELECT r.cell_id, 0, sum(r.open), sum(r.overdue), sum(r.due), 0
-        FROM map_open_months r WHERE r.month = ANY(:months) {{area_r}} GROUP BY r.cell_id
-        UNION ALL
-        SELECT r.cell_id, 0, sum(r.open), sum(r.overdue), sum(r.due), 0
-        FROM map_open_days r WHERE ({{open_days}}) {{area_r}} GROUP BY r.cell_id
-        UNION ALL
-        SELECT r.cell_id, 0, -sum(r.open), -sum(r.overdue), -sum(r.due), 0
-        FROM map_open_days r WHERE ({{open_less}}) {{area_r}} GROUP BY r.cell_id
-        UNION ALL
+# The days of the running sums (migration 0033): the sums at the period's last day less those
+# at the day before its first (none when it is their first day), every count at once; the open
+# ones as of the refresh's moment T0...
+_SUMS = "(CASE WHEN r.month = :sums_end THEN r.{a}[:sums_end_day] ELSE 0 END" \
+        " - CASE WHEN r.month = :sums_start THEN r.{a}[:sums_start_day] ELSE 0 END)"  # fmt: skip
+_SUMS_CELLS = f"""
+        SELECT r.cell_id, sum({_SUMS.format(a="n")}) AS n, sum({_SUMS.format(a="open")}) AS open,
+               sum({_SUMS.format(a="overdue")}) AS overdue,
+               sum({_SUMS.format(a="due_closed")} + {_SUMS.format(a="due")}) AS due,
+               sum({_SUMS.format(a="on_time")}) AS on_time
+        FROM map_cell_sums r WHERE r.month = ANY(:sums_months) {{area_r}} GROUP BY r.cell_id
+"""
+# ...brought to the moment of reading: the changes to open cases since, each the state a case
+# left (-1) and the one it took (+1), judged at T0; and the clock: the open cases whose
+# deadline lies between T0 and now (taken off when now is before T0). T0 is read in the same
+# statement as the sums, on the snapshot they belong to.
+_T0 = "(SELECT refreshed_at FROM rollup_state WHERE name = 'map_sums')"
+_CHANGES_CELLS = f"""
         SELECT c.cell_id, 0, sum(c.sign),
                COALESCE(sum(c.sign) FILTER (WHERE {_RUNNING} AND c.deadline < {_T0}), 0),
                COALESCE(sum(c.sign) FILTER (WHERE c.deadline < {_T0} AND c.closed_at IS NULL), 0),
                0
-        FROM map_open_log c WHERE ({{rolled}}) {{area_c}} GROUP BY c.cell_id
-        UNION ALL
+        FROM map_open_log c WHERE ({{summed}}) {{area_c}} GROUP BY c.cell_id
+"""
+_DEADLINES_CELLS = f"""
         SELECT c.cell_id, 0, 0,
                COALESCE(sum(CASE WHEN c.deadline < now() THEN 1 ELSE -1 END)
                         FILTER (WHERE {_RUNNING}), 0),
@@ -203,31 +228,7 @@ _OPEN_ROLLED = f"""
         FROM cases c
         WHERE {_OPEN_SQL} AND c.deadline IS NOT NULL
           AND c.deadline >= least({_T0}, now()) AND c.deadline < greatest({_T0}, now())
-          AND ({{rolled}}) AND c.cell_id IS NOT NULL {{area_c}}
-        GROUP BY c.cell_id
-"""
-# The days counted live, a range at a time: each an index-only scan of ix_cases_map (an OR of
-# ranges would read the table itself, through a bitmap).
-_LIVE_CELLS = f"""
-        UNION ALL
-        SELECT c.cell_id, count(*), count(*) FILTER (WHERE c.status <> ALL(:not_open)),
-               count(*) FILTER (WHERE {_RUNNING} AND c.deadline < now()),
-               count(*) FILTER (WHERE c.deadline IS NOT NULL AND (c.closed_at IS NOT NULL
-                   OR (c.deadline < now() AND c.status <> ALL(:not_open)))),
-               count(*) FILTER (WHERE {CLOSED_ON_TIME})
-        FROM cases c WHERE c.reported_at >= :{{name}}a AND c.reported_at < :{{name}}b
-          AND c.cell_id IS NOT NULL {{area_c}}
-        GROUP BY c.cell_id
-"""
-# The days taken off a month counted live: what the monthly rollup counted of them (the cases,
-# the due and closed ones, the ones closed on time; never the open ones, counted live apart).
-_LESS_LIVE_CELLS = f"""
-        UNION ALL
-        SELECT c.cell_id, -count(*), 0, 0,
-               -count(*) FILTER (WHERE c.deadline IS NOT NULL AND c.closed_at IS NOT NULL),
-               -count(*) FILTER (WHERE {CLOSED_ON_TIME})
-        FROM cases c WHERE c.reported_at >= :{{name}}a AND c.reported_at < :{{name}}b
-          AND c.cell_id IS NOT NULL {{area_c}}
+          AND ({{summed}}) AND c.cell_id IS NOT NULL {{area_c}}
         GROUP BY c.cell_id
 """
 
@@ -242,14 +243,73 @@ def _between(column: str, ranges: Days, name: str, params: dict[str, Any], as_ti
     return " OR ".join(clauses) or "FALSE"
 
 
+@dataclass
+class _Parts:
+    """The parts of a per-cell count being put together, and their parameters."""
+
+    area_r: str
+    area_c: str
+    params: dict[str, Any]
+    sql: list[str] = field(default_factory=list)
+
+    def live(self, template: str, ranges: Days, name: str) -> None:
+        """A part per day range counted live (`template`: _LIVE_CELLS or _LESS_LIVE_CELLS)."""
+        for i, (start, end) in enumerate(ranges):
+            self.params[f"{name}{i}a"] = datetime.combine(start, time(), UTC)
+            self.params[f"{name}{i}b"] = datetime.combine(end, time(), UTC)
+            self.sql.append(template.format(name=f"{name}{i}", area_c=self.area_c))
+
+    def rolled(self, plan: RollupPlan) -> None:
+        """The days of a plan: months, days, live days and the open cases of the rolled ones."""
+        self.params["months"] = list(plan.months)
+        self.sql += [
+            _MONTHS.format(area_r=self.area_r),
+            _DAYS.format(
+                days=_between("r.day", plan.days, "d", self.params, as_time=False),
+                area_r=self.area_r,
+            ),
+            _LESS_DAYS.format(
+                less_days=_between("r.day", plan.less_days, "e", self.params, as_time=False),
+                area_r=self.area_r,
+            ),
+            _OPEN_LIVE.format(
+                rolled=_between("c.reported_at", plan.rolled, "r", self.params, as_time=True),
+                area_c=self.area_c,
+            ),
+        ]
+        self.live(_LIVE_CELLS, plan.live, "l")
+        self.live(_LESS_LIVE_CELLS, plan.less_live, "m")
+
+    def summed(self, start: date, end: date, first: date) -> None:
+        """The days from `start` to before `end` from the running sums that begin at `first`,
+        with the changes to open cases and the deadlines passed since their refresh."""
+        last, before = end - timedelta(days=1), start - timedelta(days=1)
+        since = before >= first
+        self.params.update(
+            sums_end=last.replace(day=1),
+            sums_end_day=last.day,
+            sums_start=before.replace(day=1) if since else None,
+            sums_start_day=before.day,
+            sums_months=[last.replace(day=1), *([before.replace(day=1)] if since else [])],
+        )
+        summed = _between("c.reported_at", ((start, end),), "s", self.params, as_time=True)
+        self.sql += [
+            _SUMS_CELLS.format(area_r=self.area_r),
+            _CHANGES_CELLS.format(summed=summed, area_c=self.area_c),
+            _DEADLINES_CELLS.format(summed=summed, area_c=self.area_c),
+        ]
+
+
 def cell_stats(session: Session, f: Filters) -> list[PlaceStats]:
     """Measures per unit grid cell with cases, and each cell's centre. Without filters on the
-    cases themselves (an area alone, or none), whole past days come from the map's rollups
-    (their open cases too, once rolled up as far as the rest); else everything is counted
+    cases themselves (an area alone, or none), whole past days come from the map's rollups:
+    the days of the running sums from them (two rows per cell, whatever the period), older
+    ones from whole months and days counted live, today live; else everything is counted
     live."""
-    through, open_through = session.execute(
+    through, sums_through, first = session.execute(
         text("""SELECT (SELECT through FROM rollup_state WHERE name = 'evaluation_days'),
-                       (SELECT through FROM rollup_state WHERE name = 'map_open')""")
+                       (SELECT through FROM rollup_state WHERE name = 'map_sums'),
+                       (SELECT min(month) FROM map_cell_sums)""")
     ).one()
     plain = Filters(f.start, f.end, area_id=f.area_id, measure=f.measure)
     if through is None or f != plain:
@@ -258,44 +318,23 @@ def cell_stats(session: Session, f: Filters) -> list[PlaceStats]:
                        WHERE {where} AND c.cell_id IS NOT NULL GROUP BY c.cell_id"""
         rows = session.execute(text(_CELL_PLACES.format(per_cell=per_cell)), params).all()
         return [PlaceStats(*row) for row in rows]
-    plan = plan_rollup(f.start, f.end, through, MAP_DAYS_KEPT)
-    params = {"months": list(plan.months), "not_open": list(NOT_OPEN)}
-    area_r = area_c = ""
+    parts = _Parts("", "", {"not_open": list(NOT_OPEN)})
     if f.area_id is not None:
-        params["area"] = f.area_id
-        area_r = f"AND r.community_id IN ({_COMMUNITIES_UNDER})"
-        area_c = f"AND c.community_id IN ({_COMMUNITIES_UNDER})"
-    live = []
-    for part, ranges, name in (
-        (_LIVE_CELLS, plan.live, "l"),
-        (_LESS_LIVE_CELLS, plan.less_live, "m"),
-    ):
-        for i, (start, end) in enumerate(ranges):
-            params[f"{name}{i}a"] = datetime.combine(start, time(), UTC)
-            params[f"{name}{i}b"] = datetime.combine(end, time(), UTC)
-            live.append(part.format(name=f"{name}{i}", area_c=area_c))
-    days = _between("r.day", plan.days, "d", params, as_time=False)
-    rolled = _between("c.reported_at", plan.rolled, "r", params, as_time=True)
-    if open_through == through:
-        less = (*plan.less_days, *plan.less_live)  # the open cases are kept for every day
-        open_part = _OPEN_ROLLED.format(
-            area_r=area_r,
-            area_c=area_c,
-            open_days=days,
-            open_less=_between("r.day", less, "o", params, as_time=False),
-            rolled=rolled,
-        )
-    else:  # the open cases not rolled up as far (before their first refresh)
-        open_part = _OPEN_LIVE.format(rolled=rolled, area_c=area_c)
-    per_cell = _ROLLED_CELLS.format(
-        area_r=area_r,
-        days=days,
-        less_days=_between("r.day", plan.less_days, "e", params, as_time=False),
-        live="".join(live),
-        open=open_part,
-    )
+        parts.params["area"] = f.area_id
+        parts.area_r = f"AND r.community_id IN ({_COMMUNITIES_UNDER})"
+        parts.area_c = f"AND c.community_id IN ({_COMMUNITIES_UNDER})"
+    stop = f.end + timedelta(days=1)
+    if sums_through != through or first is None:  # not yet summed as far as the rest
+        parts.rolled(plan_rollup(f.start, f.end, through, MAP_DAYS_KEPT))
+    else:
+        if f.start < first:  # before the sums: whole months, and the other days live
+            parts.rolled(plan_rollup(f.start, min(f.end, first - timedelta(days=1)), first, 0))
+        if max(f.start, first) < min(stop, through):
+            parts.summed(max(f.start, first), min(stop, through), first)
+        parts.live(_LIVE_CELLS, ((max(f.start, through), stop),) if stop > through else (), "t")
+    per_cell = _ROLLED_CELLS.format(parts=" UNION ALL ".join(parts.sql))
     # Fetched at once: row by row, the driver's fetches took longer than the rows' sums.
-    rows = session.execute(text(_CELL_PLACES.format(per_cell=per_cell)), params).all()
+    rows = session.execute(text(_CELL_PLACES.format(per_cell=per_cell)), parts.params).all()
     return [PlaceStats(*row) for row in rows]
 
 

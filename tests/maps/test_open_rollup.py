@@ -1,5 +1,6 @@
-"""The map's open cases rolled up (migration 0031): counted as of the refresh, then brought to
-the moment of reading by the log of changes since and the deadlines passed since. Whatever a
+"""The map's open cases rolled up (migrations 0031 and 0033): counted as of the refresh, in the
+running sums with the other counts, then brought to the moment of reading by the log of
+changes since and the deadlines passed since. Whatever a
 working city does between two refreshes (closing, reopening, moving deadlines, reports and
 cells, new and deleted cases, many at once, while a refresh runs), the map's open and overdue
 counts are the live ones, to the case."""
@@ -72,13 +73,17 @@ def today() -> date:
 
 
 def periods() -> list[tuple[date, date]]:
-    """A month, 45 days, a year, and a stretch of past days alone (whole months less days)."""
+    """A month, 45 days, a year, past days alone, and periods that begin before the running
+    sums (whole months and days counted live, then the sums)."""
     end = today()
     return [
         (end - timedelta(days=29), end),
         (end - timedelta(days=44), end),
         (end - timedelta(days=364), end),
         (end - timedelta(days=200), end - timedelta(days=20)),
+        (end - timedelta(days=15), end - timedelta(days=15)),
+        (end - timedelta(days=600), end),
+        (end - timedelta(days=530), end - timedelta(days=100)),
     ]
 
 
@@ -118,7 +123,7 @@ def assert_as_live(engine: Engine, community: int, fields: slice = OPEN_AND_OVER
         state = connection.execute(
             text(
                 "SELECT name, through FROM rollup_state"
-                " WHERE name IN ('evaluation_days', 'map_open')"
+                " WHERE name IN ('evaluation_days', 'map_sums')"
             )
         ).all()
         assert len({through for _name, through in state}) == 1 and len(state) == 2
@@ -163,6 +168,8 @@ def churn(engine: Engine, rounds: int, seed: int) -> None:
         ("UPDATE cases SET reported_at = reported_at - :days * interval '1 day' WHERE id = :i",
          open_ids),
         ("UPDATE cases SET cell_id = :cell, community_id = :community WHERE id = :i", open_ids),
+        ("UPDATE cases SET reported_at = reported_at - interval '450 days' WHERE id = :i",
+         open_ids + closed),
         ("UPDATE cases SET deadline = deadline - interval '3 days' WHERE id = ANY(:many)",
          open_ids),
     ]  # fmt: skip
@@ -200,29 +207,22 @@ def churn(engine: Engine, rounds: int, seed: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("days_kept", "month_cost"),
-    [(stats.MAP_DAYS_KEPT, aggregate.MONTH_ROW_COST), (0, -1000)],
-    ids=["as kept", "months less old days"],
+    "month_cost", [aggregate.MONTH_ROW_COST, -1000], ids=["as planned", "months read whole"]
 )
 def test_open_counts_follow_every_change_exactly(
-    engine: Engine,
-    community: int,
-    monkeypatch: pytest.MonkeyPatch,
-    days_kept: int,
-    month_cost: int,
+    engine: Engine, community: int, monkeypatch: pytest.MonkeyPatch, month_cost: int
 ) -> None:
     """After a refresh, changes of every kind in many transactions: the open and overdue
     counts are at once the live ones; after the next refresh every count is, and the log of
-    changes is empty again. (Fewer days kept and months always read whole: the open cases of
-    days taken off a month come from their daily counts, never live.)"""
-    monkeypatch.setattr(stats, "MAP_DAYS_KEPT", days_kept)
+    changes is empty again. (Cases moved before the running sums and months read whole
+    whenever a period holds some of them: the older days' open cases are counted live.)"""
     monkeypatch.setattr(aggregate, "MONTH_ROW_COST", month_cost)
     refresh(engine)
     assert_as_live(engine, community, EVERYTHING)
     with engine.connect() as connection:
         assert connection.scalar(text("SELECT count(*) FROM map_open_log")) == 0
 
-    churn(engine, rounds=120, seed=days_kept)
+    churn(engine, rounds=120, seed=month_cost)
 
     with engine.connect() as connection:
         assert connection.scalar(text("SELECT count(*) FROM map_open_log")) > 100
@@ -248,13 +248,16 @@ def set_deadlines(engine: Engine, where: str, at: str, count: int) -> list[int]:
 def test_deadlines_passing_after_the_refresh_count_at_once(engine: Engine, community: int) -> None:
     """Cases whose deadline passes after the refresh, with no write at all: overdue (running
     ones) and due (any open one) at once, every count as live."""
-    set_deadlines(engine, RUNNING, "now() + interval '1.5 seconds'", 6)
-    set_deadlines(engine, "c.status = 'handled'", "now() + interval '1.5 seconds'", 3)
+    deadline = datetime.now(UTC) + timedelta(seconds=8)  # time for a refresh on a busy machine
+    at = f"'{deadline.isoformat()}'::timestamptz"
+    set_deadlines(engine, RUNNING, at, 6)
+    set_deadlines(engine, "c.status = 'handled'", at, 3)
     refresh(engine)
     with engine.begin() as connection:
         f = Filters(today() - timedelta(days=364), today())
         before = mapped(connection, f)
-    time.sleep(2.0)
+        assert connection.scalar(text("SELECT now()")) < deadline  # before they passed
+    time.sleep(max((deadline - datetime.now(UTC)).total_seconds(), 0) + 0.5)
 
     assert_as_live(engine, community, EVERYTHING)
     with engine.begin() as connection:
@@ -272,7 +275,7 @@ def test_a_reader_older_than_the_refresh_counts_as_of_its_own_now(engine: Engine
         began = reader.scalar(text("SELECT now()"))
         time.sleep(1.5)
         refresh(engine)  # T0 after the deadlines, which are after the reader's now
-        t0 = reader.scalar(text("SELECT refreshed_at FROM rollup_state WHERE name = 'map_open'"))
+        t0 = reader.scalar(text("SELECT refreshed_at FROM rollup_state WHERE name = 'map_sums'"))
         assert began < t0
         found, expected = compare(reader, f, EVERYTHING)
         assert found == expected
@@ -309,12 +312,45 @@ def test_changes_made_while_refreshing_are_neither_lost_nor_doubled(
     assert_as_live(engine, community)
 
 
+def test_a_period_of_the_running_sums_reads_two_rows_per_cell(engine: Engine) -> None:
+    """From the 15th of their first month to the last 15th (about a year, both ends inside a
+    month): its rows of the running sums are those of two months, and nothing else is read."""
+    refresh(engine)
+    last = today() - timedelta(days=1)
+    end = last.replace(day=15) if last.day >= 15 else last.replace(day=1) - timedelta(days=17)
+    end = end.replace(day=15)
+    with engine.begin() as connection:
+        first = connection.scalar(text("SELECT min(month) FROM map_cell_sums"))
+    f = Filters(first + timedelta(days=14), end)
+    with engine.begin() as connection:
+        sent: list[str] = []
+        session = Session(bind=connection)
+        real = session.execute
+
+        def execute(statement: object, *args: object, **kwargs: object) -> object:
+            sent.append(str(statement))
+            return real(statement, *args, **kwargs)  # type: ignore[arg-type]
+
+        session.execute = execute  # type: ignore[method-assign]
+        stats.cell_stats(session, f)
+        places = connection.scalar(
+            text("SELECT count(DISTINCT (cell_id, community_id)) FROM map_cell_sums")
+        )
+        read = connection.scalar(
+            text("SELECT count(*) FROM map_cell_sums WHERE month = ANY(:m)"),
+            {"m": [end.replace(day=1), (f.start - timedelta(days=1)).replace(day=1)]},
+        )
+    assert "map_cell_sums" in sent[-1]
+    assert "map_cell_days" not in sent[-1] and "map_cell_months" not in sent[-1]
+    assert read == 2 * places
+
+
 def test_without_open_counts_as_far_the_map_counts_them_live(
     engine: Engine, community: int
 ) -> None:
     refresh(engine)
     with engine.begin() as connection:
-        connection.execute(text("DELETE FROM rollup_state WHERE name = 'map_open'"))
+        connection.execute(text("DELETE FROM rollup_state WHERE name = 'map_sums'"))
     with engine.begin() as connection:
         f = Filters(today() - timedelta(days=44), today(), area_id=community)
         found, expected = compare(connection, f, EVERYTHING)
