@@ -164,6 +164,13 @@ _RATES_ROLLED = f"""
     UNION ALL {_RATE_DAY_COUNTS}
     WHERE r.day >= :start_day AND r.day < :end_day
 """
+# The same for a query of the whole city by time: the city's sums per day (migration 0034).
+_RATES_ROLLED_TOTALS = f"""
+    UNION ALL
+    SELECT NULL::int, NULL::int, NULL::boolean, r.day::timestamp AT TIME ZONE 'UTC',
+           {", ".join(f"r.{name}" for name in RATE_DAY_COUNTS)}
+    FROM rate_day_totals r WHERE r.day >= :start_day AND r.day < :end_day
+"""
 # The same for a query that groups by unit, not by time: whole months from rate_months.
 _RATES_ROLLED_BY_MONTH = f"""
     UNION ALL
@@ -219,10 +226,11 @@ def refresh_rollup(session: Session, response_hours: float | None = None) -> dat
 
     Only the owner writes the rollups: the app's role calls the owner's SECURITY DEFINER
     functions (migrations 0026 and 0027: they recount the days that triggers logged, and
-    nothing else; 0029: the months of the days recounted are summed again; 0033: the map's
-    running sums are written again, its open cases as of now; readers keep seeing the old
-    counts until it commits). The three rates are recounted whole when the city's response
-    limit (`response_hours`, default: the setting) is not the one they were counted with.
+    nothing else; 0029 and 0034: the months and the city's days of the days recounted are
+    summed again; 0033: the map's running sums are written again, its open cases as of now;
+    readers keep seeing the old counts until it commits). The three rates are recounted whole
+    when the city's response limit (`response_hours`, default: the setting) is not the one
+    they were counted with.
     """
     populated = rollup_through(session) is not None
     session.execute(
@@ -238,6 +246,7 @@ def refresh_rollup(session: Session, response_hours: float | None = None) -> dat
         {"seconds": seconds, "whole": counted_with != seconds},
     )
     session.execute(text("SELECT public.refresh_month_rollups()"))  # their sums by month
+    session.execute(text("SELECT public.refresh_day_totals()"))  # and the city's by day
     session.execute(text("SELECT public.refresh_map_sums()"))  # the map's, and its open cases
     session.execute(
         text("""
@@ -318,10 +327,12 @@ def _rates_query(
     period: Period,
     response_hours: float | None,
     by_month: bool = False,
+    city: bool = False,
 ) -> tuple[str, dict[str, Any]]:
     """A query of the rates' counts of `period` (`template`, grouped), and its parameters:
     whole days from the rollup when it holds them with this response limit (whole months from
-    the monthly one, `by_month`, for a query that does not group by time), the rest live."""
+    the monthly one, `by_month`, for a query that does not group by time; the city's sums per
+    day, `city`, for one that groups by time alone), the rest live."""
     seconds = _response_seconds(response_hours)
     params: dict[str, Any] = {**period.params(), "response_seconds": seconds}
     params["live_start"] = params["start"]
@@ -346,7 +357,9 @@ def _rates_query(
             months_end=months_end,
         )
         params["live_start"] = max(params["start"], min(state.refreshed_at, params["end"]))
-        parts += _RATES_ROLLED_BY_MONTH if by_month else _RATES_ROLLED
+        parts += (
+            _RATES_ROLLED_BY_MONTH if by_month else _RATES_ROLLED_TOTALS if city else _RATES_ROLLED
+        )
     return template.format(sums=_SUMS, parts=parts), params
 
 
@@ -496,7 +509,7 @@ def rates_per_week(
 ) -> list[tuple[date, Tally]]:
     """The three rates' counts of each week (ISO weeks, Monday) of a period, for the
     dashboard's trend (`Tally.response_rate`, `.resolution_rate`, `.satisfaction_rate`...)."""
-    query, params = _rates_query(session, _RATES_PER_WEEK, period, response_hours)
+    query, params = _rates_query(session, _RATES_PER_WEEK, period, response_hours, city=True)
     weights = scoring_settings()
     return [
         (row["week"], Tally(**{n: int(row[n]) for n in RATE_DAY_COUNTS}, scoring=weights))
@@ -626,12 +639,12 @@ def _trend_params(period: Period, rolled_until: date) -> dict[str, Any]:
 def due_per_week(session: Session, period: Period) -> list[tuple[date, Tally]]:
     """The cases due each week (ISO weeks, Monday) of a period, and of those the closed and
     the closed on time (`Tally.due`, `.closed`, `.closed_on_time`): on whole past days from
-    the evaluation rollup, the rest counted live. The weeks add up to the period's closure
-    and on-time rates of the whole city."""
+    the city's sums of the evaluation rollup (migration 0034), the rest counted live. The
+    weeks add up to the period's closure and on-time rates of the whole city."""
     rolled_until = _rolled_until(session, period)
     rolled = (
-        """SELECT day, due, closed, closed_on_time FROM evaluation_days
-           WHERE day >= :start_day AND day < :rolled_until AND due > 0 UNION ALL"""
+        """SELECT day, due, closed, closed_on_time FROM evaluation_day_totals
+           WHERE day >= :start_day AND day < :rolled_until UNION ALL"""
         if rolled_until > period.start
         else ""
     )

@@ -164,6 +164,27 @@ month_dirty = Table(  # the months whose days changed since the last refresh (tr
     Column("rollup", Text, nullable=False),
     Column("month", Date, nullable=False),
 )
+# The whole city's sums per day (migration 0034), for the dashboard's weekly trends, kept
+# equal to the daily tables' sums as the monthly ones are.
+evaluation_day_totals = Table(
+    "evaluation_day_totals",
+    Base.metadata,
+    Column("day", Date, primary_key=True),
+    *[c for c in _evaluation_counts() if c.name not in ("unit_id", "community_id", "urgent")],
+)
+rate_day_totals = Table(
+    "rate_day_totals",
+    Base.metadata,
+    Column("day", Date, primary_key=True),
+    *[Column(name, BigInteger, nullable=False) for name in RATE_DAY_COUNTS],
+)
+day_totals_dirty = Table(  # the days whose daily rows changed since the last refresh
+    "day_totals_dirty",
+    Base.metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("rollup", Text, nullable=False),
+    Column("day", Date, nullable=False),
+)
 
 
 # The map's running sums (migration 0033): per month and cell, each count added up from the

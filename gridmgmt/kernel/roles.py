@@ -33,12 +33,14 @@ APPEND_ONLY = ("case_events", "security_events", "admin_audit")
 # (migration 0026): the app's role reads them.
 READ_ONLY = ("alembic_version", "evaluation_days", "map_cell_days", "map_cell_months",
              "case_days", "rollup_dirty", "rate_days", "rate_dirty", "evaluation_months",
-             "rate_months", "month_dirty", "map_cell_sums", "map_open_log")  # fmt: skip
+             "rate_months", "month_dirty", "map_cell_sums", "map_open_log",
+             "evaluation_day_totals", "rate_day_totals", "day_totals_dirty")  # fmt: skip
 DEFINER_FUNCTIONS = (
     "refresh_evaluation_rollup(boolean)",
     "refresh_rate_rollup(double precision, boolean)",
     "refresh_month_rollups()",
     "refresh_map_sums()",
+    "refresh_day_totals()",
     "create_event_partitions(integer)",
 )
 # The owner's alone: dropping old months of the event logs shortens history, which the app's

@@ -1017,6 +1017,8 @@ def test_evaluation_and_trends_from_the_rollups_are_the_live_counts(
             evaluation.by_area(session, period, now, urgent=False),
             evaluation.cases_per_day(session, period),
             evaluation.on_time_per_week(session, period),
+            evaluation.due_per_week(session, period),
+            evaluation.rates_per_week(session, period),
         )
 
     session.execute(text("DELETE FROM rollup_state"))
@@ -1028,6 +1030,28 @@ def test_evaluation_and_trends_from_the_rollups_are_the_live_counts(
     if period.start < TODAY:
         assert "case_days" in sql and "evaluation_days" in sql
     assert evaluation.by_unit(session, period, now) == live[0]  # the cube counted on its own
+
+
+def test_the_citys_day_totals_are_the_sums_of_the_daily_rollups(
+    city: City, session: Session
+) -> None:
+    """Migration 0034: the dashboard's sums per day follow every refresh of the daily rows."""
+    evaluation.refresh_rollup(session)
+    session.execute(
+        text("UPDATE cases SET deadline = deadline - interval '3 days', closed_at = now()"
+             " WHERE id = :id"), {"id": city.cases["a_in_progress"]}
+    )  # fmt: skip
+    evaluation.refresh_rollup(session)
+    for totals, daily, columns in (
+        ("evaluation_day_totals", "evaluation_days", "due, closed, closed_on_time, handled"),
+        ("rate_day_totals", "rate_days", "dispatches, responded, closings, returns"),
+    ):
+        sums = ", ".join(f"sum({c})::bigint" for c in columns.split(", "))
+        kept = session.execute(text(f"SELECT day, {columns} FROM {totals} ORDER BY day")).all()
+        summed = session.execute(
+            text(f"SELECT day, {sums} FROM {daily} GROUP BY day ORDER BY day")
+        ).all()
+        assert kept == summed and kept, totals
 
 
 def test_the_units_tables_share_one_count(city: City, session: Session) -> None:
