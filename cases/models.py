@@ -355,7 +355,15 @@ class CaseEvent(Timestamped, Base):
     """One status change of a case. Append-only: a trigger refuses UPDATE and DELETE."""
 
     __tablename__ = "case_events"
-    __table_args__ = (Index("ix_case_events_action_created_at", "action", "created_at"),)
+    __table_args__ = (
+        Index("ix_case_events_action_created_at", "action", "created_at"),
+        Index(  # the notes staff marked public: Open311 listings and /track (migration 0035)
+            "ix_case_events_public_notes",
+            "case_id",
+            "id",
+            postgresql_where=text("note <> '' AND data ? 'public_note'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), nullable=False, index=True)

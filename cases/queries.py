@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -144,19 +145,29 @@ def public_case(session: Session, case: Case) -> Case:
     return case
 
 
-def public_notes(session: Session, case_ids: Sequence[int]) -> dict[int, str]:
-    """Each case's latest note that staff marked public (no other note is ever public)."""
+def public_notes(
+    session: Session, case_ids: Sequence[int], since: datetime | None = None
+) -> dict[int, str]:
+    """Each case's latest note that staff marked public (no other note is ever public).
+    `since`: the earliest report time of the cases (a case's events are never older than its
+    report, its first event), so that only the event log's months from then on are read: for
+    a page of recent cases one partition, not one probe per case in every month kept."""
+    where = [
+        CaseEvent.case_id.in_(list(case_ids)),
+        CaseEvent.note != "",
+        CaseEvent.data.has_key(public.PUBLIC_NOTE),
+    ]
+    if since is not None:
+        where.append(CaseEvent.created_at >= since)
     last = (
         select(CaseEvent.case_id, func.max(CaseEvent.id).label("id"))
-        .where(
-            CaseEvent.case_id.in_(list(case_ids)),
-            CaseEvent.note != "",
-            CaseEvent.data.has_key(public.PUBLIC_NOTE),
-        )
+        .where(*where)
         .group_by(CaseEvent.case_id)
         .subquery()
     )
     query = select(CaseEvent.case_id, CaseEvent.note).join(last, last.c.id == CaseEvent.id)
+    if since is not None:
+        query = query.where(CaseEvent.created_at >= since)
     return dict(session.execute(query).tuples().all())
 
 
@@ -197,7 +208,7 @@ class PublicCase:
 def public_cases(session: Session, cases: Sequence[Case], decimals: int) -> list[PublicCase]:
     """The public view of cases (a few queries for a whole page)."""
     ids = [c.id for c in cases]
-    notes = public_notes(session, ids)
+    notes = public_notes(session, ids, since=min((c.reported_at for c in cases), default=None))
     rejected = [c.id for c in cases if c.status == CaseStatus.REJECTED]
     reasons = reject_reasons(session, rejected) if rejected else {}
     targets = {c.merged_into_id for c in cases if c.merged_into_id}

@@ -165,3 +165,15 @@ def test_downgrade_base_then_upgrade_again(engine: Engine, config: AlembicConfig
 
     assert current(engine) == head(config)
     assert differences(engine) == []
+
+
+def test_cases_are_vacuumed_after_a_number_of_changes(
+    engine: Engine, config: AlembicConfig
+) -> None:
+    """Migration 0036: not after a fifth of the table (two million cases at ten million)."""
+    command.upgrade(config, "head")
+    with engine.connect() as conn:
+        options = conn.scalar(text("SELECT reloptions FROM pg_class WHERE relname = 'cases'"))
+
+    assert "autovacuum_vacuum_scale_factor=0" in options
+    assert "autovacuum_vacuum_threshold=5000" in options
