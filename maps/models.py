@@ -201,6 +201,26 @@ map_cell_sums = Table(
     Index("ix_map_cell_sums_key", "month", "cell_id", "community_id", unique=True,
           postgresql_nulls_not_distinct=True),
 )  # fmt: skip
+# What the sums are written again from (migration 0037): the daily rollup's rows its refresh
+# deleted (-1) and inserted (+1), and the open cases per day and place as of the last refresh
+# (a place: a cell and its community, -1 for none).
+map_sums_changes = Table(
+    "map_sums_changes",
+    Base.metadata,
+    Column("sign", SmallInteger, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("cell_id", Integer, nullable=False),
+    Column("community", Integer, nullable=False),
+    *_counts("n", "due_closed", "on_time"),
+)
+map_open_days = Table(
+    "map_open_days",
+    Base.metadata,
+    Column("day", Date, nullable=False),
+    Column("cell_id", Integer, nullable=False),
+    Column("community", Integer, nullable=False),
+    *[Column(name, Integer, nullable=False) for name in ("open", "overdue", "due")],
+)
 # ...and every change to an open case since, as its state before (-1) and after (+1): a trigger
 # on `cases` appends, the refresh empties it in the statement that recounts.
 map_open_log = Table(

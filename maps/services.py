@@ -197,8 +197,11 @@ _OPEN_LIVE = f"""
 # The days of the running sums (migration 0033): the sums at the period's last day less those
 # at the day before its first (none when it is their first day), every count at once; the open
 # ones as of the refresh's moment T0...
-_SUMS = "(CASE WHEN r.month = :sums_end THEN r.{a}[:sums_end_day] ELSE 0 END" \
-        " - CASE WHEN r.month = :sums_start THEN r.{a}[:sums_start_day] ELSE 0 END)"  # fmt: skip
+# A place's array ends at its last change of the month (migration 0037): later days are its
+# last element.
+_SUMS = ("(CASE WHEN r.month = :sums_end THEN r.{a}[least(:sums_end_day, cardinality(r.{a}))]"
+         " ELSE 0 END - CASE WHEN r.month = :sums_start"
+         " THEN r.{a}[least(:sums_start_day, cardinality(r.{a}))] ELSE 0 END)")  # fmt: skip
 _SUMS_CELLS = f"""
         SELECT r.cell_id, sum({_SUMS.format(a="n")}) AS n, sum({_SUMS.format(a="open")}) AS open,
                sum({_SUMS.format(a="overdue")}) AS overdue,

@@ -34,7 +34,8 @@ APPEND_ONLY = ("case_events", "security_events", "admin_audit")
 READ_ONLY = ("alembic_version", "evaluation_days", "map_cell_days", "map_cell_months",
              "case_days", "rollup_dirty", "rate_days", "rate_dirty", "evaluation_months",
              "rate_months", "month_dirty", "map_cell_sums", "map_open_log",
-             "evaluation_day_totals", "rate_day_totals", "day_totals_dirty")  # fmt: skip
+             "evaluation_day_totals", "rate_day_totals", "day_totals_dirty",
+             "map_sums_changes", "map_open_days")  # fmt: skip
 DEFINER_FUNCTIONS = (
     "refresh_evaluation_rollup(boolean)",
     "refresh_rate_rollup(double precision, boolean)",
