@@ -110,6 +110,7 @@ BEGIN
     WHERE {OPEN_SQL} AND c.cell_id IS NOT NULL
       AND c.reported_at >= {_utc("first")} AND c.reported_at < {_utc("today")}
     GROUP BY 1, 2, 3;
+    ANALYZE pg_temp.open_now;
 
     -- The places to write again, each from the first month it changed in.
     CREATE TEMPORARY TABLE dirty (cell_id integer, community integer, since date) ON COMMIT DROP;
@@ -142,10 +143,45 @@ BEGIN
         WHERE s.cell_id = d.cell_id AND COALESCE(s.community_id, -1) = d.community
           AND s.month >= d.since;
     END IF;
+    ANALYZE pg_temp.dirty;  -- a few places or all of them: the plan below depends on it
     DELETE FROM map_sums_changes;
     DELETE FROM map_open_days;
     INSERT INTO map_open_days SELECT * FROM open_now;
 
+    IF whole THEN  -- every place from the first day: no carrying, no list of places to join
+        WITH daily AS (
+            SELECT COALESCE(x.day, o.day) AS day, COALESCE(x.cell_id, o.cell_id) AS cell_id,
+                   COALESCE(x.community, o.community) AS community,
+                   {_list("COALESCE(x.{m}, 0) AS {m}", CELL)},
+                   {_list("COALESCE(o.{m}, 0) AS {m}", OPEN)}
+            FROM (SELECT day, cell_id, COALESCE(community_id, -1) AS community,
+                         {_list("{m}::int AS {m}", CELL)}
+                  FROM map_cell_days WHERE day >= first AND day < today) AS x
+            FULL JOIN open_now o
+                ON o.day = x.day AND o.cell_id = x.cell_id AND o.community = x.community
+        ),
+        dense AS (
+            SELECT p.cell_id, p.community, g.day, {_list("COALESCE(x.{m}, 0) AS {m}")}
+            FROM (SELECT DISTINCT cell_id, community FROM daily) AS p
+            CROSS JOIN (SELECT s::date AS day
+                        FROM generate_series(first, today - 1, interval '1 day') AS s) AS g
+            LEFT JOIN daily x
+                ON x.day = g.day AND x.cell_id = p.cell_id AND x.community = p.community
+        ),
+        running AS (
+            SELECT cell_id, community, day, {_list("sum({m}) OVER w AS {m}")}
+            FROM dense
+            WINDOW w AS (PARTITION BY cell_id, community ORDER BY day)
+        )
+        INSERT INTO map_cell_sums
+        SELECT date_trunc('month', day)::date, cell_id, NULLIF(community, -1),
+               {_list("array_agg({m}::int ORDER BY day)")}
+        FROM running GROUP BY 1, 2, 3;
+        INSERT INTO rollup_state (name, through, refreshed_at) VALUES ('map_sums', today, now())
+        ON CONFLICT (name) DO UPDATE SET through = EXCLUDED.through,
+            refreshed_at = EXCLUDED.refreshed_at;
+        RETURN;
+    END IF;
     -- Each dirty place's sums from its first changed month: carried on from the last day of
     -- the month before (kept), added up day by day.
     WITH carried AS (
