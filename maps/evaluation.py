@@ -70,15 +70,40 @@ _PARTS = """
     WHERE c.handled_at >= :live_start AND c.handled_at < :end AND c.unit_id IS NOT NULL
     GROUP BY 1, 2, 3
     UNION ALL
+    SELECT c.unit_id, c.community_id, c.urgent, count(*), count(*), 0, 0, 0, 0, 0, 0, 0.0
+    FROM cases c
+    WHERE {suspended} AND c.unit_id IS NOT NULL AND c.dispatched_at < :end
+    GROUP BY 1, 2, 3
+    UNION ALL {overdue}
+"""
+# The cases in a unit's hands past their deadline now, counted one by one...
+_OVERDUE_LIVE = """
     SELECT c.unit_id, c.community_id, c.urgent, 0, 0, 0, 0, 0, 0, 0, count(*), 0.0
     FROM cases c
     WHERE {running} AND c.deadline < :now
       AND c.unit_id IS NOT NULL AND c.dispatched_at < :end
     GROUP BY 1, 2, 3
+"""
+# ...or, for a period that ends after the map's last refresh (migration 0038), as of that
+# refresh's moment T0, with the changes since (each case's state before, -1, and after, +1,
+# judged at T0) and the running cases whose deadline lies between T0 and now (taken off when
+# now is before T0), as the map counts its open cases.
+_T0 = "(SELECT refreshed_at FROM rollup_state WHERE name = 'map_sums')"
+_OVERDUE_ROLLED = f"""
+    SELECT c.unit_id, c.community_id, c.urgent, 0, 0, 0, 0, 0, 0, 0, c.overdue, 0.0
+    FROM overdue_units c
     UNION ALL
-    SELECT c.unit_id, c.community_id, c.urgent, count(*), count(*), 0, 0, 0, 0, 0, 0, 0.0
+    SELECT c.unit_id, c.community_id, c.urgent, 0, 0, 0, 0, 0, 0, 0, sum(c.sign), 0.0
+    FROM map_open_log c
+    WHERE {{running}} AND c.deadline < {_T0} AND c.unit_id IS NOT NULL AND c.dispatched_at < :end
+    GROUP BY 1, 2, 3
+    UNION ALL
+    SELECT c.unit_id, c.community_id, c.urgent, 0, 0, 0, 0, 0, 0, 0,
+           sum(CASE WHEN c.deadline < :now THEN 1 ELSE -1 END), 0.0
     FROM cases c
-    WHERE {suspended} AND c.unit_id IS NOT NULL AND c.dispatched_at < :end
+    WHERE {{running}} AND c.deadline >= least({_T0}, :now)
+      AND c.deadline < greatest({_T0}, :now)
+      AND c.unit_id IS NOT NULL AND c.dispatched_at < :end
     GROUP BY 1, 2, 3
 """
 # Whole days before the rollup's `through` come from the rollup tables (refreshed every few
@@ -390,10 +415,16 @@ def tally_cube(
     app's settings): every table of the evaluation adds these up (`by_unit`, `by_area`)."""
     params: dict[str, Any] = {**period.params(), "now": now}
     params["live_start"] = params["start"]
+    running = sql_in("c.status", DEADLINE_RUNS)
+    counted = session.scalar(
+        text("SELECT refreshed_at FROM rollup_state WHERE name = 'map_sums'")
+    )  # the map's refresh, which counts the overdue cases per unit too
+    overdue = _OVERDUE_ROLLED if counted is not None and params["end"] > now else _OVERDUE_LIVE
     parts = _PARTS.format(
-        running=sql_in("c.status", DEADLINE_RUNS),
+        running=running,
         suspended=sql_in("c.status", [CaseStatus.SUSPENDED]),
         closed_on_time=CLOSED_ON_TIME,
+        overdue=overdue.format(running=running),
     )
     through = rollup_through(session)
     if through is not None and through > period.start:

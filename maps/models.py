@@ -228,11 +228,24 @@ map_open_log = Table(
     Base.metadata,
     Column("sign", SmallInteger, nullable=False),
     Column("reported_at", DateTime(timezone=True), nullable=False),
-    Column("cell_id", Integer, nullable=False),
+    Column("cell_id", Integer),  # none: a case outside every cell that a unit has (0038)
     Column("community_id", Integer),
     Column("status", String(16), nullable=False),
     Column("deadline", DateTime(timezone=True)),
     Column("closed_at", DateTime(timezone=True)),
+    Column("unit_id", Integer),  # and what the evaluation's overdue count needs (0038)
+    Column("urgent", Boolean),
+    Column("dispatched_at", DateTime(timezone=True)),
+)
+# The evaluation's cases in a unit's hands past their deadline, per unit, community and
+# urgency, as of the map's refresh (migration 0038).
+overdue_units = Table(
+    "overdue_units",
+    Base.metadata,
+    Column("unit_id", Integer, nullable=False),
+    Column("community_id", Integer),
+    Column("urgent", Boolean),
+    Column("overdue", Integer, nullable=False),
 )
 rate_dirty = Table(  # the days whose rates changed since the last refresh (triggers write it)
     "rate_dirty",

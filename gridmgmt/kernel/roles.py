@@ -35,7 +35,7 @@ READ_ONLY = ("alembic_version", "evaluation_days", "map_cell_days", "map_cell_mo
              "case_days", "rollup_dirty", "rate_days", "rate_dirty", "evaluation_months",
              "rate_months", "month_dirty", "map_cell_sums", "map_open_log",
              "evaluation_day_totals", "rate_day_totals", "day_totals_dirty",
-             "map_sums_changes", "map_open_days")  # fmt: skip
+             "map_sums_changes", "map_open_days", "overdue_units")  # fmt: skip
 DEFINER_FUNCTIONS = (
     "refresh_evaluation_rollup(boolean)",
     "refresh_rate_rollup(double precision, boolean)",

@@ -127,6 +127,23 @@ def assert_as_live(engine: Engine, community: int, fields: slice = OPEN_AND_OVER
             )
         ).all()
         assert len({through for _name, through in state}) == 1 and len(state) == 2
+        overdue = evaluation.tally_cube(
+            Session(bind=connection),
+            evaluation.Period(today() - timedelta(days=29), today()),
+            connection.scalar(text("SELECT now()")),
+        )
+        counted = {key: t.overdue_open for key, t in overdue.items() if t.overdue_open}
+        live_overdue = {
+            (unit, community_id, urgent): n
+            for unit, community_id, urgent, n in connection.execute(
+                text(f"""SELECT c.unit_id, c.community_id, c.urgent, count(*) FROM cases c
+                         WHERE {RUNNING} AND c.deadline < now() AND c.unit_id IS NOT NULL
+                           AND c.dispatched_at < :end
+                         GROUP BY 1, 2, 3"""),
+                {"end": datetime.combine(today() + timedelta(days=1), datetime.min.time(), UTC)},
+            )
+        }
+        assert counted == live_overdue  # the evaluation's, by unit (migration 0038)
         for start, end in periods():
             for area in (None, community):
                 f = Filters(start, end, area_id=area)
