@@ -75,6 +75,21 @@ TRIGGERS = {
     "update": "OLD TABLE AS old_rows NEW TABLE AS new_rows",
     "delete": "OLD TABLE AS old_rows",
 }
+# A place's day: its rollup counts (x) and open counts (o), one of them possibly missing.
+_JOINED = f"""COALESCE(x.day, o.day) AS day, COALESCE(x.cell_id, o.cell_id) AS cell_id,
+               COALESCE(x.community, o.community) AS community,
+               {_list("COALESCE(x.{m}, 0) AS {m}", CELL)},
+               {_list("COALESCE(o.{m}, 0) AS {m}", OPEN)}"""
+# The places' days (`dense`) added up, and written as one array per place and month.
+_WRITTEN = f"""running AS (
+        SELECT cell_id, community, day, {_list("sum({m}) OVER w AS {m}")}
+        FROM dense
+        WINDOW w AS (PARTITION BY cell_id, community ORDER BY day)
+    )
+    INSERT INTO map_cell_sums
+    SELECT date_trunc('month', day)::date, cell_id, NULLIF(community, -1),
+           {_list("array_agg({m}::int ORDER BY day)")}
+    FROM running GROUP BY 1, 2, 3;"""
 REFRESH = f"""
 CREATE OR REPLACE FUNCTION public.refresh_map_sums() RETURNS void
 LANGUAGE plpgsql
@@ -150,10 +165,7 @@ BEGIN
 
     IF whole THEN  -- every place from the first day: no carrying, no list of places to join
         WITH daily AS (
-            SELECT COALESCE(x.day, o.day) AS day, COALESCE(x.cell_id, o.cell_id) AS cell_id,
-                   COALESCE(x.community, o.community) AS community,
-                   {_list("COALESCE(x.{m}, 0) AS {m}", CELL)},
-                   {_list("COALESCE(o.{m}, 0) AS {m}", OPEN)}
+            SELECT {_JOINED}
             FROM (SELECT day, cell_id, COALESCE(community_id, -1) AS community,
                          {_list("{m}::int AS {m}", CELL)}
                   FROM map_cell_days WHERE day >= first AND day < today) AS x
@@ -168,20 +180,8 @@ BEGIN
             LEFT JOIN daily x
                 ON x.day = g.day AND x.cell_id = p.cell_id AND x.community = p.community
         ),
-        running AS (
-            SELECT cell_id, community, day, {_list("sum({m}) OVER w AS {m}")}
-            FROM dense
-            WINDOW w AS (PARTITION BY cell_id, community ORDER BY day)
-        )
-        INSERT INTO map_cell_sums
-        SELECT date_trunc('month', day)::date, cell_id, NULLIF(community, -1),
-               {_list("array_agg({m}::int ORDER BY day)")}
-        FROM running GROUP BY 1, 2, 3;
-        INSERT INTO rollup_state (name, through, refreshed_at) VALUES ('map_sums', today, now())
-        ON CONFLICT (name) DO UPDATE SET through = EXCLUDED.through,
-            refreshed_at = EXCLUDED.refreshed_at;
-        RETURN;
-    END IF;
+        {_WRITTEN}
+    ELSE
     -- Each dirty place's sums from its first changed month: carried on from the last day of
     -- the month before (kept), added up day by day.
     WITH carried AS (
@@ -193,10 +193,7 @@ BEGIN
            AND s.month = (d.since - interval '1 month')::date
     ),
     daily AS (
-        SELECT COALESCE(x.day, o.day) AS day, COALESCE(x.cell_id, o.cell_id) AS cell_id,
-               COALESCE(x.community, o.community) AS community,
-               {_list("COALESCE(x.{m}, 0) AS {m}", CELL)},
-               {_list("COALESCE(o.{m}, 0) AS {m}", OPEN)}
+        SELECT {_JOINED}
         FROM (SELECT m.day, m.cell_id, COALESCE(m.community_id, -1) AS community,
                      {_list("m.{m}::int AS {m}", CELL)}
               FROM map_cell_days m
@@ -219,15 +216,8 @@ BEGIN
         LEFT JOIN daily x
             ON x.day = g.day AND x.cell_id = c.cell_id AND x.community = c.community
     ),
-    running AS (
-        SELECT cell_id, community, day, {_list("sum({m}) OVER w AS {m}")}
-        FROM dense
-        WINDOW w AS (PARTITION BY cell_id, community ORDER BY day)
-    )
-    INSERT INTO map_cell_sums
-    SELECT date_trunc('month', day)::date, cell_id, NULLIF(community, -1),
-           {_list("array_agg({m}::int ORDER BY day)")}
-    FROM running GROUP BY 1, 2, 3;
+    {_WRITTEN}
+    END IF;
     INSERT INTO rollup_state (name, through, refreshed_at) VALUES ('map_sums', today, now())
     ON CONFLICT (name) DO UPDATE SET through = EXCLUDED.through,
         refreshed_at = EXCLUDED.refreshed_at;
