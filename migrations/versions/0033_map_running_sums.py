@@ -20,12 +20,11 @@ request. It deletes the log of changes to open cases in the statement that count
 row 'map_sums' (through, and T0 as refreshed_at) replaces 0031's 'map_open'.
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 from alembic import op
+
+from migrations.siblings import migration
 
 revision: str = "0033"
 down_revision: str | None = "0032"
@@ -134,7 +133,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    migration_0031 = _module("0031_open_cases_rolled_up.py")
+    migration_0031 = migration("0031_open_cases_rolled_up.py")
     op.execute("DELETE FROM rollup_state WHERE name = 'map_sums'")
     op.execute("DROP FUNCTION public.refresh_map_sums()")
     op.execute("DROP TABLE map_cell_sums")
@@ -148,13 +147,3 @@ def downgrade() -> None:
             " NULLS NOT DISTINCT"
         )
     op.execute(migration_0031.REFRESH)
-
-
-def _module(name: str) -> ModuleType:
-    """Another migration of this directory, loaded as a module."""
-    path = Path(__file__).with_name(name)
-    spec = importlib.util.spec_from_file_location(f"migration_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

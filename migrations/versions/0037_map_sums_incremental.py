@@ -22,12 +22,11 @@ every place needs a row for the new month). This migration empties the sums, so 
 refresh writes them whole; until then the map counts as before them.
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 from alembic import op
+
+from migrations.siblings import migration
 
 revision: str = "0037"
 down_revision: str | None = "0036"
@@ -258,14 +257,4 @@ def downgrade() -> None:
     op.execute("DELETE FROM map_cell_sums")
     op.execute("DELETE FROM rollup_state WHERE name = 'map_sums'")
     op.execute("DROP FUNCTION public.refresh_map_sums()")
-    op.execute(_module("0033_map_running_sums.py").REFRESH)
-
-
-def _module(name: str) -> ModuleType:
-    """Another migration of this directory, loaded as a module."""
-    path = Path(__file__).with_name(name)
-    spec = importlib.util.spec_from_file_location(f"migration_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    op.execute(migration("0033_map_running_sums.py").REFRESH)

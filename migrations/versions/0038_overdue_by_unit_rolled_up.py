@@ -12,12 +12,11 @@ map's open cases are: the log's states judged at T0 (it now carries each state's
 urgency and dispatch time) and the running cases whose deadline lies between T0 and now.
 """
 
-import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 
 from alembic import op
+
+from migrations.siblings import migration
 
 revision: str = "0038"
 down_revision: str | None = "0037"
@@ -90,7 +89,7 @@ _LOCKED = "PERFORM pg_advisory_xact_lock(hashtext('gridmgmt.map_sums'));  -- one
 
 
 def refresh() -> str:
-    text = _module("0037_map_sums_incremental.py").REFRESH
+    text = migration("0037_map_sums_incremental.py").REFRESH
     if text.count(_EMPTIED) != 1 or text.count(_LOCKED) != 1:
         raise RuntimeError("migration 0037's refresh is not the one this migration extends")
     text = text.replace(_EMPTIED, _COUNTED)
@@ -114,7 +113,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(_module("0037_map_sums_incremental.py").REFRESH)
+    op.execute(migration("0037_map_sums_incremental.py").REFRESH)
     op.execute(log_function(TRACKED[:6], LOGGED[:6], "x.cell_id IS NOT NULL"))
     op.execute("DELETE FROM map_open_log WHERE cell_id IS NULL")
     op.execute("ALTER TABLE map_open_log ALTER COLUMN cell_id SET NOT NULL")
@@ -122,13 +121,3 @@ def downgrade() -> None:
     op.execute("ALTER TABLE map_open_log DROP COLUMN unit_id, DROP COLUMN urgent,"
                " DROP COLUMN dispatched_at")  # fmt: skip
     op.execute("DELETE FROM rollup_state WHERE name = 'map_sums'")
-
-
-def _module(name: str) -> ModuleType:
-    """Another migration of this directory, loaded as a module."""
-    path = Path(__file__).with_name(name)
-    spec = importlib.util.spec_from_file_location(f"migration_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

@@ -190,3 +190,65 @@ def _refresh_alone(engine: Engine, done: threading.Event) -> None:
     with engine.begin() as connection:
         refresh(connection)
     done.set()
+
+
+def versions(connection: Connection) -> dict[tuple[object, ...], str]:
+    """Every rollup row's key and the transaction that wrote it."""
+    keys = {
+        "evaluation_days": "day, unit_id, community_id, urgent",
+        "map_cell_days": "day, cell_id, community_id",
+        "map_cell_months": "month, cell_id, community_id",
+        "case_days": "day, category_id",
+    }
+    found: dict[tuple[object, ...], str] = {}
+    for name, key in keys.items():
+        for *row, xmin in connection.execute(text(f"SELECT {key}, xmin::text FROM {name}")):
+            found[(name, *row)] = xmin
+    return found
+
+
+def test_a_refresh_writes_only_the_rows_whose_counts_changed(engine: Engine) -> None:
+    """Migration 0039: thousands of days recounted, one case's rows written again; a row of
+    no community (a NULL key) is found again, not written twice."""
+    with engine.begin() as connection:
+        refresh(connection)
+        case_id, day = connection.execute(
+            text(
+                "SELECT id, (reported_at AT TIME ZONE 'UTC')::date FROM cases"
+                " WHERE status = 'closed' AND deadline IS NOT NULL AND cell_id IS NOT NULL"
+                " AND reported_at < now() - interval '30 days' ORDER BY id DESC LIMIT 1"
+            )
+        ).one()
+        connection.execute(
+            text("UPDATE cases SET community_id = NULL WHERE id = :i"), {"i": case_id}
+        )
+    with engine.begin() as connection:
+        refresh(connection)
+        before = versions(connection)
+        assert day in {k[1] for k in before if k[0] == "map_cell_days" and k[3] is None}
+    with engine.begin() as connection:
+        # Every case of a past day made urgent and back: its days recounted, nothing changed.
+        for _ in range(2):
+            connection.execute(
+                text(
+                    "UPDATE cases SET urgent = NOT urgent"
+                    " WHERE reported_at < now() - interval '1 day'"
+                )
+            )
+        assert dirty_days(connection) > 200
+        connection.execute(
+            text("UPDATE cases SET closed_at = NULL, status = 'dispatched' WHERE id = :i"),
+            {"i": case_id},
+        )
+        refresh(connection)
+        after = versions(connection)
+        assert_equal_to_full_recount(connection)
+    assert after.keys() == before.keys()
+    written = sorted(k[:2] for k, xmin in after.items() if before[k] != xmin)
+    month = day.replace(day=1)
+    # its report day and month (due and closed, on time), its deadline's day (closed)
+    assert [k for k in written if k[0] != "evaluation_days"] == [
+        ("map_cell_days", day),
+        ("map_cell_months", month),
+    ]
+    assert [k[0] for k in written if k[0] == "evaluation_days"] == ["evaluation_days"]
