@@ -15,7 +15,6 @@ value of every `api_key=`, `token=` and `password=` of a URL (also `access_token
 client may send its key in the query string of a GET, and a log file outlives the request.
 """
 
-import gc
 import logging
 import os
 import re
@@ -78,10 +77,12 @@ logger_class = RedactingLogger
 
 
 def post_worker_init(worker: object) -> None:
-    """Hide what the app loaded from the garbage collector: a full collection then scans only
-    what requests create. Measured: full collections took 50-190 ms before, a tail of every
-    latency figure."""
-    gc.freeze()
+    """Hide what the app loaded from the garbage collector, and collect less often
+    (gridmgmt.kernel.collector). Measured: full collections took 50-190 ms before the freeze,
+    a tail of every latency figure."""
+    from gridmgmt.kernel.collector import settle
+
+    settle()
 
 
 # Metrics (gridmgmt.kernel.metrics): every worker, and the RQ worker and scheduler, count in

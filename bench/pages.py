@@ -1,7 +1,7 @@
 """Time every staff and public page at volume, one request at a time, to the last byte.
 
     .venv/bin/python bench/pages.py [-n 1000000] [--runs 15] [--reuse] [--database NAME]
-                                    [--churn 2000] [--only PAGE[,PAGE...]]
+                                    [--churn 2000] [--only PAGE[,PAGE...]] [--gc-young N]
 
 Builds `gridmgmt_bench_pages` (the 99 LA councils, 250 m cells, the catalogue, the LA
 calendar, one community unit each, one user per role) and loads N cases with COPY, as a city
@@ -13,8 +13,11 @@ and one case in five that was handled with a photo row. Then times each page wit
 users through the app's own test client (no network): a warm-up request, then `--runs`
 requests; the map's cache is emptied before each map request (every one is built). Between
 the rollups' refresh and the timing, `--churn` changes (2,000: ten minutes of a city of 20
-million cases a year, the scheduler's interval) close, reopen, hand back and re-time cases of
-past days, each in its own transaction, so the pages read a working city, not a refreshed one.
+million cases a year, the scheduler's interval) close, re-handle, hand back, answer and
+re-time cases of past days, each in its own transaction, so the pages read a working city,
+not a refreshed one.
+The garbage collector is set as in a web worker (gridmgmt.kernel.collector); `--gc-young 700`
+times the pages with Python's default thresholds instead.
 
 Last line:
     pages: N cases, slowest PAGE p95 X ms, median of p95s Y ms
@@ -23,7 +26,6 @@ Last line:
 from __future__ import annotations
 
 import argparse
-import gc
 import io
 import random
 import re
@@ -52,6 +54,7 @@ from cases.catalogue import load_catalogue
 from gridmgmt import create_app
 from gridmgmt.kernel.auth import create_user
 from gridmgmt.kernel.calendar_store import load_calendar, shipped_calendar
+from gridmgmt.kernel.collector import YOUNG, settle
 from gridmgmt.kernel.config import Config
 from maps.evaluation import refresh_rollup
 
@@ -262,36 +265,45 @@ def build(n: int, name: str = BENCH_DB) -> str:
 
 
 # A working city's changes between two refreshes, out of 100: what each does to a case.
+# A city's changes to cases of past days, in pairs that undo each other's effect on the
+# statuses (closings and re-handlings, hand-backs and answers), so that a database reused for
+# run after run keeps cases of every kind to change: (share %, SET, WHERE).
+RUNNING = "status IN ('dispatched', 'in_progress')"
 CHURN = (
-    (70, "status = 'closed', closed_at = now()", "status IN ('dispatched', 'in_progress')"),
-    (15, "deadline = now() + interval '2 hours'", "status IN ('dispatched', 'in_progress')"),
+    (30, "status = 'closed', closed_at = now(), handled_at = COALESCE(handled_at, now())", RUNNING),
+    (30, "status = 'dispatched', closed_at = NULL, deadline = now() + interval '3 days'",
+     "status = 'closed'"),
+    (15, "deadline = now() + interval '2 hours'", RUNNING),
     (10, "status = 'in_progress'", "status = 'handled'"),
+    (10, "status = 'handled', handled_at = now()", "status = 'in_progress'"),
     (5, "status = 'in_progress', closed_at = NULL, deadline = now() - interval '1 hour'",
      "status = 'closed'"),
 )  # fmt: skip
 
 
-def working_city(url: str, changes: int) -> None:
-    """`changes` changes to cases of the last 30 days, one transaction each (CHURN)."""
+def working_city(url: str, changes: int) -> int:
+    """`changes` changes to cases of the last 30 days, one transaction each (CHURN), each case
+    changed once; the number made."""
     rng = random.Random(13)
     engine = create_engine(url)
+    work: list[tuple[str, int]] = []
     with engine.connect() as conn:
-        picked = {
-            what: conn.execute(
-                text(f"""SELECT id FROM cases WHERE {where} AND id % 4 = :kind
+        for share, what, where in CHURN:
+            picked = conn.execute(
+                text(f"""SELECT id FROM cases WHERE {where} AND NOT id = ANY(:taken)
                          AND reported_at >= now() - interval '30 days'
-                         AND reported_at < date_trunc('day', now()) LIMIT :n"""),
-                {"n": changes * share // 100, "kind": kind},
-            ).scalars().all()
-            for kind, (share, what, where) in enumerate(CHURN)
-        }  # fmt: skip
+                         AND reported_at < date_trunc('day', now())
+                         ORDER BY md5(id::text) LIMIT :n"""),
+                {"n": changes * share // 100, "taken": [case for _, case in work]},
+            ).scalars().all()  # fmt: skip
+            work += [(what, case) for case in picked]
+    rng.shuffle(work)
     with engine.connect() as conn:
-        work = [(what, case) for what, cases in picked.items() for case in cases]
-        rng.shuffle(work)
         for what, case in work:
             with conn.begin():
                 conn.execute(text(f"UPDATE cases SET {what} WHERE id = :id"), {"id": case})
     engine.dispose()
+    return len(work)
 
 
 def signed_in(app, username: str):
@@ -311,6 +323,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=1_000_000, help="cases to load")
     parser.add_argument("--runs", type=int, default=15, help="timed requests per page")
+    parser.add_argument(
+        "--gc-young",
+        type=int,
+        default=YOUNG,
+        help=f"allocations between young garbage collections (web workers: {YOUNG}; Python: 700)",
+    )
     parser.add_argument("--reuse", action="store_true", help="keep an already loaded database")
     parser.add_argument("--database", default=BENCH_DB, help="the bench database's name")
     parser.add_argument(
@@ -356,8 +374,8 @@ def main() -> None:
         print(f"rollups refreshed: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     engine.dispose()
     started = time.perf_counter()
-    working_city(url, args.churn)
-    print(f"{args.churn} changes since: {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    made = working_city(url, args.churn)
+    print(f"{made} changes since: {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
     people = {name: signed_in(app, name) for name in
               ("operator", "dispatcher", "inspector", "leader", "staff")}  # fmt: skip
@@ -417,9 +435,8 @@ def main() -> None:
         ("search (unit)", people["staff"], "/cases/search?status=closed", None),
     ]
     assert [label for label, *_ in pages] == list(PAGES)
-    # As each web worker does once started (gunicorn.conf.py, post_worker_init): what the app
-    # loaded is kept out of the collector's full passes.
-    gc.freeze()
+    # As each web worker does once started (gunicorn.conf.py, post_worker_init).
+    settle(args.gc_young)
     if only:
         pages = [page for page in pages if page[0] in only]
     p95s: dict[str, float] = {}
