@@ -195,8 +195,9 @@ _OPEN_LIVE = f"""
         GROUP BY c.cell_id
 """
 # The days of the running sums (migration 0033): the sums at the period's last day less those
-# at the day before its first (none when it is their first day), every count at once; the open
-# ones as of the refresh's moment T0...
+# at the day before its first, every count at once; the open ones as of the refresh's moment
+# T0... The day before the first one summed is in the base month (migration 0040), or, for a
+# place without a row there, zero.
 # A place's array ends at its last change of the month (migration 0037): later days are its
 # last element.
 _SUMS = ("(CASE WHEN r.month = :sums_end THEN r.{a}[least(:sums_end_day, cardinality(r.{a}))]"
@@ -283,17 +284,16 @@ class _Parts:
         self.live(_LIVE_CELLS, plan.live, "l")
         self.live(_LESS_LIVE_CELLS, plan.less_live, "m")
 
-    def summed(self, start: date, end: date, first: date) -> None:
-        """The days from `start` to before `end` from the running sums that begin at `first`,
-        with the changes to open cases and the deadlines passed since their refresh."""
+    def summed(self, start: date, end: date) -> None:
+        """The days from `start` to before `end` from the running sums, with the changes to
+        open cases and the deadlines passed since their refresh."""
         last, before = end - timedelta(days=1), start - timedelta(days=1)
-        since = before >= first
         self.params.update(
             sums_end=last.replace(day=1),
             sums_end_day=last.day,
-            sums_start=before.replace(day=1) if since else None,
+            sums_start=before.replace(day=1),
             sums_start_day=before.day,
-            sums_months=[last.replace(day=1), *([before.replace(day=1)] if since else [])],
+            sums_months=[last.replace(day=1), before.replace(day=1)],
         )
         summed = _between("c.reported_at", ((start, end),), "s", self.params, as_time=True)
         self.sql += [
@@ -312,7 +312,7 @@ def cell_stats(session: Session, f: Filters) -> list[PlaceStats]:
     through, sums_through, first = session.execute(
         text("""SELECT (SELECT through FROM rollup_state WHERE name = 'evaluation_days'),
                        (SELECT through FROM rollup_state WHERE name = 'map_sums'),
-                       (SELECT min(month) FROM map_cell_sums)""")
+                       (SELECT through FROM rollup_state WHERE name = 'map_sums_first')""")
     ).one()
     plain = Filters(f.start, f.end, area_id=f.area_id, measure=f.measure)
     if through is None or f != plain:
@@ -333,7 +333,7 @@ def cell_stats(session: Session, f: Filters) -> list[PlaceStats]:
         if f.start < first:  # before the sums: whole months, and the other days live
             parts.rolled(plan_rollup(f.start, min(f.end, first - timedelta(days=1)), first, 0))
         if max(f.start, first) < min(stop, through):
-            parts.summed(max(f.start, first), min(stop, through), first)
+            parts.summed(max(f.start, first), min(stop, through))
         parts.live(_LIVE_CELLS, ((max(f.start, through), stop),) if stop > through else (), "t")
     per_cell = _ROLLED_CELLS.format(parts=" UNION ALL ".join(parts.sql))
     # Fetched at once: row by row, the driver's fetches took longer than the rows' sums.

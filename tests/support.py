@@ -5,7 +5,6 @@ signed in through the real login form, and `require` for the tools and data test
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import os
 import re
@@ -37,6 +36,7 @@ from gridmgmt.app import demo
 from gridmgmt.kernel.db import EXTENSION as DB_EXTENSION
 from gridmgmt.kernel.db import READ_EXTENSION as DB_READ_EXTENSION
 from gridmgmt.kernel.db import db
+from migrations.siblings import migration
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -391,9 +391,4 @@ def screenshot_keeper() -> Callable[[Any, str], None]:
 def migration_module(filename: str) -> ModuleType:
     """A migration file of migrations/versions loaded as a module: its SQL definitions are
     what tests compare the database with (e.g. a rollup against its full recount)."""
-    path = Path(__file__).resolve().parents[1] / "migrations" / "versions" / filename
-    spec = importlib.util.spec_from_file_location(f"migration_{path.stem}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return migration(filename)

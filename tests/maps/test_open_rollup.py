@@ -23,7 +23,7 @@ from gridmgmt.kernel.db import sql_in
 from maps import aggregate, evaluation
 from maps import services as stats
 from maps.aggregate import Filters
-from tests.conftest import demo_clone
+from tests.conftest import as_owner, demo_clone
 
 pytestmark = pytest.mark.slow
 
@@ -47,12 +47,26 @@ Counts = dict[int, tuple[int, ...]]
 
 
 @pytest.fixture(scope="module")
-def engine(history_database_url: URL) -> Iterator[Engine]:
-    """A clone of the demo city with its year of real requests, as the app's role."""
+def clone(history_database_url: URL) -> Iterator[URL]:
+    """A clone of the demo city with its year of real requests."""
     with demo_clone("open_rollup", history_database_url) as url:
-        engine = create_engine(url)
-        yield engine
-        engine.dispose()
+        yield url
+
+
+@pytest.fixture(scope="module")
+def engine(clone: URL) -> Iterator[Engine]:
+    """The clone, as the app's role."""
+    engine = create_engine(clone)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def owner(clone: URL) -> Iterator[Engine]:
+    """The clone, as the tables' owner (the rollups' writer)."""
+    engine = create_engine(as_owner(clone))
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -256,6 +270,94 @@ def test_open_counts_follow_every_change_exactly(
     assert_as_live(engine, community, EVERYTHING)
 
 
+FIRST = "SELECT through FROM rollup_state WHERE name = 'map_sums_first'"
+MEASURES = ("n", "due_closed", "on_time", "open", "overdue", "due")
+
+
+def test_a_new_month_carries_every_place_on_without_writing_the_others_again(
+    engine: Engine, owner: Engine, community: int
+) -> None:
+    """Migration 0040: the first refresh of a month (here: the last month's rows taken away
+    from the places older than it, as before it) writes each place's new month, carried on
+    from the month before, and no older month; every count as live."""
+    refresh(engine)
+    versions = "SELECT month, cell_id, community_id, xmin::text FROM map_cell_sums"
+    with owner.begin() as connection:
+        last = connection.scalar(text("SELECT max(month) FROM map_cell_sums"))
+        places = connection.scalar(
+            text("SELECT count(*) FROM map_cell_sums WHERE month = :m"), {"m": last}
+        )
+        taken = connection.execute(
+            text("""DELETE FROM map_cell_sums s WHERE month = :m AND EXISTS (
+                        SELECT FROM map_cell_sums o WHERE o.month < :m AND o.cell_id = s.cell_id
+                        AND o.community_id IS NOT DISTINCT FROM s.community_id)"""),
+            {"m": last},
+        ).rowcount
+        assert taken > places // 2
+        before = set(connection.execute(text(versions)).tuples())
+    churn(engine, rounds=20, seed=7)
+    refresh(engine)
+    with engine.begin() as connection:
+        after = set(connection.execute(text(versions)).tuples())
+        assert (
+            connection.scalar(
+                text("SELECT count(*) FROM map_cell_sums WHERE month = :m"), {"m": last}
+            )
+            >= places
+        )
+    kept = {row for row in before if row in after}
+    assert len(kept) > len(before) // 2  # older months of places that did not change
+    assert_as_live(engine, community, EVERYTHING)
+
+
+def test_sums_carried_from_a_base_month_read_the_same(
+    engine: Engine, owner: Engine, community: int
+) -> None:
+    """Migration 0040: the sums need not begin at zero. The sums of every place of the first
+    month raised by its own amount, with a base month before it holding that amount (as a
+    month left behind holds what was added up before it; a place that began later began
+    from zero): the map reads the same; a place changed in the first month is written again
+    carried on from the base; months before the base are deleted."""
+    refresh(engine)
+    raised = ", ".join(
+        f"{m} = (SELECT array_agg(v + cell_id % 7 + 1 ORDER BY i)"
+        f" FROM unnest({m}) WITH ORDINALITY AS u(v, i))"
+        for m in MEASURES
+    )
+    base = ", ".join("ARRAY[cell_id % 7 + 1]" for _ in MEASURES)
+    with owner.begin() as connection:
+        first = connection.scalar(text(FIRST))
+        oldest = """EXISTS (SELECT FROM map_cell_sums f WHERE f.month = :first
+                    AND f.cell_id = s.cell_id
+                    AND f.community_id IS NOT DISTINCT FROM s.community_id)"""
+        connection.execute(
+            text(f"UPDATE map_cell_sums s SET {raised} WHERE {oldest}"), {"first": first}
+        )
+        for day in (first - timedelta(days=1), first - timedelta(days=40)):
+            connection.execute(
+                text(f"""INSERT INTO map_cell_sums
+                         SELECT CAST(:month AS date), cell_id, community_id, {base}
+                         FROM map_cell_sums WHERE month = :first"""),
+                {"month": day.replace(day=1), "first": first},
+            )
+    assert_as_live(engine, community, EVERYTHING)
+    with engine.begin() as connection:  # a case of the first month moved to another cell
+        connection.execute(
+            text("""UPDATE cases SET cell_id = (SELECT min(g.id) FROM grid_cells g
+                                               WHERE g.community_id = cases.community_id
+                                                 AND g.id <> cases.cell_id)
+                    WHERE id = (SELECT min(id) FROM cases WHERE cell_id IS NOT NULL
+                                AND reported_at >= :a AND reported_at < :b)"""),
+            {"a": first + timedelta(days=2), "b": first + timedelta(days=9)},
+        )
+    churn(engine, rounds=40, seed=11)
+    refresh(engine)
+    with engine.begin() as connection:
+        months = connection.scalars(text("SELECT DISTINCT month FROM map_cell_sums")).all()
+    assert min(months) == (first - timedelta(days=1)).replace(day=1)
+    assert_as_live(engine, community, EVERYTHING)  # periods from before the first day too
+
+
 def set_deadlines(engine: Engine, where: str, at: str, count: int) -> list[int]:
     """Give `count` cases of the last 300 days, never closed, a deadline `at` (SQL)."""
     with engine.begin() as connection:
@@ -343,7 +445,7 @@ def test_a_period_of_the_running_sums_reads_two_rows_per_cell(engine: Engine) ->
     end = last.replace(day=15) if last.day >= 15 else last.replace(day=1) - timedelta(days=17)
     end = end.replace(day=15)
     with engine.begin() as connection:
-        first = connection.scalar(text("SELECT min(month) FROM map_cell_sums"))
+        first = connection.scalar(text(FIRST))
     f = Filters(first + timedelta(days=14), end)
     with engine.begin() as connection:
         sent: list[str] = []
