@@ -1,7 +1,7 @@
 """Time every staff and public page at volume, one request at a time, to the last byte.
 
     .venv/bin/python bench/pages.py [-n 1000000] [--runs 15] [--reuse] [--database NAME]
-                                    [--churn 2000] [--only PAGE[,PAGE...]] [--gc-young N]
+                                    [--churn 2000] [--only PAGE[,PAGE...]] [--gc-young N] [--each]
 
 Builds `gridmgmt_bench_pages` (the 99 LA councils, 250 m cells, the catalogue, the LA
 calendar, one community unit each, one user per role) and loads N cases with COPY, as a city
@@ -329,6 +329,7 @@ def main() -> None:
         default=YOUNG,
         help=f"allocations between young garbage collections (web workers: {YOUNG}; Python: 700)",
     )
+    parser.add_argument("--each", action="store_true", help="print every request's time too")
     parser.add_argument("--reuse", action="store_true", help="keep an already loaded database")
     parser.add_argument("--database", default=BENCH_DB, help="the bench database's name")
     parser.add_argument(
@@ -457,6 +458,8 @@ def main() -> None:
         p95s[label] = p95
         print(f"{label:<24} p50 {statistics.median(times):8.1f} ms  p95 {p95:8.1f} ms  "
               f"{size / 1e3:9.1f} kB", file=sys.stderr)  # fmt: skip
+        if args.each:
+            print("    " + " ".join(f"{ms:.0f}" for ms in times), file=sys.stderr)
     # The exports are judged by their stream (constant memory, to the last byte), not by the
     # 300 ms of a page: a month of a city's cases is a hundred megabytes.
     exports = {label: p95s.pop(label) for label in EXPORTS if label in p95s}
