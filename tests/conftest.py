@@ -26,7 +26,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from flask import Flask
 from flask.testing import FlaskCliRunner
-from playwright.sync_api import Browser, Playwright, sync_playwright
+from playwright.sync_api import Browser, Playwright, expect, sync_playwright
 from redis import Redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine, make_url
@@ -447,7 +447,10 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="session")
 def playwright() -> Iterator[Playwright]:
-    """The Playwright driver (sync API)."""
+    """The Playwright driver (sync API). Its expectations wait up to 15 s, not 5: on this
+    2-core machine a page's answer can wait behind a second test worker, PostgreSQL and
+    Chromium (an outbox item stayed "sending" for over 5 s under `-n 2`)."""
+    expect.set_options(timeout=15_000)
     with sync_playwright() as driver:
         yield driver
 

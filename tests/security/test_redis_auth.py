@@ -14,7 +14,7 @@ from redis import Redis
 from redis.exceptions import AuthenticationError
 from rq import Queue
 
-from gridmgmt.kernel.queue import DISPATCH_QUEUE
+from gridmgmt.kernel.queue import DISPATCH_QUEUE, PERIODIC_QUEUE
 from tests.support import ROOT, VENV_BIN
 
 JOB = "cases.jobs.remove_orphan_photos"  # any job path: it is only enqueued, never run
@@ -63,6 +63,9 @@ def test_the_workers_first_line_hides_the_redis_password(
     assert password, "the private Redis has a password"
     env = {**os.environ, "REDIS_URL": redis_url, "GRIDMGMT_SECRET_KEY": "x", "FLASK_APP": "wsgi"}
     env["DATABASE_URL"] = database_url.render_as_string(hide_password=False)  # type: ignore[attr-defined]
+    redis_conn = Redis.from_url(redis_url)
+    for name in (DISPATCH_QUEUE, PERIODIC_QUEUE):  # earlier tests' jobs: not this test's work
+        Queue(name, connection=redis_conn).empty()
 
     run = subprocess.run(
         [str(VENV_BIN / "flask"), "dispatch", "worker", "--burst"],
