@@ -24,7 +24,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from geoalchemy2.shape import to_shape
-from sqlalchemy import Row, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from cases import intake, lifecycle, public, public_views, queries
@@ -242,6 +242,32 @@ def list_cases(*where: Any, order: Any, limit: int = LIST_LIMIT) -> list[ListedC
     return listed_cases(rows, clock.now_utc())
 
 
+SECTION_LIMIT = 50  # cases shown in each list of a page of work (inbox, board); the rest counted
+
+
+@dataclass(frozen=True)
+class Section:
+    """The first cases of one list of a page of work, and how many there are in all: an
+    operator or a dispatcher works from the oldest, and a page of hundreds of cards, each
+    with its forms, is slow to send and to read."""
+
+    cases: list[Any]
+    total: int
+
+
+def counted(cases: list[Any], *where: Any) -> Section:
+    """A section of the first cases matching `where`, counting them all only when the first
+    ones fill the section."""
+    if len(cases) < SECTION_LIMIT:
+        return Section(cases, len(cases))
+    return Section(cases, db.session.scalar(select(func.count()).select_from(Case).where(*where)))
+
+
+def list_section(*where: Any, order: Any) -> Section:
+    """The first `SECTION_LIMIT` cases matching `where` (`list_cases`), and their count."""
+    return counted(list_cases(*where, order=order, limit=SECTION_LIMIT), *where)
+
+
 @bp.get("/cases/mine")
 @role_required(Role.INSPECTOR, Role.CITIZEN)
 def my_cases() -> ResponseReturnValue:
@@ -272,13 +298,13 @@ def verification_tasks() -> ResponseReturnValue:
 def inbox() -> ResponseReturnValue:
     """New reports with duplicate suggestions; handled cases to check; checked cases to close."""
     session = db.session()
-    new = list_cases(
+    new = list_section(
         Case.status.in_([CaseStatus.REPORTED, CaseStatus.VERIFIED]), order=Case.reported_at
     )
-    duplicates = queries.duplicates_of(session, [c.id for c in new])
-    handled = list_cases(Case.status == CaseStatus.HANDLED, order=Case.handled_at)
-    checking = list_cases(Case.status == CaseStatus.CHECKING, order=Case.id)
-    checked = list_cases(Case.status == CaseStatus.CHECKED, order=Case.id)
+    duplicates = queries.duplicates_of(session, [c.id for c in new.cases])
+    handled = list_section(Case.status == CaseStatus.HANDLED, order=Case.handled_at)
+    checking = list_section(Case.status == CaseStatus.CHECKING, order=Case.id)
+    checked = list_section(Case.status == CaseStatus.CHECKED, order=Case.id)
     return render_template(
         "cases/inbox.html",
         new=new,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from flask import Blueprint, Flask, abort, flash, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
@@ -13,13 +12,13 @@ from flask_login import current_user
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.registry import FailedJobRegistry
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.orm import selectinload
 
 from cases.models import Case, CaseStatus
 from cases.queries import last_notes
 from cases.status import DEADLINE_RUNS
-from cases.views import list_cases, run_action
+from cases.views import SECTION_LIMIT, Section, counted, list_section, run_action
 from dispatch import readiness, services
 from dispatch.routing import Unroutable
 from dispatch.services import RoutingData, route_case
@@ -113,31 +112,6 @@ def recent_hotspots(hours: int = 24) -> list[dict[str, object]]:
     return [dict(r) for r in rows]
 
 
-BOARD_LIMIT = 50  # cases shown in each section of the board; the rest are counted
-
-
-@dataclass(frozen=True)
-class Section:
-    """The first cases of one list of the board, and how many there are in all."""
-
-    cases: list[Any]
-    total: int
-
-
-def board_section(*where: Any, order: Any) -> Section:
-    """The first `BOARD_LIMIT` cases matching `where`, as the lists' rows (`list_cases`), and
-    their count (counted only when there are more)."""
-    return counted(list_cases(*where, order=order, limit=BOARD_LIMIT), *where)
-
-
-def counted(cases: list[Any], *where: Any) -> Section:
-    """A section of the first cases matching `where`, counting them all only when the first
-    ones fill the section."""
-    if len(cases) < BOARD_LIMIT:
-        return Section(cases, len(cases))
-    return Section(cases, db.session.scalar(select(func.count()).select_from(Case).where(*where)))
-
-
 def filed_section() -> Section:
     """The filed cases waiting for dispatch, oldest first, as mapped cases: each is routed
     (`route_case` reads its place and category)."""
@@ -146,7 +120,7 @@ def filed_section() -> Section:
         .where(Case.status == CaseStatus.FILED)
         .options(selectinload(Case.category))
         .order_by(Case.filed_at)
-        .limit(BOARD_LIMIT)
+        .limit(SECTION_LIMIT)
     )
     return counted(list(cases), Case.status == CaseStatus.FILED)
 
@@ -160,7 +134,7 @@ def board() -> ResponseReturnValue:
     filed = filed_section()
     routing = RoutingData.load(session)
     routes = {c.id: route_case(session, c, routing) for c in filed.cases}
-    returned = board_section(Case.status == CaseStatus.RETURNED, order=Case.id)
+    returned = list_section(Case.status == CaseStatus.RETURNED, order=Case.id)
     unroutable = {cid for cid, r in routes.items() if isinstance(r, Unroutable)}
     # The list of units is long (a city has hundreds): only the cases that need a person's
     # choice carry it; a routed case is dispatched to its unit, or another chosen on its page.
@@ -180,9 +154,9 @@ def board() -> ResponseReturnValue:
         unroutable=unroutable,
         returned=returned,
         notes=last_notes(session, [c.id for c in returned.cases]),
-        requests=board_section(Case.pending_request.isnot(None), order=Case.updated_at),
-        suspended=board_section(Case.status == CaseStatus.SUSPENDED, order=Case.id),
-        overdue=board_section(
+        requests=list_section(Case.pending_request.isnot(None), order=Case.updated_at),
+        suspended=list_section(Case.status == CaseStatus.SUSPENDED, order=Case.id),
+        overdue=list_section(
             Case.overdue_at.isnot(None), Case.status.in_(DEADLINE_RUNS), order=Case.deadline
         ),
         units=units,
