@@ -4,8 +4,10 @@ SHELL := /bin/bash
 VENV := .venv
 STACK := scripts/stack.sh
 # Two xdist workers: most of the suite waits (servers starting, browsers, PostgreSQL), so two
-# processes on this 2-core machine finish sooner than one. `PYTEST_ARGS=` runs it in one.
-PYTEST_ARGS ?= -n 2
+# processes on this 2-core machine finish sooner than one; an idle worker takes tests queued
+# for the other (worksteal), so the slow ones at the end do not run alone.
+# `make test PYTEST_ARGS=` runs it in one process.
+PYTEST_ARGS ?= -n 2 --dist worksteal
 
 .PHONY: run test up down migrate lint deps venv translations catalogue
 
