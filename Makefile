@@ -3,11 +3,11 @@
 SHELL := /bin/bash
 VENV := .venv
 STACK := scripts/stack.sh
-# Three xdist workers: most of the suite waits (servers starting, browsers, PostgreSQL), so
-# three processes on this 2-core machine finish sooner than one or two; an idle worker takes
-# tests queued for another (worksteal), so the slow ones at the end do not run alone.
+# Two xdist workers: most of the suite waits (servers starting, browsers, PostgreSQL), so two
+# processes on this 2-core machine finish sooner than one; an idle worker takes tests queued
+# for the other (worksteal), so the slow ones at the end do not run alone.
 # `make test PYTEST_ARGS=` runs it in one process.
-PYTEST_ARGS ?= -n 3 --dist worksteal
+PYTEST_ARGS ?= -n 2 --dist worksteal
 
 .PHONY: run test up down migrate lint deps venv translations catalogue
 
