@@ -74,7 +74,7 @@ def main() -> None:
                 connection.execute(text(daily_0026))
                 daily = timed(connection, f"SELECT {call}")
                 sums = timed(connection, "SELECT public.refresh_map_sums()")
-                written = dict(connection.execute(text(WRITTEN)).tuples())
+                written = {name: n for name, n in connection.execute(text(WRITTEN))}
                 transaction.rollback()
             print(f"daily rollups, {name:<18} {daily:5.2f} s, then map sums {sums:5.2f} s;"
                   f" rows written {written}")  # fmt: skip

@@ -19,6 +19,7 @@ such. The counts are the same as before; only what is written changes.
 """
 
 from collections.abc import Sequence
+from types import ModuleType
 
 from alembic import op
 
@@ -64,6 +65,18 @@ def _same(key: str) -> str:
     return f"t.{key} = f.{key}"
 
 
+_FIRST_WRITE = "\n    DELETE FROM evaluation_days"
+
+
+def _head(m: ModuleType) -> str:
+    """Migration 0026's function up to its first write (its signature, its variables, the days
+    it claims and their months), with migration 0032's 400 days."""
+    head = m.REFRESH.split(_FIRST_WRITE, 1)[0]
+    if m.REFRESH.count(_FIRST_WRITE) != 1 or head.count(f"today - {m.DAYS_KEPT}") != 2:
+        raise RuntimeError("migration 0026's refresh is not the one this migration rewrites")
+    return head.replace(f"today - {m.DAYS_KEPT}", f"today - {DAYS_KEPT}")
+
+
 def _refresh() -> str:
     m = migration("0026_incremental_rollups.py")
     today = m.TODAY
@@ -91,32 +104,7 @@ def _refresh() -> str:
     cells = ("n", "due_closed", "on_time")
     evaluated = ("due", "closed", "closed_on_time", "handled", "reworked", "rework_count",
                  "handling_hours")  # fmt: skip
-    return f"""
-CREATE OR REPLACE FUNCTION public.refresh_evaluation_rollup(concurrent boolean)
-RETURNS void
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, public, pg_temp
-AS $$
-DECLARE
-    today date := (now() AT TIME ZONE 'UTC')::date;
-    claimed bigint[];
-    days date[];
-    months date[];
-    recent_months date[];
-    old_months date[];
-BEGIN
-    -- `concurrent` is kept for the callers' signature: readers never wait for a refresh now.
-    PERFORM pg_advisory_xact_lock(hashtext('gridmgmt.rollups'));  -- one refresh at a time
-    SELECT array_agg(id), array_agg(DISTINCT day) INTO claimed, days
-    FROM rollup_dirty WHERE day < today;
-    IF claimed IS NULL THEN
-        RETURN;
-    END IF;
-    months := ARRAY(SELECT DISTINCT date_trunc('month', d)::date FROM unnest(days) AS d);
-    -- A month whose first day is still kept per day is the sum of its days.
-    recent_months := ARRAY(SELECT m FROM unnest(months) AS m WHERE m >= today - {DAYS_KEPT});
-    old_months := ARRAY(SELECT m FROM unnest(months) AS m WHERE m < today - {DAYS_KEPT});
+    return f"""{_head(m)}
 {
         _sync(
             "evaluation_days",

@@ -34,8 +34,8 @@ def session(city: Connection, redis_conn: Redis) -> Iterator[Session]:
         yield session
 
 
-def waiting(session: Session, status: str, prefix: str) -> int:
-    """`EXTRA` more cases of `status`, numbered `prefix` + 8 digits and older than any other
+def waiting(session: Session, status: str, prefix: str, count: int = EXTRA) -> int:
+    """`count` more cases of `status`, numbered `prefix` + 8 digits and older than any other
     (2001, a minute apart); how many cases of `status` there are now."""
     session.execute(
         text("""INSERT INTO cases (number, source, status, category_id, location, reported_at,
@@ -45,7 +45,7 @@ def waiting(session: Session, status: str, prefix: str) -> int:
                        timestamptz '2001-01-02' + g * interval '1 minute',
                        timestamptz '2001-01-03' + g * interval '1 minute', 'waiting'
                 FROM generate_series(1, :n) g"""),
-        {"p": prefix, "s": status, "n": EXTRA},
+        {"p": prefix, "s": status, "n": count},
     )
     return session.scalar(text("SELECT count(*) FROM cases WHERE status = :s"), {"s": status})
 
@@ -76,6 +76,10 @@ def test_the_inbox_tables_show_their_first_cases_and_count_them_all(
     assert f'data-total="{total}"' in zh.get("/inbox").get_data(as_text=True)
 
 
-def test_a_short_list_says_nothing_more(app: Flask, session: Session) -> None:
+def test_a_short_list_shows_every_case_and_says_nothing_more(app: Flask, session: Session) -> None:
+    total = waiting(session, "handled", "FEW", count=5)
+    assert total < SECTION_LIMIT
     page = browser(app, "operator").get("/inbox").get_data(as_text=True)
-    assert "list-more" not in page.split("<h2>", 3)[2]  # a few checked cases, all shown
+    handled = page.split("<h2>", 3)[2]  # "Handled: send an inspector to check"
+    assert len(set(re.findall(r"FEW\d{8}", handled))) == 5
+    assert "list-more" not in handled
