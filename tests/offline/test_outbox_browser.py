@@ -234,8 +234,16 @@ def test_a_refused_report_keeps_its_reason_until_deleted(
     phone.set_offline(False)
     page.goto("/lang/zh")
     page.goto("/outbox")
+    expect(page.locator("#outbox li.outbox-item[data-state=sent]")).to_have_count(1)
     refused = page.locator("#outbox li.outbox-item[data-state=refused]")
+    # A send in progress (here: the lock held, as another tab or the worker would) when the
+    # retry is asked for: the retry waits for it instead of leaving the item for a later round.
+    page.evaluate(
+        """() => { navigator.locks.request('gridmgmt-outbox-send', () =>
+            new Promise(done => setTimeout(done, 1500))); }"""
+    )
     refused.locator(".outbox-retry").click()
+    expect(refused).to_have_count(0)  # waiting again, behind the lock
     expect(refused.locator(".outbox-reason")).not_to_contain_text("no unit grid cell")
     expect(refused.locator(".outbox-reason")).to_contain_text("34.04")
     expect(page.locator("#outbox li.outbox-item[data-state=sent]")).to_have_count(1)

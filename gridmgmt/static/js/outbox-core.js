@@ -146,7 +146,9 @@
       item.state = "waiting";
       item.error = "";
       item.next = 0;
-      return put(item).then(function () { notify(); return flush(); });
+      // The person asked for it: wait for a send in progress (which read the list before
+      // this item was waiting again) rather than leave it to the next round.
+      return put(item).then(function () { notify(); return flush({ force: true, wait: true }); });
     });
   }
 
@@ -277,8 +279,9 @@
       (!item.next || item.next <= now);
   }
 
-  function withLock(work) {
+  function withLock(work, wait) {
     if (scope.navigator && scope.navigator.locks) {
+      if (wait) return scope.navigator.locks.request(LOCK, work);
       return scope.navigator.locks.request(LOCK, { ifAvailable: true }, function (lock) {
         return lock ? work() : "busy";
       });
@@ -288,7 +291,9 @@
 
   /** Send what is due, oldest first; stops at the first "no network". Resolves to "idle"
    * (nothing due: no request made), "offline", or how the last item went. options.force:
-   * now, whatever the waits; options.flash: the id of the report the page shows next. */
+   * now, whatever the waits; options.flash: the id of the report the page shows next;
+   * options.wait: after a send in progress (in this page, another or the worker) rather than
+   * "busy". */
   function flush(options) {
     var force = options && options.force;
     var flashed = options && options.flash;
@@ -317,7 +322,7 @@
           });
         });
       });
-    });
+    }, options && options.wait);
   }
 
   function prune(items, now) {
