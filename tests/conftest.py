@@ -258,9 +258,11 @@ def owner_engine(database_url: URL) -> Iterator[Engine]:
 def redis_url(request: pytest.FixtureRequest) -> str:
     """A database of the test Redis for this run: 1, or 8 + n for xdist worker `gw<n>`, so
     that workers never flush each other's queues (the app's own data lives in database 0,
-    the benchmarks' in 3)."""
+    the benchmarks' in 3); GRIDMGMT_TEST_REDIS_DB gives a serial run its own (4-7)."""
     worker = _worker_id(request.config)
     number = 1 if worker == "main" else 8 + int(worker.removeprefix("gw"))
+    if worker == "main" and os.environ.get("GRIDMGMT_TEST_REDIS_DB"):
+        number = int(os.environ["GRIDMGMT_TEST_REDIS_DB"])  # runs side by side, one each
     if number > 15:
         raise pytest.UsageError("the test Redis has databases for 8 xdist workers at most")
     return f"{Config.from_env().REDIS_URL.rsplit('/', 1)[0]}/{number}"
