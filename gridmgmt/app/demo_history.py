@@ -9,10 +9,13 @@ deadlines on the business calendar, on-time and overdue all come out of the real
 What is real: the place, the address, the kind of problem, the channel it came in by, the
 time of day it was reported, whether the city cancelled it, and how long the city took to
 close it. What is not: the shared data holds three days, so each request is moved to a day
-of the past year (a fixed-seed draw, a twelfth of them in the last three days so that
-every role has work in progress today); who verified, checked and closed it, and the share
-of returns, reworks, extensions and suspensions, which Los Angeles does not publish, are
-drawn at the rates `Rates` names; people act in the working time of the city's calendar.
+of the past year that ended yesterday (a fixed-seed draw, a twelfth of them in the last three
+days so that every role has work in progress today; the requests Los Angeles had not closed,
+and in each community the one it took longest to close, in the last two weeks, so that they
+are still open today: every unit's queue has work); who verified, checked and closed it, and
+the share of returns, reworks, extensions and suspensions, which Los Angeles does not publish,
+are drawn at the rates `Rates` names; people act in the working time of the city's calendar,
+and the dispatcher's watch marks a case overdue the minute its deadline passes unhandled.
 The unit's "after" photo is a plain placeholder image.
 """
 
@@ -22,7 +25,7 @@ import csv
 import io
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -36,6 +39,7 @@ from cases import followup, rehandling
 from cases.followup import AnswerInput, Channel, Fixed, Respondent, Satisfaction
 from cases.intake import ReportInput, report_case
 from cases.lifecycle import (
+    SYSTEM,
     Action,
     ActionInput,
     Actor,
@@ -46,8 +50,10 @@ from cases.lifecycle import (
 )
 from cases.models import Case, CaseSource
 from cases.photos import Upload
+from cases.status import DEADLINE_RUNS
 from dispatch.services import dispatch_case
 from gridmgmt.kernel import clock
+from gridmgmt.kernel.business_calendar import BusinessCalendar
 from gridmgmt.kernel.errors import DomainError
 from gridmgmt.kernel.models import Role, Unit, User
 from maps.evaluation import refresh_rollup
@@ -56,9 +62,15 @@ SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 LA_311 = "la311_requests_2020-01.csv"
 LA_TIME = ZoneInfo("America/Los_Angeles")
 SEED = 2020  # the draws are the same at every seeding
+WATCH_EVERY = timedelta(minutes=1)  # the dispatcher's watch: a periodic job, every minute
+# A request kept open today is reported at least this many working hours before now (its
+# verification, filing, dispatch and a return to the dispatcher take up to about 15), and
+# at most this many days before (still open today, not a forgotten one).
+REACHES_UNIT_HOURS = 16
+OPEN_WITHIN_DAYS = 14
 
 # MyLA311 request types → the catalogue's classes (cases/data/categories.json). Homeless
-# encampments, "Other" and water waste have no class of urban management here: left out.
+# encampments and "Other" have no class of urban management here: left out.
 LA_CLASSES = {
     "Bulky Items": "E0108",  # discarded furniture and appliances
     "Metal/Household Appliances": "E0108",
@@ -68,7 +80,14 @@ LA_CLASSES = {
     "Dead Animal Removal": "E0603",
     "Single Streetlight Issue": "C0118",
     "Multiple Streetlight Issue": "C0118",
+    # Water running to waste (leaks, broken sprinklers), for the water utility (LADWP): the
+    # class of a leaking supply pipe, which the water department handles.
+    "Report Water Waste": "E0402",
 }
+# Kinds MyLA311 closes the minute they come in, handing them on to another agency's own
+# system (water waste to LADWP): the closing time says nothing of the work, so Los Angeles's
+# time to close is unknown and the case is still in the unit's hands, like an open request.
+HANDED_ON = {"Report Water Waste"}
 # MyLA311 channels → who reports: a city driver's own report is an inspector's; a call, a
 # letter or an e-mail is typed in by an operator at the hotline; the app is Open311; a
 # resident's own web report is the demo citizen's.
@@ -131,7 +150,7 @@ def read_requests(path: Path) -> list[Request311]:
                 cancelled=row["status"] == "Cancelled",
                 still_open=row["status"] in ("Open", "Pending"),
                 created=created,
-                took=closed - created if closed else None,
+                took=None if not closed or row["requesttype"] in HANDED_ON else closed - created,
                 lon=float(row["longitude"]),
                 lat=float(row["latitude"]),
                 address=row["address"],
@@ -225,9 +244,23 @@ class _Replay:
         for moment, step in self._steps(request, reported, case_id, draw):
             if moment > self.until:
                 break
+            self._watch(case_id, moment)
             with clock.at(moment):
                 step()
+        self._watch(case_id, self.until)
         return self.session.get(Case, case_id)
+
+    def _watch(self, case_id: int, before: datetime) -> None:
+        """The dispatcher's watch (run every minute in a working city): the case is marked
+        overdue a minute after its deadline, when that passed before `before` while it ran."""
+        case = self.session.get(Case, case_id)
+        assert case is not None
+        due = case.deadline
+        if case.status not in DEADLINE_RUNS or due is None or case.overdue_at is not None:
+            return
+        if due + WATCH_EVERY <= before:
+            with clock.at(due + WATCH_EVERY):
+                self.act(case_id, Action.MARK_OVERDUE, Actor(SYSTEM))
 
     def _report(self, request: Request311, reported: datetime) -> int:
         if request.source in INSPECTOR_SOURCES:
@@ -426,35 +459,86 @@ class _Replay:
         )
 
 
-def inside_territory(session: Session, requests: list[Request311]) -> list[int]:
-    """The indexes of the requests whose point is in a community of the territory (one
-    query; the others are another city's)."""
-    found = session.execute(
-        text("""
-            SELECT p.i FROM unnest(CAST(:lon AS float8[]), CAST(:lat AS float8[]))
-                WITH ORDINALITY AS p(lon, lat, i)
-            WHERE EXISTS (SELECT 1 FROM areas a WHERE a.level = 'community'
-                          AND ST_Intersects(a.geom, ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)))
-            ORDER BY p.i
-        """),
-        {"lon": [r.lon for r in requests], "lat": [r.lat for r in requests]},
+def communities(session: Session, requests: list[Request311]) -> list[str | None]:
+    """The code of the territory's community each request's point is in (None: another
+    city's), in one query."""
+    found = dict(
+        session.execute(
+            text("""
+                SELECT p.i, (SELECT a.code FROM areas a WHERE a.level = 'community'
+                             AND ST_Intersects(a.geom,
+                                               ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326))
+                             ORDER BY a.code LIMIT 1)
+                FROM unnest(CAST(:lon AS float8[]), CAST(:lat AS float8[]))
+                    WITH ORDINALITY AS p(lon, lat, i)
+            """),
+            {"lon": [r.lon for r in requests], "lat": [r.lat for r in requests]},
+        ).all()
     )
-    return [int(i) - 1 for (i,) in found]
+    return [found.get(i + 1) for i in range(len(requests))]
+
+
+def inside_territory(session: Session, requests: list[Request311]) -> list[int]:
+    """The indexes of the requests whose point is in a community of the territory (the
+    others are another city's)."""
+    return [i for i, code in enumerate(communities(session, requests)) if code is not None]
+
+
+def open_today(requests: list[Request311], community: list[str | None]) -> set[int]:
+    """The requests to place so that they are still open today: those Los Angeles had not
+    closed (or handed on: no time to close of its own), and in each community the one it
+    took longest to close (so each community's queue has work)."""
+    kept = {i for i, r in enumerate(requests) if not r.cancelled and r.took is None}
+    longest: dict[str, tuple[timedelta, int]] = {}
+    for i, request in enumerate(requests):
+        code = community[i]
+        if code is None or request.cancelled or request.took is None:
+            continue
+        if code not in longest or request.took > longest[code][0]:
+            longest[code] = (request.took, i)
+    return kept | {i for _, i in longest.values()}
+
+
+def _on_day(request: Request311, day: date) -> datetime:
+    """The request's own Los Angeles time of day on `day`, in UTC."""
+    local = datetime.combine(day, time(request.created.hour, request.created.minute))
+    return local.replace(tzinfo=LA_TIME).astimezone(UTC)
+
+
+def _recent_days(today: date) -> list[date]:
+    return [today - timedelta(days=back) for back in range(1, OPEN_WITHIN_DAYS + 1)]
+
+
+def _open_now(request: Request311, day: date, now: datetime, calendar: BusinessCalendar) -> bool:
+    """Reported on `day`, the request has reached its unit by `now` and is not done yet."""
+    reported = _on_day(request, day)
+    reached = calendar.add_working_hours(reported, REACHES_UNIT_HOURS) <= now
+    return reached and (request.took is None or reported + request.took > now)
 
 
 def report_moments(
-    requests: list[Request311], now: datetime, rates: Rates, draw: random.Random
+    requests: list[Request311],
+    now: datetime,
+    rates: Rates,
+    draw: random.Random,
+    calendar: BusinessCalendar | None = None,
+    keep_open: Collection[int] = (),
 ) -> list[datetime]:
-    """Each request's new report time (UTC), before `now`: a day of the year before it (a
-    twelfth in its last three days), at the request's own Los Angeles time of day."""
+    """Each request's new report time (UTC), on a day of the year that ended yesterday (a
+    twelfth in its last three days), at the request's own Los Angeles time of day. The
+    requests of `keep_open` go to a day of the last two weeks from which they reach their
+    unit by `now` (in the `calendar`'s working time) and Los Angeles's own time to close
+    them has not run out: still open today."""
     today = now.astimezone(LA_TIME).date()
     moments = []
-    for request in requests:
-        back = draw.randint(0, 3) if draw.random() < rates.recent_share else draw.randint(4, 365)
-        day = today - timedelta(days=back)
-        local = datetime.combine(day, time(request.created.hour, request.created.minute))
-        moment = local.replace(tzinfo=LA_TIME).astimezone(UTC)
-        moments.append(moment if moment <= now else moment - timedelta(days=1))
+    for i, request in enumerate(requests):
+        if i in keep_open and calendar is not None:
+            days = [d for d in _recent_days(today) if _open_now(request, d, now, calendar)]
+            if days:
+                moments.append(_on_day(request, draw.choice(days)))
+                continue
+        back = draw.randint(1, 3) if draw.random() < rates.recent_share else draw.randint(4, 365)
+        moments.append(_on_day(request, today - timedelta(days=back)))
     return moments
 
 
@@ -474,9 +558,12 @@ def seed_history(
     rates = rates or Rates()
     now = now or clock.now_utc()
     everywhere = read_requests((data or SHARED_DATA) / LA_311)
-    requests = [everywhere[i] for i in inside_territory(session, everywhere)]
+    community = communities(session, everywhere)
+    inside = [i for i, code in enumerate(community) if code is not None]
+    requests = [everywhere[i] for i in inside]
+    keep_open = open_today(requests, [community[i] for i in inside])
     draw = random.Random(SEED)
-    moments = report_moments(requests, now, rates, draw)
+    moments = report_moments(requests, now, rates, draw, context.calendar, keep_open)
     replay = _Replay(session, context, rates, until=now)
     statuses: Counter[str] = Counter()
     outside = len(everywhere) - len(requests)
@@ -492,7 +579,8 @@ def seed_history(
     session.flush()
     refresh_rollup(session)
     kept = [moments[i] for i in order]
-    replayed = Replayed(statuses, replay.drawn, outside, kept[0].date(), kept[-1].date())
+    first, last = (kept[i].astimezone(LA_TIME).date() for i in (0, -1))  # the city's days
+    replayed = Replayed(statuses, replay.drawn, outside, first, last)
     say(
         f"demo history: {sum(statuses.values()):,} real MyLA311 requests replayed as cases "
         f"from {replayed.first} to {replayed.last} ({outside:,} outside the demo councils)"
