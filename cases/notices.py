@@ -58,10 +58,17 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from cases.followup import DEFAULT_LINK_DAYS
 from cases.models import Case
-from cases.public import PUBLIC_REASON_TEXT, PublicReason, public_reason
+from cases.public import (
+    PUBLIC_REASON_TEXT,
+    PublicReason,
+    PublicStatus,
+    public_reason,
+    public_status,
+)
 from gridmgmt.kernel.db import AppSession, Base, Timestamped, db, enum_check
 from gridmgmt.kernel.errors import N_, DomainError, InvalidInput, NotFound
 from gridmgmt.kernel.i18n import gettext, localized, localtime
+from gridmgmt.kernel.models import Unit
 from gridmgmt.kernel.queue import PERIODIC_QUEUE, queues
 from grids.models import Area
 
@@ -368,6 +375,67 @@ def subscribe_reporter(
     for subscription in made:
         enqueue(session, subscription, first, case_id, {}, f"{first.value}:{case_id}", now)
     return made
+
+
+def hears_of_case(session: Session, case_id: int, channel: NoticeChannel, address: str) -> bool:
+    """Whether an address already hears of a case (an active subscription of any kind): a
+    second way in, say a reporter who also supports the case, must not double its messages."""
+    return bool(
+        session.scalar(
+            select(func.count())
+            .select_from(Subscription)
+            .where(
+                Subscription.case_id == case_id,
+                Subscription.channel == channel.value,
+                Subscription.address == address,
+                Subscription.confirmed_at.is_not(None),
+                Subscription.unsubscribed_at.is_(None),
+            )
+        )
+    )
+
+
+def where_it_stands(
+    status: str, unit_name: str | None, deadline: datetime | None
+) -> tuple[NoticeKind, dict[str, Any]] | None:
+    """The message that tells someone who starts hearing of a listed open case where it
+    stands (the one its last change sent), with its public facts; None when no message says
+    it (a case on hold without a deadline)."""
+    match public_status(status):
+        case PublicStatus.ACCEPTED:
+            return NoticeKind.FILED, {}
+        case PublicStatus.WITH_UNIT | PublicStatus.ON_HOLD if deadline is not None:
+            return NoticeKind.DISPATCHED, {"unit": unit_name, "deadline": deadline.isoformat()}
+        case PublicStatus.BEING_CHECKED:
+            return NoticeKind.DONE, {}
+    return None
+
+
+def follow_by_sms(
+    session: Session, case: Case, phone: str, language: str, now: datetime
+) -> Subscription | None:
+    """Someone who gave their phone number for this very case (a supporter, as a reporter
+    does with their report) hears of it by SMS from now on: no confirmation round, as for a
+    reporter's phone, and a first message saying where the case stands, whose Stop link
+    ends it. None when the number already hears of the case (nothing queued).
+
+    Raises:
+        InvalidInput: not a phone number.
+    """
+    address = normal_address(NoticeChannel.SMS, phone)
+    if hears_of_case(session, case.id, NoticeChannel.SMS, address):
+        return None
+    subscription = subscribe(
+        session, SubscriptionKind.CASE, NoticeChannel.SMS, address, language, now,
+        case_id=case.id, confirmed=True,
+    )  # fmt: skip
+    session.flush()
+    unit = session.get(Unit, case.unit_id) if case.unit_id else None
+    first = where_it_stands(case.status, unit.name if unit else None, case.deadline)
+    if first is not None:
+        kind, data = first
+        enqueue(session, subscription, kind, case.id, data, f"stands:{case.id}", now)
+    return subscription
 
 
 def request_follow(

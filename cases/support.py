@@ -2,9 +2,11 @@
 support to the open case instead of filing a duplicate.
 
 One supporter per person per case: a signed-in account is the person; an anonymous visitor is
-their e-mail address (lower case), else their phone number (digits only). A supporter who
-gives an e-mail address is sent the confirmation of a follow of the case (cases.notices,
-double opt-in) and then hears what happens to it. Supporting twice is answered as done,
+their e-mail address (lower case), else their phone number (digits only). A supporter hears
+what happens to the case by the ways they give (accounts have no address: a signed-in citizen
+gives one on the form too): an e-mail address is sent the confirmation of a follow of the
+case first (cases.notices, double opt-in), a phone number hears by SMS at once, as a
+reporter's phone does, starting with where the case stands. Supporting twice is answered as done,
 never as a second row (a unique index over the case and `supporter_key`, written with
 ON CONFLICT DO NOTHING: two clicks at once record one).
 
@@ -169,7 +171,7 @@ def add_support(
     """
     if user is not None and user.role not in SUPPORTING_ROLES:
         raise Forbidden("staff do not add support to reports: file or merge them instead")
-    contact = clean_contact(data) if user is None else {}
+    contact = clean_contact(data)  # a signed-in citizen may give one too, to hear back
     key = supporter_key(user.id if user is not None else None, contact)
     found = session.scalar(select(Case).where(Case.number == number.strip()))
     if found is None:
@@ -193,9 +195,30 @@ def add_support(
         .returning(CaseSupporter.id)
     )
     created = session.scalar(statement) is not None
-    if created and contact.get("email"):  # they hear what happens, once they confirm
-        notices.request_follow(session, contact["email"], data.lang, now, case_id=case.id)
+    tell_supporter(session, case, contact, data.lang, now)
     return Supported(case, created, supporter_counts(session, [case.id]).get(case.id, 0))
+
+
+def tell_supporter(
+    session: Session, case: Case, contact: dict[str, str], language: str, now: datetime
+) -> None:
+    """A supporter who gave a way to reach them hears what happens to the case: an e-mail is
+    sent the confirmation of a follow first (double opt-in, as any follower's), a phone hears
+    by SMS at once (as a reporter's phone does: they gave it for this case) and is told where
+    the case stands. Supporting again with a contact (say, after signing in without one)
+    starts it; an address that already hears of the case is left alone (never two messages).
+
+    Raises:
+        InvalidInput: an e-mail or phone number the channels cannot write to.
+    """
+    email = contact.get("email")
+    if email and not notices.hears_of_case(
+        session, case.id, notices.NoticeChannel.EMAIL,
+        notices.normal_address(notices.NoticeChannel.EMAIL, email),
+    ):  # fmt: skip
+        notices.request_follow(session, email, language, now, case_id=case.id)
+    if contact.get("phone"):
+        notices.follow_by_sms(session, case, contact["phone"], language, now)
 
 
 def supporter_counts(session: Session, case_ids: Sequence[int]) -> dict[int, int]:

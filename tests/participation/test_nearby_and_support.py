@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from cases import queries
 from cases.notices import Notice, Subscription
 from cases.support import CaseSupporter
+from gridmgmt.kernel.models import Unit
 from tests.participation.conftest import COMMUNITY_A, COMMUNITY_B, City, MakeCase, shifted
 from tests.support import browser
 
@@ -210,17 +211,56 @@ def test_one_support_per_person(
 def test_a_supporter_with_an_email_is_asked_to_confirm_a_follow(
     app: Flask, db_session: Session, make_case: MakeCase, limits: Redis
 ) -> None:
-    """Supported, then told what happens: the follow of the case waits for its confirmation
-    (double opt-in), whose message is queued; a supporter by phone only is counted, not sent."""
-    case = make_case("dispatched")
+    """Supported, then told what happens: the follow of the case by e-mail waits for its
+    confirmation (double opt-in), whose message is queued; a phone hears at once, as a
+    reporter's does, starting with where the case stands (its unit and deadline)."""
+    deadline = datetime.now(UTC) + timedelta(days=3)
+    case = make_case("dispatched", deadline=deadline)
     assert support(browser(app), case.number, email="Ana@Example.org").status_code == 201
     assert support(browser(app), case.number, phone="+1 213 555 0102").status_code == 201
-    follows = db_session.scalars(select(Subscription).where(Subscription.case_id == case.id)).all()
-    assert [(f.kind, f.address, f.confirmed_at) for f in follows] == [
-        ("case", "ana@example.org", None)
+    follows = db_session.scalars(
+        select(Subscription).where(Subscription.case_id == case.id).order_by(Subscription.id)
+    ).all()
+    assert [(f.kind, f.channel, f.address, f.confirmed_at is not None) for f in follows] == [
+        ("case", "email", "ana@example.org", False),
+        ("case", "sms", "+12135550102", True),
     ]
-    sent = db_session.scalars(select(Notice).where(Notice.case_id == case.id)).all()
-    assert [(n.kind, n.recipient) for n in sent] == [("confirm", "ana@example.org")]
+    sent = db_session.scalars(select(Notice).where(Notice.case_id == case.id).order_by(Notice.id))
+    assert [(n.kind, n.recipient, n.channel) for n in sent] == [
+        ("confirm", "ana@example.org", "email"),
+        ("dispatched", "+12135550102", "sms"),
+    ]
+    unit = db_session.get(Unit, case.unit_id)
+    assert unit is not None
+    stands = db_session.scalars(
+        select(Notice).where(Notice.case_id == case.id, Notice.kind == "dispatched")
+    ).one()
+    assert stands.data == {"unit": unit.name, "deadline": deadline.isoformat()}
+
+
+def test_a_signed_in_supporter_hears_back_by_the_contact_given(
+    app: Flask, city: City, db_session: Session, make_case: MakeCase, limits: Redis
+) -> None:
+    """Accounts have no address: a citizen who gives one on the form hears back (supporting
+    again with one, after a first support without, starts it); none given, counted only."""
+    case = make_case("handled")
+    citizen = browser(app, "citizen")
+
+    bare = support(citizen, case.number)
+    assert bare.status_code == 201
+    assert not db_session.scalars(select(Notice).where(Notice.case_id == case.id)).all()
+    again = support(citizen, case.number, email="citizen.mail@example.org", phone="2135550177")
+    twice = support(citizen, case.number, email="citizen.mail@example.org", phone="2135550177")
+
+    assert again.status_code == 200 and again.get_json()["supporters"] == 1
+    assert twice.status_code == 200
+    sent = db_session.scalars(select(Notice).where(Notice.case_id == case.id).order_by(Notice.id))
+    assert [(n.kind, n.recipient) for n in sent] == [
+        ("confirm", "citizen.mail@example.org"),
+        ("done", "2135550177"),  # reported fixed, being checked: where it stands
+    ]
+    row = db_session.scalar(select(CaseSupporter).where(CaseSupporter.case_id == case.id))
+    assert row is not None and row.user_id == city.users["citizen"]
 
 
 def test_a_merged_report_supports_the_case_it_joined(

@@ -266,6 +266,44 @@ def test_sms_goes_to_the_http_gateway(
     assert category is not None and category.name_zh in text
 
 
+def test_a_supporter_by_phone_hears_by_sms(
+    app: Flask, session: Session, ctx: CaseContext, city: City, people: People,
+    sms_gateway: SmsGateway,
+) -> None:  # fmt: skip
+    """ "Add your support" with a phone number: the supporter's phone hears at once where the
+    case stands, then each change, through the real gateway; the reporter's own number
+    supporting its case is not doubled."""
+    reporter_phone = "+1 (213) 555-0131"
+    case = report(session, ctx, city, None, contact={"phone": reporter_phone}, notify=True)
+    case = advance(session, ctx, people, case, "dispatched")
+    assert jobs.send_due_notices() == {"sent": 3}  # the reporter's: received, filed, dispatched
+    session.commit()
+    sms_gateway.requests.clear()
+    web = browser(app)
+
+    supported = web.api(f"/track/{case.number}/support", {"phone": "+1 213 555 0199"})
+    mine = web.api(f"/track/{case.number}/support", {"phone": reporter_phone})
+    assert supported.status_code == 201 and mine.status_code == 201
+    assert jobs.send_due_notices() == {"sent": 1}
+    (first,) = sms_gateway.requests
+    assert first["json"]["to"] == "+12135550199"
+    unit = session.get(Unit, case.unit_id)
+    assert unit is not None and unit.name in first["json"]["text"]
+    assert f"{PUBLIC_URL}/track/{case.number}" in first["json"]["text"]
+    assert f"{PUBLIC_URL}/unsubscribe/" in first["json"]["text"]
+
+    session.refresh(case)
+    case = step(session, ctx, case, "accept", people.staff)
+    photos = [Upload("after.jpg", jpeg((30, 160, 30)))]
+    step(session, ctx, case, "report_done", people.staff, note=INTERNAL_NOTE, photos=photos)
+    assert jobs.send_due_notices() == {"sent": 2}  # "reported fixed", to each number once
+    assert sorted(r["json"]["to"] for r in sms_gateway.requests[1:]) == [
+        "+12135550131",
+        "+12135550199",
+    ]
+    assert INTERNAL_NOTE not in " ".join(r["json"]["text"] for r in sms_gateway.requests)
+
+
 # ---------------------------------------------------------------- unsubscribing
 
 

@@ -5,7 +5,8 @@
  *   open reports of that class within the class's duplicate radius are fetched from
  *   /nearby.json?duplicates=1 and listed, each with "Add your support" (POST
  *   /track/<number>/support with the contact given on the form): the person supports the
- *   existing case instead of filing a duplicate;
+ *   existing case instead of filing a duplicate, and hears what happens to it by the e-mail
+ *   or phone given (a signed-in citizen without one is told to give one: accounts have none);
  * - the /nearby page: its map shows the listed reports (#nearby-markers, rounded positions)
  *   and "Use my location" fills the point.
  *
@@ -74,6 +75,10 @@
             return;
           }
           status.textContent = text(data.created ? "msg-supported" : "msg-already-supported");
+          if (!body.email && !body.phone) {
+            // signed in without a contact: counted, but nobody to tell (accounts have no address)
+            status.textContent += " " + text("msg-no-contact");
+          }
           status.className = "status ok";
           var count = button.parentNode.querySelector(".supporters");
           if (count) count.textContent = text("msg-supporters", { count: data.supporters });
