@@ -64,9 +64,11 @@ LA_TIME = ZoneInfo("America/Los_Angeles")
 SEED = 2020  # the draws are the same at every seeding
 WATCH_EVERY = timedelta(minutes=1)  # the dispatcher's watch: a periodic job, every minute
 # A request kept open today is reported at least this many working hours before now (its
-# verification, filing, dispatch and a return to the dispatcher take up to about 15), and
-# at most this many days before (still open today, not a forgotten one).
-REACHES_UNIT_HOURS = 16
+# verification, filing and dispatch take up to about 4, the unit's accepting up to 6 more),
+# and at most this many days before (still open today, not a forgotten one). Eight hours
+# leave a day to place every such request on, whatever the day of the year (16 did not,
+# around holidays: checked at every fifth hour of 2026).
+REACHES_UNIT_HOURS = 8
 OPEN_WITHIN_DAYS = 14
 
 # MyLA311 request types → the catalogue's classes (cases/data/categories.json). Homeless
