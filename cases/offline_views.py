@@ -32,11 +32,11 @@ from cases import offline
 from cases.forms import parse, uploads
 from cases.schemas import AttachedPhoto, PhotoUpload
 from cases.views import photo_root, signed_in
-from gridmgmt.kernel import ratelimit
+from gridmgmt.kernel import clock, ratelimit
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.errors import InvalidInput
 from gridmgmt.kernel.i18n import gettext as _
-from gridmgmt.kernel.models import Role
+from gridmgmt.kernel.models import Role, User
 
 bp = Blueprint("offline", __name__, template_folder="templates")
 
@@ -144,7 +144,10 @@ def outbox() -> ResponseReturnValue:
 @bp.get("/api/offline/session")
 def offline_session() -> ResponseReturnValue:
     """What the outbox asks before sending: who is signed in (it sends a person's items only
-    in their own session), a fresh CSRF token, the pages to keep for offline use.
+    in their own session), a fresh CSRF token, the pages to keep for offline use; with
+    `?keep=1` (the phone's keeping round, every 10 minutes at most) also `cells`, the URLs of
+    the grid cells to keep for the map: for an inspector, around their tasks and recent
+    reports (`offline.places_of_inspector`), for anyone else none.
 
     It never starts a session: a phone whose cookie is gone asks this on every page, so a
     session made here (its own CSRF token) could come back after the page's own and replace
@@ -155,16 +158,32 @@ def offline_session() -> ResponseReturnValue:
     role = user.role if user is not None else None
     pages = OFFLINE_PAGES.get(role, OFFLINE_PAGES[None])
     has_token = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token") in cookie_session
-    body = {
+    body: dict[str, object] = {
         "user": str(user.id) if user is not None else "",
         "role": role,
         "csrf_token": generate_csrf() if has_token else "",
         "version": worker_version(),
         "pages": [url_for(page) for page in pages if page in current_app.view_functions],
     }
+    if request.args.get("keep"):
+        body["cells"] = cells_to_keep(user)
     answer = jsonify(body)
     answer.cache_control.no_store = True
     return answer
+
+
+def cells_to_keep(user: User | None) -> list[str]:
+    """The `cells.geojson` URLs a phone keeps for this person's map without a signal, each as
+    the map asks for it (its `?bbox=`, unencoded)."""
+    if (
+        user is None
+        or user.role != Role.INSPECTOR.value
+        or "grids.cells" not in (current_app.view_functions)
+    ):
+        return []
+    places = offline.places_of_inspector(db.session(), user.id, clock.now_utc())
+    source = url_for("grids.cells")
+    return [f"{source}?bbox={offline.bbox_param(box)}" for box in offline.cell_boxes(places)]
 
 
 @bp.post("/api/reports/<submission_uuid>/photos")

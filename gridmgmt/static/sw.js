@@ -5,7 +5,10 @@
  * Caches, each dropped when a new version activates unless said otherwise:
  *   gm-shell-VERSION  the app's own files (CSS, scripts, Leaflet, icons): cache first;
  *   gm-data           the territory's outlines and the grid cells the map has shown: public
- *                     data, stale-while-revalidate (kept across versions and sign-outs);
+ *                     data, stale-while-revalidate (kept across versions and sign-outs); and
+ *                     the cells kept ahead for a person's map ("keep" message: for an inspector,
+ *                     the boxes around their tasks and recent reports), listed under
+ *                     KEPT_CELLS_KEY, replaced at each keep and dropped with the person's pages;
  *   gm-pages          the pages a person opens offline (report, tasks, outbox): network
  *                     first, the kept copy only without a signal. They show a person's name
  *                     and tasks, so they are dropped at sign-out and whenever a page says
@@ -22,6 +25,7 @@ var SHELL_CACHE = "gm-shell-" + VERSION;
 var DATA_CACHE = "gm-data";
 var PAGES_CACHE = "gm-pages";
 var OWNER_KEY = "/__gm_owner";
+var KEPT_CELLS_KEY = "/__gm_kept_cells"; // in DATA_CACHE: the cells' URLs kept for the person
 var OFFLINE_PAGES = ["/report", "/tasks", "/outbox"];
 var NETWORK_WAIT_MS = 6000; // a page from the network, or else the kept copy after this
 
@@ -105,7 +109,8 @@ function fromNetworkOrKept(request, path) {
 
 function staleWhileRevalidate(request) {
   return caches.open(DATA_CACHE).then(function (cache) {
-    return cache.match(request).then(function (hit) {
+    // Public data: the same URL is the same answer, whatever the request's headers.
+    return cache.match(request, { ignoreVary: true }).then(function (hit) {
       var network = fetch(request).then(function (response) {
         if (response.ok) cache.put(request, response.clone());
         return response;
@@ -156,12 +161,55 @@ self.addEventListener("fetch", function (event) {
   }
 });
 
-/** Drop the kept pages (and say whose they are now). */
+/** Drop the kept pages and the cells kept for the person (and say whose they are now). */
 function forgetPages(owner) {
-  return caches.delete(PAGES_CACHE).then(function () {
+  return forgetCells().then(function () {
+    return caches.delete(PAGES_CACHE);
+  }).then(function () {
     if (owner === undefined) return null;
     return caches.open(PAGES_CACHE).then(function (cache) {
       return cache.put(OWNER_KEY, new Response(owner));
+    });
+  });
+}
+
+function keptCells(cache) {
+  return cache.match(KEPT_CELLS_KEY).then(function (hit) {
+    return hit ? hit.json() : [];
+  }).catch(function () { return []; });
+}
+
+/** The cells kept for the person who was signed in: the list says which part of the city
+ * they work in, so it goes with their pages (cells the map showed stay: public data). */
+function forgetCells() {
+  return caches.open(DATA_CACHE).then(function (cache) {
+    return keptCells(cache).then(function (urls) {
+      return Promise.all(urls.map(function (url) { return cache.delete(url); }));
+    }).then(function () { return cache.delete(KEPT_CELLS_KEY); });
+  });
+}
+
+/** Keep these cells' URLs for the map without a signal, instead of those kept before. A box
+ * already kept is not asked again: territory data changes with an import, and a box the map
+ * shows online is refreshed then (stale-while-revalidate). */
+function keepCells(urls) {
+  return caches.open(DATA_CACHE).then(function (cache) {
+    return keptCells(cache).then(function (before) {
+      var gone = before.filter(function (url) { return urls.indexOf(url) < 0; });
+      return Promise.all(urls.map(function (url) {
+        return cache.match(url, { ignoreVary: true }).then(function (hit) {
+          if (hit) return null;
+          return fetch(url, { credentials: "same-origin" }).then(function (response) {
+            return response.ok ? cache.put(url, response) : null;
+          });
+        }).catch(function () { return null; });
+      })).then(function () {
+        return Promise.all(gone.map(function (url) { return cache.delete(url); }));
+      }).then(function () {
+        return cache.put(KEPT_CELLS_KEY, new Response(JSON.stringify(urls), {
+          headers: { "Content-Type": "application/json" },
+        }));
+      });
     });
   });
 }
@@ -185,7 +233,8 @@ self.addEventListener("message", function (event) {
       return owner === data.user ? null : forgetPages(data.user);
     }).then(function () { reply({ ok: true }); }));
   } else if (data.type === "keep") {
-    // Keep these pages for offline use now (the person may never open them before going).
+    // Keep these pages and cells for offline use now (the person may never open them before
+    // going). The pages first: a page of another person drops the cells kept before.
     event.waitUntil(caches.open(PAGES_CACHE).then(function (cache) {
       return Promise.all((data.pages || []).map(function (path) {
         return fetch(path, { credentials: "same-origin" }).then(function (response) {
@@ -193,6 +242,8 @@ self.addEventListener("message", function (event) {
           return null;
         }).catch(function () { return null; });
       }));
+    }).then(function () {
+      return Array.isArray(data.cells) ? keepCells(data.cells) : null;
     }).then(function () { reply({ ok: true }); }));
   } else if (data.type === "logout") {
     event.waitUntil(forgetPages().then(function () { reply({ ok: true }); }));

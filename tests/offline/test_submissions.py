@@ -18,6 +18,7 @@ from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from cases import offline
 from cases.models import Case, Photo
 from gridmgmt.kernel import clock
 from tests.support import Web, browser, jpeg
@@ -265,3 +266,49 @@ def test_the_outbox_question_never_starts_a_session(app: Flask) -> None:
     again = phone.get("/api/offline/session")
     assert again.get_json()["csrf_token"] == token.group(1)
     assert "Set-Cookie" not in again.headers
+
+
+def test_the_boxes_of_cells_kept_are_the_map_s_own() -> None:
+    """The boxes and their URLs are the ones map.js asks for (CHUNK_DEG, its `fixed`), so the
+    worker's kept copy is found; the four nearest a place, each once, at most `most`."""
+    map_js = (Path(__file__).parents[2] / "gridmgmt/static/js/map.js").read_text()
+    chunk = re.search(r"var CHUNK_DEG = ([0-9.]+);", map_js)
+    assert chunk is not None and float(chunk.group(1)) == offline.CELL_BOX_DEG
+    # 116.3961 is in column 23279 (116.395-116.4), nearer its west side; 39.9041 in row 7980
+    # (39.9-39.905), nearer its north side.
+    assert offline.boxes_near((116.3961, 39.9041)) == [
+        (23279, 7980),
+        (23278, 7980),
+        (23279, 7981),
+        (23278, 7981),
+    ]
+    assert offline.bbox_param(offline.box_of(23279, 7980)) == "116.395,39.9,116.4,39.905"
+    assert offline.bbox_param(offline.box_of(-1, 0)) == "-0.005,0,0,0.005"
+    boxes = offline.cell_boxes([(116.3961, 39.9041), (116.3962, 39.9042), (116.5, 39.9)])
+    assert len(boxes) == 8  # the two first places share their four boxes
+    assert len(offline.cell_boxes([(116.0 + k / 100, 39.9) for k in range(50)], most=10)) == 10
+
+
+def test_an_inspector_s_phone_keeps_the_cells_around_their_work(
+    app: Flask, inspector: Web, session: Session, here: tuple[float, float]
+) -> None:
+    made = inspector.api("/api/reports", report(here))
+    assert made.status_code == 201, made.get_json()
+    plain = inspector.get("/api/offline/session").get_json()
+    assert "cells" not in plain  # asked only by the keeping round: no query on every send
+    cells = inspector.get("/api/offline/session?keep=1").get_json()["cells"]
+    assert 4 <= len(cells) <= offline.MOST_CELL_BOXES
+    boxes = [
+        tuple(float(v) for v in url.split("?bbox=", 1)[1].split(","))
+        for url in cells
+        if url.startswith("/territory/cells.geojson?bbox=")
+    ]
+    assert len(boxes) == len(cells)
+    mine = [b for b in boxes if b[0] <= here[0] < b[2] and b[1] <= here[1] < b[3]]
+    assert len(mine) == 1  # the box of the inspector's own report
+    answer = inspector.get(cells[boxes.index(mine[0])])
+    assert answer.status_code == 200
+    assert answer.get_json()["features"]  # the cells there, with their codes
+    for name in ("citizen", None):
+        web = browser(app, name) if name else browser(app)
+        assert web.get("/api/offline/session?keep=1").get_json()["cells"] == []

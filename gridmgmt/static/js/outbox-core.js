@@ -164,9 +164,10 @@
     new BroadcastChannel(CHANNEL).onmessage = function (event) { callback(event.data); };
   }
 
-  /** Who is signed in, a fresh CSRF token, the pages to keep; null without a network. */
-  function session() {
-    return fetch("/api/offline/session", {
+  /** Who is signed in, a fresh CSRF token, the pages to keep (keep: also the cells to keep
+   * for the map); null without a network. */
+  function session(keep) {
+    return fetch("/api/offline/session" + (keep ? "?keep=1" : ""), {
       credentials: "same-origin",
       cache: "no-store",
       headers: { Accept: "application/json" },

@@ -68,10 +68,10 @@
     var key = "gm-pages-kept:" + user;
     var last = Number(localStorage.getItem(key) || 0);
     if (Date.now() - last < KEEP_PAGES_EVERY_MS) return;
-    core.session().then(function (who) {
+    core.session(true).then(function (who) {
       if (!who || who.user !== user) return;
       return worker().then(function (active) {
-        return ask(active, { type: "keep", pages: who.pages });
+        return ask(active, { type: "keep", pages: who.pages, cells: who.cells || [] });
       }).then(function () { localStorage.setItem(key, String(Date.now())); });
     });
   }
