@@ -37,13 +37,14 @@ from cases.schemas import (
 )
 from cases.status import CaseStatus
 from cases.views import photo_root
-from gridmgmt.kernel import ratelimit, security_events
+from gridmgmt.kernel import key_uses, ratelimit, security_events
 from gridmgmt.kernel.auth import KeyUse, use_api_key
 from gridmgmt.kernel.db import db, reads_replica
 from gridmgmt.kernel.errors import NotFound
 from gridmgmt.kernel.http_errors import register_error_format
 from gridmgmt.kernel.i18n import current_lang
 from gridmgmt.kernel.models import Unit
+from gridmgmt.kernel.queue import queues
 from gridmgmt.kernel.security_events import SecurityEventKind
 
 bp = Blueprint("open311", __name__, url_prefix="/open311/v2")
@@ -223,7 +224,7 @@ def _api_key(secret: str) -> KeyUse:
     refused (403) and recorded as a security event (with the key's id when it is revoked,
     never the secret)."""
     try:
-        return use_api_key(db.session(), secret)
+        found = use_api_key(db.session(), secret)
     except NotFound as err:
         key_id = err.details.get("api_key_id")  # a revoked key is named, an unknown one not
         reason = "unknown" if key_id is None else "revoked"
@@ -233,6 +234,8 @@ def _api_key(secret: str) -> KeyUse:
         if key_id is not None:
             raise Open311Error(403, "api_key has been revoked") from None
         raise Open311Error(403, "api_key is not valid") from None
+    key_uses.count_use(queues.redis, found.id)
+    return found
 
 
 @bp.before_request

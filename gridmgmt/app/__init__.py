@@ -18,7 +18,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     import maps
     from gridmgmt import kernel
     from gridmgmt.app import admin, calendars, cli, health, home, openapi, registry, security
-    from gridmgmt.kernel import partitions, ratelimit
+    from gridmgmt.kernel import key_uses, partitions, ratelimit
 
     app = Flask("gridmgmt")  # templates and static files of the shell live in gridmgmt/
     settings = config if isinstance(config, Config) else Config.from_env()
@@ -29,6 +29,7 @@ def create_app(config: Config | dict[str, Any] | None = None) -> Flask:
     registry.load_models()
     kernel.init_app(app)
     partitions.init_app(app)  # the event logs' monthly partitions: settings, periodic job
+    key_uses.init_app(app)  # the api keys' use counts, folded from Redis every minute
     health.init_app(app)
     home.init_app(app)
     security.init_app(app)  # the administrators' audit trail

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from dispatch import readiness
-from gridmgmt.kernel import auth, settings, web
+from gridmgmt.kernel import auth, key_uses, settings, web
 from gridmgmt.kernel.audit import (
     ACTION_LABELS,
     AdminAudit,
@@ -431,6 +431,7 @@ def _keys_page(
     page = render_template(
         "admin/keys.html",
         keys=auth.api_keys(db.session()),
+        waiting=key_uses.waiting_uses(queues.redis),  # counted, not folded yet
         secret=secret,
         new_key=new_key,
         form=dict(request.form) if status >= 400 else {},

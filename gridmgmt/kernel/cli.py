@@ -16,12 +16,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from gridmgmt.kernel import auth, partitions, roles, web
+from gridmgmt.kernel import auth, key_uses, partitions, roles, web
 from gridmgmt.kernel.calendar_store import load_calendar, shipped_calendar
 from gridmgmt.kernel.config import Config
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.errors import DomainError
 from gridmgmt.kernel.models import Role
+from gridmgmt.kernel.queue import queues
 
 users_cli = AppGroup("users", help="People who sign in (one role each).")
 apikey_cli = AppGroup("apikey", help="Open311 API keys.")
@@ -164,6 +165,7 @@ def list_apikeys_command() -> None:
     """List the API keys: id, name, first characters, trusted, last use, revoked."""
     with cli_transaction() as session:
         keys = auth.api_keys(session)
+        waiting = key_uses.waiting_uses(queues.redis)
         rows = [
             (
                 str(k.id),
@@ -171,6 +173,7 @@ def list_apikeys_command() -> None:
                 f"{k.prefix}…",
                 "trusted" if k.trusted else "",
                 f"used {k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never used",
+                f"{k.use_count + waiting.get(k.id, 0)} requests",
                 f"REVOKED {k.revoked_at:%Y-%m-%d %H:%M}"
                 if k.revoked_at
                 else ("inactive" if not k.active else "active"),

@@ -8,6 +8,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Date,
@@ -155,6 +156,8 @@ class ApiKey(Timestamped, Base):
     trusted: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=true())
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # As of the last fold of the uses counted in Redis (gridmgmt.kernel.key_uses).
+    use_count: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # refused since
 
     @property

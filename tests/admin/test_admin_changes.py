@@ -9,17 +9,19 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 from redis import Redis
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from gridmgmt.kernel import key_uses
 from gridmgmt.kernel.audit import AdminAudit, AuditAction, find_changes, record_change
 from gridmgmt.kernel.auth import hash_api_key
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.models import ApiKey, Role, User
 from gridmgmt.kernel.web import _account_key
-from tests.support import Web, browser, nested, seeded_demo
+from tests.open311.open311_support import DEMO_KEY, OPEN311
+from tests.support import Web, browser, nested, point_in, seeded_demo
 
 PAGES = ["/admin/setup", "/admin/people", "/admin/keys", "/admin/audit"]
 OTHERS = ["inspector", "operator", "dispatcher", "staff", "leader", "citizen"]
@@ -71,15 +73,37 @@ def test_admin_sees_the_page(admin: Web, path: str) -> None:
     assert answer.headers["Cache-Control"] == "no-store"
 
 
+def admin_requests(app: Flask) -> list[tuple[str, str]]:
+    """Every (method, path) of the administration: each rule under /admin/ of the app's URL
+    map, its variables filled in (1 for a number), so a page added later is covered too."""
+    found = []
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/admin"):
+            continue
+        values = {
+            name: 1 if type(converter).__name__ == "IntegerConverter" else "x"
+            for name, converter in rule._converters.items()
+        }
+        path = rule.build(values, append_unknown=False)[1]
+        found += [(method, path) for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
+    return found
+
+
 @pytest.mark.parametrize("role", OTHERS)
 def test_other_roles_are_refused(app: Flask, session: Session, role: str) -> None:
     web = browser(app, role)
+    requests = admin_requests(app)
+    audited = session.scalar(select(func.count()).select_from(AdminAudit))
 
-    for path in [*PAGES, "/admin/people/1"]:
-        assert web.get(path).status_code == 403, (role, path)
-    assert web.post("/admin/people", {"username": "intruder", "role": "admin"}).status_code == 403
-    assert web.post("/admin/keys", {"name": "intruder"}).status_code == 403
+    assert len(requests) >= 40  # people, keys, units, routing, catalogue, calendars, territory...
+    for method, path in requests:
+        if method == "GET":
+            answer = web.get(path)
+        else:
+            answer = web.post(path, {"username": "intruder", "role": "admin", "name": "intruder"})
+        assert answer.status_code == 403, (role, method, path, answer.status_code)
     assert session.scalar(select(User).where(User.username == "intruder")) is None
+    assert session.scalar(select(func.count()).select_from(AdminAudit)) == audited
 
 
 def test_anonymous_goes_to_login(app: Flask, session: Session) -> None:
@@ -276,6 +300,55 @@ def test_change_and_revoke_key(admin: Web, session: Session) -> None:
     (revoked,) = audit_rows(session, AuditAction.API_KEY_REVOKED)
     assert (revoked.before["revoked"], revoked.after["revoked"]) == (False, True)
     assert not key.usable
+
+
+def shown_requests(admin: Web, name: str) -> str:
+    page = admin.get("/admin/keys").get_data(as_text=True)
+    found = re.search(rf'data-key="{name}".*?class="key-uses">([^<]+)<', page, re.S)
+    assert found, page[:300]
+    return found.group(1)
+
+
+def test_a_key_s_requests_are_counted_and_folded_into_the_database(
+    app: Flask, admin: Web, session: Session, redis_conn: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = session.scalar(select(ApiKey).where(ApiKey.prefix == DEMO_KEY[:8]))
+    assert key is not None and key.use_count == 0
+    key_id, name = key.id, key.name
+    lon, lat = point_in(session, "990100006046")  # a demo community
+    report = {"api_key": DEMO_KEY, "service_code": "E0102", "lat": lat, "long": lon}
+    client = app.test_client()
+
+    for _ in range(3):
+        assert client.post(f"{OPEN311}/requests.json", data=report).status_code == 201
+    bad = {**report, "api_key": DEMO_KEY[:-1] + ("A" if DEMO_KEY[-1] != "A" else "B")}
+    assert client.post(f"{OPEN311}/requests.json", data=bad).status_code == 403
+    assert shown_requests(admin, name) == "3"  # counted in Redis, not folded yet
+
+    with app.app_context():
+        monkeypatch.setattr(key_uses, "add_uses", broken_write)
+        with pytest.raises(DBAPIError):
+            key_uses.fold_key_uses()
+        monkeypatch.undo()
+        assert key_uses.waiting_uses(redis_conn) == {key_id: 3}  # put back, not lost
+        assert key_uses.fold_key_uses() == "3 uses folded"
+        assert key_uses.fold_key_uses() == "0 uses folded"  # taken once
+    folded = db.session.scalar(select(ApiKey.use_count).where(ApiKey.id == key_id))
+    assert folded == 3 and key_uses.waiting_uses(redis_conn) == {}
+    assert client.post(f"{OPEN311}/requests.json", data=report).status_code == 201
+    assert shown_requests(admin, name) == "4"
+
+
+def broken_write(session: Session, counts: dict[int, int]) -> None:
+    session.execute(text("SELECT 1/0"))
+
+
+def test_a_request_is_not_refused_when_its_use_cannot_be_counted() -> None:
+    nobody = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+
+    key_uses.count_use(nobody, 1)  # logged, not raised
+
+    assert key_uses.waiting_uses(nobody) == {}
 
 
 # ---------------------------------------------------------------- the audit log
