@@ -53,6 +53,13 @@ def test_fresh_database_lacks_everything(session: Session, redis_conn: Redis) ->
     assert "flask grids import-units" in str(checks["territory"].fix)
     assert "flask categories load" in str(checks["catalogue"].fix)
     assert "flask calendar load" in str(checks["calendar"].fix)
+    for name, page in [
+        ("territory", "/admin/territory"),
+        ("cells", "/admin/territory"),
+        ("catalogue", "/admin/catalogue"),
+        ("calendar", "/admin/calendar"),
+    ]:
+        assert page in str(checks[name].fix), name  # the page as well as the command
     assert "/admin/people" in str(checks["people_operator"].fix)
     assert "flask dispatch worker" in str(checks["worker"].fix)
     assert not checks["scheduler"].ok
@@ -65,7 +72,9 @@ def test_cli_exits_1_and_names_what_blocks(cli, redis_conn: Redis) -> None:  # t
 
     assert result.exit_code == 1, result.output
     assert "PROBLEM  territory" in result.output
-    assert "fix: import the territory: flask grids import-units" in result.output
+    assert "fix: import the territory on /admin/territory, or: flask grids import-units" in (
+        result.output
+    )
     assert "dispatch is blocked by: territory, cells, catalogue, calendar" in result.output
 
 
@@ -208,6 +217,28 @@ def test_community_without_cells(demo: Session) -> None:
 
     assert check.blocks
     assert "990100006046" in str(check.message)
+
+
+def test_a_community_partly_without_cells(demo: Session, redis_conn: Redis) -> None:
+    community = demo.scalar(select(Area).where(Area.code == "990100006046"))
+    assert community is not None
+    assert readiness.check_cell_coverage(demo).ok  # the demo's cells cover it whole
+    one = demo.scalar(select(GridCell.id).where(GridCell.community_id == community.id).limit(1))
+    demo.execute(delete(GridCell).where(GridCell.id == one))
+
+    coverage = readiness.check_cell_coverage(demo)
+    checks = by_name(readiness.run_checks(demo, queues.redis, CODE, NOW))
+
+    assert readiness.check_cells(demo).ok  # it still has cells
+    assert not coverage.ok and not coverage.blocking  # the rest of the city is served
+    assert "990100006046" in str(coverage.message)
+    assert "/admin/territory/check" in str(coverage.fix)
+    assert not checks["cell_coverage"].ok
+    assert [c.name for c in readiness.run_checks(demo, queues.redis, CODE, NOW)][:3] == [
+        "territory",
+        "cells",
+        "cell_coverage",
+    ]
 
 
 def test_class_unroutable_in_a_community(demo: Session) -> None:
