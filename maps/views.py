@@ -40,7 +40,7 @@ from gridmgmt.kernel.web import role_required
 from grids.models import Area
 from maps import evaluation
 from maps import services as stats
-from maps.aggregate import FilterError, Filters, Tally, parse_filters, ranked
+from maps.aggregate import FilterError, Filters, Scoring, Tally, parse_filters, ranked
 from maps.render import EmptyState, MapData, build_map, line_chart
 
 bp = Blueprint("maps", __name__, template_folder="templates")
@@ -253,6 +253,39 @@ class Column:
     counts: Callable[[Any], tuple[int, int]] | None = None
 
 
+# The score's formula, as `maps.aggregate.Tally.score` computes it, with the weights in effect.
+SCORE_FORMULA = N_(
+    "Points out of 100: %(shares)s (a rate without data leaves its share to the others),"
+    " less %(penalties)s; ranks the rows."
+)
+SCORE_FORMULA_ON_TIME = N_(
+    "Points out of 100: the on-time rate, less %(penalties)s; ranks the rows."
+)
+SCORE_SHARES = (  # Scoring's field → the rate's column label
+    ("response", N_("Response rate")),
+    ("resolution", N_("Resolution rate")),
+    ("satisfaction", N_("Satisfaction rate")),
+    ("followup", N_("Follow-up rate")),
+)
+
+
+def score_formula(scoring: Scoring) -> str:
+    """The score's formula in the reader's language, with the city's weights written in:
+    each weighted rate's share of the 100 points (the on-time rate has the rest), the points
+    off per rework round and, when the city sets it, per re-handling."""
+    penalties = _("%(points)s per rework round", points=number(scoring.rework_penalty))
+    if scoring.rehandle_penalty:
+        penalties += ", " + _("%(points)s per re-handling", points=number(scoring.rehandle_penalty))
+    weighted = [(getattr(scoring, name), label) for name, label in SCORE_SHARES]
+    weighted = [(w, label) for w, label in weighted if w > 0]
+    if not weighted:
+        return _(SCORE_FORMULA_ON_TIME, penalties=penalties)
+    on_time = 1.0 - sum(w for w, _label in weighted)
+    parts = [(on_time, N_("On-time rate")), *weighted] if on_time > 1e-9 else weighted
+    shares = " + ".join(f"{number(100 * w)}% × {_(label).lower()}" for w, label in parts)
+    return _(SCORE_FORMULA, shares=shares, penalties=penalties)
+
+
 @dataclass(frozen=True)
 class ColumnGroup:
     """Columns shown or hidden together, under one header. `optional` groups are hidden
@@ -320,7 +353,7 @@ TALLY_GROUPS = (
                 N_("Score"),
                 lambda t: t.score(),
                 "decimal",
-                N_("The on-time rate in points, less one point per rework; ranks the rows."),
+                SCORE_FORMULA,  # written with the city's weights (`score_formula`)
             ),
         ),
     ),
@@ -671,14 +704,22 @@ def formulas() -> list[tuple[str, str]]:
     """(column, formula) of every figure with one, in the reader's language (translated here:
     the formulas' percent signs are text, not a template's placeholders). The settings a
     formula depends on are written in: the response limit, the weight of "basically
-    satisfied"."""
+    satisfied", the score's weights."""
     config = current_app.config
     settings = {
         "hours": number(float(config.get("RESPONSE_LIMIT_HOURS", 2.0))),
         "weight": number(float(config.get("SATISFACTION_BASIC_WEIGHT", 1.0))),
     }
+    scoring = evaluation.scoring_settings(config)
     tallies = [  # only formulas with a placeholder are formatted: others may have a "%"
-        (_(c.label), _(c.formula, **settings) if "%(" in c.formula else _(c.formula))
+        (
+            _(c.label),
+            score_formula(scoring)
+            if c.key == "score"
+            else _(c.formula, **settings)
+            if "%(" in c.formula
+            else _(c.formula),
+        )
         for g in TALLY_GROUPS
         for c in g.columns
         if c.formula
@@ -735,8 +776,9 @@ def bucket_of(day: date, firsts: list[date]) -> date:
 def dashboard() -> ResponseReturnValue:
     """Trends of a chosen period (`?period=30d|13w|12m`, default 12 months): the period's key
     figures, new cases per day, week or month, the on-time closure rate per week against its
-    usual target, the public's satisfaction and resolution rates per week (from the follow-up
-    answers given that week), and the major classes with the most new cases."""
+    usual target, the public's rates per week (satisfaction and resolution from the follow-up
+    answers given that week, response from the cases put in units' hands, follow-up from the
+    closings), and the major classes with the most new cases."""
     choice = request.args.get("period") or "12m"
     if choice not in DASHBOARD_PERIODS:
         raise InvalidInput(
@@ -798,6 +840,24 @@ def dashboard() -> ResponseReturnValue:
         empty_text=_("No follow-up answer in this period."),
         percent=True,
     )
+    response_points = [
+        (format_date(w, "MM-dd"), public[w].response_rate if w in public else None) for w in weeks
+    ]
+    response_chart = line_chart(
+        response_points,
+        title=_("Response rate per week"),
+        empty_text=_("No case was put in a unit's hands in this period."),
+        percent=True,
+    )
+    followup_points = [
+        (format_date(w, "MM-dd"), public[w].followup_rate if w in public else None) for w in weeks
+    ]
+    followup_chart = line_chart(
+        followup_points,
+        title=_("Follow-up rate per week"),
+        empty_text=_("No case whose reporter can be reached was closed in this period."),
+        percent=True,
+    )
     # The period's key figures add up the weeks of the charts.
     total = Tally(overdue_open=evaluation.overdue_open(session, datetime.now(UTC)))
     for tally in (*due.values(), *public.values()):
@@ -814,6 +874,10 @@ def dashboard() -> ResponseReturnValue:
         satisfaction_points=satisfaction_points,
         resolution_chart=resolution_chart,
         resolution_points=resolution_points,
+        response_chart=response_chart,
+        response_points=response_points,
+        followup_chart=followup_chart,
+        followup_points=followup_points,
         target=ON_TIME_TARGET,
         satisfaction_target=SATISFACTION_TARGET,
         period=period,

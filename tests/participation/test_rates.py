@@ -8,7 +8,9 @@ district, with the city's weight of "basically satisfied", and as the CSV gives 
 from __future__ import annotations
 
 import csv
+import html
 import io
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -18,6 +20,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from gridmgmt.app import demo
+from gridmgmt.kernel.i18n import percent
 from gridmgmt.kernel.models import Unit
 from grids.models import Area
 from maps import evaluation
@@ -264,3 +267,106 @@ def test_default_weights_leave_the_score_alone(names: Names, db_session: Session
     assert all(t.scoring.satisfaction == 0.5 for t in cube.values())
     plain = evaluation.tally_cube(db_session, PERIOD, datetime.now(UTC))
     assert all(t.scoring == Scoring() for t in plain.values())
+
+
+WEEKLY_RATES = {  # the dashboard's weekly charts of the public's say: heading → Tally rate
+    "h-response": "response_rate",
+    "h-resolution": "resolution_rate",
+    "h-satisfaction": "satisfaction_rate",
+    "h-followup": "followup_rate",
+}
+
+
+def test_the_dashboard_draws_the_four_rates_per_week(
+    app: Flask, city: City, db_session: Session, make_case: MakeCase
+) -> None:
+    """This week: a case put in its unit's hands and accepted within the limit, closed and
+    answered by its reporter; each of the four weekly charts shows, for every week, the rate
+    `rates_per_week` counts (the response and follow-up rates this week among them)."""
+    now = datetime.now(UTC)
+    case = make_case("closed", reported=now - timedelta(minutes=40),
+                     contact={"email": "weekly@example.org"})  # fmt: skip
+    add_event(db_session, case, "dispatch", now - timedelta(minutes=30), "filed", "dispatched")
+    add_event(db_session, case, "accept", now - timedelta(minutes=20), "dispatched", "in_progress")
+    add_event(db_session, case, "close", now - timedelta(minutes=10), "checked", "closed")
+    add_answer(db_session, case, now - timedelta(minutes=5), "yes", "satisfied")
+    evaluation.refresh_rollup(db_session)
+
+    page = browser(app, "leader").get("/dashboard?period=13w")
+    body = page.get_data(as_text=True)
+
+    assert page.status_code == 200
+    today = now.date()
+    period = evaluation.Period(today - timedelta(days=today.weekday() + 7 * 12), today)
+    weeks = dict(evaluation.rates_per_week(db_session, period))
+    this_week = weeks[today - timedelta(days=today.weekday())]
+    assert this_week.response_rate is not None and this_week.followup_rate is not None
+    for heading, name in WEEKLY_RATES.items():
+        card = body.split(f'id="{heading}"', 1)[1].split("</section>", 1)[0]
+        chart = card.split("</svg>", 1)[0]
+        assert "<polyline" in chart or 'class="chart chart-empty"' in chart, heading
+        shown = {
+            label: value
+            for label, value in re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td></tr>", card)
+        }
+        with app.test_request_context("/"):
+            expected = {f"{w:%m-%d}": percent(getattr(t, name)) or "–" for w, t in weeks.items()}
+        assert expected.items() <= shown.items(), heading
+    response = body.split('id="h-response"', 1)[1].split("</svg>", 1)[0]
+    followup = body.split('id="h-followup"', 1)[1].split("</svg>", 1)[0]
+    assert "<polyline" in response and "<polyline" in followup
+
+
+def unit_ranks(app: Flask) -> dict[str, tuple[str, str]]:
+    """Each unit's (rank, score) in the evaluation's CSV of PERIOD."""
+    answer = browser(app, "leader").get(
+        f"/evaluation?format=csv&table=units&start={PERIOD.start}&end={PERIOD.end}"
+    )
+    assert answer.status_code == 200
+    rows = csv.DictReader(io.StringIO(answer.get_data(as_text=True)))
+    return {r["name"]: (r["rank"], r["score"]) for r in rows}
+
+
+def test_the_score_weights_are_settings_of_the_app(
+    app: Flask,
+    city: City,
+    names: Names,
+    db_session: Session,
+    make_case: MakeCase,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One case due in March for each unit: A's closed late (on-time 0 %), W's on time
+    (100 %). The on-time rate alone ranks W first; with 90 % of the points on satisfaction
+    (A 75 %, W 0 %) and 10 % on response (A 60 %, W 100 %), A is first; the page's formula
+    says so."""
+    make_case("closed", reported=at(1, 0), deadline=at(20, 0), handled_at=at(21, 0),
+              closed_at=at(21, 1))  # fmt: skip
+    make_case("closed", city.b, unit=WATER, reported=at(1, 0),
+              deadline=at(20, 0), handled_at=at(18, 0), closed_at=at(19, 0))  # fmt: skip
+    evaluation.refresh_rollup(db_session)
+
+    plain = unit_ranks(app)
+    monkeypatch.setitem(app.config, "SCORE_WEIGHT_SATISFACTION", 0.9)
+    monkeypatch.setitem(app.config, "SCORE_WEIGHT_RESPONSE", 0.1)
+    monkeypatch.setitem(app.config, "SCORE_REHANDLE_PENALTY", 2.0)
+    weighted = unit_ranks(app)
+    page = browser(app, "leader").get(f"/evaluation?start={PERIOD.start}&end={PERIOD.end}")
+
+    assert plain[names.unit_w] == ("1", "100.0") and plain[names.unit_a][0] == "2"  # 0 points
+    # A: 100 × (0.1 × 3/5 + 0.9 × 3/4) − 2 × one re-handling; W: 100 × (0.1 × 1 + 0.9 × 0)
+    assert weighted[names.unit_a] == ("1", "71.5")
+    assert weighted[names.unit_w] == ("2", "10.0")
+    formulas = page.get_data(as_text=True).split('class="formulas"', 1)[1]
+    assert (
+        "Points out of 100: 10% × response rate + 90% × satisfaction rate (a rate without data"
+        " leaves its share to the others), less 1 per rework round, 2 per re-handling"
+    ) in html.unescape(formulas)
+
+
+def test_the_score_formula_without_weights(app: Flask, names: Names) -> None:
+    page = browser(app, "leader").get(f"/evaluation?start={PERIOD.start}&end={PERIOD.end}")
+
+    assert (
+        "Points out of 100: the on-time rate, less 1 per rework round; ranks the rows."
+        in html.unescape(page.get_data(as_text=True))
+    )

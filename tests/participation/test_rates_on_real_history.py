@@ -407,13 +407,14 @@ def test_the_page_shows_the_rates_and_their_counts(history: History) -> None:
 
 
 def test_the_dashboard_draws_the_weekly_rates(history: History) -> None:
-    """The satisfaction and resolution rates per week, drawn inside their charts, each value
-    written once at most at the top (the rates are often 100 % several weeks running)."""
+    """The response, resolution, satisfaction and follow-up rates per week, drawn inside
+    their charts, each value written once at most at the top (the rates are often 100 %
+    several weeks running)."""
     with history.app.app_context():
         page = browser(history.app, "leader").get("/dashboard?period=12m")
     assert page.status_code == 200
     body = page.get_data(as_text=True)
-    for heading in ("h-satisfaction", "h-resolution"):
+    for heading in ("h-response", "h-resolution", "h-satisfaction", "h-followup"):
         chart = body.split(f'id="{heading}"', 1)[1].split("</svg>", 1)[0]
         assert "<polyline" in chart, heading
         ys = [float(y) for y in re.findall(r'<circle cx="[\d.]+" cy="([\d.]+)"', chart)]
