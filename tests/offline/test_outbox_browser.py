@@ -463,3 +463,126 @@ def test_signing_out_drops_the_kept_pages(phone_for: PhoneFor) -> None:
     phone.set_offline(True)
     page.goto("/tasks")  # without a signal: nothing of the inspector's is shown
     assert "Verification tasks" not in page.content()
+
+
+KEPT_CELLS = """async (urls) => {
+    const cache = await caches.open('gm-data');
+    const wanted = urls.map(u => new URL(u, location.origin).href);
+    const kept = (await cache.keys()).map(r => r.url).filter(u => u.includes('/cells.geojson'));
+    const sizes = await Promise.all(wanted.map(async u => {
+        const hit = await cache.match(u);
+        return hit ? (await hit.blob()).size : -1;
+    }));
+    return {kept: kept.sort(), wanted: wanted.sort(), sizes: sizes};
+}"""
+
+
+def test_an_inspector_s_cells_are_kept_for_the_map_without_a_signal(
+    phone_for: PhoneFor, offline_app: Flask, spot: tuple[float, float], tmp_path: Path
+) -> None:
+    """The cells around the inspector's tasks are kept before any map shows them, and the report
+    page's map draws them without a signal."""
+    with offline_app.app_context():
+        to_checking(offline_app, spot, tmp_path)  # a check on site where the phone will be
+    phone = phone_for("cells")
+    page = phone.new_page()
+    sign_in(page, "inspector")
+    page.goto("/outbox")  # no map: no cell is shown online
+    wait_for_worker(page)
+    urls = page.evaluate("fetch('/api/offline/session?keep=1').then(r => r.json())")["cells"]
+    assert urls
+
+    def kept() -> dict[str, Any]:
+        return page.evaluate(KEPT_CELLS, urls)
+
+    wait_until(lambda: min(kept()["sizes"]) > 0)
+    facts = kept()
+    assert facts["kept"] == facts["wanted"]  # kept ahead, nothing else: no map asked for any
+    usage = page.evaluate("navigator.storage.estimate().then(e => e.usage)")
+    print(
+        f"\ncells kept: {len(urls)} boxes, {sum(facts['sizes'])} bytes"
+        f" (largest {max(facts['sizes'])}); storage in all: {usage} bytes"
+    )
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        cells = {"boxes": len(urls), "bytes": sum(facts["sizes"]), "usage": usage}
+        Path(SHOTS, "cells.json").write_text(json.dumps(cells))
+
+    phone.set_offline(True)
+    page.goto("/report")  # the kept page
+    page.get_by_role("button", name="Use my location").click()  # the map at street level
+    picker = page.locator("#picker")
+    expect(picker).to_have_attribute("data-cells-shown", re.compile(r"^[1-9][0-9]*$"))
+    expect(picker.locator(".gm-label-cell").first).to_be_attached()
+
+
+def test_another_person_on_the_phone_gets_none_of_the_first_s_pages_nor_items(
+    phone_for: PhoneFor, offline_engine: Engine
+) -> None:
+    """A never signed out: the phone restarted (A's cookie gone) and B signs in. B's phone
+    serves none of A's kept pages or cells, and shows only how many of A's items wait."""
+    phone = phone_for("shared-restart")
+    page = phone.new_page()
+    sign_in(page, "inspector")
+    page.goto("/tasks")
+    wait_for_worker(page)
+    wait_for_kept(page, "/tasks", "Verification tasks")
+    wait_until(lambda: page.evaluate(KEPT_CELLS, [])["kept"] != [])  # A's cells, kept ahead
+    phone.set_offline(True)
+    page.goto("/report")
+    make_report(page, "shared: A's words by the gate", [])
+    expect(page.locator("#report-status")).to_contain_text("Saved on this phone")
+    phone.close()
+
+    phone = phone_for("shared-restart")
+    page = phone.new_page()
+    sign_in(page, "citizen")
+    page.goto("/outbox")
+    expect(page.locator(".outbox-others")).to_contain_text("1 items of another account")
+    expect(page.locator("#outbox li.outbox-item")).to_have_count(0)
+    assert "A's words" not in page.content()
+    citizen = page.evaluate("fetch('/api/offline/session').then(r => r.json())")["user"]
+    wait_for_kept(page, "/report", f'<meta name="gridmgmt-user" content="{citizen}">')
+    assert page.evaluate(KEPT_CELLS, [])["kept"] == []  # A's cells went with A's pages
+    tasks_kept = "async () => !!(await (await caches.open('gm-pages')).match('/tasks'))"
+    assert not page.evaluate(tasks_kept)
+    phone.set_offline(True)
+    page.goto("/tasks")  # without a signal: nothing of the inspector's
+    assert "Verification tasks" not in page.content()
+    page.goto("/report")
+    expect(page.locator('meta[name="gridmgmt-user"]')).to_have_attribute("content", citizen)
+    expect(page.locator(".outbox-others")).to_contain_text("1 items of another account")
+    phone.set_offline(False)
+    page.goto("/outbox")
+    page.evaluate("gridmgmt.outbox.flush(true)")
+    assert cases_described(offline_engine, "shared:") == []  # never sent as B
+
+
+def test_signing_out_drops_the_person_s_sent_items_not_the_others(
+    phone_for: PhoneFor, offline_engine: Engine, spot: tuple[float, float]
+) -> None:
+    phone = phone_for("sign-out-items")
+    page = phone.new_page()
+    sign_in(page, "inspector")
+    page.goto("/report")
+    wait_for_worker(page)
+    with page.expect_navigation():
+        make_report(page, "signout: sent", [])  # sent at once: the page goes to the case
+    page.goto("/report")
+    page.fill("#lon", str(spot[0] + 30))  # refused: outside the city
+    page.fill("#lat", str(spot[1]))
+    page.select_option("#category", CATEGORY)
+    page.fill("textarea[name=description]", "signout: refused")
+    page.locator("#report-form button[type=submit]").click()
+    expect(page.locator("#outbox li.outbox-item[data-state=refused]")).to_have_count(1)
+    page.route("**/api/reports", lambda route: route.abort("internetdisconnected"))
+    make_report(page, "signout: waiting", [])
+    expect(page.locator("#outbox li.outbox-item[data-state=waiting]")).to_have_count(1)
+    expect(page.locator("#outbox li.outbox-item")).to_have_count(3)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign out").click()
+    left = page.evaluate(
+        "gridmgmtOutbox.all().then(items => items.map(i => [i.report.fields.description, i.state]))"
+    )
+    assert sorted(left) == [["signout: refused", "refused"], ["signout: waiting", "waiting"]]
+    assert len(cases_described(offline_engine, "signout:")) == 1

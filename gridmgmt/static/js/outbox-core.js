@@ -16,8 +16,10 @@
  * Sending is oldest first, one item at a time under a Web Lock (a page and the service worker
  * never send the same item at once; were they to, the UUIDs make the server store it once).
  * A person's items go only in their own session: another person signed in on a shared phone
- * never sends them, nor sees them. A refusal (4xx) keeps the item with the server's reason
- * until the person retries or deletes it; a network failure, 5xx or 429 waits and tries again.
+ * never sends them, nor sees them; at sign-out the person's sent items are dropped
+ * (forgetSent), what has not reached the server stays. A refusal (4xx) keeps the item with
+ * the server's reason until the person retries or deletes it; a network failure, 5xx or 429
+ * waits and tries again.
  */
 (function (scope) {
   "use strict";
@@ -135,6 +137,22 @@
         };
         tx.oncomplete = function () { notify(); resolve(); };
         tx.onerror = function () { reject(tx.error); };
+      });
+    });
+  }
+
+  /** At sign-out: drop the person's sent items (their words and case numbers; the server has
+   * them, on "My cases" and the cases' pages). What has not reached the server stays (waiting,
+   * refused, in conflict), and so does a sent report with a follow-up code, which is nowhere
+   * else. Resolves to how many went. */
+  function forgetSent(owner) {
+    return all().then(function (items) {
+      var sent = items.filter(function (item) {
+        return item.owner === owner && item.state === "sent" &&
+          !(item.result && item.result.followup_code);
+      });
+      return Promise.all(sent.map(function (item) { return remove(item.id); })).then(function () {
+        return sent.length;
       });
     });
   }
@@ -343,6 +361,7 @@
     add: add,
     put: put,
     remove: remove,
+    forgetSent: forgetSent,
     retry: retry,
     flush: flush,
     session: session,

@@ -76,7 +76,8 @@
     });
   }
 
-  // Sign-out: the kept pages go first (they show this person's name and tasks).
+  // Sign-out: the kept pages go first (they show this person's name and tasks), and the
+  // person's sent items (what is not on the server yet stays, to be sent in their session).
   Array.prototype.forEach.call(document.querySelectorAll("form.logout"), function (form) {
     form.addEventListener("submit", function (event) {
       if (form.dataset.cleared) return;
@@ -84,7 +85,8 @@
       Object.keys(localStorage).forEach(function (key) {
         if (key.indexOf("gm-pages-kept:") === 0) localStorage.removeItem(key);
       });
-      worker().then(function (active) {
+      var sentGone = user ? core.forgetSent(user).catch(function () { return 0; }) : Promise.resolve(0);
+      sentGone.then(worker).then(function (active) {
         return ask(active, { type: "logout" });
       }).then(function () {
         form.dataset.cleared = "1";
