@@ -4,20 +4,27 @@ the lifecycle's services, so that a first look at the product finds a lived-in c
 from __future__ import annotations
 
 import csv
+import random
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
+from flask import Flask
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from cases.lifecycle import CaseContext
 from cases.models import Case, CaseEvent
-from gridmgmt.app import demo_history
+from cases.status import DEADLINE_RUNS
+from cases.views import UNIT_QUEUE
+from gridmgmt.app import demo, demo_history
 from gridmgmt.kernel.calendar_store import get_calendar
-from tests.conftest import HISTORY_PHOTOS, SHARED_DATA, shared_file
+from gridmgmt.kernel.models import Role, Unit, User
+from tests.conftest import HISTORY_PHOTOS, SHARED_DATA, demo_clone, shared_file
+from tests.support import browser, real_app
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +36,9 @@ LOOP = ["report", "file", "dispatch", "accept", "report_done", "assign_check", "
 
 @pytest.fixture(scope="module")
 def session(history_database_url: URL) -> Iterator[Session]:
-    engine = create_engine(history_database_url)
+    # No pool: once its transaction ends, no connection is left on the history database,
+    # which a clone of it needs (`history_app`).
+    engine = create_engine(history_database_url, poolclass=NullPool)
     with Session(engine) as session:
         yield session
     engine.dispose()
@@ -59,13 +68,21 @@ def test_every_real_request_in_the_territory_is_one_case(session: Session) -> No
     assert kinds == dict(Counter(demo_history.LA_CLASSES[r.kind] for r in real))
 
 
-def test_a_year_that_ends_now(session: Session) -> None:
+def start_of_today() -> datetime:
+    """Midnight of today in the demo city (Los Angeles), in UTC."""
+    today = datetime.now(demo_history.LA_TIME).date()
+    return datetime.combine(today, time(0), demo_history.LA_TIME).astimezone(UTC)
+
+
+def test_a_year_that_ends_yesterday(session: Session) -> None:
+    """The reports end yesterday (the city's day); what follows them (accepting, closing,
+    the watch's marks) may run to today, as it would in a working city."""
     first, last = session.execute(
         select(func.min(Case.reported_at), func.max(Case.reported_at))
     ).one()
     now = datetime.now(UTC)
     assert now - timedelta(days=367) < first < now - timedelta(days=330)
-    assert now - timedelta(days=2) < last <= now
+    assert start_of_today() - timedelta(days=1) <= last < start_of_today()
     months = session.scalar(
         select(func.count(func.distinct(func.date_trunc("month", Case.reported_at))))
     )
@@ -143,6 +160,123 @@ def test_every_role_has_work_today(session: Session) -> None:
     assert open_now.get("in_progress", 0) + open_now.get("dispatched", 0) > 0  # units
     for_checks = open_now.get("checking", 0) + open_now.get("handled", 0)
     assert for_checks + open_now.get("reported", 0) > 0  # inspectors and operators
+
+
+def test_report_moments_end_yesterday_and_keep_the_open_ones_open(session: Session) -> None:
+    """Placed at any hour (here the Monday after Thanksgiving, 00:30 in Los Angeles: the four
+    days before it are not working days), every report is before today's midnight, and the
+    requests kept open today reached their unit in working time and are not done by now."""
+    calendar = get_calendar(session, "us_la")
+    requests = real_requests_in_territory(session)
+    community = demo_history.communities(session, requests)
+    keep = demo_history.open_today(requests, community)
+    assert {community[i] for i in keep} == set(community)  # each community's slowest
+    for local in (datetime(2026, 11, 30, 0, 30), datetime(2026, 7, 15, 23, 59)):
+        now = local.replace(tzinfo=demo_history.LA_TIME).astimezone(UTC)
+        midnight = datetime.combine(local.date(), time(0), demo_history.LA_TIME)
+        moments = demo_history.report_moments(
+            requests, now, demo_history.Rates(), random.Random(1), calendar, keep
+        )
+        assert max(moments) < midnight
+        assert min(moments) >= midnight - timedelta(days=365)
+        for i in keep:
+            reached = calendar.add_working_hours(moments[i], demo_history.REACHES_UNIT_HOURS)
+            assert reached <= now, requests[i]
+            took = requests[i].took
+            assert took is None or moments[i] + took > now, requests[i]
+
+
+def test_water_waste_reaches_the_water_department(session: Session) -> None:
+    """LADWP's water-waste reports (closed by MyLA311 the minute it handed them on) are
+    leaks for the water department, still in its hands."""
+    rows = session.execute(
+        text("""
+            SELECT u.code, c.status FROM cases c JOIN units u ON u.id = c.unit_id
+            WHERE c.description LIKE 'Report Water Waste (%'
+        """)
+    ).all()
+    assert rows and all(code == "DEPT-WATER" for code, _ in rows)
+    assert all(status in UNIT_QUEUE for _, status in rows)
+
+
+def test_every_unit_login_and_community_has_open_cases(session: Session) -> None:
+    """Each unit-staff demo login's unit, and each community, has cases in its queue now."""
+    queued = dict(
+        session.execute(
+            select(Unit.code, func.count())
+            .join(Case, Case.unit_id == Unit.id)
+            .where(Case.status.in_(UNIT_QUEUE))
+            .group_by(Unit.code)
+        ).all()
+    )
+    logins = [u for u in demo.demo_logins("990100006046") if u.role == Role.UNIT_STAFF]
+    staff_units = session.scalars(
+        select(Unit.code).join(User, User.unit_id == Unit.id).where(
+            User.username.in_([u.username for u in logins]))
+    ).all()  # fmt: skip
+    assert len(staff_units) == len(logins) >= 2
+    communities = session.scalars(select(Unit.code).where(Unit.kind == "community")).all()
+    assert len(communities) == 8
+    for code in [*staff_units, *communities]:
+        assert queued.get(code, 0) > 0, code
+
+
+def test_some_open_cases_are_overdue_now(session: Session) -> None:
+    """Open cases past their deadline, marked overdue by the dispatcher's watch a minute
+    after it (one event each), as the unit's queue and the dispatcher's board show them."""
+    now = datetime.now(UTC)
+    rows = session.execute(
+        select(Case.id, Case.deadline, Case.overdue_at).where(
+            Case.status.in_(DEADLINE_RUNS), Case.deadline < now)
+    ).all()  # fmt: skip
+    assert len(rows) >= 5
+    marked = [(d, o) for _, d, o in rows if o is not None]
+    assert len(marked) >= 5
+    assert all(o == d + demo_history.WATCH_EVERY for d, o in marked)
+    events = session.scalar(
+        select(func.count()).where(
+            CaseEvent.action == "mark_overdue", CaseEvent.case_id.in_([r[0] for r in rows])
+        )
+    )
+    assert events == len(marked)
+
+
+@pytest.fixture(scope="module")
+def history_app(
+    session: Session,
+    history_database_url: URL,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Flask]:
+    """The real app on a clone of the history (signing in writes)."""
+    session.rollback()  # the module's reading session lets go of the database to clone
+    with (
+        demo_clone("history_pages", history_database_url) as url,
+        real_app(url, redis_url, tmp_path_factory.mktemp("photos")) as app,
+    ):
+        yield app
+
+
+WORK_PAGES = {  # login: its work page, every case on it a `data-case` row or card
+    "inspector": "/tasks",
+    "operator": "/inbox",
+    "dispatcher": "/board",
+    "staff": "/queue",
+    "water": "/queue",
+}
+
+
+@pytest.mark.parametrize("login", WORK_PAGES)
+def test_each_login_finds_work_on_its_page(history_app: Flask, login: str) -> None:
+    """The first hour: the inspector's tasks, the operator's inbox, the dispatcher's board and
+    every unit's queue have cases in them (not "Nothing here.")."""
+    web = browser(history_app, login)
+    page = web.get(WORK_PAGES[login])
+    assert page.status_code == 200
+    body = page.get_data(as_text=True)
+    assert body.count("data-case=") >= 1, login
+    if login in ("staff", "water"):
+        assert "Nothing here." not in body
 
 
 def test_units_differ_in_their_on_time_rates(session: Session) -> None:
