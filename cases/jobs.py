@@ -146,7 +146,8 @@ def deliver(session: Session, due: notices.Due, config: Mapping[str, Any], now: 
     if mode == "smtp":
         try:
             if notice.channel == notices.NoticeChannel.SMS.value:
-                channels.send_sms(config, channels.OutgoingSms(notice.recipient, rendered.body))
+                sms = channels.OutgoingSms(notice.recipient, rendered.body, notice.dedupe_key)
+                channels.send_sms(config, sms)
             else:
                 headers = {}
                 if rendered.unsubscribe_url:
@@ -155,8 +156,9 @@ def deliver(session: Session, due: notices.Due, config: Mapping[str, Any], now: 
                         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
                     }
                 mail = channels.OutgoingMail(
-                    notice.recipient, rendered.subject, rendered.body, headers, notice.language
-                )
+                    notice.recipient, rendered.subject, rendered.body, headers, notice.language,
+                    key=notice.dedupe_key,
+                )  # fmt: skip
                 channels.send_mail(config, mail)
         except channels.SendError as err:
             notices.mark_failed(notice, str(err), now, permanent=err.permanent)

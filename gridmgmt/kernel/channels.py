@@ -11,10 +11,19 @@ SMS_GATEWAY_URL with `Authorization: Bearer <SMS_GATEWAY_TOKEN>`; a 2xx answer i
 4xx (but 408 and 429) is a permanent refusal, anything else temporary. Most gateways take
 this shape or a small proxy in front of them does; another shape is another adapter
 registered in `SMS_ADAPTERS`.
+
+Sending is at least once: a message the server accepted but whose "sent" mark was never
+committed (a crash, a timeout after the server took it) goes again. So that receivers can
+tell it is the same message, each one carries its outbox row's dedupe key (`key`): an e-mail's
+Message-ID is derived from it (the same on every attempt, `message_id`), and the SMS gateway
+gets it as an `Idempotency-Key` header, which gateways that keep such keys use to drop the
+second request.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import smtplib
 import ssl
@@ -46,6 +55,7 @@ class OutgoingMail:
     body: str
     headers: Mapping[str, str] = field(default_factory=dict)
     language: str = "en"
+    key: str = ""  # the outbox row's dedupe key: the same Message-ID on every attempt
 
 
 @dataclass(frozen=True)
@@ -54,17 +64,30 @@ class OutgoingSms:
 
     to: str
     text: str
+    key: str = ""  # the outbox row's dedupe key: the gateway's Idempotency-Key
+
+
+def message_id(config: Mapping[str, Any], key: str, domain: str) -> str:
+    """The Message-ID of the message with this dedupe key: the same on every attempt, so a
+    resend after a crash is recognisably the same message. Keyed by SECRET_KEY, so two
+    installations never make the same one and the key's ids are not shown to recipients."""
+    secret = str(config.get("SECRET_KEY") or "").encode()
+    digest = hmac.new(secret, f"message-id\x1f{key}".encode(), hashlib.sha256).hexdigest()
+    return f"<{digest[:40]}.notice@{domain}>"
 
 
 def build_mail(config: Mapping[str, Any], mail: OutgoingMail) -> EmailMessage:
     """The MIME message for `mail` (UTF-8 text, a Message-ID and Date, its headers)."""
     message = EmailMessage()
     sender = str(config.get("MAIL_FROM") or "gridmgmt@localhost")
+    domain = sender.rsplit("@", 1)[-1].strip("> ") or "localhost"
     message["From"] = sender
     message["To"] = mail.to
     message["Subject"] = mail.subject
     message["Date"] = format_datetime(datetime.now(UTC))
-    message["Message-ID"] = make_msgid(domain=sender.rsplit("@", 1)[-1].strip("> ") or None)
+    message["Message-ID"] = (
+        message_id(config, mail.key, domain) if mail.key else make_msgid(domain=domain)
+    )
     message["Auto-Submitted"] = "auto-generated"
     for name, value in mail.headers.items():
         message[name] = value
@@ -126,6 +149,7 @@ def send_sms_http(config: Mapping[str, Any], sms: OutgoingSms) -> None:
         headers={
             "Content-Type": "application/json; charset=utf-8",
             "Authorization": f"Bearer {config.get('SMS_GATEWAY_TOKEN') or ''}",
+            **({"Idempotency-Key": sms.key} if sms.key else {}),
         },
     )
     timeout = float(config.get("SMTP_TIMEOUT") or 10)

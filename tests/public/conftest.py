@@ -175,6 +175,7 @@ def sms_gateway(
                     "path": self.path,
                     "authorization": self.headers.get("Authorization"),
                     "content_type": self.headers.get("Content-Type"),
+                    "idempotency_key": self.headers.get("Idempotency-Key"),
                     "json": json.loads(body),
                 }
             )

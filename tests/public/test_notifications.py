@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -192,6 +193,50 @@ def test_an_smtp_outage_delays_and_a_later_drain_sends_once(
     (notice,) = queued(session, case.id)
     assert (notice.state, notice.attempts, notice.last_error) == ("sent", 2, None)
     assert len(smtp.received) == 1
+
+
+def test_a_resend_after_a_crash_is_recognisably_the_same_message(
+    session: Session,
+    ctx: CaseContext,
+    city: City,
+    people: People,
+    smtp: SmtpServer,
+    sms_gateway: SmsGateway,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At least once: a drain killed between the server's acceptance and its commit sends
+    that message again, with the same Message-ID (mail) and Idempotency-Key (SMS), which is
+    the row's dedupe key; another message has another Message-ID."""
+    contact = {"email": "crash@example.org", "phone": "+1 213 555 0161"}
+    case = report(session, ctx, city, None, contact=contact, notify=True)
+    session.commit()  # the report, its subscriptions and messages
+    real_mark_sent = notices.mark_sent
+    crashed: set[int] = set()
+
+    def crash_once(notice: Notice, *args: Any) -> None:
+        if notice.id not in crashed:
+            crashed.add(notice.id)
+            raise RuntimeError("killed after the server accepted the message")
+        real_mark_sent(notice, *args)
+
+    monkeypatch.setattr(notices, "mark_sent", crash_once)
+    for _ in range(2):  # the mail, then the text: each accepted, then the process dies
+        with pytest.raises(RuntimeError):
+            jobs.send_due_notices()
+    assert jobs.send_due_notices() == {"sent": 1}
+    mail, text = queued(session, case.id)
+    assert (mail.state, text.state, mail.attempts, text.attempts) == ("sent", "sent", 1, 1)
+
+    first, again = smtp.messages
+    assert first["Message-ID"] == again["Message-ID"]
+    assert re.fullmatch(r"<[0-9a-f]{40}\.notice@example\.test>", first["Message-ID"])
+    sms = [r["idempotency_key"] for r in sms_gateway.requests]
+    assert sms == [text.dedupe_key, text.dedupe_key]
+    monkeypatch.setattr(notices, "mark_sent", real_mark_sent)
+    advance(session, ctx, people, case, "filed")
+    assert jobs.send_due_notices() == {"sent": 2}
+    assert smtp.messages[2]["Message-ID"] not in (first["Message-ID"], None)
+    assert sms_gateway.requests[2]["idempotency_key"] not in (text.dedupe_key, None)
 
 
 def test_no_server_configured_waits_without_counting(
