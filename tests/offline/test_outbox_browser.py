@@ -586,3 +586,82 @@ def test_signing_out_drops_the_person_s_sent_items_not_the_others(
     )
     assert sorted(left) == [["signout: refused", "refused"], ["signout: waiting", "waiting"]]
     assert len(cases_described(offline_engine, "signout:")) == 1
+
+
+SPY_ON_PERSIST = """(() => {
+    if (!navigator.storage || !navigator.storage.persist) return;
+    const persist = navigator.storage.persist.bind(navigator.storage);
+    window.__persistAsked = 0;
+    navigator.storage.persist = () => { window.__persistAsked += 1; return persist(); };
+})();"""
+
+
+def test_an_offline_report_asks_for_background_sync_and_lasting_storage(
+    phone_for: PhoneFor,
+) -> None:
+    phone = phone_for("sync")
+    # Chrome allows Background Sync by default; an automated browser asks first (and the
+    # other tests leave it off: the worker's own sends would bypass their page.route).
+    phone.grant_permissions(["geolocation", "background-sync"])
+    phone.add_init_script(SPY_ON_PERSIST)
+    page = phone.new_page()
+    sign_in(page, "inspector")
+    page.goto("/report")
+    wait_for_worker(page)
+    assert page.evaluate("'SyncManager' in window")  # Chromium has Background Sync
+    assert page.evaluate("window.__persistAsked") == 0  # asked when something is kept
+    phone.set_offline(True)
+    make_report(page, "sync: by the kiosk", [])
+    expect(page.locator("#report-status")).to_contain_text("Saved on this phone")
+    tags = "navigator.serviceWorker.ready.then(r => r.sync.getTags())"
+    wait_until(lambda: "gm-outbox" in page.evaluate(tags))  # sent by the worker, page or not
+    assert page.evaluate("window.__persistAsked") >= 1
+
+
+def test_the_outbox_shows_a_report_being_sent(phone_for: PhoneFor, offline_engine: Engine) -> None:
+    phone = phone_for("sending")
+    page = phone.new_page()
+    sign_in(page, "inspector")
+    page.goto("/report")
+    wait_for_worker(page)
+    held: list[Any] = []
+    page.route("**/api/reports", lambda route: held.append(route))  # the reply held back
+    make_report(page, "sending: by the stairs", [])
+    item = page.locator("#outbox li.outbox-item")
+    expect(item).to_have_attribute("data-state", "sending")
+    expect(item.locator(".outbox-state")).to_have_text("Sending…")
+    assert len(held) == 1 and cases_described(offline_engine, "sending:") == []
+    with page.expect_navigation():  # sent: the page goes to the new case
+        held[0].continue_()
+    assert len(cases_described(offline_engine, "sending:")) == 1
+
+
+def test_a_report_of_a_class_retired_meanwhile_shows_the_server_s_reason(
+    phone_for: PhoneFor, offline_engine: Engine, spot: tuple[float, float]
+) -> None:
+    """The kept report page still offers a class the catalogue retired since: the server
+    refuses the report and the outbox says why."""
+    phone = phone_for("retired")
+    page = phone.new_page()
+    sign_in(page, "inspector")
+    page.goto("/report")
+    wait_for_worker(page)
+    codes = page.locator("#category option").evaluate_all("options => options.map(o => o.value)")
+    retired = next(code for code in codes if code and code != CATEGORY)
+    retire = "UPDATE categories SET active = :active WHERE code = :code"
+    with offline_engine.begin() as connection:
+        connection.execute(text(retire), {"active": False, "code": retired})
+    try:
+        page.get_by_role("button", name="Use my location").click()
+        expect(page.locator("#lon")).not_to_have_value("")
+        page.select_option("#category", retired)
+        page.fill("textarea[name=description]", "retired: a class no longer in use")
+        page.locator("#report-form button[type=submit]").click()
+        item = page.locator("#outbox li.outbox-item")
+        expect(item).to_have_attribute("data-state", "refused")
+        expect(item.locator(".outbox-reason")).to_contain_text(f"unknown category '{retired}'")
+        expect(page.locator("#report-status")).to_contain_text("unknown category")
+    finally:
+        with offline_engine.begin() as connection:
+            connection.execute(text(retire), {"active": True, "code": retired})
+    assert cases_described(offline_engine, "retired:") == []
