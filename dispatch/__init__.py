@@ -12,6 +12,7 @@ def init_app(app: Flask) -> None:
     """Register the dispatcher's pages and API, `flask dispatch ...`, the periodic jobs and
     the state /metrics reads."""
     from dispatch import admin, api, metrics, views
+    from dispatch.admin_cli import routing_cli, units_cli
     from dispatch.cli import dispatch_cli
     from dispatch.jobs import PERIODIC_JOBS
     from gridmgmt.kernel.metrics import register_probe
@@ -21,6 +22,8 @@ def init_app(app: Flask) -> None:
     admin.init_app(app)
     api.init_app(app)
     app.cli.add_command(dispatch_cli)
+    app.cli.add_command(units_cli)  # departments and routing rules, as /admin/units and /routing
+    app.cli.add_command(routing_cli)
     for job, interval in PERIODIC_JOBS.items():
         register_periodic(app, job, interval)
     register_probe(app, "dispatch", metrics.probe)  # its state, read by each /metrics scrape

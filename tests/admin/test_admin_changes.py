@@ -351,6 +351,27 @@ def test_a_request_is_not_refused_when_its_use_cannot_be_counted() -> None:
     assert key_uses.waiting_uses(nobody) == {}
 
 
+def test_departments_and_rules_from_the_command_line(app: Flask, session: Session) -> None:
+    cli = app.test_cli_runner()
+
+    added = cli.invoke(
+        args=["units", "add-department", "DEPT-TEST", "Test works", "--type", "roads"]
+    )
+    rule = cli.invoke(
+        args=["routing", "add", "C0101", "DEPT-TEST", "--area", "990100006046", "--priority", "500"]
+    )
+    unknown = cli.invoke(args=["routing", "add", "C9999", "DEPT-TEST"])
+    listed = cli.invoke(args=["routing", "list", "--category", "C0101"])
+
+    assert added.exit_code == 0 and "department DEPT-TEST (roads) added" in added.output
+    assert rule.exit_code == 0, rule.output
+    assert unknown.exit_code == 1 and "nothing was changed" in unknown.output
+    assert "C0101 -> DEPT-TEST in 990100006046, priority 500" in listed.output
+    (unit,) = audit_rows(session, AuditAction.UNIT_CREATED)
+    (made,) = audit_rows(session, AuditAction.RULE_CREATED)
+    assert (unit.actor, made.actor, made.after["unit"]) == ("system", "system", "DEPT-TEST")
+
+
 # ---------------------------------------------------------------- the audit log
 
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from redis import Redis
 from shapely.geometry import mapping, shape
 from shapely.ops import unary_union
@@ -26,7 +24,6 @@ from tests.support import (
     VENV_BIN,
     app_environment,
     free_port,
-    gunicorn,
     start_group,
     stop_group,
 )
@@ -94,51 +91,39 @@ def test_the_readme_takes_a_new_city_to_its_first_dispatched_report(
         PASSWORD=PASSWORD,
         GRIDMGMT_LOG_FORMAT="text",
     )
+    port = free_port()
+    env["GRIDMGMT_WEB_BIND"] = f"127.0.0.1:{port}"  # the block's web server (step 11)
     script = tmp_path / "setup.sh"
     script.write_text("set -euo pipefail\n" + readme_block())
     log = tmp_path / "setup.log"
-    # The block leaves the worker and the scheduler running: a process group of their own.
+    # The block leaves the worker, the scheduler and the web server running: a process group
+    # of their own.
     run = start_group(["bash", str(script)], env, log)
-    web = None
     try:
         assert run.wait(timeout=600) == 0, log.read_text()[-3000:]
         output = log.read_text()
-        assert "nothing blocks dispatch" in output, output[-3000:]
-        # `apikey create` prints the secret, then says so on the next line.
-        key = re.search(r"^(\S+)\nAPI key 'city-app' \(trusted\) created", output, re.M)
-        assert key, output[-2000:]
-        port = free_port()
-        web = gunicorn(env, port, tmp_path / "web.log")
-        lon, lat = -118.2915, 34.0489  # inside one of the councils
-        answer = requests.post(
-            f"http://127.0.0.1:{port}/open311/v2/requests.json",
-            data={
-                "api_key": key.group(1),
-                "service_code": "E0102",
-                "lat": lat,
-                "long": lon,
-                "description": "garbage left on the pavement",
-            },
-            timeout=10,
-        )
-        assert answer.status_code == 201, answer.text
+        checks = re.findall(r"^(ok|PROBLEM|warning) +(\w+)", output, re.M)
+        assert len(checks) > 10 and {state for state, _name in checks} == {"ok"}, checks
+        assert "nothing blocks dispatch" in output
+        assert "department DEPT-WATER (water) added" in output
+        assert "C0101 -> DEPT-WATER everywhere, priority 100" in output
         engine = create_engine(as_owner(empty_city))
-        deadline = time.monotonic() + 30
         with engine.connect() as conn:
-            while True:
-                status, unit = conn.execute(
-                    text(
-                        "SELECT c.status, u.kind FROM cases c LEFT JOIN units u"
-                        " ON u.id = c.unit_id ORDER BY c.id DESC LIMIT 1"
-                    )
-                ).one()
-                conn.rollback()
-                if status == "dispatched" or time.monotonic() > deadline:
-                    break
-                time.sleep(0.5)
+            status, kind, unit = conn.execute(
+                text(
+                    "SELECT c.status, u.kind, u.name FROM cases c JOIN units u"
+                    " ON u.id = c.unit_id ORDER BY c.id DESC LIMIT 1"
+                )
+            ).one()
+            water = conn.execute(
+                text(
+                    "SELECT u.code FROM routing_rules r JOIN units u ON u.id = r.unit_id"
+                    " JOIN categories k ON k.id = r.category_id WHERE k.code = 'C0101'"
+                )
+            ).scalar_one()
         engine.dispose()
-        assert (status, unit) == ("dispatched", "community"), log.read_text()[-2000:]
+        assert (status, kind) == ("dispatched", "community"), output[-2000:]
+        assert f'"agency_responsible":"{unit}"' in output.replace('": "', '":"'), output[-2000:]
+        assert water == "DEPT-WATER"
     finally:
-        if web is not None:
-            stop_group(web)
-        stop_group(run)  # the worker and the scheduler the block left running
+        stop_group(run)  # the worker, the scheduler and the web server the block left running
