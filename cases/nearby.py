@@ -160,6 +160,7 @@ class NearbyPage:
     radius_m: int | None  # None: in a community
     has_more: bool
     community_name: str | None = None
+    community_id: int | None = None  # the community asked for (its page offers to follow it)
 
 
 def metres_between(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
@@ -192,7 +193,8 @@ def find_nearby(session: Session, query: NearbyQuery, decimals: int, now: dateti
         statuses = sorted(set(LISTED) - set(OPEN_LISTED))
     select_cases = select(Case).where(Case.status.in_(statuses))
     radius: int | None = query.radius_m
-    community_name = None
+    community_name: str | None = None
+    community_id: int | None = None
     if query.category is not None:
         category = session.scalar(select(Category).where(Category.code == query.category))
         if category is None:
@@ -209,7 +211,7 @@ def find_nearby(session: Session, query: NearbyQuery, decimals: int, now: dateti
         if area is None:
             raise NotFound("no community %(code)r", code=query.community)
         select_cases = select_cases.where(Case.community_id == area.id)
-        community_name = area.name
+        community_name, community_id = area.name, area.id
         if query.lon is None:
             radius = None
     if query.lon is not None and query.lat is not None and radius is not None:
@@ -238,4 +240,4 @@ def find_nearby(session: Session, query: NearbyQuery, decimals: int, now: dateti
             metres = metres_between(query.lon, query.lat, view.lon, view.lat)
             distance = int(round(metres, -1))
         items.append(NearbyItem(view, distance, counts.get(view.case.id, 0)))
-    return NearbyPage(items, query, radius, has_more, community_name)
+    return NearbyPage(items, query, radius, has_more, community_name, community_id)

@@ -5,6 +5,7 @@ operators and first in their duplicate suggestions, rate-limited, every bad inpu
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -170,6 +171,36 @@ def test_the_page_lists_and_maps_them(
     assert "nearby-markers" in html and "leaflet.js" in html
     assert shown.number in by_community.get_data(as_text=True)
     assert bad.status_code == 400
+
+
+def test_a_community_is_followed_from_its_own_page(
+    app: Flask, city: City, db_session: Session, make_case: MakeCase, limits: Redis
+) -> None:
+    """The community's near-me page links to its follow (confirmed by a link first, as from
+    a case's page); a page near a point has no community to follow."""
+    make_case("dispatched", city.a)
+    web = browser(app)
+
+    page = web.get(f"/nearby?community={COMMUNITY_A}").get_data(as_text=True)
+    near = web.get(f"/nearby?lon={city.a[0]}&lat={city.a[1]}&radius=250").get_data(as_text=True)
+
+    link = re.search(r'<a id="nearby-follow"[^>]* href="([^"]+)"', page)
+    assert link is not None and "Follow new cases here" in page
+    area_id = city.communities[COMMUNITY_A]
+    assert link.group(1) == f"/communities/{area_id}/follow"
+    assert 'id="nearby-follow"' not in near
+    form = web.get(link.group(1))
+    assert form.status_code == 200
+    sent = web.post(link.group(1), {"email": "Near.Me@Example.org"})
+    assert sent.status_code == 200
+    (follow,) = db_session.scalars(
+        select(Subscription).where(Subscription.community_id == area_id)
+    ).all()
+    assert (follow.kind, follow.address, follow.confirmed_at) == (
+        "community", "near.me@example.org", None,
+    )  # fmt: skip
+    (confirm,) = db_session.scalars(select(Notice).where(Notice.subscription_id == follow.id)).all()
+    assert confirm.kind == "confirm"
 
 
 # ---------------------------------------------------------------- support
