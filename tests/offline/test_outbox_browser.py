@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -431,14 +432,30 @@ def test_a_kept_page_s_expired_token_does_not_break_a_plain_form(phone_for: Phon
 
 
 def test_a_deployment_s_new_worker_takes_over(
-    phone_for: PhoneFor, offline_app: Flask, monkeypatch: pytest.MonkeyPatch
+    phone_for: PhoneFor, offline_app: Flask, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """A deployment changes a kept file's bytes (nothing else): the worker's version changes,
+    the new worker keeps the new file, serves it, and drops the old version's files."""
+    static = tmp_path / "static"
+    shutil.copytree(offline_app.static_folder or "", static)
+    monkeypatch.setattr(offline_app, "static_folder", str(static))
     phone = phone_for("deploy")
     page = phone.new_page()
     page.goto("/report")
     wait_for_worker(page)
     first = page.evaluate("gridmgmt.outbox.version()")["version"]
-    monkeypatch.setitem(offline_app.config, "ASSET_VERSION", "release-2")
+    kept_css = """async (version) => {
+        const shell = await caches.open('gm-shell-' + version);
+        const hit = await shell.match('/static/css/outbox.css');
+        return hit ? await hit.text() : null;
+    }"""
+    assert "release-2" not in page.evaluate(kept_css, first)
+
+    marker = "/* release-2: the outbox's new look */\n"
+    css = static / "css" / "outbox.css"
+    css.write_text(css.read_text() + marker)
+    # A deployment restarts the server, which hashes the kept files again.
+    monkeypatch.delitem(offline_app.extensions, "gridmgmt.offline.shell_hash")
     page.reload()  # the browser checks /sw.js: new bytes, a new worker, which takes over
     wait_until(lambda: (page.evaluate("gridmgmt.outbox.version()") or {}).get("version") != first)
     second = page.evaluate("gridmgmt.outbox.version()")["version"]
@@ -446,7 +463,12 @@ def test_a_deployment_s_new_worker_takes_over(
     # The new version's files are kept, the old version's dropped once it activated.
     wait_until(lambda: f"gm-shell-{first}" not in page.evaluate("caches.keys()"))
     assert f"gm-shell-{second}" in page.evaluate("caches.keys()")
+    assert marker in page.evaluate(kept_css, second)
     assert page.evaluate("navigator.serviceWorker.controller.scriptURL").endswith("/sw.js")
+    # Served by the new worker from its files, even without a signal.
+    phone.set_offline(True)
+    served = "fetch('/static/css/outbox.css').then(r => r.text())"
+    assert marker in page.evaluate(served)
 
 
 def test_signing_out_drops_the_kept_pages(phone_for: PhoneFor) -> None:
