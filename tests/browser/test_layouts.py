@@ -1,7 +1,8 @@
 """Pages that read at a glance: each role's main page at a phone's and a desktop's size, in
 English and Chinese, screenshotted into var/screenshots/ and checked for what a reader came
 for being inside the window (the map filling it, its legend, the evaluation's on-time rate and
-score, the dashboard's charts), plus the map's filter panel, its empty state and the
+score, the dashboard's charts, the first case of every role's list, the report form's map, the
+setup check's verdict), plus the map's filter panel, its empty state and the
 evaluation's sorting and column groups, driven as a user would (clicks and keys).
 
 The screenshots are the window as a user first sees it (not the full page): what is in them
@@ -48,6 +49,12 @@ PAGES = {  # name: (login, address, an element that says the page is drawn)
     "leader-dashboard": ("leader", "/dashboard", "svg.chart"),
     "dispatcher-board": ("dispatcher", "/board", "main h1"),
     "operator-inbox": ("operator", "/inbox", "main h1"),
+    "inspector-tasks": ("inspector", "/tasks", "main h1"),
+    "inspector-report": ("inspector", "/report", "#picker.leaflet-container"),
+    "staff-queue": ("staff", "/queue", "main h1"),
+    "water-queue": ("water", "/queue", "main h1"),
+    "citizen-cases": ("citizen", "/cases/mine", "main h1"),
+    "admin-setup": ("admin", "/admin/setup", "main h1"),
 }
 NOTHING = "start=1990-01-01&end=1990-01-31&kind=event"  # a period with no case in it
 
@@ -208,10 +215,69 @@ def check_dashboard(page: Page, size: str) -> None:
         assert charts.nth(i).locator("text").count() >= 3  # tick values and x labels
 
 
+def check_first_case(page: Page, size: str) -> None:
+    """A list of cases: the first case is on screen without scrolling, the whole row on a
+    desktop (number, class, status, place, deadline), its number on a phone (the table
+    scrolls sideways inside its own box there)."""
+    row = page.locator("table.cases tbody tr").first
+    expect(row).to_be_visible()
+    if size == "desktop":
+        inside_window(page, row, "the first case's row")
+    else:
+        inside_window(page, row.locator("td").first.locator("a"), "the first case's number")
+
+
+def check_my_cases(page: Page, size: str) -> None:
+    """A reporter's list: the first case's number is on screen, and on a desktop its status
+    (what became of it). Not its whole row: at 1366 px the long addresses of the citizen's
+    list, which do not wrap, push the deadline column past the content column (the table
+    scrolls inside its box, as on a phone)."""
+    row = page.locator("table.cases tbody tr").first
+    inside_window(page, row.locator("td").first.locator("a"), "the first case's number")
+    if size == "desktop":
+        inside_window(page, row.locator("td .badge[class*=status-]"), "the first case's status")
+
+
+def check_dispatch_board(page: Page, size: str) -> None:
+    """The board's first case (a card to dispatch, or the first of its lists) is in view."""
+    first = page.locator("main [data-case], main table.cases tbody tr").first
+    expect(first).to_be_visible()
+    if size == "phone":
+        first = first.locator("a").first
+    inside_window(page, first, "the board's first case")
+
+
+def check_report(page: Page, size: str) -> None:
+    """The place picker's map starts in view, fills the width and shows most of itself, with
+    "Use my location" beside it."""
+    window = page.viewport_size
+    assert window is not None
+    picker = box_of(page.locator("#picker"))
+    assert picker["x"] >= 0 and picker["x"] + picker["width"] <= window["width"] + 0.5
+    shown = min(picker["y"] + picker["height"], window["height"]) - picker["y"]
+    assert shown >= min(240, 0.8 * picker["height"]), f"{shown:.0f}px of the map in view"
+    expect(page.locator("#picker .leaflet-control-zoom")).to_be_visible()
+    inside_window(page, page.locator("#locate"), "the button 'Use my location'")
+
+
+def check_setup(page: Page, size: str) -> None:
+    """The verdict (what blocks dispatch, or nothing) and the first check are in view."""
+    inside_window(page, page.locator(".setup-summary"), "the setup verdict")
+    inside_window(page, page.locator("li.setup-check .setup-name").first, "the first check")
+
+
 CHECKS = {
     "leader-map": check_map,
     "leader-evaluation": check_evaluation,
     "leader-dashboard": check_dashboard,
+    "dispatcher-board": check_dispatch_board,
+    "operator-inbox": check_dispatch_board,
+    "inspector-tasks": check_first_case,
+    "inspector-report": check_report,
+    "staff-queue": check_first_case,
+    "water-queue": check_first_case,
+    "citizen-cases": check_my_cases,
+    "admin-setup": check_setup,
 }
 
 
