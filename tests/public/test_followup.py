@@ -28,6 +28,7 @@ from tests.public.conftest import (
     PUBLIC_URL,
     City,
     People,
+    SmsGateway,
     SmtpServer,
     advance,
     report,
@@ -317,6 +318,27 @@ def test_open311_email_hears_back(app: Flask, session: Session, city: City) -> N
     plain = client.post("/open311/v2/requests.json", data=base)  # no contact: no message
     assert plain.status_code == 201
     assert session.scalar(select(func.count()).select_from(Notice)) == 1
+
+
+def test_open311_phone_hears_back_by_sms(
+    app: Flask, session: Session, city: City, sms_gateway: SmsGateway
+) -> None:
+    key = create_api_key(session, "hear-back-sms-app")
+    session.commit()
+    client = app.test_client()
+    made = client.post(
+        "/open311/v2/requests.json",
+        data={"api_key": key.secret, "service_code": "E0102", "lat": city.lat,
+              "long": city.lon, "phone": "+1 (213) 555-0170"},
+    )  # fmt: skip
+    assert made.status_code == 201, made.get_data(as_text=True)
+    (row,) = session.scalars(select(Subscription)).all()
+    assert (row.channel, row.address, row.kind) == ("sms", "+12135550170", "reporter")
+    assert jobs.send_due_notices() == {"sent": 1}
+    (sent,) = sms_gateway.requests
+    number = made.get_json()[0]["service_request_id"]
+    assert sent["json"]["to"] == "+12135550170"
+    assert f"{PUBLIC_URL}/track/{number}" in sent["json"]["text"]
 
 
 def test_the_demo_mailbox_keeps_sent_messages_to_read(

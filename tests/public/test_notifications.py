@@ -349,6 +349,31 @@ def test_a_supporter_by_phone_hears_by_sms(
     assert INTERNAL_NOTE not in " ".join(r["json"]["text"] for r in sms_gateway.requests)
 
 
+def test_a_stale_or_refused_action_queues_no_message(
+    app: Flask, session: Session, ctx: CaseContext, city: City, people: People
+) -> None:
+    """The messages are written in the transaction of the change: an action refused (a role
+    without it, a status that does not allow it) or answered 409 for a stale version of the
+    case queues nothing; the same action on the current version queues its one message."""
+    case = report(session, ctx, city, None, contact={"email": "stale@example.org"}, notify=True)
+    stale = case.version
+    case = advance(session, ctx, people, case, "verified")
+    session.commit()
+    operator, dispatcher = browser(app, "operator"), browser(app, "dispatcher")
+
+    answers = [
+        operator.api(f"/api/cases/{case.id}/actions/file", {"version": stale}),
+        dispatcher.api(f"/api/cases/{case.id}/actions/file", {"version": case.version}),
+        operator.api(f"/api/cases/{case.id}/actions/close", {"version": case.version}),
+    ]
+
+    assert [a.status_code for a in answers] == [409, 403, 409]
+    assert [n.kind for n in queued(session, case.id)] == ["received"]
+    done = operator.api(f"/api/cases/{case.id}/actions/file", {"version": case.version})
+    assert done.status_code == 200, done.get_data(as_text=True)
+    assert [n.kind for n in queued(session, case.id)] == ["received", "filed"]
+
+
 # ---------------------------------------------------------------- unsubscribing
 
 
