@@ -309,6 +309,19 @@ def shown_requests(admin: Web, name: str) -> str:
     return found.group(1)
 
 
+def test_the_pages_show_a_person_s_last_sign_in_and_a_key_s_last_use(
+    app: Flask, admin: Web, session: Session
+) -> None:
+    operator = user(session, "admin")  # signed in by the `admin` fixture
+    page = admin.get(f"/admin/person/{operator.id}".replace("person", "people"))
+    shown = re.search(r'data-fact="last-signin">([^<]+)<', page.get_data(as_text=True))
+    assert shown and shown.group(1) != "never"
+    when = operator.last_signin_at
+    assert when is not None and shown.group(1)[:4] == str(when.year)  # signed in by `browser`
+    keys = admin.get("/admin/keys").get_data(as_text=True)
+    assert re.search(r'class="key-last-used">never<', keys)  # the demo key is never used
+
+
 def test_a_key_s_requests_are_counted_and_folded_into_the_database(
     app: Flask, admin: Web, session: Session, redis_conn: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -324,6 +337,13 @@ def test_a_key_s_requests_are_counted_and_folded_into_the_database(
     bad = {**report, "api_key": DEMO_KEY[:-1] + ("A" if DEMO_KEY[-1] != "A" else "B")}
     assert client.post(f"{OPEN311}/requests.json", data=bad).status_code == 403
     assert shown_requests(admin, name) == "3"  # counted in Redis, not folded yet
+    session.expire_all()  # the test's session is the app's: the key was loaded above
+    used = re.search(
+        rf'data-key="{name}".*?class="key-last-used">([^<]+)<',
+        admin.get("/admin/keys").get_data(as_text=True),
+        re.S,
+    )
+    assert used and used.group(1)[:2] == "20", used and used.group(0)  # a date, not "never"
 
     with app.app_context():
         monkeypatch.setattr(key_uses, "add_uses", broken_write)
