@@ -350,3 +350,28 @@ def test_reachable_reporters_answered_the_follow_up(session: Session) -> None:
     )
     assert actions["rehandle"] == reviews["reasonable"]
     assert actions["dismiss_complaint"] == reviews["unreasonable"]
+
+
+HOMES = {  # demo login: where `/` takes it (its work: the first page of its menu)
+    "inspector": "/report",
+    "operator": "/inbox",
+    "dispatcher": "/board",
+    "staff": "/queue",
+    "water": "/queue",
+    "leader": "/maps",
+    "admin": "/admin/setup",
+    "citizen": "/report",
+}
+
+
+def test_home_of_each_demo_login_is_its_work(history_app: Flask) -> None:
+    """`/` takes every demo login to its work page, which opens in the common layout."""
+    assert set(HOMES) == {login.username for login in demo.demo_logins("")}
+    for login, work in HOMES.items():
+        web = browser(history_app, login)
+        home = web.get("/")
+        assert home.status_code == 302 and home.headers["Location"] == work, login
+        page = web.get(work)
+        assert page.status_code == 200, login
+        body = page.get_data(as_text=True)
+        assert 'aria-current="page"' in body and "<nav" in body, login
