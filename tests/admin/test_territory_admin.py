@@ -17,6 +17,8 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Browser, BrowserContext, Page
 from redis import Redis
+from shapely.geometry import mapping, shape
+from shapely.ops import unary_union
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.orm import Session
@@ -357,6 +359,44 @@ def test_a_good_upload_is_imported_and_audited(admin: Web, session: Session) -> 
     assert (row.actor, row.target_type, row.target_id) == ("admin", "territory", "community")
     assert row.before == {"level": "community", "areas": 8}
     assert row.after is not None and row.after["areas"] == 11 and row.after["created"] == 3
+
+
+def test_a_district_and_its_street_are_uploaded_then_communities_under_them(
+    admin: Web, session: Session
+) -> None:
+    whole = councils(*COUNCILS)
+    union = unary_union([shape(f["geometry"]) for f in whole["features"]])
+
+    def parent(code: str, name: str) -> bytes:
+        feature = {"type": "Feature", "properties": {"code": code, "name": name}}
+        return as_bytes({"type": "FeatureCollection", "features": [{**feature, "geometry":
+                         mapping(union)}]})  # fmt: skip
+
+    district = admin.post(
+        "/admin/territory/import",
+        import_form(parent("990200", "North East"), level="district", code_field="code",
+                    parent_code=""),
+    )  # fmt: skip
+    street = admin.post(
+        "/admin/territory/import",
+        import_form(parent("001", "Riverside"), level="street", code_field="code",
+                    parent_code="990200"),
+    )  # fmt: skip
+    communities = admin.post(
+        "/admin/territory/import", import_form(as_bytes(whole), parent_code="990200001")
+    )
+
+    assert (district.status_code, street.status_code, communities.status_code) == (303, 303, 303)
+    session.expire_all()
+    found = session.execute(select(Area.code, Area.level).where(Area.code.like("9902%")))
+    levels = {code: level for code, level in found}
+    assert levels["990200"] == "district" and levels["990200001"] == "street"
+    assert {levels[f"990200001{c.zfill(3)}"] for c in COUNCILS} == {"community"}
+    assert [r.target_id for r in audit_rows(session, AuditAction.TERRITORY_IMPORTED)] == [
+        "district",
+        "street",
+        "community",
+    ]
 
 
 def test_every_bad_feature_is_listed_and_nothing_imported(admin: Web, session: Session) -> None:
