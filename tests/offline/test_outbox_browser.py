@@ -606,7 +606,11 @@ def test_signing_out_drops_the_person_s_sent_items_not_the_others(
     left = page.evaluate(
         "gridmgmtOutbox.all().then(items => items.map(i => [i.report.fields.description, i.state]))"
     )
-    assert sorted(left) == [["signout: refused", "refused"], ["signout: waiting", "waiting"]]
+    # (a try cut short by leaving the page stays 'sending': it is sent again like a waiting one)
+    assert sorted(left) in (
+        [["signout: refused", "refused"], ["signout: waiting", "waiting"]],
+        [["signout: refused", "refused"], ["signout: waiting", "sending"]],
+    )
     assert len(cases_described(offline_engine, "signout:")) == 1
 
 
