@@ -133,6 +133,30 @@ def test_the_admin_changes_the_settings_and_every_page_follows(
     assert row.actor == "admin" and row.target_type == "settings"
 
 
+def test_the_admin_chooses_another_loaded_calendar(in_city: Flask, owner: Engine) -> None:
+    with db.transaction() as session:
+        load_calendar(session, shipped_calendar("cn"))
+    admin = browser(in_city, "admin")
+    try:
+        saved = admin.post("/admin/settings", {"name": "", "calendar_code": "cn", "tile_url": ""})
+
+        assert saved.status_code == 303
+        assert settings.city_settings().calendar_code == "cn"
+        calendar = admin.get("/admin/calendar").get_data(as_text=True)
+        assert 'data-calendar="cn"' in calendar  # the page shows the city's calendar now
+        setup = admin.get("/admin/setup").get_data(as_text=True)
+        assert "calendar cn loaded" in setup
+        row = audit_rows(owner, AuditAction.SETTINGS_CHANGED)[-1]  # the log is append-only
+        assert (row.before["calendar_code"], row.after["calendar_code"]) == ("us_la", "cn")
+    finally:
+        with owner.begin() as conn:
+            conn.execute(text("DELETE FROM city_settings"))
+            cn = "(SELECT id FROM business_calendars WHERE code = 'cn')"
+            conn.execute(text(f"DELETE FROM calendar_days WHERE calendar_id IN {cn}"))
+            conn.execute(text("DELETE FROM business_calendars WHERE code = 'cn'"))
+        settings.forget()
+
+
 def test_saving_the_same_settings_writes_no_audit_row(in_city: Flask, owner: Engine) -> None:
     admin = browser(in_city, "admin")
     before = len(audit_rows(owner, AuditAction.SETTINGS_CHANGED))
