@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from cases.followup import FollowupAnswer
 from cases.models import Case, CaseEvent, Category
+from cases.notices import Subscription
 from cases.support import CaseSupporter
 from gridmgmt.kernel.models import Unit
 from grids.services import locate
@@ -178,6 +179,38 @@ def test_add_your_support_instead_of_a_duplicate(
         assert session.scalar(select(func.count()).select_from(Case)) == cases  # no duplicate
 
 
+def test_a_signed_in_citizen_is_asked_for_a_contact_to_hear_back(
+    context_of: Callable[..., BrowserContext], part_engine: Engine
+) -> None:
+    """Accounts have no address: the support is counted, and the panel says how to hear back;
+    adding it again with a phone number subscribes the phone (SMS, no confirmation round)."""
+    with Session(part_engine) as session:
+        lon, lat = point_in(session, COMMUNITY)
+    open_case = insert_case(part_engine, "dispatched", (lon - 0.0001, lat))
+    page = context_of("citizen").new_page()
+
+    page.goto("/report")
+    expect(page.locator("#already-contact")).to_contain_text("under Contact first")
+    page.fill("#lon", f"{lon:.6f}")
+    page.fill("#lat", f"{lat:.6f}")
+    page.select_option("#category", GARBAGE)
+    button = page.locator(f'#already-list li[data-case="{open_case.number}"] button')
+    button.click()
+    status = page.locator("#already-status")
+    expect(status).to_contain_text("Thank you: your support is recorded.")
+    expect(status).to_contain_text("give an e-mail address or a phone number under Contact")
+    page.fill("input[name=phone]", "+1 213 555 0188")
+    button.click()
+    expect(status).to_have_text("You already support this report.")
+    with Session(part_engine) as session:
+        follows = session.execute(
+            select(Subscription.kind, Subscription.channel, Subscription.address).where(
+                Subscription.case_id == open_case.id, Subscription.confirmed_at.isnot(None)
+            )
+        ).all()
+    assert [tuple(f) for f in follows] == [("case", "sms", "+12135550188")]
+
+
 def test_reports_near_me_page(
     context_of: Callable[..., BrowserContext],
     part_engine: Engine,
@@ -194,6 +227,14 @@ def test_reports_near_me_page(
     expect(page.locator("#nearby-map .leaflet-interactive").first).to_be_attached()
     screenshot(page, "participation-nearby")
     no_axe_violation(page)
+    expect(page.locator("#nearby-follow")).to_have_count(0)  # near a point: no community
+
+    page.goto(f"/nearby?community={COMMUNITY}")
+    follow = page.get_by_role("link", name="Follow new cases here")
+    expect(follow).to_be_visible()
+    no_axe_violation(page)
+    follow.click()
+    expect(page.locator("h1")).to_contain_text("Follow new cases in")
 
 
 def test_the_review_queue(

@@ -76,8 +76,10 @@
           }
           status.textContent = text(data.created ? "msg-supported" : "msg-already-supported");
           if (!body.email && !body.phone) {
-            // signed in without a contact: counted, but nobody to tell (accounts have no address)
+            // signed in without a contact: counted, but nobody to tell (accounts have no
+            // address); the button stays, to add it again once a contact is given
             status.textContent += " " + text("msg-no-contact");
+            button.disabled = false;
           }
           status.className = "status ok";
           var count = button.parentNode.querySelector(".supporters");
