@@ -22,6 +22,7 @@ from cases.lifecycle import (
     decide,
 )
 from cases.nearby import metres_between, parse_query
+from cases.notices import where_it_stands
 from cases.status import CaseStatus
 from cases.support import SupportInput, clean_contact, may_be_supported, supporter_key
 from gridmgmt.kernel.business_calendar import BusinessCalendar
@@ -197,3 +198,28 @@ def test_who_supports() -> None:
     assert may_be_supported("dispatched") and may_be_supported("checked")
     assert not may_be_supported("closed") and not may_be_supported("reported")
     assert not may_be_supported("merged")
+
+
+DEADLINE = datetime(2030, 5, 6, 17, 30, tzinfo=UTC)
+WITH_UNIT = ("dispatched", {"unit": "Unit 7", "deadline": DEADLINE.isoformat()})
+
+
+@pytest.mark.parametrize(
+    ("status", "deadline", "expected"),
+    [
+        ("filed", None, ("filed", {})),
+        ("returned", None, ("filed", {})),  # handed back: being sent again
+        ("dispatched", DEADLINE, WITH_UNIT),
+        ("in_progress", DEADLINE, WITH_UNIT),
+        ("suspended", DEADLINE, WITH_UNIT),
+        ("suspended", None, None),  # no message says "on hold" without a deadline
+        ("handled", None, ("done", {})),
+        ("checking", None, ("done", {})),
+        ("checked", None, ("done", {})),
+    ],
+)  # fmt: skip
+def test_a_new_supporter_is_told_where_the_case_stands(
+    status: str, deadline: datetime | None, expected: tuple[str, dict] | None
+) -> None:
+    found = where_it_stands(status, "Unit 7", deadline)
+    assert (None if found is None else (found[0].value, found[1])) == expected
