@@ -623,7 +623,7 @@ def tally_csv(rows: list[tuple[int, str, Any]]) -> Iterator[list[object]]:
             t.overdue_open,
             t.returns,
             "" if hours is None else f"{hours:.1f}",
-            t.score() or "",
+            "" if (score := t.score()) is None else score,  # 0.0 is a score
             *evaluation.rate_cells(t),
         ]
 

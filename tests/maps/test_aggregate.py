@@ -30,6 +30,7 @@ from maps.aggregate import (
     rate,
     svg_chart,
 )
+from maps.views import tally_csv
 
 TODAY = date(2026, 3, 18)
 STATUSES = ["reported", "filed", "dispatched", "in_progress", "suspended", "closed", "rejected"]
@@ -541,3 +542,12 @@ def test_plan_rollup_reads_fewer_rows_than_the_days() -> None:
 
     assert last_30.months and not last_30.days
     assert not few.months and not few.less_days
+
+
+def test_a_score_of_zero_is_written_in_the_csv_not_left_empty() -> None:
+    nothing_on_time = Tally(due=4, closed=4, closed_on_time=0)
+    no_cases = Tally()
+    header, zero, empty = list(tally_csv([(1, "late", nothing_on_time), (2, "none", no_cases)]))
+
+    column = header.index("score")
+    assert (zero[column], empty[column]) == (0.0, "")
