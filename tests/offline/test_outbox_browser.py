@@ -465,7 +465,16 @@ def test_a_deployment_s_new_worker_takes_over(
     assert f"gm-shell-{second}" in page.evaluate("caches.keys()")
     assert marker in page.evaluate(kept_css, second)
     assert page.evaluate("navigator.serviceWorker.controller.scriptURL").endswith("/sw.js")
-    # Served by the new worker from its files, even without a signal.
+    # Served by the new worker from its files, even without a signal (once it controls the
+    # page: it claims it just after dropping the old files).
+    controller = """() => new Promise(resolve => {
+        const worker = navigator.serviceWorker.controller;
+        if (!worker) return resolve(null);
+        const channel = new MessageChannel();
+        channel.port1.onmessage = event => resolve(event.data.version);
+        worker.postMessage({type: 'version'}, [channel.port2]);
+    })"""
+    wait_until(lambda: page.evaluate(controller) == second)
     phone.set_offline(True)
     served = "fetch('/static/css/outbox.css').then(r => r.text())"
     assert marker in page.evaluate(served)
