@@ -99,9 +99,10 @@ def test_setup_page_lists_every_check(context_for: ContextFor, worker_alive: Non
     page.goto("/admin/setup")
 
     names = page.locator("[data-check]").evaluate_all("els => els.map(e => e.dataset.check)")
-    assert names[:6] == [
+    assert names[:7] == [
         "territory",
         "cells",
+        "cell_coverage",
         "catalogue",
         "calendar",
         "calendar_coverage",
@@ -110,6 +111,7 @@ def test_setup_page_lists_every_check(context_for: ContextFor, worker_alive: Non
     assert {"worker", "scheduler", "failed_jobs", "people_operator"} <= set(names)
     assert page.locator(".setup-summary").get_attribute("data-blocked") == "0"
     assert page.locator("[data-check=routing]").get_attribute("data-state") == "ok"
+    assert page.locator("[data-check=cell_coverage]").get_attribute("data-state") == "ok"
 
 
 def test_setup_page_shows_a_dead_worker(context_for: ContextFor, redis_conn: Redis) -> None:
