@@ -20,17 +20,20 @@ from flask import Flask
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
-from cases import intake, lifecycle
+from cases import intake, jobs, lifecycle, notices
 from cases.intake import ReportInput
 from cases.lifecycle import ActionInput
 from cases.models import CaseSource
+from cases.notices import Notice, NoticeKind, NoticeState
 from cases.views import case_context
 from dispatch.models import RoutingRule
 from dispatch.services import dispatch_case
+from gridmgmt.kernel import clock
 from gridmgmt.kernel.db import db
 from gridmgmt.kernel.models import User
 from grids.models import Area
 from tests.browser.conftest import ContextFor
+from tests.public.test_followup_browser import closed_case
 
 pytestmark = pytest.mark.browser
 
@@ -45,6 +48,8 @@ LOCALES = {"en": "en-US", "zh": "zh-CN"}
 PageOf = Callable[[str | None, str, str], Page]
 GARBAGE = "E0102"  # exposed garbage: routed to the community unit of the `staff` login
 COMMUNITY = "990100006046"  # the `staff` login's community
+# A link of a sent message, by its kind: the follow-up, a follow's confirmation, unsubscribe.
+MESSAGE_LINK = re.compile(r"/(followup|follow/confirm|unsubscribe)/([\w.-]+)")
 
 # What the axe run returns: the violations at the failing impacts, each with its nodes.
 RUN_AXE = """async (tags) => {
@@ -62,7 +67,10 @@ RUN_AXE = """async (tags) => {
 @dataclass(frozen=True)
 class Screen:
     """A page of one role: its name, the login (None: the public) and its address, which may
-    name `{case_id}` or `{number}` (the module's dispatched case)."""
+    name `{case_id}` or `{number}` (the module's dispatched case), `{closed_id}` or
+    `{closed_number}` (its closed case, in its follow-up round), a link's token of that case's
+    messages (`{followup_token}`, `{confirm_token}`, `{unsubscribe_token}`) or `{notice_id}`
+    (its closing message, sent)."""
 
     name: str
     role: str | None
@@ -131,6 +139,12 @@ SCREENS = [
     Screen("follow-community", None, "/communities/{area_id}/follow"),
     Screen("outbox", "inspector", "/outbox"),
     Screen("followup-review", "operator", "/followup/review"),
+    Screen("followup-link", None, "/followup/{followup_token}"),
+    Screen("followup-tracking", None, "/track/{closed_number}/followup"),
+    Screen("followup-staff", "operator", "/cases/{closed_id}/followup"),
+    Screen("confirm-follow", None, "/follow/confirm/{confirm_token}"),
+    Screen("unsubscribe", None, "/unsubscribe/{unsubscribe_token}"),
+    Screen("mailbox-message", "admin", "/mailbox/{notice_id}"),
     Screen("report", "citizen", "/report"),
     Screen("my-cases", "citizen", "/cases/mine"),
     Screen("nearby", "citizen", "/nearby"),
@@ -139,14 +153,7 @@ SCREENS = [
 # not pages (JSON, CSV, GeoJSON, Open311's formats, static files, photos, probes, metrics,
 # redirects) are left out by rule (`not_a_page`). A new page fails
 # `test_every_page_is_checked` until it is a screen or listed here.
-NOT_CHECKED = {
-    "public.followup_link": "TODO: needs a follow-up link's token (a closed case's round)",
-    "public.followup_tracking": "TODO: needs a closed case with a follow-up round",
-    "public.followup_staff": "TODO: needs a closed case with a follow-up round",
-    "public.confirm_follow": "TODO: needs a follow confirmation token",
-    "public.unsubscribe": "TODO: needs an unsubscribe token",
-    "public.mailbox_message": "TODO: needs a sent notice",
-}
+NOT_CHECKED: dict[str, str] = {}
 # Chinese for a few pages of different kinds: a public form, a list, a case, an admin page.
 IN_CHINESE = {"public-home", "public-report", "operator-inbox", "staff-case", "admin-setup"}
 
@@ -173,7 +180,45 @@ def axe_source() -> str:
 
 
 @pytest.fixture(scope="module")
-def places(live_app: Flask, community_point: tuple[float, float]) -> dict[str, Any]:
+def heard_back(live_app: Flask) -> dict[str, Any]:
+    """A reporter's case closed through the services (its follow-up round open) and followed
+    by someone else; their messages drained to the demo's mailbox (kept, not sent), whose
+    links give the tokens of the follow-up, confirmation and unsubscribe pages."""
+    case = closed_case(live_app, Path(live_app.config["PHOTO_DIR"]), notify=True,
+                       contact={"email": "a11y-reporter@example.org"}, language="en")  # fmt: skip
+    mode = live_app.config.get("MAIL_MODE")
+    live_app.config["MAIL_MODE"] = "mailbox"
+    try:
+        with live_app.app_context():
+            with db.transaction() as session:
+                notices.request_follow(
+                    session, "a11y-follower@example.org", "en", clock.now_utc(), case_id=case.id
+                )
+            jobs.drain_notices()
+    finally:
+        live_app.config["MAIL_MODE"] = mode
+    with live_app.app_context():
+        sent = {
+            notice.kind: notice
+            for notice in db.session().scalars(
+                select(Notice).where(
+                    Notice.case_id == case.id, Notice.state == NoticeState.SENT.value
+                )
+            )
+        }
+        db.session.remove()
+    closing, confirming = sent[NoticeKind.CLOSED.value], sent[NoticeKind.CONFIRM.value]
+    # The closing message's unsubscribe link (the reporter's) is read last, so it is kept.
+    tokens = dict(MESSAGE_LINK.findall(f"{confirming.body}\n{closing.body}"))
+    return {"closed_id": case.id, "closed_number": case.number, "notice_id": closing.id,
+            "followup_token": tokens["followup"], "confirm_token": tokens["follow/confirm"],
+            "unsubscribe_token": tokens["unsubscribe"]}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def places(
+    live_app: Flask, community_point: tuple[float, float], heard_back: dict[str, Any]
+) -> dict[str, Any]:
     """A case reported by the inspector in the `staff` login's community and dispatched to
     it, through the services (so the case pages, queues and tracking page have something)."""
     lon, lat = community_point
@@ -202,7 +247,7 @@ def places(live_app: Flask, community_point: tuple[float, float]) -> dict[str, A
         rule_id = session.scalar(select(RoutingRule.id).order_by(RoutingRule.id).limit(1))
         area_id = session.scalar(select(Area.id).where(Area.code == COMMUNITY))
         return {"case_id": case.id, "number": case.number, "admin_id": users["admin"].id,
-                "rule_id": rule_id, "area_id": area_id}  # fmt: skip
+                "rule_id": rule_id, "area_id": area_id} | heard_back  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -338,7 +383,9 @@ def test_every_page_is_checked(live_app: Flask) -> None:
     """Each HTML page the app answers GET with is an axe screen above, or in NOT_CHECKED
     with its reason: a new page without an axe check fails here."""
     adapter = live_app.url_map.bind("localhost")
-    fake = {"case_id": 1, "number": "1", "admin_id": 1, "rule_id": 1, "area_id": 1}
+    fake = {"case_id": 1, "number": "1", "admin_id": 1, "rule_id": 1, "area_id": 1,
+            "closed_id": 1, "closed_number": "1", "notice_id": 1, "followup_token": "t",
+            "confirm_token": "t", "unsubscribe_token": "t"}  # fmt: skip
     checked = {adapter.match(s.path.format(**fake).split("?")[0])[0] for s in SCREENS}
     pages = {
         rule.endpoint
