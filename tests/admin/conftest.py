@@ -28,7 +28,7 @@ PHONE: dict[str, Any] = {
     **NO_WORKER,
 }
 DESKTOP: dict[str, Any] = {"viewport": {"width": 1366, "height": 900}, **NO_WORKER}
-TIMEOUT_MS = 10_000
+TIMEOUT_MS = 20_000  # a sign-in (a password hash) on a loaded 2-core machine can take 10 s
 ContextFor = Callable[..., BrowserContext]
 
 

@@ -37,7 +37,7 @@ PHONE: dict[str, Any] = {
     "has_touch": True,
     "locale": "en-US",
 }
-TIMEOUT_MS = 10_000
+TIMEOUT_MS = 20_000  # a sign-in (a password hash) on a loaded 2-core machine can take 10 s
 
 ContextFor = Callable[..., BrowserContext]
 

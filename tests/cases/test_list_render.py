@@ -90,7 +90,8 @@ def test_a_list_row_shows_its_badges_and_deadline(app: Flask, lang: str, words: 
     assert '<tr data-case="C-7" class="rework">' in shown
     assert '<tr data-case="C-8">' in shown
     assert "1 Main &lt;St&gt;" in shown
-    assert f'<span class="overdue">{due_shown} · {words[-1]}</span>' in shown
-    assert f'<span class="">{due_shown}</span>' in shown
+    when = f'<span class="when">{due_shown}</span>'  # date and time kept on one line
+    assert f'<span class="overdue">{when} · {words[-1]}</span>' in shown
+    assert f'<span class="">{when}</span>' in shown
     for word in words:
         assert word in shown

@@ -73,7 +73,7 @@ def test_scheduler_registers_every_periodic_job(
     result = cli.invoke(args=["dispatch", "scheduler"])
 
     assert result.exit_code == 0, result.output
-    assert f"8 periodic jobs on queue {PERIODIC_QUEUE}" in result.output
+    assert f"9 periodic jobs on queue {PERIODIC_QUEUE}" in result.output
     [scheduler] = one_shot_scheduler.instances
     registered = [(job.func, job.interval, job.queue_name) for job in scheduler.get_jobs()]
     intervals = {
@@ -85,6 +85,7 @@ def test_scheduler_registers_every_periodic_job(
         "remove_orphan_photos": 3600,
         "drain_notices": 60,  # the notification outbox (NOTICE_DRAIN_SECONDS)
         "maintain_partitions": 3600,
+        "fold_key_uses": 60,  # the api keys' request counts, from Redis into the database
     }
     assert {func.__name__: interval for func, interval, _ in registered} == intervals
     # each package registers its own, by dotted path: the dispatcher's, the maps' rollup and
@@ -93,7 +94,8 @@ def test_scheduler_registers_every_periodic_job(
     assert modules["refresh_evaluation"] == "maps.jobs"
     assert modules["remove_orphan_photos"] == modules["drain_notices"] == "cases.jobs"
     assert modules["maintain_partitions"] == "gridmgmt.kernel.partitions"
-    own = {"maps.jobs", "cases.jobs", "gridmgmt.kernel.partitions"}
+    assert modules["fold_key_uses"] == "gridmgmt.kernel.key_uses"
+    own = {"maps.jobs", "cases.jobs", "gridmgmt.kernel.partitions", "gridmgmt.kernel.key_uses"}
     others = {modules[name] for name in intervals} - own
     assert others == {"dispatch.jobs"}
     assert {queue for _, _, queue in registered} == {PERIODIC_QUEUE}
@@ -110,7 +112,7 @@ def test_worker_command_processes_scheduled_job(
     assert cli.invoke(args=["dispatch", "scheduler"]).exit_code == 0
     periodic = Queue(PERIODIC_QUEUE, connection=redis_conn)
     jobs = periodic.get_jobs()
-    assert len(jobs) == 8
+    assert len(jobs) == 9
 
     result = cli.invoke(args=["dispatch", "worker", "--burst", "--name", "test-burst"])
 

@@ -35,6 +35,7 @@ def test_every_readme_setting_is_a_config_field() -> None:
     known = {f.name for f in fields(Config)}
     # Settings of the tools around the app, not of the app's config.
     tools = {"PG_PORT", "REDIS_PORT", "WEB_WORKERS", "WEB_THREADS", "FUZZ_EXAMPLES", "SHARED_DATA"}
+    tools |= {"WEB_BIND"}  # gunicorn.conf.py's address
     tools |= {"ALLOW_MISSING", "CHROMIUM"}  # the tests' own settings
     tools |= {"BACKUP_ROOT", "BACKUP_KEEP"}  # deploy/backup/gridmgmt-backup
     tools |= {"STANDBY_DIR", "STANDBY_PORT"}  # `scripts/stack.sh standby`
