@@ -237,6 +237,18 @@ TABLES = ("units", "communities", "streets", "districts", "units_urgent", "inspe
 ON_TIME_TARGET = 0.7  # a typical target of the on-time closure rate (DOMAIN.md)
 SATISFACTION_TARGET = 0.85  # units below it are named in Beijing's monthly 三率 (DOMAIN.md)
 
+# The public's rates on the dashboard, a chart each: (rate, title, column, empty, target).
+PUBLIC_RATE_CHARTS: tuple[tuple[str, str, str, str, float | None], ...] = (
+    ("satisfaction", N_("Satisfaction rate per week"), N_("Satisfaction rate"),
+     N_("No follow-up answer in this period."), SATISFACTION_TARGET),
+    ("resolution", N_("Resolution rate per week"), N_("Resolution rate"),
+     N_("No follow-up answer in this period."), None),
+    ("response", N_("Response rate per week"), N_("Response rate"),
+     N_("No case was put in a unit's hands in this period."), None),
+    ("followup", N_("Follow-up rate per week"), N_("Follow-up rate"),
+     N_("No case whose reporter can be reached was closed in this period."), None),
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Column:
@@ -819,45 +831,21 @@ def dashboard() -> ResponseReturnValue:
         target_text=_("Target %(rate)s", rate=f"{number(100 * ON_TIME_TARGET)}%"),
     )
     public = dict(evaluation.rates_per_week(session, period))
-    satisfaction_points = [
-        (format_date(w, "MM-dd"), public[w].satisfaction_rate if w in public else None)
-        for w in weeks
-    ]
-    satisfaction_chart = line_chart(
-        satisfaction_points,
-        title=_("Satisfaction rate per week"),
-        empty_text=_("No follow-up answer in this period."),
-        percent=True,
-        target=SATISFACTION_TARGET,
-        target_text=_("Target %(rate)s", rate=f"{number(100 * SATISFACTION_TARGET)}%"),
-    )
-    resolution_points = [
-        (format_date(w, "MM-dd"), public[w].resolution_rate if w in public else None) for w in weeks
-    ]
-    resolution_chart = line_chart(
-        resolution_points,
-        title=_("Resolution rate per week"),
-        empty_text=_("No follow-up answer in this period."),
-        percent=True,
-    )
-    response_points = [
-        (format_date(w, "MM-dd"), public[w].response_rate if w in public else None) for w in weeks
-    ]
-    response_chart = line_chart(
-        response_points,
-        title=_("Response rate per week"),
-        empty_text=_("No case was put in a unit's hands in this period."),
-        percent=True,
-    )
-    followup_points = [
-        (format_date(w, "MM-dd"), public[w].followup_rate if w in public else None) for w in weeks
-    ]
-    followup_chart = line_chart(
-        followup_points,
-        title=_("Follow-up rate per week"),
-        empty_text=_("No case whose reporter can be reached was closed in this period."),
-        percent=True,
-    )
+    public_charts = []
+    for key, title, label, empty_text, target in PUBLIC_RATE_CHARTS:
+        points = [
+            (format_date(w, "MM-dd"), getattr(public[w], f"{key}_rate") if w in public else None)
+            for w in weeks
+        ]
+        chart = line_chart(
+            points,
+            title=_(title),
+            empty_text=_(empty_text),
+            percent=True,
+            target=target,
+            target_text=_("Target %(rate)s", rate=f"{number(100 * target)}%") if target else "",
+        )
+        public_charts.append((key, _(title), _(label), chart, points))
     # The period's key figures add up the weeks of the charts.
     total = Tally(overdue_open=evaluation.overdue_open(session, datetime.now(UTC)))
     for tally in (*due.values(), *public.values()):
@@ -870,14 +858,7 @@ def dashboard() -> ResponseReturnValue:
         cases_points=cases_points,
         rate_chart=rate_chart,
         rate_points=rate_points,
-        satisfaction_chart=satisfaction_chart,
-        satisfaction_points=satisfaction_points,
-        resolution_chart=resolution_chart,
-        resolution_points=resolution_points,
-        response_chart=response_chart,
-        response_points=response_points,
-        followup_chart=followup_chart,
-        followup_points=followup_points,
+        public_charts=public_charts,
         target=ON_TIME_TARGET,
         satisfaction_target=SATISFACTION_TARGET,
         period=period,
